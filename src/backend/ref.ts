@@ -1,0 +1,62 @@
+/**
+ * Plain-TypeScript reference backend: the specification the native kernels are
+ * tested against. Simple loops, f32 storage, f64 accumulation where it is free.
+ */
+import type { AttentionShape, Backend } from "./backend.ts";
+
+export function refMatmul(
+  x: Float32Array, w: Float32Array, M: number, K: number, N: number, bias?: Float32Array, out?: Float32Array,
+): Float32Array {
+  const y = out ?? new Float32Array(M * N); // [M, N]
+  for (let m = 0; m < M; m++) {
+    const xo = m * K;
+    for (let n = 0; n < N; n++) {
+      const wo = n * K;
+      let acc = 0;
+      for (let k = 0; k < K; k++) acc += x[xo + k]! * w[wo + k]!;
+      y[m * N + n] = acc + (bias ? bias[n]! : 0);
+    }
+  }
+  return y;
+}
+
+export function refAttention(
+  q: Float32Array, k: Float32Array, v: Float32Array, s: AttentionShape, out: Float32Array,
+): void {
+  const { T, pos0, nHead, nKvHead, headDim: d } = s;
+  const group = nHead / nKvHead;
+  const qStride = nHead * d;
+  const kvStride = nKvHead * d;
+  const scale = 1 / Math.sqrt(d);
+  const scores = new Float64Array(pos0 + T); // [S]
+  for (let t = 0; t < T; t++) {
+    const nKeys = pos0 + t + 1;
+    for (let h = 0; h < nHead; h++) {
+      const kvh = Math.floor(h / group);
+      const qo = t * qStride + h * d;
+      let max = -Infinity;
+      for (let j = 0; j < nKeys; j++) {
+        const ko = j * kvStride + kvh * d;
+        let dot = 0;
+        for (let i = 0; i < d; i++) dot += q[qo + i]! * k[ko + i]!;
+        const sc = dot * scale;
+        scores[j] = sc;
+        if (sc > max) max = sc;
+      }
+      let sum = 0;
+      for (let j = 0; j < nKeys; j++) { const e = Math.exp(scores[j]! - max); scores[j] = e; sum += e; }
+      for (let i = 0; i < d; i++) {
+        let acc = 0;
+        for (let j = 0; j < nKeys; j++) acc += scores[j]! * v[j * kvStride + kvh * d + i]!;
+        out[qo + i] = acc / sum;
+      }
+    }
+  }
+}
+
+export const refBackend: Backend = {
+  name: "ref",
+  threads: 1,
+  matmul: refMatmul,
+  attention: refAttention,
+};

@@ -1,0 +1,76 @@
+/**
+ * Typed errors for every boundary (CLI, files, configs). Each says WHERE (file, field),
+ * what was EXPECTED, what was FOUND, and a HINT on how to fix it. Internal invariants
+ * use `invariant()` instead: those are bugs, not user errors.
+ */
+
+export interface ErrorDetails {
+  /** File the problem is in, when there is one. */
+  file?: string;
+  /** Field, tensor name or key inside that file. */
+  field?: string;
+  expected?: string;
+  found?: string;
+  hint?: string;
+}
+
+export class QuantizeLlmError extends Error {
+  readonly code: string;
+  readonly details: ErrorDetails;
+  constructor(code: string, summary: string, details: ErrorDetails = {}) {
+    super(formatMessage(summary, details));
+    this.name = new.target.name;
+    this.code = code;
+    this.details = details;
+  }
+}
+
+function formatMessage(summary: string, d: ErrorDetails): string {
+  const lines = [summary];
+  if (d.file !== undefined) lines.push(`  file:     ${d.file}`);
+  if (d.field !== undefined) lines.push(`  field:    ${d.field}`);
+  if (d.expected !== undefined) lines.push(`  expected: ${d.expected}`);
+  if (d.found !== undefined) lines.push(`  found:    ${d.found}`);
+  if (d.hint !== undefined) lines.push(`  hint:     ${d.hint}`);
+  return lines.join("\n");
+}
+
+/** A file is malformed: truncated, bad header, inconsistent offsets, ... */
+export class FormatError extends QuantizeLlmError {
+  constructor(summary: string, details: ErrorDetails = {}) {
+    super("E_FORMAT", summary, details);
+  }
+}
+
+/** A model config (config.json, tokenizer files) is missing, invalid or unsupported. */
+export class ConfigError extends QuantizeLlmError {
+  constructor(summary: string, details: ErrorDetails = {}) {
+    super("E_CONFIG", summary, details);
+  }
+}
+
+/** A command-line argument or API option is invalid. */
+export class UsageError extends QuantizeLlmError {
+  constructor(summary: string, details: ErrorDetails = {}) {
+    super("E_USAGE", summary, details);
+  }
+}
+
+/** An optional dependency or the native addon is missing. */
+export class DependencyError extends QuantizeLlmError {
+  constructor(summary: string, details: ErrorDetails = {}) {
+    super("E_DEPENDENCY", summary, details);
+  }
+}
+
+/** An internal invariant was violated: a bug in quantize-llm, not bad input. */
+export class InvariantError extends Error {
+  constructor(message: string) {
+    super(`internal error (please report): ${message}`);
+    this.name = "InvariantError";
+  }
+}
+
+export function invariant(cond: unknown, message: string | (() => string)): asserts cond {
+  if (!cond) throw new InvariantError(typeof message === "string" ? message : message());
+}
