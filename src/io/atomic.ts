@@ -1,0 +1,67 @@
+/**
+ * Atomic file output: write to a temp file in the SAME folder, fsync, then rename over
+ * the final name. A crash or error leaves either the old file or the new one, never a
+ * half-written file that a later run would mistake for a finished checkpoint.
+ * Same folder because rename(2) is only atomic within one file system.
+ */
+
+import { randomBytes } from "node:crypto";
+import { open, rename, rm } from "node:fs/promises";
+import { basename, dirname, join } from "node:path";
+
+/** `<dir>/<name>.tmp-<pid>-<rand>`: unique per process and call, next to `finalPath`. */
+export function tempPathFor(finalPath: string): string {
+  const rand = randomBytes(6).toString("hex");
+  return join(dirname(finalPath), `${basename(finalPath)}.tmp-${process.pid}-${rand}`);
+}
+
+/**
+ * Rename `tmpPath` over `finalPath`, then fsync the folder so the new directory entry
+ * itself survives a power loss (the file's data must already be fsynced by the caller).
+ */
+export async function renameAtomic(tmpPath: string, finalPath: string): Promise<void> {
+  await rename(tmpPath, finalPath);
+  await fsyncDir(dirname(finalPath));
+}
+
+/** fsync a folder. Windows cannot open folders for fsync; there the rename is all we get. */
+export async function fsyncDir(dir: string): Promise<void> {
+  if (process.platform === "win32") return;
+  const h = await open(dir, "r");
+  try {
+    await h.sync();
+  } finally {
+    await h.close();
+  }
+}
+
+/**
+ * Best-effort removal of a temp file after a failure. A failure to clean up must not
+ * hide the error that caused it, so it becomes a process warning instead of a throw.
+ */
+export async function removeTempFile(tmpPath: string): Promise<void> {
+  try {
+    await rm(tmpPath, { force: true });
+  } catch (err) {
+    process.emitWarning(`could not remove temp file ${tmpPath}: ${String(err)}`);
+  }
+}
+
+/** Write `data` to `path` atomically (temp file + fsync + rename); the temp file is removed on failure. */
+export async function writeFileAtomic(path: string, data: Uint8Array | string): Promise<void> {
+  const tmp = tempPathFor(path);
+  try {
+    // "wx": never clobber an existing file that happens to have our temp name.
+    const h = await open(tmp, "wx");
+    try {
+      await h.writeFile(data);
+      await h.sync();
+    } finally {
+      await h.close();
+    }
+    await renameAtomic(tmp, path);
+  } catch (err) {
+    await removeTempFile(tmp);
+    throw err;
+  }
+}
