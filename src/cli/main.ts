@@ -1,0 +1,43 @@
+/** quantize-llm command-line entry: a table of commands, typed errors printed without stack traces. */
+import { QuantizeLlmError } from "../util/errors.ts";
+import type { Command } from "./command.ts";
+import { evalCommand } from "./eval.ts";
+import { chatCommand } from "./chat.ts";
+
+const COMMANDS: readonly Command[] = [evalCommand, chatCommand];
+
+function help(): string {
+  const w = Math.max(...COMMANDS.map((c) => c.name.length));
+  return [
+    "usage: quantize-llm <command> [model] [options]",
+    "",
+    "commands:",
+    ...COMMANDS.map((c) => `  ${c.name.padEnd(w)}  ${c.summary}`),
+    "",
+    'Every command that takes a model uses the bundled model (models/qllm-tiny) when none is given.',
+    'Run "quantize-llm <command> --help" for its options.',
+    "",
+  ].join("\n");
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (name === undefined || name === "--help" || name === "-h" || name === "help") {
+    process.stdout.write(help());
+    return name === undefined ? 1 : 0;
+  }
+  const cmd = COMMANDS.find((c) => c.name === name);
+  if (!cmd) {
+    process.stderr.write(`error: unknown command "${name}"\n\n${help()}`);
+    return 2;
+  }
+  try {
+    return await cmd.run(rest);
+  } catch (e) {
+    if (e instanceof QuantizeLlmError) {
+      process.stderr.write(`error: ${e.message}\n`);
+      return 2;
+    }
+    throw e;
+  }
+}
