@@ -150,7 +150,7 @@ export function parseSafetensorsHeader(bytes: Uint8Array, fileSize: number, file
     cursor = t.end;
     prev = t;
   }
-  if (cursor !== dataLen) {
+  if (cursor > dataLen) {
     throw bad(file, "file has trailing bytes after the last tensor", {
       expected: `a data region of ${cursor} bytes (file size ${8 + n + cursor})`,
       found: `${dataLen} bytes (file size ${fileSize})`, hint: "the reference reader rejects this too (MetadataIncompleteBuffer)",
@@ -216,7 +216,8 @@ function parseEntry(name: string, v: unknown, dataLen: number, file: string): Te
       hint: "the file is truncated; download it again",
     });
   }
-  return { name, dtype, shape: dims.slice(), begin, end };
+  // `|| 0` turns a JSON "-0" into 0, so callers never see a negative zero.
+  return { name, dtype, shape: dims.map((d) => d || 0), begin: begin || 0, end: end || 0 };
 }
 
 /** Read exactly `out.length` bytes at `position`; a short file means it shrank after it was validated. */

@@ -1,0 +1,17 @@
+/**
+ * quantize-llm public API. Everything outside src/ imports only this file.
+ */
+export { parseModelConfig, type ModelConfig, type RopeScaling } from "./arch/config.ts";
+export { ARCHS, archFor, LINEAR_NAMES, type Arch, type LinearName, type LinearSpec } from "./arch/registry.ts";
+export type { Backend, AttentionShape } from "./backend/backend.ts";
+export { refBackend } from "./backend/ref.ts";
+export { selectBackend, defaultThreads } from "./backend/select.ts";
+export { loadHfModel, readModelConfig, type LoadedModel } from "./load/hf-folder.ts";
+export { BUNDLED_MODEL_DIR, BUNDLED_EVAL_TEXT, BUNDLED_CALIB_TEXT } from "./load/paths.ts";
+export { Model, KvCache, type ForwardOptions } from "./nn/model.ts";
+export type { Tap } from "./nn/block.ts";
+export { generate, type GenerateOptions } from "./nn/generate.ts";
+export { loadModelWeights, type ModelWeights, type BlockWeights, type Linear, type TensorSource } from "./nn/weights.ts";
+export { perplexity, PROTOCOLS, type Protocol, type PerplexityResult } from "./metrics/perplexity.ts";
+export { loadTokenizer, TextTokenizer, type ChatMessage } from "./tokenizer/tokenizer.ts";
+export { QuantizeLlmError, FormatError, ConfigError, UsageError, DependencyError } from "./util/errors.ts";
