@@ -165,8 +165,8 @@ async function openSharded(dir: string, entries: ReadonlySet<string>): Promise<C
       });
     }
   }
-  const fileOf = map as Record<string, string>;
-  const names = [...new Set(Object.values(fileOf))];
+  const fileOf = new Map(Object.entries(map as Record<string, string>)); // a Map: tensor names may be "__proto__"
+  const names = [...new Set(fileOf.values())];
   const opened = await Promise.allSettled(names.map((n) => openSafetensors(join(dir, n))));
   const shards = new Map<string, SafetensorsFile>();
   opened.forEach((r, i) => { if (r.status === "fulfilled") shards.set(names[i]!, r.value); });
@@ -174,7 +174,7 @@ async function openSharded(dir: string, entries: ReadonlySet<string>): Promise<C
   try {
     if (failed !== undefined) throw failed.reason;
     let totalBytes = 0;
-    for (const [tensor, file] of Object.entries(fileOf)) {
+    for (const [tensor, file] of fileOf) {
       const shard = shards.get(file)!;
       const t = shard.tensors.get(tensor);
       if (t === undefined) {
@@ -187,14 +187,14 @@ async function openSharded(dir: string, entries: ReadonlySet<string>): Promise<C
     const warnings: string[] = [];
     for (const [file, shard] of shards) {
       for (const tensor of shard.tensors.keys()) {
-        if (fileOf[tensor] !== file) warnings.push(`tensor "${tensor}" in ${file} is not mapped to it by ${INDEX_FILE}; ignored`);
+        if (fileOf.get(tensor) !== file) warnings.push(`tensor "${tensor}" in ${file} is not mapped to it by ${INDEX_FILE}; ignored`);
       }
     }
     const declared = isObject(metadata) ? metadata["total_size"] : undefined;
     if (declared !== undefined && declared !== totalBytes) {
       warnings.push(`${INDEX_FILE} metadata.total_size is ${JSON.stringify(declared)} but the mapped tensors hold ${totalBytes} bytes`);
     }
-    return new Checkpoint(dir, shards, new Map(Object.entries(fileOf)), isObject(metadata) ? metadata : {}, warnings);
+    return new Checkpoint(dir, shards, fileOf, isObject(metadata) ? metadata : {}, warnings);
   } catch (err) {
     await closeAll([...shards.values()]);
     throw err;
@@ -216,7 +216,7 @@ export interface ShardedWriteOptions {
   /** Shard size budget in tensor bytes (headers excluded, as in transformers' `max_shard_size`). */
   maxShardBytes: number;
   /** `__metadata__` of every file, e.g. {format: "pt"}. */
-  metadata?: Record<string, string>;
+  metadata?: Record<string, string> | undefined;
 }
 
 /**
@@ -255,13 +255,13 @@ export async function writeShardedSafetensors(
   }
   const pad = (i: number): string => String(i).padStart(5, "0");
   const files = groups.map((_, i) => `model-${pad(i + 1)}-of-${pad(groups.length)}.safetensors`);
-  const weightMap: Record<string, string> = {};
+  const weightMap = new Map<string, string>(); // not an object: a tensor may be named "__proto__"
   for (const [i, group] of groups.entries()) {
     await writeSafetensors(join(dir, files[i]!), group, opts.metadata);
-    for (const t of group) weightMap[t.name] = files[i]!;
+    for (const t of group) weightMap.set(t.name, files[i]!);
   }
   // Same layout as transformers: json.dumps(index, indent=2, sort_keys=True) + "\n".
-  const sorted = Object.fromEntries(Object.keys(weightMap).sort().map((k) => [k, weightMap[k]!]));
+  const sorted = Object.fromEntries([...weightMap].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
   const index = { metadata: { total_size: totalSize }, weight_map: sorted };
   await writeFileAtomic(join(dir, INDEX_FILE), `${JSON.stringify(index, null, 2)}\n`);
   await removeStale(dir, new Set([...files, INDEX_FILE]));

@@ -150,7 +150,7 @@ export function parseSafetensorsHeader(bytes: Uint8Array, fileSize: number, file
     cursor = t.end;
     prev = t;
   }
-  if (cursor > dataLen) {
+  if (cursor !== dataLen) {
     throw bad(file, "file has trailing bytes after the last tensor", {
       expected: `a data region of ${cursor} bytes (file size ${8 + n + cursor})`,
       found: `${dataLen} bytes (file size ${fileSize})`, hint: "the reference reader rejects this too (MetadataIncompleteBuffer)",
@@ -301,7 +301,9 @@ export class SafetensorsFile {
 export async function openSafetensors(path: string): Promise<SafetensorsFile> {
   const h = await open(path, "r");
   try {
-    const size = (await h.stat()).size;
+    const st = await h.stat();
+    if (!st.isFile()) throw bad(path, "not a regular file", { hint: "pass the path of a .safetensors file" });
+    const size = st.size;
     const prefix = new Uint8Array(Math.min(8, size));
     await readFully(h, prefix, 0, path);
     const n = parseHeaderLength(prefix, size, path);

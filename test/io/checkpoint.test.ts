@@ -89,6 +89,18 @@ describe("sharded", () => {
     await withCheckpoint(dir, async (c) => { expect(c.info("big").file).toBe(files[1]); });
   });
 
+  it("keeps tensors whose names are Object.prototype keys", async () => {
+    const dir = await freshDir();
+    const odd = [f32("__proto__", [1]), f32("constructor", [2]), f32("toString", [3])];
+    await writeShardedSafetensors(dir, odd, { maxShardBytes: 4 });
+    await withCheckpoint(dir, async (c) => {
+      expect(c.names()).toEqual(["__proto__", "constructor", "toString"]);
+      expect(Array.from(await c.readF32("__proto__"))).toEqual([1]);
+      expect(c.info("toString").file).toBe("model-00003-of-00003.safetensors");
+      expect(c.warnings).toEqual([]);
+    });
+  });
+
   it("removes the files of the previous layout when re-saving", async () => {
     const dir = await freshDir();
     await writeShardedSafetensors(dir, TENSORS, { maxShardBytes: 40 });

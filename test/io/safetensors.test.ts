@@ -189,6 +189,12 @@ describe("rejects every malformed case of FORMATS.md §1 with a FormatError", ()
     await rejects(rawFile(header, u8(8)), problem, "w");
   });
 
+  it("a folder is not a safetensors file", async () => {
+    const err = await openSafetensors(dir).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(FormatError);
+    expect((err as FormatError).message).toMatch(/not a regular file[\s\S]*qllm-st-/);
+  });
+
   it("offsets beyond the data region (file truncated)", async () => {
     const err = await rejects(rawFile(`{${ok("w")}}`, u8(5)), /data lies beyond the end of the file/, "w");
     expect(err.details.hint).toMatch(/truncated/);

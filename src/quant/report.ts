@@ -1,0 +1,48 @@
+/** Per-layer quantization report: what each layer cost, in numbers a user can act on. */
+import type { Backend } from "../backend/backend.ts";
+import type { LinearName } from "../arch/registry.ts";
+
+export interface LayerReport {
+  block: number;
+  layer: LinearName;
+  /** out_features × in_features */
+  shape: [number, number];
+  /** GPTQ's Σ (w − q)² / Hinv[i,i]² / 2 (null for RTN) */
+  loss: number | null;
+  /** ‖X·(W − Q)ᵀ‖² / ‖X·Wᵀ‖² on the calibration inputs, via H (null without calibration) */
+  relOutputError: number | null;
+  /** ‖W − Q‖² / ‖W‖² */
+  relWeightError: number;
+  /** Damping actually used (null for RTN) */
+  damp: number | null;
+  seconds: number;
+}
+
+export function relWeightError(W: Float32Array, Q: Float32Array): number {
+  let num = 0, den = 0;
+  for (let i = 0; i < W.length; i++) { const d = W[i]! - Q[i]!; num += d * d; den += W[i]! * W[i]!; }
+  return den > 0 ? num / den : 0;
+}
+
+/** tr(D·H·Dᵀ) / tr(W·H·Wᵀ) with D = W − Q: the relative output error on the calibration set. */
+export function relOutputError(backend: Backend, W: Float32Array, Q: Float32Array, H: Float64Array, N: number, K: number): number {
+  const Hf = Float32Array.from(H); // [K, K]
+  const D = new Float32Array(N * K); // [N, K]
+  for (let i = 0; i < D.length; i++) D[i] = W[i]! - Q[i]!;
+  const quad = (A: Float32Array): number => {
+    const AH = backend.matmul(A, Hf, N, K, K); // [N, K] = A·Hᵀ = A·H
+    let s = 0;
+    for (let i = 0; i < A.length; i++) s += A[i]! * AH[i]!;
+    return s;
+  };
+  const den = quad(W);
+  return den > 0 ? quad(D) / den : 0;
+}
+
+export function summarise(layers: LayerReport[]): { layers: number; meanRelOutputError: number | null; worst: LayerReport | null; maxDamp: number | null } {
+  const withErr = layers.filter((l) => l.relOutputError !== null);
+  const mean = withErr.length ? withErr.reduce((a, l) => a + l.relOutputError!, 0) / withErr.length : null;
+  const worst = withErr.length ? withErr.reduce((a, l) => (l.relOutputError! > a.relOutputError! ? l : a)) : null;
+  const damps = layers.map((l) => l.damp).filter((d): d is number => d !== null);
+  return { layers: layers.length, meanRelOutputError: mean, worst, maxDamp: damps.length ? Math.max(...damps) : null };
+}
