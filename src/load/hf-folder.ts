@@ -11,9 +11,12 @@ import { Model } from "../nn/model.ts";
 import { loadModelWeights, type TensorSource } from "../nn/weights.ts";
 import { loadTokenizer, type TextTokenizer } from "../tokenizer/tokenizer.ts";
 import { ConfigError } from "../util/errors.ts";
+import { gptqSource, parseGptqConfig, readQuantizationConfig } from "./gptq-source.ts";
 
 export interface LoadedModel {
   dir: string;
+  /** "hf" (plain weights) or the quantized checkpoint format that was unpacked. */
+  format: "hf" | "gptq";
   cfg: ModelConfig;
   tokenizer: TextTokenizer;
   model: Model;
@@ -54,9 +57,23 @@ export async function loadHfModel(dir: string, backend: Backend): Promise<Loaded
   const cfg = readModelConfig(dir);
   const ckpt = await openCheckpoint(dir);
   try {
-    const weights = loadModelWeights(cfg, checkpointSource(ckpt, dir));
+    const quant = readQuantizationConfig(dir, cfg.raw);
+    let format: LoadedModel["format"] = "hf";
+    let source = checkpointSource(ckpt, dir);
+    if (quant) {
+      const method = quant.config["quant_method"];
+      if (method !== "gptq") {
+        throw new ConfigError("unsupported quantization method", {
+          file: quant.file, field: "quantization_config.quant_method", expected: '"gptq"', found: JSON.stringify(method),
+          hint: "quantize-llm reads plain HF checkpoints and HF-GPTQ checkpoints",
+        });
+      }
+      format = "gptq";
+      source = gptqSource(ckpt, dir, parseGptqConfig(quant.config, quant.file));
+    }
+    const weights = loadModelWeights(cfg, source);
     const tokenizer = loadTokenizer(dir, cfg.eosTokenIds);
-    return { dir, cfg, tokenizer, model: new Model(cfg, weights, backend) };
+    return { dir, format, cfg, tokenizer, model: new Model(cfg, weights, backend) };
   } finally {
     await ckpt.close();
   }

@@ -89,8 +89,9 @@ function quantizeLinear(s: QuantSettings, W: Float32Array, N: number, K: number,
   return { ...rtnQuantizeLinear({ weight: W, rows: N, cols: K, bits: s.bits, groupSize: s.groupSize, sym: s.sym }), loss: null, damp: null };
 }
 
+/** GPTQ needs calibration inputs; RTN uses them only to report each layer's output error. */
 function needsCalibration(s: QuantSettings): boolean {
-  return s.method !== "rtn";
+  return s.method !== "rtn" || s.calibSamples > 0;
 }
 
 /** The true-sequential groups, or everything at once. */
@@ -143,7 +144,11 @@ export async function quantizeModel(job: QuantizeJob): Promise<QuantizeResult> {
   const kvDim = cfg.numKvHeads * cfg.headDim;
   const scratch: LayerCache = { k: new Float32Array(L * kvDim), v: new Float32Array(L * kvDim) };
   const layers: LayerReport[] = journal.blocks.flatMap((b) => b.layers);
-  const checkAbort = (): void => { if (job.signal?.aborted) throw new InterruptedError(work); };
+  // Yield to the event loop so a SIGINT handler can run between layers, then honour it.
+  const checkAbort = async (): Promise<void> => {
+    await new Promise((r) => setImmediate(r));
+    if (job.signal?.aborted) throw new InterruptedError(work);
+  };
 
   try {
     // --- calibration: X [samples][L·H] entering block 0 ---
@@ -193,7 +198,7 @@ export async function quantizeModel(job: QuantizeJob): Promise<QuantizeResult> {
       const results = new Map<LinearName, QuantizedLinear>();
       const blockLayers: LayerReport[] = [];
       for (const group of groupsOf(cfg, s)) {
-        checkAbort();
+        await checkAbort();
         const specs = group.map((n) => cfg.arch.linears.find((l) => l.name === n)!);
         // Hessians of the inputs this group reads, from the block as quantized so far.
         const hess = new Map<LinearInput, HessianAccumulator>();
@@ -202,7 +207,7 @@ export async function quantizeModel(job: QuantizeJob): Promise<QuantizeResult> {
           runBlock(b, w, (ev) => { if (ev.block === b) hess.get(ev.input)?.add(backend, ev.x, ev.T); });
         }
         for (const sp of specs) {
-          checkAbort();
+          await checkAbort();
           const tl = performance.now();
           const l = w.linears[sp.name];
           const Hm = hess.get(sp.input)?.hessian() ?? null;
@@ -221,7 +226,7 @@ export async function quantizeModel(job: QuantizeJob): Promise<QuantizeResult> {
           job.onEvent?.({ type: "layer", report });
         }
       }
-      checkAbort();
+      await checkAbort();
       const file = `block-${String(b).padStart(4, "0")}.safetensors`;
       await writeSafetensors(join(work, file), blockTensors(cfg, s, b, w, results));
       const seconds = (performance.now() - tb) / 1000;

@@ -19,7 +19,7 @@ describe("bit streams", () => {
     const w = new Int32Array(3);
     packStream(vals, 0, 1, 32, 3, w, 0, 1);
     // Spell out qlinear_cuda_old.py's bits == 3 branch independently:
-    const e = [0, 0, 0];
+    const e: [number, number, number] = [0, 0, 0];
     for (let i = 0; i < 10; i++) e[0] |= vals[i]! << (3 * i);
     e[0] |= vals[10]! << 30;
     e[1] = (vals[10]! >> 2) & 1;

@@ -1,0 +1,180 @@
+/**
+ * `quantize-llm gptq|rtn [model]`: quantize a HF model into an HF-GPTQ checkpoint,
+ * with a progress bar, a per-layer report, resume, and perplexity before/after.
+ */
+import { existsSync } from "node:fs";
+import { basename, join, relative, resolve } from "node:path";
+import type { Backend } from "../backend/backend.ts";
+import { selectBackend } from "../backend/select.ts";
+import { loadHfModel } from "../load/hf-folder.ts";
+import { BUNDLED_CALIB_TEXT, BUNDLED_EVAL_TEXT, BUNDLED_MODEL_DIR, resolveModelArg } from "../load/paths.ts";
+import { perplexity } from "../metrics/perplexity.ts";
+import { readFileSync } from "node:fs";
+import { InterruptedError, quantizeModel, type PipelineEvent } from "../quant/pipeline.ts";
+import { summarise, type LayerReport } from "../quant/report.ts";
+import type { Method, QuantSettings } from "../quant/settings.ts";
+import { UsageError } from "../util/errors.ts";
+import { Progress } from "../util/progress.ts";
+import { choiceFlag, intFlag, onePositional, parseFlags } from "./args.ts";
+import type { Command } from "./command.ts";
+
+const COMMON_FLAGS = `  -o, --out DIR           output folder (default ./<model>-<method>-w<bits>g<group>)
+  --bits N                2, 3, 4 or 8 (default 4)
+  --group-size N          32, 64, 128 or -1 for one group per row (default 128)
+  --sym | --asym          symmetric (default) or asymmetric grid
+  --checkpoint-format F   gptq (v1, symmetric only) | gptq_v2 (default: gptq for --sym, gptq_v2 for --asym)
+  --resume                continue an interrupted run (same command line)
+  --overwrite             replace an existing output folder
+  --max-shard-size N      shard size limit in MB (default 4096)
+  --eval-text FILE        text for the perplexity before/after (default: the bundled model's held-out text)
+  --eval-max-tokens N     score only the first N tokens of it
+  --no-eval               skip the perplexity before/after
+  --threads N, --backend auto|native|ref
+  --json                  print one JSON summary as the last line of stdout
+`;
+
+const GPTQ_FLAGS = `  --act-order             quantize columns by decreasing Hessian diagonal (desc_act)
+  --static-groups         group grids from the original weights (with --act-order: contiguous g_idx)
+  --damp X                fraction of mean(diag H) added to the diagonal (default 0.01; raised automatically
+                          when the Cholesky factorisation fails, the value used is reported)
+  --block-size N          lazy-update block size (default 128)
+  --no-true-sequential    quantize all layers of a block from the same inputs
+  --calib-text FILE       calibration text (default: the bundled model's calibration split)
+  --calib-samples N       windows (default 128)
+  --calib-seqlen N        tokens per window (default min(512, context))
+  --seed N                calibration sampling seed (default 0)
+`;
+
+function makeCommand(method: Method, summary: string, extra: string): Command {
+  const usage = `usage: quantize-llm ${method} [model] [options]\n\n${summary}. With no model, quantizes the bundled model.\n\n${COMMON_FLAGS}${extra}`;
+  return {
+    name: method,
+    summary,
+    usage,
+    async run(argv) {
+      const { values: v, positionals } = parseFlags(method, argv, {
+        out: { type: "string", short: "o" }, bits: { type: "string" }, "group-size": { type: "string" },
+        sym: { type: "boolean" }, asym: { type: "boolean" }, "checkpoint-format": { type: "string" },
+        resume: { type: "boolean" }, overwrite: { type: "boolean" }, "max-shard-size": { type: "string" },
+        "eval-text": { type: "string" }, "eval-max-tokens": { type: "string" }, "no-eval": { type: "boolean" },
+        threads: { type: "string" }, backend: { type: "string" }, json: { type: "boolean" }, help: { type: "boolean", short: "h" },
+        "act-order": { type: "boolean" }, "static-groups": { type: "boolean" }, damp: { type: "string" },
+        "block-size": { type: "string" }, "no-true-sequential": { type: "boolean" }, "true-sequential": { type: "boolean" },
+        "calib-text": { type: "string" }, "calib-samples": { type: "string" }, "calib-seqlen": { type: "string" }, seed: { type: "string" },
+      });
+      if (v.help) { process.stdout.write(usage); return 0; }
+      if (method === "rtn") {
+        for (const f of ["act-order", "static-groups", "damp", "block-size", "calib-text", "calib-samples", "calib-seqlen", "seed"] as const) {
+          if (v[f] !== undefined) throw new UsageError(`--${f} does not apply to rtn`, { field: `--${f}`, hint: "round-to-nearest uses no calibration data; use quantize-llm gptq" });
+        }
+      }
+      if (v.sym && v.asym) throw new UsageError("--sym and --asym are mutually exclusive", { field: "--sym/--asym" });
+      const modelDir = resolveModelArg(onePositional(method, positionals));
+      const bits = intFlag("bits", v.bits, 4);
+      const groupSize = v["group-size"] === "-1" ? -1 : intFlag("group-size", v["group-size"], 128);
+      const sym = !v.asym;
+      const damp = v.damp !== undefined ? Number(v.damp) : 0.01;
+      if (!Number.isFinite(damp)) throw new UsageError("invalid value for --damp", { field: "--damp", expected: "a number such as 0.01", found: JSON.stringify(v.damp) });
+      const bundled = modelDir === BUNDLED_MODEL_DIR;
+      const calibText = v["calib-text"] !== undefined ? resolve(v["calib-text"]) : bundled ? BUNDLED_CALIB_TEXT : undefined;
+      if (method !== "rtn" && calibText === undefined) {
+        throw new UsageError("no calibration text", {
+          field: "--calib-text", expected: "a UTF-8 text file of general text (never your evaluation split)", found: "nothing",
+          hint: "only the bundled model ships a calibration split; pass --calib-text FILE",
+        });
+      }
+      if (calibText !== undefined && !existsSync(calibText)) throw new UsageError("calibration text not found", { file: calibText, field: "--calib-text" });
+      const backend = selectBackend({
+        backend: choiceFlag("backend", v.backend, ["auto", "native", "ref"] as const, "auto"),
+        ...(v.threads !== undefined ? { threads: intFlag("threads", v.threads, 1) } : {}),
+      });
+      const maxPos = readMaxPos(modelDir);
+      const settings: QuantSettings = {
+        method, bits, groupSize, sym,
+        actOrder: v["act-order"] === true, staticGroups: v["static-groups"] === true, damp,
+        blockSize: intFlag("block-size", v["block-size"], 128),
+        trueSequential: v["no-true-sequential"] !== true,
+        format: choiceFlag("checkpoint-format", v["checkpoint-format"], ["gptq", "gptq_v2"] as const, sym ? "gptq" : "gptq_v2"),
+        calibSamples: method === "rtn" ? 0 : intFlag("calib-samples", v["calib-samples"], 128),
+        calibSeqlen: method === "rtn" ? 0 : intFlag("calib-seqlen", v["calib-seqlen"], Math.min(512, maxPos)),
+        calibSeed: method === "rtn" ? 0 : intFlag("seed", v.seed, 0, 0),
+        calibText: calibText ?? "",
+      };
+      const outDir = resolve(v.out ?? `${basename(modelDir)}-${method}-w${bits}g${groupSize}`);
+
+      const ac = new AbortController();
+      const onSigint = (): void => {
+        if (ac.signal.aborted) process.exit(130);
+        process.stderr.write("\ninterrupt: stopping after the current layer (Ctrl-C again to quit at once)\n");
+        ac.abort();
+      };
+      process.on("SIGINT", onSigint);
+      const progress = new Progress(method, { stream: process.stderr });
+      const log = (e: PipelineEvent): void => {
+        if (e.type === "calibrated") process.stderr.write(`calibration: ${e.samples} windows × ${e.seqlen} tokens from ${relative(process.cwd(), settings.calibText)}\n`);
+        if (e.type === "block-start") progress.update(e.block, e.blocks, `block ${e.block + 1}/${e.blocks}`);
+        if (e.type === "block-done") progress.update(e.block + 1, e.blocks, e.resumed ? "(resumed from journal)" : `block ${e.block + 1} in ${e.seconds.toFixed(1)}s`);
+      };
+      let result;
+      try {
+        result = await quantizeModel({
+          modelDir, outDir, settings, backend, resume: v.resume === true, overwrite: v.overwrite === true,
+          maxShardBytes: intFlag("max-shard-size", v["max-shard-size"], 4096) * 2 ** 20, onEvent: log, signal: ac.signal,
+        });
+      } catch (e) {
+        progress.done();
+        if (e instanceof InterruptedError) { process.stderr.write(`error: ${e.message}\n`); return 130; }
+        throw e;
+      } finally {
+        process.off("SIGINT", onSigint);
+      }
+      progress.done();
+      process.stdout.write(layerTable(result.layers));
+      const sum = summarise(result.layers);
+      process.stdout.write(`\nwrote ${relative(process.cwd(), outDir) || "."} (${result.files.join(", ")}) in ${result.seconds.toFixed(1)} s; report: ${relative(process.cwd(), join(outDir, "quant-report.json"))}\n`);
+      if (sum.maxDamp !== null && sum.maxDamp > damp) process.stdout.write(`note: damping was raised to ${sum.maxDamp} for some layers (see the report)\n`);
+
+      let before: number | null = null, after: number | null = null;
+      const evalText = v["eval-text"] !== undefined ? resolve(v["eval-text"]) : bundled ? BUNDLED_EVAL_TEXT : undefined;
+      if (v["no-eval"] !== true && evalText !== undefined) {
+        const maxTokens = v["eval-max-tokens"] !== undefined ? intFlag("eval-max-tokens", v["eval-max-tokens"], 1) : undefined;
+        before = await evalPpl(modelDir, evalText, backend, maxTokens);
+        after = await evalPpl(outDir, evalText, backend, maxTokens);
+        process.stdout.write(`perplexity (gptq protocol, ${relative(process.cwd(), evalText)}): before ${before.toFixed(4)}, after ${after.toFixed(4)} (${(((after / before) - 1) * 100).toFixed(2)}%)\n`);
+      }
+      if (v.json) {
+        process.stdout.write(JSON.stringify({
+          outDir, method, bits, groupSize, sym, actOrder: settings.actOrder, seconds: result.seconds,
+          meanRelOutputError: sum.meanRelOutputError, maxDamp: sum.maxDamp, pplBefore: before, pplAfter: after,
+        }) + "\n");
+      }
+      return 0;
+    },
+  };
+}
+
+function readMaxPos(dir: string): number {
+  try {
+    const raw = JSON.parse(readFileSync(join(dir, "config.json"), "utf8")) as { max_position_embeddings?: unknown };
+    return typeof raw.max_position_embeddings === "number" ? raw.max_position_embeddings : 2048;
+  } catch { return 2048; } // readModelConfig reports a bad config with a proper error later
+}
+
+async function evalPpl(dir: string, textFile: string, backend: Backend, maxTokens?: number): Promise<number> {
+  const { tokenizer, model, cfg } = await loadHfModel(dir, backend);
+  let tokens = tokenizer.encode(readFileSync(textFile, "utf8"), { addSpecial: true });
+  if (maxTokens !== undefined) tokens = tokens.slice(0, maxTokens);
+  return perplexity(model, tokens, { protocol: "gptq", ctx: Math.min(2048, cfg.maxPositionEmbeddings), bosId: tokenizer.bosId }).ppl;
+}
+
+function layerTable(layers: LayerReport[]): string {
+  const rows = layers.map((l) =>
+    `  ${String(l.block).padStart(3)} ${l.layer.padEnd(5)} ${`${l.shape[0]}x${l.shape[1]}`.padEnd(11)} ` +
+    `${l.loss === null ? "-".padStart(10) : l.loss.toExponential(3).padStart(10)} ` +
+    `${l.relOutputError === null ? "-".padStart(10) : l.relOutputError.toExponential(3).padStart(10)} ` +
+    `${l.relWeightError.toExponential(3).padStart(10)} ${l.damp === null ? "-".padStart(7) : String(l.damp).padStart(7)} ${l.seconds.toFixed(2).padStart(6)}s`);
+  return [`  blk layer shape            loss  rel.out.err  rel.w.err    damp   time`, ...rows, ""].join("\n");
+}
+
+export const gptqCommand = makeCommand("gptq", "quantize with GPTQ into an HF-GPTQ checkpoint", GPTQ_FLAGS);
+export const rtnCommand = makeCommand("rtn", "quantize with round-to-nearest into an HF-GPTQ checkpoint", "");
