@@ -15,3 +15,9 @@ export { loadModelWeights, type ModelWeights, type BlockWeights, type Linear, ty
 export { perplexity, PROTOCOLS, type Protocol, type PerplexityResult } from "./metrics/perplexity.ts";
 export { loadTokenizer, TextTokenizer, type ChatMessage } from "./tokenizer/tokenizer.ts";
 export { QuantizeLlmError, FormatError, ConfigError, UsageError, DependencyError } from "./util/errors.ts";
+export { gptqQuantizeLinear, type GptqOptions, type GptqResult } from "./quant/gptq.ts";
+export { rtnQuantizeLinear, type RtnOptions } from "./quant/rtn.ts";
+export { dequantize, type QuantizedLinear } from "./quant/types.ts";
+export { quantizeModel, type QuantizeJob, type QuantizeResult, type PipelineEvent } from "./quant/pipeline.ts";
+export type { QuantSettings, Method } from "./quant/settings.ts";
+export { packGptq, unpackGptq } from "./pack/hf-gptq.ts";
