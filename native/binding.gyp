@@ -1,12 +1,43 @@
 {
+  # The addon is portable code (-O3, no -march); each SIMD level is a separate
+  # static library so that ONLY its kernels are compiled with its target flags.
+  # dispatch.cc picks a level at runtime with __builtin_cpu_supports. On non-x86
+  # builds the SIMD libraries compile to stubs and the scalar level is used.
+  "target_defaults": {
+    "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_DISABLE_CPP_EXCEPTIONS"],
+    "cflags_cc": ["-O3", "-std=c++17", "-fPIC", "-fno-exceptions"],
+    "cflags_cc!": ["-std=gnu++17"]
+  },
   "targets": [
     {
       "target_name": "quantize_llm",
-      "sources": ["src/addon.cc"],
+      "sources": [
+        "src/addon.cc",
+        "src/attention.cc",
+        "src/dispatch.cc",
+        "src/kernels_scalar.cc",
+        "src/matmul.cc",
+        "src/pool.cc"
+      ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
-      "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_DISABLE_CPP_EXCEPTIONS"],
-      "cflags_cc": ["-O3", "-std=c++17", "-fno-exceptions"],
-      "cflags_cc!": ["-fno-exceptions"]
+      "dependencies": ["qllm_kernels_avx2", "qllm_kernels_avx512"],
+      "ldflags": ["-pthread"]
+    },
+    {
+      "target_name": "qllm_kernels_avx2",
+      "type": "static_library",
+      "sources": ["src/kernels_avx2.cc"],
+      "conditions": [
+        ["target_arch=='x64' or target_arch=='ia32'", { "cflags_cc": ["-mavx2", "-mfma"] }]
+      ]
+    },
+    {
+      "target_name": "qllm_kernels_avx512",
+      "type": "static_library",
+      "sources": ["src/kernels_avx512.cc"],
+      "conditions": [
+        ["target_arch=='x64' or target_arch=='ia32'", { "cflags_cc": ["-mavx2", "-mfma", "-mavx512f"] }]
+      ]
     }
   ]
 }

@@ -1,0 +1,164 @@
+// Causal grouped-query attention: the driver (layouts in src/backend/backend.ts).
+//
+//   T < 8   (decode, short chunks) "rows" form: one task per (position, kv head)
+//           runs the group's heads over the cache with vector dot products and
+//           AXPYs (kernel attnRows); bandwidth bound on K and V.
+//   T ≥ 8   (prefill) "tiled" form, the score and value products as GEMM tiles:
+//           1. pack each kv head's keys 0..S-1 into MR-key panels [d][MR] and its
+//              values into contiguous rows (once per call, shared by the group);
+//           2. per (head, block of NR queries): Sᵀ[keys, NR] = K · Qᵀ with the
+//              register tile, causal softmax down the columns (kernel softmaxCols),
+//              then O[NR, d] = P · V with the same tile, reading Sᵀ as the packed A
+//              operand and the packed V rows as B; finally O /= Σ.
+#include <cassert>
+#include <cmath>
+#include <cstring>
+
+#include "runtime.h"
+
+namespace qllm {
+namespace {
+
+constexpr int64_t kTiledMinT = 8;      // fewer new positions: rows form
+constexpr int64_t kPvKeyBlock = 256;   // keys per P·V pass (P and V slices stay in L2)
+constexpr double kSerialFlops = 2e6;   // below this a call is not worth waking the pool
+
+int64_t ceilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+int64_t minI(int64_t a, int64_t b) { return a < b ? a : b; }
+
+template <class F>
+void forTasks(Runtime& rt, int64_t nTasks, bool parallel, F&& f) {
+  if (parallel && nTasks > 1) {
+    rt.pool.parallelFor(static_cast<int>(nTasks), f);
+  } else {
+    for (int64_t t = 0; t < nTasks; ++t) f(static_cast<int>(t), 0);
+  }
+}
+
+void rowsForm(Runtime& rt, const float* q, const float* k, const float* v, const AttentionShape& s, float* out,
+              bool parallel) {
+  const KernelTable& kt = *rt.kernels;
+  const int64_t d = s.headDim, group = s.nHead / s.nKvHead;
+  const int64_t qStride = s.nHead * d, kvStride = s.nKvHead * d;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(d));
+  // One task per kv head reads K and V once for the whole group; with too few kv
+  // heads to feed the threads, split the group's heads instead.
+  const int64_t headsPerTask = (parallel && s.T * s.nKvHead < 2 * rt.pool.threads()) ? 1 : group;
+  const int64_t tasksPerRow = s.nHead / headsPerTask;
+  forTasks(rt, s.T * tasksPerRow, parallel, [&](int task, int tid) {
+    const int64_t t = task / tasksPerRow, h0 = (task % tasksPerRow) * headsPerTask;
+    const int64_t kvh = h0 / group;
+    const int64_t nKeys = s.pos0 + t + 1;
+    AttnRowsArgs a{};
+    a.q = q + t * qStride + h0 * d;
+    a.k = k + kvh * d;
+    a.v = v + kvh * d;
+    a.kvStride = kvStride;
+    a.nKeys = nKeys;
+    a.d = static_cast<int>(d);
+    a.group = static_cast<int>(headsPerTask);
+    a.scale = scale;
+    a.out = out + t * qStride + h0 * d;
+    a.scores = rt.local[static_cast<size_t>(tid)].get(static_cast<size_t>(headsPerTask * nKeys + kAttnRowsKeyBlock * d));
+    kt.attnRows(a);
+  });
+}
+
+void tiledForm(Runtime& rt, const float* q, const float* k, const float* v, const AttentionShape& s, float* out,
+               bool parallel) {
+  const KernelTable& kt = *rt.kernels;
+  const int64_t MR = kt.mr, NR = kt.nr;  // NR queries per block
+  const int64_t d = s.headDim, group = s.nHead / s.nKvHead;
+  const int64_t qStride = s.nHead * d, kvStride = s.nKvHead * d;
+  const int64_t S = s.pos0 + s.T;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(d));
+  const int threads = parallel ? rt.pool.threads() : 1;
+
+  // 1. K of each kv head → panels [d][MR]; V of each kv head → contiguous rows
+  // [S][d]. In the cache a head's rows are nKvHead·d floats apart, often a
+  // multiple of 4 KiB, which would fold a block of V onto a few cache sets.
+  const int64_t panelsS = ceilDiv(S, MR);
+  const int64_t nPanels = s.nKvHead * panelsS;
+  const size_t kpLen = static_cast<size_t>(nPanels * MR * d);
+  float* kp = rt.shared.get(kpLen + static_cast<size_t>(s.nKvHead * S * d));
+  float* vp = kp + kpLen;
+  const int64_t packTasks = threads == 1 ? 1 : minI(nPanels, 4 * threads);
+  forTasks(rt, packTasks, threads > 1, [&](int t, int) {
+    for (int64_t i = t * nPanels / packTasks; i < (t + 1) * nPanels / packTasks; ++i) {
+      const int64_t kvh = i / panelsS, p = i % panelsS;
+      const int64_t rows = minI(MR, S - p * MR);
+      kt.packA(k + p * MR * kvStride + kvh * d, kvStride, static_cast<int>(rows), d, kp + i * MR * d);
+      for (int64_t j = p * MR; j < p * MR + rows; ++j) {
+        std::memcpy(vp + (kvh * S + j) * d, v + j * kvStride + kvh * d, static_cast<size_t>(d) * sizeof(float));
+      }
+    }
+  });
+
+  // 2. One task per (head, block of NR queries). Head-major, so the packed K and
+  // V of a head stay in L2 across its tasks; within a head the last blocks see
+  // the most keys, so they are handed out first.
+  const int64_t nQB = ceilDiv(s.T, NR);
+  forTasks(rt, s.nHead * nQB, threads > 1, [&](int task, int tid) {
+    const int64_t h = task / nQB, qb = nQB - 1 - task % nQB, kvh = h / group;
+    const int64_t q0 = qb * NR, bq = minI(NR, s.T - q0);
+    const int64_t nk = s.pos0 + q0 + bq;  // keys seen by the block's last query
+    const int64_t rowsSt = ceilDiv(nk, MR) * MR;
+    float* qp = rt.local[static_cast<size_t>(tid)].get(static_cast<size_t>((d + rowsSt + 1) * NR));
+    float* st = qp + d * NR;         // Sᵀ [rowsSt, NR], then P
+    float* inv = st + rowsSt * NR;   // [NR]
+
+    kt.packB(q + q0 * qStride + h * d, qStride, bq, d, qp);  // Qᵀ [d, NR], zero past bq
+    TileArgs ta{};
+    ta.kc = d;
+    ta.lda = MR;
+    ta.b = qp;
+    ta.ldb = NR;
+    ta.ldc = NR;
+    ta.nr = static_cast<int>(NR);
+    for (int64_t p = 0; p * MR < nk; ++p) {
+      ta.a = kp + (kvh * panelsS + p) * MR * d;
+      ta.c = st + p * MR * NR;
+      ta.mr = static_cast<int>(minI(MR, nk - p * MR));
+      kt.tile(ta);
+    }
+    kt.softmaxCols(st, nk, s.pos0 + q0, scale, inv);
+
+    float* o = out + q0 * qStride + h * d;
+    for (int64_t j0 = 0; j0 < nk; j0 += kPvKeyBlock) {
+      TileArgs pv{};
+      pv.kc = minI(kPvKeyBlock, nk - j0);
+      pv.lda = NR;
+      pv.ldb = d;
+      pv.ldc = qStride;
+      pv.accumulate = j0 > 0;
+      for (int64_t c0 = 0; c0 < d; c0 += NR) {
+        pv.nr = static_cast<int>(minI(NR, d - c0));
+        pv.maskB = pv.nr < NR;  // V's rows are not padded to NR
+        pv.b = vp + (kvh * S + j0) * d + c0;
+        for (int64_t i0 = 0; i0 < bq; i0 += MR) {
+          pv.a = st + j0 * NR + i0;
+          pv.mr = static_cast<int>(minI(MR, bq - i0));
+          pv.c = o + i0 * qStride + c0;
+          kt.tile(pv);
+        }
+      }
+    }
+    for (int64_t i = 0; i < bq; ++i) {
+      float* row = o + i * qStride;
+      const float r = inv[i];
+      for (int64_t c = 0; c < d; ++c) row[c] *= r;
+    }
+  });
+}
+
+}  // namespace
+
+void attention(Runtime& rt, const float* q, const float* k, const float* v, const AttentionShape& s, float* out) {
+  assert(s.T >= 1 && s.pos0 >= 0 && s.nKvHead >= 1 && s.nHead % s.nKvHead == 0 && s.headDim >= 1);
+  const double flops = 4.0 * s.nHead * s.headDim * s.T * (s.pos0 + 0.5 * s.T);
+  const bool parallel = rt.pool.threads() > 1 && flops >= kSerialFlops;
+  if (s.T < kTiledMinT) rowsForm(rt, q, k, v, s, out, parallel);
+  else tiledForm(rt, q, k, v, s, out, parallel);
+}
+
+}  // namespace qllm

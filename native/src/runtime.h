@@ -1,0 +1,66 @@
+// What one addon instance owns: the thread pool, the chosen kernel level and the
+// scratch buffers the drivers reuse between calls (grown on demand, never shrunk,
+// so steady-state calls do not allocate or page-fault).
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <vector>
+
+#include "kernels.h"
+#include "pool.h"
+
+namespace qllm {
+
+/** A 64-byte aligned float buffer that only grows. */
+class Buffer {
+ public:
+  Buffer() = default;
+  Buffer(const Buffer&) = delete;
+  Buffer& operator=(const Buffer&) = delete;
+  Buffer(Buffer&& o) noexcept : p_(o.p_), cap_(o.cap_) { o.p_ = nullptr; o.cap_ = 0; }
+  ~Buffer() { std::free(p_); }
+  /** At least n floats; previous contents are not kept. */
+  float* get(size_t n) {
+    if (n > cap_) {
+      std::free(p_);
+      const size_t bytes = (n * sizeof(float) + 63) / 64 * 64;
+      p_ = static_cast<float*>(std::aligned_alloc(64, bytes));
+      if (p_ == nullptr) std::abort();  // out of memory: nothing sensible left to do
+      cap_ = bytes / sizeof(float);
+    }
+    return p_;
+  }
+
+ private:
+  float* p_ = nullptr;
+  size_t cap_ = 0;
+};
+
+struct Runtime {
+  explicit Runtime(const KernelTable* k) : pool(1), kernels(k), local(1) {}
+  ThreadPool pool;
+  const KernelTable* kernels;
+  Buffer shared;               // one per call: packed x panels, packed K
+  std::vector<Buffer> local;   // one per pool thread: packed W blocks, score blocks
+
+  void setThreads(int n) {
+    pool.resize(n);
+    local.resize(static_cast<size_t>(n));
+  }
+};
+
+/** Levels compiled into this build that the CPU can run, fastest first. */
+std::vector<const KernelTable*> availableKernels();
+
+// The drivers. Arguments are trusted (validated in src/backend/native.ts).
+/** y[M, N] = x[M, K] · W[N, K]ᵀ (+ bias[N]). */
+void matmul(Runtime& rt, const float* x, const float* w, int64_t M, int64_t K, int64_t N, const float* bias, float* y);
+
+struct AttentionShape {
+  int64_t T, pos0, nHead, nKvHead, headDim;
+};
+/** Causal GQA; layouts as in src/backend/backend.ts. */
+void attention(Runtime& rt, const float* q, const float* k, const float* v, const AttentionShape& s, float* out);
+
+}  // namespace qllm
