@@ -1,6 +1,6 @@
 /** `quantize-llm export [model] --format gguf --type f32|f16 -o FILE`: convert a HF folder to GGUF. */
-import { existsSync } from "node:fs";
-import { basename, relative, resolve } from "node:path";
+import { existsSync, statSync } from "node:fs";
+import { basename, dirname, relative, resolve } from "node:path";
 import { exportGguf } from "../export/gguf.ts";
 import { resolveModelArg } from "../load/paths.ts";
 import { UsageError } from "../util/errors.ts";
@@ -41,6 +41,9 @@ export const exportCommand: Command = {
     choiceFlag("format", values.format, FORMATS, "gguf");
     const type = choiceFlag("type", values.type, TYPES, "f16");
     const out = resolve(values.output ?? `${basename(dir)}-${type}.gguf`);
+    if (!existsSync(dirname(out)) || !statSync(dirname(out)).isDirectory()) {
+      throw new UsageError("output folder does not exist", { file: dirname(out), field: "--output", hint: "create the folder first, or pass another -o FILE" });
+    }
     if (existsSync(out) && values.force !== true) {
       throw new UsageError("output file already exists", { file: out, field: "--output", hint: "pass --force to overwrite it, or choose another -o FILE" });
     }

@@ -113,7 +113,8 @@ function makeCommand(method: Method, summary: string, extra: string): Command {
       const log = (e: PipelineEvent): void => {
         if (e.type === "calibrated") process.stderr.write(`calibration: ${e.samples} windows × ${e.seqlen} tokens from ${relative(process.cwd(), settings.calibText)}\n`);
         if (e.type === "block-start") progress.update(e.block, e.blocks, `block ${e.block + 1}/${e.blocks}`);
-        if (e.type === "block-done") progress.update(e.block + 1, e.blocks, e.resumed ? "(resumed from journal)" : `block ${e.block + 1} in ${e.seconds.toFixed(1)}s`);
+        if (e.type === "block-done" && e.resumed) process.stderr.write(`block ${e.block + 1}/${e.blocks}: resumed from journal\n`);
+        if (e.type === "block-done" && !e.resumed) progress.update(e.block + 1, e.blocks, `block ${e.block + 1} in ${e.seconds.toFixed(1)}s`);
       };
       let result;
       try {
@@ -167,13 +168,18 @@ async function evalPpl(dir: string, textFile: string, backend: Backend, maxToken
   return perplexity(model, tokens, { protocol: "gptq", ctx: Math.min(2048, cfg.maxPositionEmbeddings), bosId: tokenizer.bosId }).ppl;
 }
 
-function layerTable(layers: LayerReport[]): string {
+/** Per-layer table; for big models only the 16 layers with the largest output error (all are in the JSON report). */
+function layerTable(all: LayerReport[]): string {
+  const MAX_ROWS = 64;
+  const layers = all.length <= MAX_ROWS ? all
+    : [...all].sort((a, b) => (b.relOutputError ?? b.relWeightError) - (a.relOutputError ?? a.relWeightError)).slice(0, 16);
+  const title = all.length <= MAX_ROWS ? "" : `  (${all.length} layers; the 16 with the largest error:)\n`;
   const rows = layers.map((l) =>
     `  ${String(l.block).padStart(3)} ${l.layer.padEnd(5)} ${`${l.shape[0]}x${l.shape[1]}`.padEnd(11)} ` +
     `${l.loss === null ? "-".padStart(10) : l.loss.toExponential(3).padStart(10)} ` +
     `${l.relOutputError === null ? "-".padStart(10) : l.relOutputError.toExponential(3).padStart(10)} ` +
     `${l.relWeightError.toExponential(3).padStart(10)} ${l.damp === null ? "-".padStart(7) : String(l.damp).padStart(7)} ${l.seconds.toFixed(2).padStart(6)}s`);
-  return [`  blk layer shape            loss  rel.out.err  rel.w.err    damp   time`, ...rows, ""].join("\n");
+  return title + [`  blk layer shape            loss  rel.out.err  rel.w.err    damp   time`, ...rows, ""].join("\n");
 }
 
 export const gptqCommand = makeCommand("gptq", "quantize with GPTQ into an HF-GPTQ checkpoint", GPTQ_FLAGS);
