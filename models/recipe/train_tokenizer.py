@@ -91,8 +91,6 @@ except ImportError:  # hand-written scanner, equivalent to GPT2_PATTERN
                     break
             if matched:
                 continue
-            if j != i:  # " " followed by something that is not L/N/other (i.e. whitespace)
-                pass
             # 5. \s+(?!\S)  6. \s+
             if _is_space(c):
                 k = i + 1
