@@ -23,6 +23,33 @@ export interface LinearSpec {
 
 export interface NormSpec { hf: string; gguf: string }
 
+/**
+ * The op an AWQ scale s is folded into (ALGORITHMS.md §3.3): a norm weight (`/= s`)
+ * or a linear layer's OUTPUT rows (`/= s`, bias too).
+ */
+export type AwqPrev = "attnNorm" | "mlpNorm" | LinearName;
+
+/**
+ * The module whose output the AWQ scale search compares (ALGORITHMS.md §3.1):
+ *   attention: o(attention(rope(q(x)), rope(k(x)), v(x)))  — AutoAWQ `module2inspect=self_attn`
+ *   mlp:       down(silu(gate(x)) · up(x))                  — AutoAWQ `module2inspect=mlp`
+ *   layer:     the single scaled linear itself
+ */
+export type AwqInspect = "attention" | "mlp" | "layer";
+
+/** One AWQ scaling group: `layers` read the output of `prev` and share one scale vector. */
+export interface AwqScalingGroup {
+  prev: AwqPrev;
+  /** Scaled together: their input columns are multiplied by s. All read the same input. */
+  layers: readonly LinearName[];
+  inspect: AwqInspect;
+  /**
+   * Only when the previous linear's output rows map 1:1 onto the layers' input columns
+   * (v_proj → o_proj needs numKvHeads = numHeads; AutoAWQ `llama.py` skips it under GQA).
+   */
+  onlyIfFoldable?: boolean;
+}
+
 export interface Arch {
   /** Family key. */
   family: "llama" | "qwen2";
@@ -48,6 +75,8 @@ export interface Arch {
   linears: readonly LinearSpec[];
   /** GPTQ true-sequential order (ALGORITHMS.md §2.9). */
   sequentialGroups: readonly (readonly LinearName[])[];
+  /** AWQ scaling groups in block order (AutoAWQ `get_layers_for_scaling`; ALGORITHMS.md §3.1). */
+  awqGroups: readonly AwqScalingGroup[];
 }
 
 const LLAMA_LINEARS: readonly LinearSpec[] = [
@@ -69,6 +98,12 @@ const LLAMA_COMMON = {
   mlpNorm: { hf: "post_attention_layernorm", gguf: "ffn_norm" },
   linears: LLAMA_LINEARS,
   sequentialGroups: [["k", "v", "q"], ["o"], ["up", "gate"], ["down"]],
+  awqGroups: [
+    { prev: "attnNorm", layers: ["q", "k", "v"], inspect: "attention" },
+    { prev: "v", layers: ["o"], inspect: "layer", onlyIfFoldable: true },
+    { prev: "mlpNorm", layers: ["gate", "up"], inspect: "mlp" },
+    { prev: "up", layers: ["down"], inspect: "layer" },
+  ],
 } as const;
 
 export const ARCHS: Readonly<Record<Arch["family"], Arch>> = {
