@@ -10,7 +10,7 @@
 import { createRequire } from "node:module";
 import { fileURLToPath } from "node:url";
 import { DependencyError, UsageError } from "../util/errors.ts";
-import type { AttentionShape, Backend } from "./backend.ts";
+import type { AttentionShape, Backend, GptqKernelArgs } from "./backend.ts";
 
 /** SIMD levels the addon can be built with, fastest first. */
 export type KernelLevel = "avx512" | "avx2" | "scalar";
@@ -31,6 +31,15 @@ interface NativeAddon {
   setKernelLevel(level: KernelLevel): void;
   /** GFLOP/s of an FMA-only loop on `threads` pool threads (benchmark probe). */
   fmaPeak(threads: number): number;
+  /** sum[K, K] += alpha·xᵀx (native/src/gptq.h). */
+  syrkAccumulate(x: Float32Array, T: number, K: number, sum: Float32Array | Float64Array, alpha: number): void;
+  /** In place: H → upper Cholesky factor of H⁻¹; false = not positive definite. */
+  gptqHinv(h: Float32Array, K: number): boolean;
+  /** Lazy-batch GPTQ sweep in the permuted column order; returns the loss. */
+  gptqQuantize(
+    w: Float32Array, hinv: Float32Array, N: number, K: number, bits: number, groupSize: number, sym: boolean,
+    colGroup: Int32Array | null, scales: Float32Array, zeros: Uint8Array, codes: Uint8Array, blockSize: number,
+  ): number;
 }
 
 /** Where `npm run build:native` puts the addon. */
@@ -143,7 +152,60 @@ export class NativeBackend implements Backend {
     checkNoOverlap(op, out, qLen, { q: [q, qLen], k: [k, kvLen], v: [v, kvLen] });
     if (T > 0) this.#addon.attention(q, k, v, T, pos0, nHead, nKvHead, d, out);
   }
+
+  // ---------------------------------------------------------------- GPTQ kernels (native/src/gptq.h)
+
+  /** sum[K, K] += alpha · x[T, K]ᵀ · x, both triangles; sum may be f32 or f64. */
+  syrkAccumulate(x: Float32Array, T: number, K: number, sum: Float32Array | Float64Array, alpha: number): void {
+    const op = "syrkAccumulate";
+    checkInt(op, "T", T, 0);
+    checkInt(op, "K", K, 1);
+    checkF32(op, "x", x, T * K, `x [T=${T}, K=${K}]`);
+    if (!(sum instanceof Float32Array || sum instanceof Float64Array) || sum.length !== K * K) {
+      throw new UsageError(`${op}: sum must be a Float32Array or Float64Array of K·K elements`, {
+        field: "sum", expected: `${K * K} elements for [K=${K}, K]`, found: describeArray(sum),
+      });
+    }
+    if (sum.buffer === x.buffer && sum.byteOffset < x.byteOffset + 4 * T * K && x.byteOffset < sum.byteOffset + sum.byteLength) {
+      throw new UsageError(`${op}: sum overlaps x`, { field: "sum", expected: "memory disjoint from x", found: "the same bytes as x", hint: "pass a separate sum array" });
+    }
+    if (!Number.isFinite(alpha)) throw new UsageError(`${op}: alpha must be finite`, { field: "alpha", expected: "a finite number", found: String(alpha) });
+    if (T > 0) this.#addon.syrkAccumulate(x, T, K, sum, alpha);
+  }
+
+  /** In place: h [K, K] (damped Hessian) → upper Cholesky factor of h⁻¹; false = not positive definite. */
+  gptqHinv(h: Float32Array, K: number): boolean {
+    checkInt("gptqHinv", "K", K, 1);
+    checkF32("gptqHinv", "h", h, K * K, `H [K=${K}, K]`, true);
+    return this.#addon.gptqHinv(h, K);
+  }
+
+  /** The lazy-batch GPTQ sweep (see GptqKernelArgs); returns the loss. */
+  gptqQuantize(a: GptqKernelArgs): number {
+    const op = "gptqQuantize";
+    const { N, K, groupSize: g } = a;
+    checkInt(op, "N", N, 1);
+    checkInt(op, "K", K, 1);
+    checkInt(op, "groupSize", g, 1);
+    checkInt(op, "blockSize", a.blockSize, 1);
+    if (!GPTQ_BITS.includes(a.bits)) {
+      throw new UsageError(`${op}: unsupported bit width`, { field: "bits", expected: "an integer in 1..8", found: String(a.bits) });
+    }
+    if (g > K) throw new UsageError(`${op}: groupSize exceeds K`, { field: "groupSize", expected: `1..${K} (K for one group per row)`, found: String(g) });
+    const G = Math.ceil(K / g);
+    checkF32(op, "w", a.w, N * K, `W [N=${N}, K=${K}]`, true);
+    checkF32(op, "hinv", a.hinv, K * K, `Hinv [K=${K}, K]`, true);
+    checkF32(op, "scales", a.scales, N * G, `scales [N=${N}, G=${G}]`, true);
+    checkU8(op, "zeros", a.zeros, N * G, `zeros [N=${N}, G=${G}]`);
+    checkU8(op, "codes", a.codes, N * K, `codes [N=${N}, K=${K}]`);
+    checkNoOverlap(op, a.w, N * K, { hinv: [a.hinv, K * K], scales: [a.scales, N * G] });
+    if (a.colGroup !== null) checkStaticGroups(op, a, G);
+    return this.#addon.gptqQuantize(a.w, a.hinv, N, K, a.bits, g, a.sym, a.colGroup, a.scales, a.zeros, a.codes, a.blockSize);
+  }
 }
+
+/** Bit widths the GPTQ kernel quantizes to (codes are bytes). */
+const GPTQ_BITS = [1, 2, 3, 4, 5, 6, 7, 8];
 
 /**
  * Loads the addon and sizes its pool. Throws DependencyError (with the command
@@ -187,6 +249,39 @@ function checkNoOverlap(op: string, out: Float32Array, n: number, inputs: Record
       throw new UsageError(`${op}: out overlaps input ${name}`, {
         field: "out", expected: `memory disjoint from ${name}`, found: `bytes ${o0}..${o1} of the same buffer as ${name} (${a0}..${a1})`,
         hint: "the kernels read inputs while writing out: pass a separate output array",
+      });
+    }
+  }
+}
+
+/** `a` is a Uint8Array of exactly n elements. */
+function checkU8(op: string, name: string, a: unknown, n: number, shape: string): void {
+  if (!(a instanceof Uint8Array) || a.length !== n) {
+    throw new UsageError(`${op}: ${name} must be a Uint8Array of ${n} elements`, { field: name, expected: `Uint8Array ${shape}`, found: describeArray(a) });
+  }
+}
+
+function describeArray(a: unknown): string {
+  if (a === null || a === undefined) return String(a);
+  const name = (a as object).constructor?.name ?? typeof a;
+  return ArrayBuffer.isView(a) ? `${name} of ${(a as { length?: number }).length ?? "?"} elements` : name;
+}
+
+/** Static groups: colGroup [K] in 0..G−1, every given grid usable (scale > 0 and finite, zero ≤ maxq). */
+function checkStaticGroups(op: string, a: GptqKernelArgs, G: number): void {
+  const { colGroup, K, N } = a;
+  if (!(colGroup instanceof Int32Array) || colGroup.length !== K) {
+    throw new UsageError(`${op}: colGroup must be an Int32Array of K elements`, { field: "colGroup", expected: `Int32Array [K=${K}]`, found: describeArray(colGroup) });
+  }
+  for (let i = 0; i < K; i++) {
+    const gi = colGroup[i]!;
+    if (!(gi >= 0 && gi < G)) throw new UsageError(`${op}: colGroup entry out of range`, { field: `colGroup[${i}]`, expected: `0..${G - 1}`, found: String(gi) });
+  }
+  const maxq = 2 ** a.bits - 1;
+  for (let i = 0; i < N * G; i++) {
+    if (!(a.scales[i]! > 0 && Number.isFinite(a.scales[i]!)) || a.zeros[i]! > maxq) {
+      throw new UsageError(`${op}: static grid ${i} is unusable`, {
+        field: `scales[${i}], zeros[${i}]`, expected: `scale > 0 and finite, zero ≤ ${maxq}`, found: `${a.scales[i]}, ${a.zeros[i]}`,
       });
     }
   }

@@ -54,9 +54,26 @@ export function refAttention(
   }
 }
 
+/** sum[K, K] += alpha · x[T, K]ᵀ · x, f64 accumulation; both triangles. */
+export function refSyrkAccumulate(x: Float32Array, T: number, K: number, sum: Float32Array | Float64Array, alpha: number): void {
+  const col = new Float64Array(T); // x[:, i]
+  for (let i = 0; i < K; i++) {
+    for (let t = 0; t < T; t++) col[t] = x[t * K + i]!;
+    for (let j = i; j < K; j++) {
+      let acc = 0;
+      for (let t = 0; t < T; t++) acc += col[t]! * x[t * K + j]!;
+      sum[i * K + j] = sum[i * K + j]! + alpha * acc;
+      if (j !== i) sum[j * K + i] = sum[j * K + i]! + alpha * acc;
+    }
+  }
+}
+
+// The GPTQ kernels (gptqHinv, gptqQuantize) have no entry here on purpose: their
+// reference is src/quant/gptq.ts as a whole, which gptq-fast.ts falls back to.
 export const refBackend: Backend = {
   name: "ref",
   threads: 1,
   matmul: refMatmul,
   attention: refAttention,
+  syrkAccumulate: refSyrkAccumulate,
 };

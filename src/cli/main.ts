@@ -3,9 +3,9 @@ import { QuantizeLlmError } from "../util/errors.ts";
 import type { Command } from "./command.ts";
 import { evalCommand } from "./eval.ts";
 import { chatCommand } from "./chat.ts";
-import { gptqCommand, rtnCommand } from "./quantize.ts";
+import { awqCommand, gptqCommand, rtnCommand } from "./quantize.ts";
 
-const COMMANDS: readonly Command[] = [gptqCommand, rtnCommand, evalCommand, chatCommand];
+const COMMANDS: readonly Command[] = [gptqCommand, awqCommand, rtnCommand, evalCommand, chatCommand];
 
 function help(): string {
   const w = Math.max(...COMMANDS.map((c) => c.name.length));

@@ -45,7 +45,16 @@ const GPTQ_FLAGS = `  --act-order             quantize columns by decreasing Hes
   --seed N                calibration sampling seed (default 0)
 `;
 
-function makeCommand(method: Method, summary: string, extra: string): Command {
+const AWQ_FLAGS = `  --then gptq             run GPTQ on the AWQ-scaled and clipped weights (writes HF-GPTQ; any bits)
+  --no-duo-scaling        llm-awq's s = x^α instead of AutoAWQ's s = x^α / w^(1−α)
+  --no-clip               skip the clip search
+  --save-search FILE      also write the searched scales and clips (versioned JSON)
+  --load-search FILE      re-apply a saved search instead of searching
+  --calib-text FILE, --calib-samples N, --calib-seqlen N, --seed N   as for gptq
+  (AWQ alone writes AutoAWQ GEMM at 4 bits, and HF-GPTQ v2 (asymmetric) at 2/3/8 bits)
+`;
+
+function makeCommand(method: "rtn" | "gptq" | "awq", summary: string, extra: string): Command {
   const usage = `usage: quantize-llm ${method} [model] [options]\n\n${summary}. With no model, quantizes the bundled model.\n\n${COMMON_FLAGS}${extra}`;
   return {
     name: method,
@@ -61,6 +70,8 @@ function makeCommand(method: Method, summary: string, extra: string): Command {
         "act-order": { type: "boolean" }, "static-groups": { type: "boolean" }, damp: { type: "string" },
         "block-size": { type: "string" }, "no-true-sequential": { type: "boolean" }, "true-sequential": { type: "boolean" },
         "calib-text": { type: "string" }, "calib-samples": { type: "string" }, "calib-seqlen": { type: "string" }, seed: { type: "string" },
+        then: { type: "string" }, "no-duo-scaling": { type: "boolean" }, "no-clip": { type: "boolean" },
+        "save-search": { type: "string" }, "load-search": { type: "string" },
       });
       if (v.help) { process.stdout.write(usage); return 0; }
       if (method === "rtn") {
@@ -68,11 +79,23 @@ function makeCommand(method: Method, summary: string, extra: string): Command {
           if (v[f] !== undefined) throw new UsageError(`--${f} does not apply to rtn`, { field: `--${f}`, hint: "round-to-nearest uses no calibration data; use quantize-llm gptq" });
         }
       }
+      if (method !== "awq") {
+        for (const f of ["then", "no-duo-scaling", "no-clip", "save-search", "load-search"] as const) {
+          if (v[f] !== undefined) throw new UsageError(`--${f} applies to awq only`, { field: `--${f}`, hint: "use quantize-llm awq" });
+        }
+      }
+      if (method === "awq") {
+        for (const f of ["act-order", "static-groups", "damp", "block-size"] as const) {
+          if (v[f] !== undefined && v.then !== "gptq") throw new UsageError(`--${f} needs --then gptq`, { field: `--${f}`, hint: "these are GPTQ options; add --then gptq to run GPTQ after AWQ" });
+        }
+        if (v.then !== undefined && v.then !== "gptq") throw new UsageError("invalid value for --then", { field: "--then", expected: "gptq", found: JSON.stringify(v.then) });
+      }
+      const fullMethod: Method = method === "awq" && v.then === "gptq" ? "awq+gptq" : method;
       if (v.sym && v.asym) throw new UsageError("--sym and --asym are mutually exclusive", { field: "--sym/--asym" });
       const modelDir = resolveModelArg(onePositional(method, positionals));
       const bits = intFlag("bits", v.bits, 4);
       const groupSize = v["group-size"] === "-1" ? -1 : intFlag("group-size", v["group-size"], 128);
-      const sym = !v.asym;
+      const sym = fullMethod === "awq" ? false : !v.asym; // AutoAWQ GEMM is always zero-point (asymmetric)
       const damp = v.damp !== undefined ? Number(v.damp) : 0.01;
       if (!Number.isFinite(damp)) throw new UsageError("invalid value for --damp", { field: "--damp", expected: "a number such as 0.01", found: JSON.stringify(v.damp) });
       const bundled = modelDir === BUNDLED_MODEL_DIR;
@@ -90,7 +113,7 @@ function makeCommand(method: Method, summary: string, extra: string): Command {
       });
       const maxPos = readMaxPos(modelDir);
       const settings: QuantSettings = {
-        method, bits, groupSize, sym,
+        method: fullMethod, bits, groupSize, sym,
         actOrder: v["act-order"] === true, staticGroups: v["static-groups"] === true, damp,
         blockSize: intFlag("block-size", v["block-size"], 128),
         trueSequential: v["no-true-sequential"] !== true,
@@ -99,8 +122,9 @@ function makeCommand(method: Method, summary: string, extra: string): Command {
         calibSeqlen: method === "rtn" ? 0 : intFlag("calib-seqlen", v["calib-seqlen"], Math.min(512, maxPos)),
         calibSeed: method === "rtn" ? 0 : intFlag("seed", v.seed, 0, 0),
         calibText: calibText ?? "",
+        ...(method === "awq" ? { duoScaling: v["no-duo-scaling"] !== true, clip: v["no-clip"] !== true, loadSearch: v["load-search"] !== undefined ? resolve(v["load-search"]) : null } : {}),
       };
-      const outDir = resolve(v.out ?? `${basename(modelDir)}-${method}-w${bits}g${groupSize}`);
+      const outDir = resolve(v.out ?? `${basename(modelDir)}-${fullMethod.replace("+", "-")}-w${bits}g${groupSize}`);
 
       const ac = new AbortController();
       const onSigint = (): void => {
@@ -112,6 +136,7 @@ function makeCommand(method: Method, summary: string, extra: string): Command {
       const progress = new Progress(method, { stream: process.stderr });
       const log = (e: PipelineEvent): void => {
         if (e.type === "calibrated") process.stderr.write(`calibration: ${e.samples} windows × ${e.seqlen} tokens from ${relative(process.cwd(), settings.calibText)}\n`);
+        if (e.type === "awq-search") process.stderr.write(`block ${e.block + 1}: AWQ search ${e.seconds.toFixed(1)} s, α = ${e.alphas.join(", ")}\n`);
         if (e.type === "block-start") progress.update(e.block, e.blocks, `block ${e.block + 1}/${e.blocks}`);
         if (e.type === "block-done" && e.resumed) process.stderr.write(`block ${e.block + 1}/${e.blocks}: resumed from journal\n`);
         if (e.type === "block-done" && !e.resumed) progress.update(e.block + 1, e.blocks, `block ${e.block + 1} in ${e.seconds.toFixed(1)}s`);
@@ -120,6 +145,7 @@ function makeCommand(method: Method, summary: string, extra: string): Command {
       try {
         result = await quantizeModel({
           modelDir, outDir, settings, backend, resume: v.resume === true, overwrite: v.overwrite === true,
+          ...(v["save-search"] !== undefined ? { saveSearch: resolve(v["save-search"]) } : {}),
           maxShardBytes: intFlag("max-shard-size", v["max-shard-size"], 4096) * 2 ** 20, onEvent: log, signal: ac.signal,
         });
       } catch (e) {
@@ -145,7 +171,7 @@ function makeCommand(method: Method, summary: string, extra: string): Command {
       }
       if (v.json) {
         process.stdout.write(JSON.stringify({
-          outDir, method, bits, groupSize, sym, actOrder: settings.actOrder, seconds: result.seconds,
+          outDir, method: fullMethod, bits, groupSize, sym, actOrder: settings.actOrder, seconds: result.seconds,
           meanRelOutputError: sum.meanRelOutputError, maxDamp: sum.maxDamp, pplBefore: before, pplAfter: after,
         }) + "\n");
       }
@@ -184,3 +210,4 @@ function layerTable(all: LayerReport[]): string {
 
 export const gptqCommand = makeCommand("gptq", "quantize with GPTQ into an HF-GPTQ checkpoint", GPTQ_FLAGS);
 export const rtnCommand = makeCommand("rtn", "quantize with round-to-nearest into an HF-GPTQ checkpoint", "");
+export const awqCommand = makeCommand("awq", "quantize with AWQ into an AutoAWQ GEMM checkpoint (--then gptq: AWQ+GPTQ as HF-GPTQ)", AWQ_FLAGS);

@@ -105,6 +105,7 @@ export function ggmlTensorBytes(type: GgmlTypeInfo, dims: readonly number[]): nu
   const d0 = dims[0] ?? 1;
   if (d0 % type.blockSize !== 0) return `dims[0] = ${d0} is not a multiple of the ${type.name} block size ${type.blockSize}`;
   let n = d0 / type.blockSize * type.bytesPerBlock;
+  if (n > Number.MAX_SAFE_INTEGER) return "tensor size exceeds 2^53 bytes";
   for (let i = 1; i < dims.length; i++) {
     const d = dims[i]!;
     if (d !== 0 && n > Number.MAX_SAFE_INTEGER / d) return "tensor size exceeds 2^53 bytes";

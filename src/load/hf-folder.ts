@@ -12,11 +12,12 @@ import { loadModelWeights, type TensorSource } from "../nn/weights.ts";
 import { loadTokenizer, type TextTokenizer } from "../tokenizer/tokenizer.ts";
 import { ConfigError } from "../util/errors.ts";
 import { gptqSource, parseGptqConfig, readQuantizationConfig } from "./gptq-source.ts";
+import { awqSource, parseAwqConfig, readAwqLegacyConfig } from "./awq-source.ts";
 
 export interface LoadedModel {
   dir: string;
   /** "hf" (plain weights) or the quantized checkpoint format that was unpacked. */
-  format: "hf" | "gptq";
+  format: "hf" | "gptq" | "awq";
   cfg: ModelConfig;
   tokenizer: TextTokenizer;
   model: Model;
@@ -57,19 +58,24 @@ export async function loadHfModel(dir: string, backend: Backend): Promise<Loaded
   const cfg = readModelConfig(dir);
   const ckpt = await openCheckpoint(dir);
   try {
-    const quant = readQuantizationConfig(dir, cfg.raw);
+    const legacyAwq = readAwqLegacyConfig(dir); // AutoAWQ's quant_config.json has no quant_method
+    const quant = readQuantizationConfig(dir, cfg.raw) ?? legacyAwq;
     let format: LoadedModel["format"] = "hf";
     let source = checkpointSource(ckpt, dir);
     if (quant) {
-      const method = quant.config["quant_method"];
-      if (method !== "gptq") {
+      const method = quant === legacyAwq ? "awq" : quant.config["quant_method"];
+      if (method === "gptq") {
+        format = "gptq";
+        source = gptqSource(ckpt, dir, parseGptqConfig(quant.config, quant.file));
+      } else if (method === "awq") {
+        format = "awq";
+        source = awqSource(ckpt, dir, parseAwqConfig(quant.config, quant.file));
+      } else {
         throw new ConfigError("unsupported quantization method", {
-          file: quant.file, field: "quantization_config.quant_method", expected: '"gptq"', found: JSON.stringify(method),
-          hint: "quantize-llm reads plain HF checkpoints and HF-GPTQ checkpoints",
+          file: quant.file, field: "quantization_config.quant_method", expected: '"gptq" or "awq"', found: JSON.stringify(method),
+          hint: "quantize-llm reads plain HF checkpoints, HF-GPTQ and AutoAWQ GEMM checkpoints",
         });
       }
-      format = "gptq";
-      source = gptqSource(ckpt, dir, parseGptqConfig(quant.config, quant.file));
     }
     const weights = loadModelWeights(cfg, source);
     const tokenizer = loadTokenizer(dir, cfg.eosTokenIds);

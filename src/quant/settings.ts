@@ -6,9 +6,22 @@
 import type { ModelConfig } from "../arch/config.ts";
 import { linearShapes } from "../nn/weights.ts";
 import { GPTQ_BITS, gptqShapeProblem, type GptqCheckpointFormat } from "../pack/hf-gptq.ts";
+import { awqGemmShapeProblem } from "../pack/awq-gemm.ts";
 import { UsageError } from "../util/errors.ts";
 
-export type Method = "rtn" | "gptq";
+export type Method = "rtn" | "gptq" | "awq" | "awq+gptq";
+
+/**
+ * Output checkpoint format: AWQ alone at 4 bits writes AutoAWQ GEMM (its only width);
+ * everything else, AWQ at 2/3/8 bits included, writes HF-GPTQ (asymmetric AWQ grids as gptq_v2).
+ */
+export function outputFormat(m: Method, bits: number): "hf-gptq" | "awq-gemm" {
+  return m === "awq" && bits === 4 ? "awq-gemm" : "hf-gptq";
+}
+
+export function usesAwq(m: Method): boolean {
+  return m === "awq" || m === "awq+gptq";
+}
 
 export interface QuantSettings {
   method: Method;
@@ -28,6 +41,12 @@ export interface QuantSettings {
   calibSeed: number;
   /** Calibration text file (absolute path). */
   calibText: string;
+  /** AWQ: AutoAWQ's duo scaling (s = x^α / w^(1−α)) instead of llm-awq's s = x^α. */
+  duoScaling?: boolean;
+  /** AWQ: run the clip search. */
+  clip?: boolean;
+  /** AWQ: re-apply a saved search instead of searching (absolute path). */
+  loadSearch?: string | null;
 }
 
 export const GROUP_SIZES = [32, 64, 128, -1] as const;
@@ -47,7 +66,7 @@ export function validateSettings(cfg: ModelConfig, s: QuantSettings, modelDir: s
   if (!(Number.isInteger(s.blockSize) && s.blockSize >= 1)) {
     throw new UsageError("invalid block size", { field: "--block-size", expected: "a positive integer (128)", found: String(s.blockSize) });
   }
-  if (s.format === "gptq" && !s.sym) {
+  if (s.format === "gptq" && !s.sym && outputFormat(s.method, s.bits) === "hf-gptq") {
     throw new UsageError("asymmetric quantization cannot be written as GPTQ v1", {
       field: "--checkpoint-format", expected: "gptq_v2 with --asym", found: "gptq (v1)",
       hint: "v1 stores zero − 1, which wraps for a zero point of 0; use --checkpoint-format gptq_v2 (the default for --asym) or --sym",
@@ -66,9 +85,19 @@ export function validateSettings(cfg: ModelConfig, s: QuantSettings, modelDir: s
         hint: `try --group-size ${[128, 64, 32].find((g) => K % g === 0) ?? -1}`,
       });
     }
-    const problem = gptqShapeProblem(N, K, s.bits);
-    if (problem) throw new UsageError(`${name}_proj cannot be stored as HF-GPTQ`, { field: "--bits", found: problem });
+    if (outputFormat(s.method, s.bits) === "awq-gemm") {
+      const problem = awqGemmShapeProblem(N, K, s.bits, s.groupSize);
+      if (problem) throw new UsageError(`${name}_proj cannot be stored as AutoAWQ GEMM`, { field: "--bits/--group-size", found: problem, hint: "AWQ GEMM is 4-bit with a group size dividing in_features; use --then gptq for other widths" });
+    } else {
+      const problem = gptqShapeProblem(N, K, s.bits);
+      if (problem) throw new UsageError(`${name}_proj cannot be stored as HF-GPTQ`, { field: "--bits", found: problem });
+    }
   }
+}
+
+/** AutoAWQ's `quantization_config` (FORMATS.md §3). */
+export function awqQuantizationConfig(s: QuantSettings): Record<string, unknown> {
+  return { quant_method: "awq", bits: s.bits, group_size: s.groupSize, zero_point: true, version: "gemm", modules_to_not_convert: null };
 }
 
 /** The `quantization_config` dict (FORMATS.md §2), written to config.json and quantize_config.json. */

@@ -2,7 +2,8 @@ import { existsSync, readdirSync, readFileSync, rmSync, mkdtempSync } from "node
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { refBackend } from "../../src/backend/ref.ts";
+import { selectBackend } from "../../src/backend/select.ts";
+const backend = selectBackend();
 import { openCheckpoint } from "../../src/io/checkpoint.ts";
 import { writeSafetensors } from "../../src/io/safetensors.ts";
 import { loadHfModel } from "../../src/load/hf-folder.ts";
@@ -31,7 +32,7 @@ async function tiny(): Promise<TinyModel> {
 }
 
 function job(m: TinyModel, out: string, s: Partial<QuantSettings> = {}): QuantizeJob {
-  return { modelDir: m.dir, outDir: join(tmp, out), settings: { ...base, ...s }, backend: refBackend };
+  return { modelDir: m.dir, outDir: join(tmp, out), settings: { ...base, ...s }, backend };
 }
 
 function filesOf(dir: string): Map<string, Buffer> {
@@ -47,7 +48,7 @@ describe("quantization pipeline", () => {
     expect(qc).toMatchObject({ quant_method: "gptq", bits: 4, group_size: 32, sym: true, desc_act: false, checkpoint_format: "gptq" });
     expect(JSON.parse(readFileSync(join(r.outDir, "config.json"), "utf8")).quantization_config).toEqual(qc);
     expect(existsSync(join(r.outDir, "tokenizer.json"))).toBe(true);
-    const loaded = await loadHfModel(r.outDir, refBackend);
+    const loaded = await loadHfModel(r.outDir, backend);
     expect(loaded.format).toBe("gptq");
     const orig = await openCheckpoint(m.dir);
     const W = orig.readF32Sync("model.layers.1.mlp.down_proj.weight"); // [64, 128]
@@ -74,7 +75,7 @@ describe("quantization pipeline", () => {
     // ...while GPTQ's WEIGHT error is larger: it trades weight error for output error.
     const meanW = (x: typeof g.layers): number => x.reduce((a, l) => a + l.relWeightError, 0) / x.length;
     expect(meanW(g.layers)).toBeGreaterThan(meanW(r.layers));
-    const loaded = await loadHfModel(g.outDir, refBackend);
+    const loaded = await loadHfModel(g.outDir, backend);
     expect(loaded.model.weights.blocks).toHaveLength(3);
   });
 

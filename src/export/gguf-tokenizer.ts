@@ -1,0 +1,216 @@
+/**
+ * GGUF tokenizer metadata (`tokenizer.ggml.*`) from a HF tokenizer.json, the way
+ * convert_hf_to_gguf.py writes it (`_set_vocab_gpt2`, `get_vocab_base`, gguf-py `SpecialVocab`).
+ *
+ * Only byte-level BPE is supported for now. llama.cpp does not read the pre-tokenizer regex
+ * from the file: it picks a built-in one from `tokenizer.ggml.pre` (llama-vocab.cpp,
+ * `llm_tokenizer_bpe`), so we map the tokenizer's regex to the name whose built-in regex
+ * is the same, and refuse tokenizers whose regex llama.cpp does not implement.
+ */
+import type { TextTokenizer } from "../tokenizer/tokenizer.ts";
+import { ConfigError } from "../util/errors.ts";
+import { kv, type GgufValue } from "../io/gguf.ts";
+
+/** `tokenizer.ggml.token_type` values (gguf-py `TokenType`, llama.h `llama_token_type`). */
+export const TOKEN_TYPE = { NORMAL: 1, UNKNOWN: 2, CONTROL: 3, USER_DEFINED: 4, UNUSED: 5, BYTE: 6 } as const;
+
+/** GPT-2's pattern, built into the HF ByteLevel pre-tokenizer when `use_regex` is true. */
+export const GPT2_REGEX = String.raw`'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+`;
+/** Llama 3's Split pattern (tokenizer.json of meta-llama/Meta-Llama-3-8B). */
+export const LLAMA3_REGEX = String.raw`(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+`;
+/** Qwen2's Split pattern (tokenizer.json of Qwen/Qwen2-7B): Llama 3's with single digits. */
+export const QWEN2_REGEX = String.raw`(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+`;
+
+interface KnownPre {
+  /** `tokenizer.ggml.pre` value (llama-vocab.cpp `llama_vocab::impl::load`). */
+  pre: string;
+  regex: string;
+  /** llama.cpp's `ignore_merges` for this pre-tokenizer. */
+  ignoreMerges: boolean;
+  /** Normalizers the HF tokenizer may have that llama.cpp's pre-tokenizer stands in for. */
+  normalizers: readonly (string | null)[];
+}
+
+/**
+ * Pre-tokenizer regexes llama.cpp implements, by the name it knows them under.
+ * "gpt-2" (not "gpt2": llama.cpp rejects that as an unknown pre-tokenizer) selects
+ * LLAMA_VOCAB_PRE_TYPE_GPT2, whose regex is GPT-2's (handled by
+ * `unicode_regex_split_custom_gpt2`, which also implements the trailing `\s+`).
+ */
+export const KNOWN_PRE_TOKENIZERS: readonly KnownPre[] = [
+  { pre: "gpt-2", regex: GPT2_REGEX, ignoreMerges: false, normalizers: [null] },
+  { pre: "llama-bpe", regex: LLAMA3_REGEX, ignoreMerges: true, normalizers: [null] },
+  { pre: "qwen2", regex: QWEN2_REGEX, ignoreMerges: false, normalizers: [null, "NFC"] },
+];
+
+type Json = Record<string, unknown>;
+const isObject = (v: unknown): v is Json => typeof v === "object" && v !== null && !Array.isArray(v);
+
+export interface GgufTokenizerMeta {
+  kvs: [string, GgufValue][];
+  /** The pre-tokenizer name chosen. */
+  pre: string;
+  warnings: string[];
+}
+
+/**
+ * Tokenizer KV pairs for a model whose embedding has `vocabSize` rows. Token ids without a
+ * token (the embedding is larger than the vocabulary) become "[PAD<id>]" of type UNUSED.
+ */
+/** What the exporter needs of a tokenizer (a TextTokenizer, or a stub in tests). */
+export type TokenizerForGguf = Pick<TextTokenizer, "json" | "config" | "bosId" | "eosIds" | "encode" | "tokenToId">;
+
+export function ggufTokenizerKv(tok: TokenizerForGguf, vocabSize: number, file: string): GgufTokenizerMeta {
+  const tj = tok.json;
+  const refuse = (summary: string, field: string, found: string, hint?: string): ConfigError =>
+    new ConfigError(`cannot export this tokenizer to GGUF: ${summary}`, { file, field, found, ...(hint !== undefined ? { hint } : {}) });
+  const model = tj["model"];
+  if (!isObject(model)) throw refuse("tokenizer.json has no model", "model", typeof model);
+  if (model["type"] !== "BPE") {
+    throw refuse("only byte-level BPE tokenizers are supported", "model.type", JSON.stringify(model["type"]),
+      "SentencePiece (Unigram / byte-fallback BPE) and WordPiece tokenizers are not implemented yet; use llama.cpp's convert_hf_to_gguf.py for those models");
+  }
+  if (model["byte_fallback"] === true) {
+    throw refuse("byte-fallback BPE is SentencePiece-style (llama.cpp tokenizer model \"llama\"), not supported yet", "model.byte_fallback", "true",
+      "use llama.cpp's convert_hf_to_gguf.py for SentencePiece-style tokenizers");
+  }
+  const { regex, where } = byteLevelRegex(tj, refuse);
+  const known = KNOWN_PRE_TOKENIZERS.find((k) => k.regex === regex);
+  if (known === undefined) {
+    throw refuse("llama.cpp has no built-in pre-tokenizer with this tokenizer's regex", where, JSON.stringify(regex),
+      `llama.cpp selects its pre-tokenizer by name; known regexes: ${KNOWN_PRE_TOKENIZERS.map((k) => `"${k.pre}"`).join(", ")}`);
+  }
+  const warnings: string[] = [];
+  const normalizer = tj["normalizer"];
+  const normType = isObject(normalizer) ? normalizer["type"] : null;
+  if (!known.normalizers.includes(typeof normType === "string" ? normType : null)) {
+    throw refuse(`normalizer ${JSON.stringify(normType)} has no equivalent in llama.cpp's "${known.pre}" pre-tokenizer`, "normalizer", JSON.stringify(normType));
+  }
+  if (normType === "NFC") warnings.push(`the tokenizer's NFC normalizer is not applied by llama.cpp ("${known.pre}"): non-NFC input may tokenize differently`);
+  const ignoreMerges = model["ignore_merges"] === true;
+  if (ignoreMerges !== known.ignoreMerges) {
+    warnings.push(`tokenizer.json has ignore_merges=${ignoreMerges} but llama.cpp's "${known.pre}" uses ${known.ignoreMerges}: words that are whole vocabulary entries may tokenize differently`);
+  }
+
+  // --- tokens and types, in id order (get_vocab_base) ---
+  const tokens = new Array<string | undefined>(vocabSize);
+  const types = new Array<number>(vocabSize).fill(TOKEN_TYPE.NORMAL);
+  const place = (id: unknown, content: string, type: number, field: string): void => {
+    if (!Number.isInteger(id) || (id as number) < 0 || (id as number) >= vocabSize) {
+      throw refuse(`token id out of range for the model's vocabulary (${vocabSize} embedding rows)`, field, `${JSON.stringify(content)} → ${String(id)}`,
+        "config.json vocab_size must cover every tokenizer id");
+    }
+    const prev = tokens[id as number];
+    if (prev !== undefined && prev !== content) throw refuse("two tokens share one id", field, `${JSON.stringify(prev)} and ${JSON.stringify(content)} → ${String(id)}`);
+    tokens[id as number] = content;
+    types[id as number] = type;
+  };
+  const vocab = model["vocab"];
+  if (!isObject(vocab)) throw refuse("model.vocab is not an object", "model.vocab", typeof vocab);
+  for (const [content, id] of Object.entries(vocab)) place(id, content, TOKEN_TYPE.NORMAL, "model.vocab");
+  for (const [i, t] of (Array.isArray(tj["added_tokens"]) ? tj["added_tokens"] : []).entries()) {
+    if (!isObject(t) || typeof t["content"] !== "string") throw refuse("malformed added token", `added_tokens[${i}]`, JSON.stringify(t));
+    // convert_hf_to_gguf.py: special (or "<|...|>"-looking) added tokens are CONTROL, others USER_DEFINED.
+    const looksSpecial = t["content"].startsWith("<|") && t["content"].endsWith("|>");
+    place(t["id"], t["content"], t["special"] === true || looksSpecial ? TOKEN_TYPE.CONTROL : TOKEN_TYPE.USER_DEFINED, `added_tokens[${i}]`);
+  }
+  const list: string[] = Array.from({ length: vocabSize }, (_, i) => {
+    const t = tokens[i];
+    if (t !== undefined) return t;
+    types[i] = TOKEN_TYPE.UNUSED;
+    return `[PAD${i}]`;
+  });
+
+  // --- merges ("a b" strings; newer tokenizers store [a, b] pairs) ---
+  const rawMerges = model["merges"];
+  if (!Array.isArray(rawMerges)) throw refuse("model.merges is not an array", "model.merges", typeof rawMerges);
+  const merges = rawMerges.map((m, i) => {
+    if (typeof m === "string") return m;
+    if (Array.isArray(m) && m.length === 2 && typeof m[0] === "string" && typeof m[1] === "string") {
+      if (m[0].includes(" ") || m[1].includes(" ")) throw refuse("a merge contains a space (cannot be written as \"a b\")", `model.merges[${i}]`, JSON.stringify(m));
+      return `${m[0]} ${m[1]}`;
+    }
+    throw refuse("malformed merge", `model.merges[${i}]`, JSON.stringify(m));
+  });
+
+  // --- special ids and flags (SpecialVocab) ---
+  const idOf = (key: string): number | undefined => {
+    const v = tok.config[key];
+    const s = typeof v === "string" ? v : isObject(v) && typeof v["content"] === "string" ? v["content"] : undefined;
+    return s === undefined ? undefined : tok.tokenToId(s);
+  };
+  const probe = "a";
+  const plain = tok.encode(probe, { addSpecial: false });
+  const withSpecial = tok.encode(probe, { addSpecial: true });
+  const addBos = tok.bosId !== null;
+  const addEos = withSpecial.length > plain.length && withSpecial.at(-1) !== plain.at(-1);
+  const bos = tok.bosId ?? idOf("bos_token");
+  const eos = idOf("eos_token") ?? tok.eosIds[0] ?? (addEos ? withSpecial.at(-1) : undefined);
+  const pad = idOf("pad_token");
+  const unk = idOf("unk_token");
+
+  const kvs: [string, GgufValue][] = [
+    ["tokenizer.ggml.model", kv.str("gpt2")],
+    ["tokenizer.ggml.pre", kv.str(known.pre)],
+    ["tokenizer.ggml.tokens", kv.strings(list)],
+    ["tokenizer.ggml.token_type", kv.i32s(types)],
+    ["tokenizer.ggml.merges", kv.strings(merges)],
+  ];
+  if (bos !== undefined) kvs.push(["tokenizer.ggml.bos_token_id", kv.u32(bos)]);
+  if (eos !== undefined) kvs.push(["tokenizer.ggml.eos_token_id", kv.u32(eos)]);
+  if (unk !== undefined) kvs.push(["tokenizer.ggml.unknown_token_id", kv.u32(unk)]);
+  if (pad !== undefined) kvs.push(["tokenizer.ggml.padding_token_id", kv.u32(pad)]);
+  kvs.push(["tokenizer.ggml.add_bos_token", kv.bool(addBos)], ["tokenizer.ggml.add_eos_token", kv.bool(addEos)]);
+  kvs.push(...chatTemplateKvs(tok.config["chat_template"]));
+  return { kvs, pre: known.pre, warnings };
+}
+
+/** The pre-tokenizer regex of a byte-level BPE tokenizer.json, and where it was found. */
+function byteLevelRegex(tj: Json, refuse: (s: string, field: string, found: string, hint?: string) => ConfigError): { regex: string; where: string } {
+  const pt = tj["pre_tokenizer"];
+  const decoder = tj["decoder"];
+  const isByteLevel = (x: unknown): x is Json => isObject(x) && x["type"] === "ByteLevel";
+  const decoderOk = isByteLevel(decoder) || (isObject(decoder) && decoder["type"] === "Sequence" && Array.isArray(decoder["decoders"]) && decoder["decoders"].some(isByteLevel));
+  if (!decoderOk) throw refuse("not a byte-level BPE tokenizer (no ByteLevel decoder)", "decoder", JSON.stringify(isObject(decoder) ? decoder["type"] : decoder));
+  const noPrefixSpace = (b: Json, field: string): void => {
+    if (b["add_prefix_space"] === true) {
+      throw refuse("ByteLevel add_prefix_space=true has no equivalent in llama.cpp's BPE tokenizer", `${field}.add_prefix_space`, "true");
+    }
+  };
+  if (isByteLevel(pt)) {
+    noPrefixSpace(pt, "pre_tokenizer");
+    if (pt["use_regex"] === false) throw refuse("ByteLevel pre-tokenizer without a regex", "pre_tokenizer.use_regex", "false");
+    return { regex: GPT2_REGEX, where: "pre_tokenizer (ByteLevel, use_regex)" };
+  }
+  if (isObject(pt) && pt["type"] === "Sequence" && Array.isArray(pt["pretokenizers"])) {
+    const parts = pt["pretokenizers"] as unknown[];
+    const [split, bl] = parts;
+    if (parts.length === 2 && isObject(split) && split["type"] === "Split" && isByteLevel(bl) && bl["use_regex"] === false) {
+      noPrefixSpace(bl, "pre_tokenizer.pretokenizers[1]");
+      const pattern = split["pattern"];
+      const re = isObject(pattern) ? pattern["Regex"] : undefined;
+      if (typeof re !== "string" || split["behavior"] !== "Isolated" || split["invert"] === true) {
+        throw refuse("unsupported Split pre-tokenizer", "pre_tokenizer.pretokenizers[0]", JSON.stringify(split),
+          "llama.cpp implements Split with a regex, behavior Isolated, invert false");
+      }
+      return { regex: re, where: "pre_tokenizer.pretokenizers[0].pattern.Regex" };
+    }
+  }
+  throw refuse("unsupported pre-tokenizer layout", "pre_tokenizer", JSON.stringify(pt)?.slice(0, 200) ?? "null",
+    "supported: ByteLevel (GPT-2 regex), or Sequence[Split(regex), ByteLevel(use_regex=false)]");
+}
+
+/** `tokenizer.chat_template` (+ named templates, as gguf-py `SpecialVocab` writes them). */
+function chatTemplateKvs(ct: unknown): [string, GgufValue][] {
+  if (typeof ct === "string") return [["tokenizer.chat_template", kv.str(ct)]];
+  if (!Array.isArray(ct)) return [];
+  const out: [string, GgufValue][] = [];
+  const names: string[] = [];
+  for (const t of ct) {
+    if (!isObject(t) || typeof t["name"] !== "string" || typeof t["template"] !== "string") continue;
+    if (t["name"] === "default") out.push(["tokenizer.chat_template", kv.str(t["template"])]);
+    else { out.push([`tokenizer.chat_template.${t["name"]}`, kv.str(t["template"])]); names.push(t["name"]); }
+  }
+  if (names.length > 0) out.push(["tokenizer.chat_templates", kv.strings(names)]);
+  return out;
+}

@@ -1,0 +1,359 @@
+/**
+ * The native GPTQ kernels (native/src/gptq*.cc via src/quant/gptq-fast.ts)
+ * against the TS reference src/quant/gptq.ts, which is the specification.
+ *
+ * The reference runs in f64, the kernels in f32 (like gptq.py). A code can flip
+ * when its value lies within rounding noise of a grid midpoint, and a flip
+ * changes the error the rest of that row receives, so a few later codes of the
+ * row may follow it. Everything else must be identical: g_idx, damping, static
+ * grids, and — where no error is spread (diagonal H) — every code.
+ * One pool thread (vitest.config.ts sets QLLM_THREADS=1 for the parallel workers).
+ */
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createNativeBackend, type KernelLevel, type NativeBackend } from "../../src/backend/native.ts";
+import { refBackend, refSyrkAccumulate } from "../../src/backend/ref.ts";
+import { gptqQuantizeLinear, type GptqOptions, type GptqResult } from "../../src/quant/gptq.ts";
+import { gptqQuantizeLinearFast, HessianAccumulatorF32 } from "../../src/quant/gptq-fast.ts";
+import { HessianAccumulator } from "../../src/quant/hessian.ts";
+import { gptqHinv } from "../../src/quant/linalg.ts";
+import { rtnQuantizeLinear } from "../../src/quant/rtn.ts";
+import { dequantize } from "../../src/quant/types.ts";
+import { mulberry32 } from "../../src/nn/generate.ts";
+import { UsageError } from "../../src/util/errors.ts";
+import { randn } from "../helpers/random-weights.ts";
+
+/** Machine epsilon of f32 (2^-23). */
+const F32_EPS = 2 ** -23;
+
+/**
+ * Codes equal to the reference's: at least this fraction. Measured on these
+ * cases: 99.5–100% (act-order is the worst: its early columns carry the largest
+ * errors, so a flip there moves more of the row). For scale: plain RTN codes agree
+ * with GPTQ's on only 87–90% of this layer, so a kernel that loses any part of
+ * the error propagation falls far below.
+ */
+const CODE_AGREEMENT_MIN = 0.995;
+/** |e_native − e_ref| ≤ this · e_ref for the held-out relative output error (measured ≤ 0.3%). */
+const OUTPUT_ERROR_REL_TOL = 0.01;
+/** |loss_native − loss_ref| ≤ this · loss_ref (measured ≤ 0.5%: a flip moves its row's loss a little). */
+const LOSS_REL_TOL = 0.02;
+
+// ---------------------------------------------------------------- data (as in gptq.test.ts)
+
+/** Correlated activations: a few shared factors + noise, columns with different scales (like real LLM inputs). */
+function activations(T: number, K: number, seed: number): Float32Array {
+  const F = 4;
+  const lrand = mulberry32(99); // the same factor loadings for calibration and held-out rows
+  const load = Array.from({ length: F * K }, () => randn(lrand));
+  const rand = mulberry32(seed);
+  const colScale = Array.from({ length: K }, (_, k) => 0.2 + 3 * ((k * 7919) % 13) / 13);
+  const X = new Float32Array(T * K);
+  for (let t = 0; t < T; t++) {
+    const f = Array.from({ length: F }, () => randn(rand));
+    for (let k = 0; k < K; k++) {
+      let v = 0.3 * randn(rand);
+      for (let j = 0; j < F; j++) v += f[j]! * load[j * K + k]!;
+      X[t * K + k] = v * colScale[k]!;
+    }
+  }
+  return X;
+}
+
+function isotropic(T: number, K: number, seed: number): Float32Array {
+  const rand = mulberry32(seed);
+  return Float32Array.from({ length: T * K }, () => randn(rand));
+}
+
+/** H = (2/T)·XᵀX in f64. */
+function hessianOf(X: Float32Array, T: number, K: number): Float64Array {
+  const H = new Float64Array(K * K);
+  refSyrkAccumulate(X, T, K, H, 2 / T);
+  return H;
+}
+
+function weights(N: number, K: number, seed: number): Float32Array {
+  const rand = mulberry32(seed);
+  return Float32Array.from({ length: N * K }, () => 0.05 * randn(rand));
+}
+
+/** ‖X·Wᵀ − X·Qᵀ‖² / ‖X·Wᵀ‖² */
+function outputError(X: Float32Array, T: number, K: number, W: Float32Array, Q: Float32Array, N: number): number {
+  let num = 0, den = 0;
+  for (let t = 0; t < T; t++) for (let n = 0; n < N; n++) {
+    let a = 0, b = 0;
+    for (let k = 0; k < K; k++) { a += X[t * K + k]! * W[n * K + k]!; b += X[t * K + k]! * Q[n * K + k]!; }
+    num += (a - b) ** 2; den += a * a;
+  }
+  return num / den;
+}
+
+function agreement(a: Uint8Array, b: Uint8Array): number {
+  let same = 0;
+  for (let i = 0; i < a.length; i++) if (a[i] === b[i]) same++;
+  return same / a.length;
+}
+
+interface Layer { N: number; K: number; W: Float32Array; H: Float64Array; Xheld: Float32Array }
+
+const T_CAL = 1024, T_HELD = 128;
+function layer(N: number, K: number, seed: number, acts = activations): Layer {
+  const H = hessianOf(acts(T_CAL, K, seed), T_CAL, K);
+  return { N, K, W: weights(N, K, seed + 100), H, Xheld: acts(T_HELD, K, seed + 1) };
+}
+
+function options(l: Layer, over: Partial<GptqOptions> = {}): GptqOptions {
+  return {
+    weight: l.W, rows: l.N, cols: l.K, hessian: l.H, bits: 4, groupSize: 32, sym: true,
+    actOrder: false, staticGroups: false, damp: 0.01, blockSize: 128, ...over,
+  };
+}
+
+/** Everything that must match exactly, and the named tolerances for the rest. */
+function expectMatchesReference(l: Layer, o: GptqOptions, got: GptqResult, want: GptqResult, what: string): void {
+  expect(got.N, what).toBe(want.N);
+  expect(got.K, what).toBe(want.K);
+  expect(got.groupSize, what).toBe(want.groupSize);
+  expect(got.dampUsed, what).toBe(want.dampUsed);
+  expect(Array.from(got.gIdx), what).toEqual(Array.from(want.gIdx));
+  if (o.staticGroups) {
+    expect(Array.from(got.scales), what).toEqual(Array.from(want.scales));
+    expect(Array.from(got.zeros), what).toEqual(Array.from(want.zeros));
+  }
+  expect(Array.from(dequantize(got)), `${what}: dequantized = its codes`).toEqual(Array.from(got.dequantized));
+  const agree = agreement(got.codes, want.codes);
+  expect(agree, `${what}: codes agreement ${agree}`).toBeGreaterThanOrEqual(CODE_AGREEMENT_MIN);
+  const eGot = outputError(l.Xheld, T_HELD, l.K, l.W, got.dequantized, l.N);
+  const eWant = outputError(l.Xheld, T_HELD, l.K, l.W, want.dequantized, l.N);
+  expect(Math.abs(eGot - eWant), `${what}: held-out output error ${eGot} vs ${eWant}`).toBeLessThanOrEqual(OUTPUT_ERROR_REL_TOL * eWant);
+  expect(Math.abs(got.loss - want.loss), `${what}: loss ${got.loss} vs ${want.loss}`).toBeLessThanOrEqual(LOSS_REL_TOL * want.loss);
+}
+
+// ---------------------------------------------------------------- tests
+
+describe("native GPTQ kernels", () => {
+  let nb: NativeBackend;
+  let levels: KernelLevel[];
+  let best: KernelLevel;
+  // N odd, K not a multiple of the block size (128) nor of the groups (32, 128), K > one block.
+  let main: Layer;
+
+  beforeAll(() => {
+    nb = createNativeBackend({ threads: 1 });
+    levels = nb.kernelLevels();
+    best = nb.kernelLevel;
+    main = layer(65, 300, 2);
+  });
+  afterAll(() => nb.setKernelLevel(best));
+
+  it.each([
+    ["4-bit g32 sym", {}],
+    ["4-bit g128 sym", { groupSize: 128 }],
+    ["3-bit g32 asym", { bits: 3, sym: false }],
+    ["8-bit g64 asym", { bits: 8, groupSize: 64, sym: false }],
+    ["2-bit g32 asym", { bits: 2, sym: false }],
+    ["4-bit per-row (g = −1)", { groupSize: -1 }],
+    ["4-bit g32 act-order", { actOrder: true }],
+    ["4-bit g128 act-order", { actOrder: true, groupSize: 128 }],
+    ["4-bit g32 static groups", { staticGroups: true }],
+    ["4-bit g32 act-order + static groups", { actOrder: true, staticGroups: true, sym: false }],
+    ["4-bit g32, block 48 (cut to whole groups)", { blockSize: 48 }],
+    ["4-bit g128, block 100 (groups reach past blocks)", { groupSize: 128, blockSize: 100 }],
+    ["4-bit g128 act-order, block 100", { groupSize: 128, blockSize: 100, actOrder: true }],
+  ] as [string, Partial<GptqOptions>][])("%s: matches the reference", (name, over) => {
+    const o = options(main, over);
+    expectMatchesReference(main, o, gptqQuantizeLinearFast({ ...o, backend: nb }), gptqQuantizeLinear(o), name);
+  });
+
+  it("matches the reference at every SIMD level", () => {
+    const l = layer(19, 200, 5);
+    for (const level of levels) {
+      nb.setKernelLevel(level);
+      for (const over of [{}, { actOrder: true, bits: 3, sym: false }, { groupSize: 64, blockSize: 40 }] as Partial<GptqOptions>[]) {
+        const o = options(l, over);
+        expectMatchesReference(l, o, gptqQuantizeLinearFast({ ...o, backend: nb }), gptqQuantizeLinear(o), `${level} ${JSON.stringify(over)}`);
+      }
+    }
+    nb.setKernelLevel(best);
+  });
+
+  it("matches on isotropic activations and on a layer narrower than a block", () => {
+    const iso = layer(33, 160, 7, isotropic);
+    const o1 = options(iso, { bits: 4, groupSize: 32, sym: false });
+    expectMatchesReference(iso, o1, gptqQuantizeLinearFast({ ...o1, backend: nb }), gptqQuantizeLinear(o1), "isotropic");
+    const small = layer(3, 40, 8);
+    const o2 = options(small, { groupSize: 16, actOrder: true });
+    expectMatchesReference(small, o2, gptqQuantizeLinearFast({ ...o2, backend: nb }), gptqQuantizeLinear(o2), "3×40");
+  });
+
+  it("equals the reference (and RTN) code for code when H is diagonal: no error to spread", () => {
+    const K = main.K, D = new Float64Array(K * K);
+    for (let i = 0; i < K; i++) D[i * K + i] = 1 + i;
+    for (const [bits, g, sym] of [[4, 32, true], [3, -1, false], [8, 64, false], [2, 128, false]] as const) {
+      const o = options(main, { hessian: D, bits, groupSize: g, sym });
+      const got = gptqQuantizeLinearFast({ ...o, backend: nb });
+      const rtn = rtnQuantizeLinear({ weight: main.W, rows: main.N, cols: K, bits, groupSize: g, sym });
+      expect(Array.from(got.codes)).toEqual(Array.from(gptqQuantizeLinear(o).codes));
+      expect(Array.from(got.codes)).toEqual(Array.from(rtn.codes));
+      expect(Array.from(got.scales)).toEqual(Array.from(rtn.scales));
+      expect(Array.from(got.zeros)).toEqual(Array.from(rtn.zeros));
+    }
+  });
+
+  it("dead input columns: zeroed, and the rest matches (with and without act-order)", () => {
+    const K = main.K, Hd = main.H.slice();
+    for (const i of [0, 5, 77, 128, 299]) for (let j = 0; j < K; j++) { Hd[i * K + j] = 0; Hd[j * K + i] = 0; }
+    const dead = { ...main, H: Hd };
+    for (const over of [{ sym: false }, { actOrder: true }, { actOrder: true, staticGroups: true }] as Partial<GptqOptions>[]) {
+      const o = options(dead, over);
+      const got = gptqQuantizeLinearFast({ ...o, backend: nb });
+      expectMatchesReference(dead, o, got, gptqQuantizeLinear(o), `dead ${JSON.stringify(over)}`);
+      for (let n = 0; n < main.N; n++) for (const i of [0, 5, 77, 128, 299]) expect(got.dequantized[n * K + i]).toBe(0);
+    }
+  });
+
+  it("raises the damping exactly like the reference", () => {
+    // [[1, 1.02], [1.02, 1]] has eigenvalue −0.02: needs damp > 0.02 → 0.01 + 5·0.0025
+    const H2 = new Float64Array([1, 1.02, 1.02, 1]);
+    const o = { ...options(main), weight: new Float32Array([0.3, -0.2]), rows: 1, cols: 2, hessian: H2, groupSize: -1 };
+    expect(gptqQuantizeLinearFast({ ...o, backend: nb }).dampUsed).toBe(gptqQuantizeLinear(o).dampUsed);
+    expect(gptqQuantizeLinearFast({ ...o, backend: nb }).dampUsed).toBeCloseTo(0.0225, 10);
+    // An indefinite layer Hessian: H − 0.02·mean(diag H)·I.
+    const K = main.K, Hi = main.H.slice();
+    let mean = 0;
+    for (let i = 0; i < K; i++) mean += Hi[i * K + i]! / K;
+    for (let i = 0; i < K; i++) Hi[i * K + i] = Hi[i * K + i]! - 0.02 * mean;
+    const oi = options({ ...main, H: Hi });
+    const want = gptqQuantizeLinear(oi);
+    expect(want.dampUsed).toBeGreaterThan(0.02);
+    expectMatchesReference(main, oi, gptqQuantizeLinearFast({ ...oi, backend: nb }), want, "indefinite H");
+  });
+
+  it("the in-place Hinv equals gptqHinv of linalg.ts", () => {
+    for (const [K, T, damp] of [[300, 1024, 0.01], [129, 200, 0.001], [1, 4, 0.01], [2, 8, 0.01], [260, 2048, 0.01]] as const) {
+      const X = activations(T, K, 11);
+      const H = hessianOf(X, T, K);
+      let mean = 0;
+      for (let i = 0; i < K; i++) mean += H[i * K + i]! / K;
+      const h = Float32Array.from(H);
+      for (let i = 0; i < K; i++) h[i * K + i] = H[i * K + i]! + damp * mean;
+      const Hd = Float64Array.from(h); // the same f32 input for both
+      const want = gptqHinv(Hd, K)!;
+      // Tolerance: the forward error of an f32 Cholesky factor (and of its inverse)
+      // is about κ(H)·ε relative to its rows (Higham, Accuracy and Stability, ch. 10);
+      // κ from the largest eigenvalue (power iteration) and λ_min ≥ damp·mean.
+      const kappa = (largestEigenvalue(Hd, K) + 1e-300) / (damp * mean);
+      const tol = kappa * F32_EPS;
+      expect(nb.gptqHinv(h, K)).toBe(true);
+      let worst = 0;
+      for (let i = 0; i < K; i++) {
+        let rowMax = 0, rowErr = 0;
+        for (let j = 0; j < K; j++) {
+          rowMax = Math.max(rowMax, Math.abs(want[i * K + j]!));
+          rowErr = Math.max(rowErr, Math.abs(h[i * K + j]! - want[i * K + j]!));
+          if (j < i) expect(h[i * K + j]).toBe(0);
+        }
+        worst = Math.max(worst, rowErr / rowMax);
+      }
+      expect(worst, `K=${K} T=${T} damp=${damp}: worst row error ${worst}, bound κ·ε = ${tol}`).toBeLessThanOrEqual(tol);
+    }
+  });
+
+  it("gptqHinv reports a matrix that is not positive definite", () => {
+    expect(nb.gptqHinv(new Float32Array([1, 2, 2, 1]), 2)).toBe(false);
+    expect(nb.gptqHinv(new Float32Array([-1]), 1)).toBe(false);
+    expect(nb.gptqHinv(new Float32Array([1, NaN, NaN, 1]), 2)).toBe(false);
+    // A zero pivot deep inside a blocked factorisation (column 200 duplicates column 3).
+    const K = 260, X = activations(600, K, 3);
+    for (let t = 0; t < 600; t++) X[t * K + 200] = X[t * K + 3]!;
+    expect(nb.gptqHinv(Float32Array.from(hessianOf(X, 600, K)), K)).toBe(false);
+  });
+
+  it("syrkAccumulate adds xᵀx to f32 and f64 sums, both triangles", () => {
+    for (const [T, K] of [[1, 1], [7, 5], [300, 270], [513, 33], [40, 600]] as const) {
+      const rand = mulberry32(T * 1000 + K);
+      const x = Float32Array.from({ length: T * K }, () => randn(rand));
+      const want = new Float64Array(K * K).fill(0.5);
+      refSyrkAccumulate(x, T, K, want, 0.25);
+      const s32 = new Float32Array(K * K).fill(0.5), s64 = new Float64Array(K * K).fill(0.5);
+      nb.syrkAccumulate(x, T, K, s32, 0.25);
+      nb.syrkAccumulate(x, T, K, s64, 0.25);
+      // f32 dot products of T terms: |error| ≤ T·ε·Σ_t |x_ti·x_tj| (γ_T bound), plus the f32 rounding of the sum.
+      const absSum = new Float64Array(K * K);
+      refSyrkAccumulate(x.map(Math.abs), T, K, absSum, 0.25);
+      let bad = "";
+      for (let i = 0; i < K * K && !bad; i++) {
+        const bound = T * F32_EPS * absSum[i]! + 2 * F32_EPS * Math.abs(want[i]!) + 1e-30;
+        if (!(Math.abs(s32[i]! - want[i]!) <= bound) || !(Math.abs(s64[i]! - want[i]!) <= bound)) {
+          bad = `[${i}]: f32 ${s32[i]}, f64 ${s64[i]}, reference ${want[i]}, bound ${bound}`;
+        }
+        const iT = (i % K) * K + Math.floor(i / K);
+        if (s32[i] !== s32[iT] || s64[i] !== s64[iT]) bad = `[${i}] differs from its transpose`;
+      }
+      expect(bad, `T=${T} K=${K}`).toBe("");
+    }
+  });
+
+  it("HessianAccumulatorF32 equals HessianAccumulator (f64) within f32 rounding, on native and ref", () => {
+    const K = 70, T = 50;
+    const seqs = [activations(T, K, 1), activations(T, K, 2), activations(T - 13, K, 3)];
+    const ref = new HessianAccumulator(K, T);
+    const fast = new HessianAccumulatorF32(K), fastRef = new HessianAccumulatorF32(K);
+    for (const x of seqs) {
+      const t = x.length / K;
+      ref.add(refBackend, x, t);
+      fast.add(nb, x, t);
+      fastRef.add(refBackend, x, t);
+    }
+    expect(fast.count).toBe(3);
+    const want = ref.hessian(), got = fast.hessian(), gotRef = fastRef.hessian();
+    let scale = 0;
+    for (let i = 0; i < K; i++) scale = Math.max(scale, want[i * K + i]!);
+    for (let i = 0; i < K * K; i++) {
+      expect(Math.abs(got[i]! - want[i]!)).toBeLessThanOrEqual(T * 3 * F32_EPS * scale);
+      expect(Math.abs(gotRef[i]! - want[i]!)).toBeLessThanOrEqual(T * 3 * F32_EPS * scale);
+    }
+  });
+
+  it("falls back to the TS reference on a backend without the kernels", () => {
+    const o = options(main, { actOrder: true });
+    const r = gptqQuantizeLinearFast({ ...o, backend: refBackend });
+    const want = gptqQuantizeLinear(o);
+    expect(Array.from(r.codes)).toEqual(Array.from(want.codes));
+    expect(r.loss).toBe(want.loss);
+  });
+
+  it("validates kernel arguments in TypeScript", () => {
+    const K = 4, N = 2, G = 2;
+    const args = () => ({
+      w: new Float32Array(N * K), hinv: new Float32Array(K * K), N, K, bits: 4, groupSize: 2, sym: true,
+      colGroup: null as Int32Array | null, scales: new Float32Array(N * G), zeros: new Uint8Array(N * G),
+      codes: new Uint8Array(N * K), blockSize: 128,
+    });
+    expect(() => nb.gptqQuantize({ ...args(), bits: 9 })).toThrow(UsageError);
+    expect(() => nb.gptqQuantize({ ...args(), groupSize: 5 })).toThrow(UsageError);
+    expect(() => nb.gptqQuantize({ ...args(), codes: new Uint8Array(3) })).toThrow(UsageError);
+    expect(() => nb.gptqQuantize({ ...args(), hinv: new Float32Array(K * K - 1) })).toThrow(UsageError);
+    expect(() => nb.gptqQuantize({ ...args(), blockSize: 0 })).toThrow(UsageError);
+    expect(() => nb.gptqQuantize({ ...args(), colGroup: new Int32Array([0, 0, 1, 2]), scales: new Float32Array(N * G).fill(1) })).toThrow(UsageError);
+    expect(() => nb.gptqQuantize({ ...args(), colGroup: new Int32Array([0, 0, 1, 1]) })).toThrow(/static grid/);
+    expect(() => nb.gptqHinv(new Float32Array(3), 2)).toThrow(UsageError);
+    expect(() => nb.syrkAccumulate(new Float32Array(6), 3, 2, new Float32Array(3), 1)).toThrow(UsageError);
+    const buf = new Float32Array(10);
+    expect(() => nb.syrkAccumulate(buf.subarray(0, 4), 2, 2, buf.subarray(2, 6), 1)).toThrow(/overlaps/);
+  });
+});
+
+/** λ_max of a symmetric PSD matrix by power iteration (an estimate from below, refined ×1.05). */
+function largestEigenvalue(H: Float64Array, K: number): number {
+  let v = new Float64Array(K).fill(1 / Math.sqrt(K)), lambda = 0;
+  for (let it = 0; it < 100; it++) {
+    const w = new Float64Array(K);
+    for (let i = 0; i < K; i++) { let s = 0; for (let j = 0; j < K; j++) s += H[i * K + j]! * v[j]!; w[i] = s; }
+    let norm = 0;
+    for (let i = 0; i < K; i++) norm += w[i]! * w[i]!;
+    norm = Math.sqrt(norm);
+    lambda = norm;
+    v = w.map((x) => x / norm);
+  }
+  return 1.05 * lambda;
+}
