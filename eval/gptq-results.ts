@@ -40,6 +40,10 @@ for (const bits of values.quick ? [3] : [4, 3]) {
     configs.push({ method: "rtn", bits, groupSize, actOrder: false });
     configs.push({ method: "gptq", bits, groupSize, actOrder: false });
     configs.push({ method: "gptq", bits, groupSize, actOrder: true });
+    if (groupSize === 128) {
+      configs.push({ method: "awq", bits, groupSize, actOrder: false });
+      configs.push({ method: "awq+gptq", bits, groupSize, actOrder: false });
+    }
   }
 }
 
@@ -49,7 +53,8 @@ console.log(`bf16: ppl ${rows[0]!.ppl.toFixed(4)}`);
 for (const c of configs) {
   const out = join(work, `${c.method}-${c.bits}-${c.groupSize}-${c.actOrder}`);
   const settings: QuantSettings = {
-    ...c, sym: true, staticGroups: false, damp: 0.01, blockSize: 128, trueSequential: true, format: "gptq",
+    ...c, sym: c.method !== "awq", staticGroups: false, damp: 0.01, blockSize: 128, trueSequential: true,
+    format: c.method === "awq" ? "gptq_v2" : "gptq", duoScaling: true, clip: true, loadSearch: null,
     calibSamples: c.method === "rtn" ? 0 : calibSamples, calibSeqlen: 512, calibSeed: 0, calibText: BUNDLED_CALIB_TEXT,
   };
   const r = await quantizeModel({ modelDir: BUNDLED_MODEL_DIR, outDir: out, settings, backend });
@@ -70,10 +75,12 @@ const removed = (r: Row): string => {
 let commit = "unknown";
 try { commit = execSync("git rev-parse --short HEAD", { stdio: ["ignore", "pipe", "ignore"] }).toString().trim(); } catch { /* not a git checkout */ }
 const md = [
-  `# GPTQ vs RTN on the bundled model`,
+  `# RTN vs GPTQ vs AWQ on the bundled model`,
   ``,
   `Held-out perplexity of models/qllm-tiny (gptq protocol: ${512}-token windows, every token scored, data/eval.txt).`,
-  `Calibration: ${calibSamples} × 512-token windows of data/calib.txt, seed 0; symmetric grid, damp 0.01, true-sequential.`,
+  `Calibration: ${calibSamples} × 512-token windows of data/calib.txt, seed 0. RTN/GPTQ: symmetric grid, damp 0.01,
+true-sequential. AWQ: AutoAWQ defaults (asymmetric grid, duo scaling, clip search; 4-bit written as AutoAWQ GEMM,
+3-bit as HF-GPTQ v2). AWQ+GPTQ: AWQ scales and clips, then GPTQ (symmetric) on the scaled weights.`,
   `Produced by \`npx tsx eval/gptq-results.ts --threads ${threads} --write\` on ${new Date().toISOString().slice(0, 10)}, commit ${commit}, backend ${backend.name} (${backend.threads} threads).`,
   ``,
   `| method | bits | group | act-order | perplexity | Δ vs bf16 | share of RTN's increase removed | time (s) |`,

@@ -21,3 +21,7 @@ export { dequantize, type QuantizedLinear } from "./quant/types.ts";
 export { quantizeModel, type QuantizeJob, type QuantizeResult, type PipelineEvent } from "./quant/pipeline.ts";
 export type { QuantSettings, Method } from "./quant/settings.ts";
 export { packGptq, unpackGptq } from "./pack/hf-gptq.ts";
+export { exportGguf } from "./export/gguf.ts";
+export { openGguf, GgufWriter, writeGguf, kv, GGML_TYPES } from "./io/gguf.ts";
+export { openCheckpoint, writeShardedSafetensors, Checkpoint } from "./io/checkpoint.ts";
+export { openSafetensors, writeSafetensors, SafetensorsWriter } from "./io/safetensors.ts";

@@ -4,8 +4,9 @@ import type { Command } from "./command.ts";
 import { evalCommand } from "./eval.ts";
 import { chatCommand } from "./chat.ts";
 import { awqCommand, gptqCommand, rtnCommand } from "./quantize.ts";
+import { exportCommand } from "./export.ts";
 
-const COMMANDS: readonly Command[] = [gptqCommand, awqCommand, rtnCommand, evalCommand, chatCommand];
+const COMMANDS: readonly Command[] = [gptqCommand, awqCommand, rtnCommand, evalCommand, exportCommand, chatCommand];
 
 function help(): string {
   const w = Math.max(...COMMANDS.map((c) => c.name.length));

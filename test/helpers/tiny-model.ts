@@ -93,6 +93,15 @@ function randomArray(n: number, std: number, rand: () => number, mean = 0): Floa
 
 export async function makeTinyModel(opts: TinyModelOptions): Promise<TinyModel> {
   const dir = opts.dir ?? mkdtempSync(join(tmpdir(), `qllm-tiny-${opts.modelType}-`));
+  try {
+    return await writeTinyModel(dir, opts);
+  } catch (err) {
+    if (opts.dir === undefined) rmSync(dir, { recursive: true, force: true }); // do not leak temp folders on bad options
+    throw err;
+  }
+}
+
+async function writeTinyModel(dir: string, opts: TinyModelOptions): Promise<TinyModel> {
   mkdirSync(dir, { recursive: true });
   const useBundled = opts.tokenizer === "bundled" || (opts.tokenizer !== "generated" && existsSync(join(BUNDLED_MODEL_DIR, "tokenizer.json")));
   let tokenizerSize: number;
