@@ -2,7 +2,7 @@
 import { readFileSync, existsSync } from "node:fs";
 import { relative } from "node:path";
 import { selectBackend } from "../backend/select.ts";
-import { loadHfModel } from "../load/hf-folder.ts";
+import { loadHfModel, readModelConfig } from "../load/hf-folder.ts";
 import { BUNDLED_EVAL_TEXT, BUNDLED_MODEL_DIR, resolveModelArg } from "../load/paths.ts";
 import { perplexity, PROTOCOLS, type Protocol } from "../metrics/perplexity.ts";
 import { UsageError } from "../util/errors.ts";
@@ -38,6 +38,7 @@ export const evalCommand: Command = {
     });
     if (values.help) { process.stdout.write(usage); return 0; }
     const dir = resolveModelArg(onePositional("eval", positionals));
+    readModelConfig(dir); // a missing or bad model folder is the first thing to report
     const protocol = choiceFlag<Protocol>("protocol", values.protocol, PROTOCOLS, "gptq");
     const backend = selectBackend({
       backend: choiceFlag("backend", values.backend, ["auto", "native", "ref"] as const, "auto"),

@@ -6,7 +6,7 @@ import { existsSync } from "node:fs";
 import { basename, join, relative, resolve } from "node:path";
 import type { Backend } from "../backend/backend.ts";
 import { selectBackend } from "../backend/select.ts";
-import { loadHfModel } from "../load/hf-folder.ts";
+import { loadHfModel, readModelConfig } from "../load/hf-folder.ts";
 import { BUNDLED_CALIB_TEXT, BUNDLED_EVAL_TEXT, BUNDLED_MODEL_DIR, resolveModelArg } from "../load/paths.ts";
 import { perplexity } from "../metrics/perplexity.ts";
 import { readFileSync } from "node:fs";
@@ -93,6 +93,7 @@ function makeCommand(method: "rtn" | "gptq" | "awq", summary: string, extra: str
       const fullMethod: Method = method === "awq" && v.then === "gptq" ? "awq+gptq" : method;
       if (v.sym && v.asym) throw new UsageError("--sym and --asym are mutually exclusive", { field: "--sym/--asym" });
       const modelDir = resolveModelArg(onePositional(method, positionals));
+      const maxPos = readModelConfig(modelDir).maxPositionEmbeddings; // a bad model folder is reported first
       const bits = intFlag("bits", v.bits, 4);
       const groupSize = v["group-size"] === "-1" ? -1 : intFlag("group-size", v["group-size"], 128);
       const sym = fullMethod === "awq" ? false : !v.asym; // AutoAWQ GEMM is always zero-point (asymmetric)
@@ -111,7 +112,6 @@ function makeCommand(method: "rtn" | "gptq" | "awq", summary: string, extra: str
         backend: choiceFlag("backend", v.backend, ["auto", "native", "ref"] as const, "auto"),
         ...(v.threads !== undefined ? { threads: intFlag("threads", v.threads, 1) } : {}),
       });
-      const maxPos = readMaxPos(modelDir);
       const settings: QuantSettings = {
         method: fullMethod, bits, groupSize, sym,
         actOrder: v["act-order"] === true, staticGroups: v["static-groups"] === true, damp,
@@ -178,13 +178,6 @@ function makeCommand(method: "rtn" | "gptq" | "awq", summary: string, extra: str
       return 0;
     },
   };
-}
-
-function readMaxPos(dir: string): number {
-  try {
-    const raw = JSON.parse(readFileSync(join(dir, "config.json"), "utf8")) as { max_position_embeddings?: unknown };
-    return typeof raw.max_position_embeddings === "number" ? raw.max_position_embeddings : 2048;
-  } catch { return 2048; } // readModelConfig reports a bad config with a proper error later
 }
 
 async function evalPpl(dir: string, textFile: string, backend: Backend, maxTokens?: number): Promise<number> {

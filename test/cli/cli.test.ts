@@ -1,0 +1,47 @@
+/** The CLI as a user runs it: exit codes, the --json last line, typed errors without stack traces. */
+import { spawnSync } from "node:child_process";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { PACKAGE_ROOT } from "../../src/load/paths.ts";
+
+const BIN = join(PACKAGE_ROOT, "bin", "quantize-llm.js");
+function run(...args: string[]): { status: number | null; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, [BIN, ...args], { encoding: "utf8", env: { ...process.env, QLLM_THREADS: "1" } });
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+describe("quantize-llm CLI", () => {
+  it("eval on the bundled model prints the protocol and a JSON last line", () => {
+    const r = run("eval", "--protocol", "llama.cpp", "--max-tokens", "2048", "--json");
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/protocol: +llama\.cpp, ctx 512, 4 windows, 1020 tokens scored/);
+    const last = JSON.parse(r.stdout.trim().split("\n").at(-1)!);
+    expect(last).toMatchObject({ protocol: "llama.cpp", ctx: 512, windows: 4, tokensScored: 1020 });
+    // a trained model: far below the unigram baseline of the held-out text (~978, models/README.md)
+    expect(last.ppl).toBeGreaterThan(20);
+    expect(last.ppl).toBeLessThan(300);
+  });
+
+  it("chat --raw continues a prompt greedily; chat --prompt answers through the chat template", () => {
+    const raw = run("chat", "--raw", "--prompt", "The jury said", "--max-tokens", "12", "--temperature", "0");
+    expect(raw.status, raw.stderr).toBe(0);
+    expect(raw.stdout.trim().length).toBeGreaterThan(10);
+    const chat = run("chat", "--prompt", "Who was there?", "--max-tokens", "8", "--temperature", "0");
+    expect(chat.status, chat.stderr).toBe(0);
+    expect(chat.stdout.trim().length).toBeGreaterThan(0);
+  });
+
+  it.each([
+    [["eval", "--protocol", "wikitext"], /invalid value for --protocol[\s\S]*expected: one of gptq, llama\.cpp/],
+    [["eval", "/no/such/model"], /model folder not found[\s\S]*\/no\/such\/model/],
+    [["eval", "--bogus"], /bad arguments for "eval"[\s\S]*--bogus/],
+    [["gptq", "--bits", "5", "-o", "/tmp/qllm-never"], /unsupported bit width[\s\S]*2, 3, 4, 8/],
+    [["rtn", "--damp", "0.1"], /--damp does not apply to rtn/],
+    [["frobnicate"], /unknown command "frobnicate"/],
+  ])("%j is a clear error, exit 2, no stack trace", (args, message) => {
+    const r = run(...(args as string[]));
+    expect(r.status).toBe(2);
+    expect(r.stderr).toMatch(message);
+    expect(r.stderr).not.toMatch(/\n\s+at /);
+  });
+});
