@@ -15,6 +15,9 @@
         "src/addon.cc",
         "src/attention.cc",
         "src/dispatch.cc",
+        "src/gptq.cc",
+        "src/gptq_hinv.cc",
+        "src/gptq_rows_scalar.cc",
         "src/kernels_scalar.cc",
         "src/matmul.cc",
         "src/pool.cc"
@@ -26,7 +29,7 @@
     {
       "target_name": "qllm_kernels_avx2",
       "type": "static_library",
-      "sources": ["src/kernels_avx2.cc"],
+      "sources": ["src/kernels_avx2.cc", "src/gptq_rows_avx2.cc"],
       "conditions": [
         ["target_arch=='x64' or target_arch=='ia32'", { "cflags_cc": ["-mavx2", "-mfma"] }]
       ]
@@ -34,7 +37,7 @@
     {
       "target_name": "qllm_kernels_avx512",
       "type": "static_library",
-      "sources": ["src/kernels_avx512.cc"],
+      "sources": ["src/kernels_avx512.cc", "src/gptq_rows_avx512.cc"],
       "conditions": [
         ["target_arch=='x64' or target_arch=='ia32'", { "cflags_cc": ["-mavx2", "-mfma", "-mavx512f"] }]
       ]

@@ -8,6 +8,10 @@
 //   kernelLevels(): string[]      compiled levels this CPU runs, fastest first
 //   getKernelLevel(): string / setKernelLevel(name): void   (tests and benchmarks)
 //   fmaPeak(threads): number      GFLOP/s of an FMA-only loop on that many pool threads
+//   syrkAccumulate(x, T, K, sum (f32 | f64), alpha, beta): void      sum = beta·sum + alpha·xᵀx (gptq.h)
+//   gptqHinv(H (f32 | f64), K, perm | null, diag (f64), out): boolean    out = upper Cholesky factor of H⁻¹
+//   gptqQuantize(w, perm | null, dead | null, hinv, N, K, bits, g, sym, colGroup | null,
+//                scales, zeros, codes, dequantized, blockSize): number (loss)
 //
 // Calls are synchronous: the JS thread blocks while the pool works.
 #include <napi.h>
@@ -17,6 +21,7 @@
 #include <cstring>
 #include <memory>
 
+#include "gptq.h"
 #include "runtime.h"
 
 namespace qllm {
@@ -41,6 +46,9 @@ class Addon : public Napi::Addon<Addon> {
                              InstanceMethod("getKernelLevel", &Addon::GetKernelLevel, napi_enumerable),
                              InstanceMethod("setKernelLevel", &Addon::SetKernelLevel, napi_enumerable),
                              InstanceMethod("fmaPeak", &Addon::FmaPeak, napi_enumerable),
+                             InstanceMethod("syrkAccumulate", &Addon::SyrkAccumulate, napi_enumerable),
+                             InstanceMethod("gptqHinv", &Addon::GptqHinv, napi_enumerable),
+                             InstanceMethod("gptqQuantize", &Addon::GptqQuantize, napi_enumerable),
                          });
   }
 
@@ -105,6 +113,60 @@ class Addon : public Napi::Addon<Addon> {
     });
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     return Napi::Number::New(info.Env(), flops / s / 1e9);
+  }
+
+  // ---------------------------------------------------------------- GPTQ (gptq.h)
+
+  void SyrkAccumulate(const Napi::CallbackInfo& info) {
+    const int64_t T = i64(info[1]), K = i64(info[2]);
+    const float alpha = static_cast<float>(info[4].As<Napi::Number>().DoubleValue());
+    const float beta = static_cast<float>(info[5].As<Napi::Number>().DoubleValue());
+    assert(lenF32(info[0]) >= static_cast<size_t>(T * K));
+    const auto sum = info[3].As<Napi::TypedArray>();
+    assert(sum.ElementLength() >= static_cast<size_t>(K * K));
+    if (sum.TypedArrayType() == napi_float64_array) {
+      syrkAccumulate(rt_, inF32(info[0]), T, K, nullptr, info[3].As<Napi::Float64Array>().Data(), alpha, beta);
+    } else {
+      assert(sum.TypedArrayType() == napi_float32_array);
+      syrkAccumulate(rt_, inF32(info[0]), T, K, outF32(info[3]), nullptr, alpha, beta);
+    }
+  }
+
+  Napi::Value GptqHinv(const Napi::CallbackInfo& info) {
+    const int64_t K = i64(info[1]);
+    const auto h = info[0].As<Napi::TypedArray>();
+    assert(h.ElementLength() >= static_cast<size_t>(K * K));
+    const bool f64 = h.TypedArrayType() == napi_float64_array;
+    const int32_t* perm = info[2].IsTypedArray() ? info[2].As<Napi::Int32Array>().Data() : nullptr;
+    const auto diag = info[3].As<Napi::Float64Array>();
+    assert(diag.ElementLength() >= static_cast<size_t>(K) && lenF32(info[4]) >= static_cast<size_t>(K * K));
+    return Napi::Boolean::New(info.Env(), gptqHinv(rt_, f64 ? nullptr : inF32(info[0]), f64 ? info[0].As<Napi::Float64Array>().Data() : nullptr, K,
+                                                   perm, diag.Data(), outF32(info[4])));
+  }
+
+  Napi::Value GptqQuantize(const Napi::CallbackInfo& info) {
+    GptqQuantArgs a{};
+    a.w = inF32(info[0]);
+    a.perm = info[1].IsTypedArray() ? info[1].As<Napi::Int32Array>().Data() : nullptr;
+    a.dead = info[2].IsTypedArray() ? info[2].As<Napi::Uint8Array>().Data() : nullptr;
+    a.hinv = inF32(info[3]);
+    a.N = i64(info[4]);
+    a.K = i64(info[5]);
+    a.bits = static_cast<int>(i64(info[6]));
+    a.g = i64(info[7]);
+    a.sym = info[8].As<Napi::Boolean>().Value();
+    a.staticGroups = info[9].IsTypedArray();
+    a.colGroup = a.staticGroups ? info[9].As<Napi::Int32Array>().Data() : nullptr;
+    a.scales = outF32(info[10]);
+    a.zeros = info[11].As<Napi::Uint8Array>().Data();
+    a.codes = info[12].As<Napi::Uint8Array>().Data();
+    a.dequantized = outF32(info[13]);
+    a.blockSize = i64(info[14]);
+    const size_t G = static_cast<size_t>((a.K + a.g - 1) / a.g), NK = static_cast<size_t>(a.N * a.K);
+    assert(lenF32(info[0]) >= NK && lenF32(info[3]) >= static_cast<size_t>(a.K * a.K) && lenF32(info[13]) >= NK);
+    assert(lenF32(info[10]) >= a.N * G && info[11].As<Napi::Uint8Array>().ElementLength() >= a.N * G);
+    assert(info[12].As<Napi::Uint8Array>().ElementLength() >= NK);
+    return Napi::Number::New(info.Env(), gptqQuantize(rt_, a));
   }
 
   std::vector<const KernelTable*> levels_;

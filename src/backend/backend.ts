@@ -15,18 +15,24 @@ export interface AttentionShape {
 }
 
 /**
- * One call of the GPTQ lazy-batch sweep (Backend.gptqQuantize). Every [·, K] array
- * is in the PERMUTED column order (act-order applied by the caller).
+ * One call of the GPTQ lazy-batch sweep (Backend.gptqQuantize). The sweep runs in
+ * the permuted column order (act-order): permuted column i is original column
+ * perm[i]. Codes and dequantized weights come back in the ORIGINAL order; the grids
+ * are per (row, group of the sweep).
  */
 export interface GptqKernelArgs {
-  /** [N, K] weights (dead columns zeroed); overwritten, scratch afterwards */
+  /** [N, K] original weights, read only (the kernel keeps its own running copy) */
   w: Float32Array;
-  /** [K, K] upper Cholesky factor of H⁻¹ (Backend.gptqHinv); only the upper triangle is read */
+  /** [K] permuted position → original column; null = identity */
+  perm: Int32Array | null;
+  /** [K] 1 = dead input column (original index): its weights count as 0; null = none */
+  dead: Uint8Array | null;
+  /** [K, K] upper Cholesky factor of H⁻¹ in the permuted order (Backend.gptqHinv) */
   hinv: Float32Array;
   N: number;
   K: number;
   bits: number;
-  /** Group size along the permuted columns (K for one group per row). */
+  /** Group size along the permuted columns (K, or more, for one group per row). */
   groupSize: number;
   sym: boolean;
   /** Static groups: [K] group of each permuted column; grids are read from scales/zeros. null = dynamic groups. */
@@ -35,8 +41,10 @@ export interface GptqKernelArgs {
   scales: Float32Array;
   /** [N, G] */
   zeros: Uint8Array;
-  /** [N, K] output codes */
+  /** [N, K] output codes, original column order */
   codes: Uint8Array;
+  /** [N, K] output scale·(code − zero), original column order */
+  dequantized: Float32Array;
   /** Lazy-batch block size B (cut further so that no dynamic group straddles two blocks). */
   blockSize: number;
 }
@@ -61,14 +69,15 @@ export interface Backend {
   attention(q: Float32Array, k: Float32Array, v: Float32Array, shape: AttentionShape, out: Float32Array): void;
 
   // Optional GPTQ kernels (src/quant/gptq-fast.ts uses them when present, else the TS reference).
-  /** sum[K, K] += alpha · x[T, K]ᵀ · x, both triangles (the Hessian without a transposed copy of x). */
-  syrkAccumulate?(x: Float32Array, T: number, K: number, sum: Float32Array | Float64Array, alpha: number): void;
+  /** sum[K, K] = beta·sum + alpha · x[T, K]ᵀ · x, both triangles (no transposed copy of x; beta 0 ignores sum). */
+  syrkAccumulate?(x: Float32Array, T: number, K: number, sum: Float32Array | Float64Array, alpha: number, beta: number): void;
   /**
-   * In place: h [K, K] symmetric (already damped) → Hinv, the upper Cholesky factor
-   * of h⁻¹ (strictly lower part zeroed), as gptqHinv in src/quant/linalg.ts.
-   * Returns false when h is not positive definite at f32 precision (h is then garbage).
+   * out [K, K] = Hinv, the upper Cholesky factor of A⁻¹ (strictly lower part zeroed),
+   * as gptqHinv in src/quant/linalg.ts, where A[i][j] = h[perm[i]][perm[j]] off the
+   * diagonal and A[i][i] = diag[i] (dead-column fix and damping applied by the
+   * caller). h is only read: it is the pristine copy for a retry with more damping.
+   * Returns false when A is not positive definite at f32 precision.
    */
-  gptqHinv?(h: Float32Array, K: number): boolean;
-  /** The lazy-batch GPTQ sweep; returns the loss Σ (w − q)² / Hinv[i,i]² / 2. */
+  gptqHinv?(h: Float32Array | Float64Array, K: number, perm: Int32Array | null, diag: Float64Array, out: Float32Array): boolean;
   gptqQuantize?(args: GptqKernelArgs): number;
 }

@@ -31,14 +31,15 @@ interface NativeAddon {
   setKernelLevel(level: KernelLevel): void;
   /** GFLOP/s of an FMA-only loop on `threads` pool threads (benchmark probe). */
   fmaPeak(threads: number): number;
-  /** sum[K, K] += alpha·xᵀx (native/src/gptq.h). */
-  syrkAccumulate(x: Float32Array, T: number, K: number, sum: Float32Array | Float64Array, alpha: number): void;
-  /** In place: H → upper Cholesky factor of H⁻¹; false = not positive definite. */
-  gptqHinv(h: Float32Array, K: number): boolean;
-  /** Lazy-batch GPTQ sweep in the permuted column order; returns the loss. */
+  /** sum[K, K] = beta·sum + alpha·xᵀx (native/src/gptq.h). */
+  syrkAccumulate(x: Float32Array, T: number, K: number, sum: Float32Array | Float64Array, alpha: number, beta: number): void;
+  /** out = upper Cholesky factor of (h permuted, diagonal replaced)⁻¹; false = not positive definite. */
+  gptqHinv(h: Float32Array | Float64Array, K: number, perm: Int32Array | null, diag: Float64Array, out: Float32Array): boolean;
+  /** Lazy-batch GPTQ sweep; returns the loss. */
   gptqQuantize(
-    w: Float32Array, hinv: Float32Array, N: number, K: number, bits: number, groupSize: number, sym: boolean,
-    colGroup: Int32Array | null, scales: Float32Array, zeros: Uint8Array, codes: Uint8Array, blockSize: number,
+    w: Float32Array, perm: Int32Array | null, dead: Uint8Array | null, hinv: Float32Array, N: number, K: number,
+    bits: number, groupSize: number, sym: boolean, colGroup: Int32Array | null,
+    scales: Float32Array, zeros: Uint8Array, codes: Uint8Array, dequantized: Float32Array, blockSize: number,
   ): number;
 }
 
@@ -155,29 +156,33 @@ export class NativeBackend implements Backend {
 
   // ---------------------------------------------------------------- GPTQ kernels (native/src/gptq.h)
 
-  /** sum[K, K] += alpha · x[T, K]ᵀ · x, both triangles; sum may be f32 or f64. */
-  syrkAccumulate(x: Float32Array, T: number, K: number, sum: Float32Array | Float64Array, alpha: number): void {
+  /** sum[K, K] = beta·sum + alpha · x[T, K]ᵀ · x, both triangles; sum may be f32 or f64. */
+  syrkAccumulate(x: Float32Array, T: number, K: number, sum: Float32Array | Float64Array, alpha: number, beta: number): void {
     const op = "syrkAccumulate";
     checkInt(op, "T", T, 0);
     checkInt(op, "K", K, 1);
     checkF32(op, "x", x, T * K, `x [T=${T}, K=${K}]`);
-    if (!(sum instanceof Float32Array || sum instanceof Float64Array) || sum.length !== K * K) {
-      throw new UsageError(`${op}: sum must be a Float32Array or Float64Array of K·K elements`, {
-        field: "sum", expected: `${K * K} elements for [K=${K}, K]`, found: describeArray(sum),
-      });
+    checkSquare(op, "sum", sum, K);
+    checkDisjoint(op, "sum", sum, "x", x);
+    for (const [name, v] of [["alpha", alpha], ["beta", beta]] as const) {
+      if (!Number.isFinite(v)) throw new UsageError(`${op}: ${name} must be finite`, { field: name, expected: "a finite number", found: String(v) });
     }
-    if (sum.buffer === x.buffer && sum.byteOffset < x.byteOffset + 4 * T * K && x.byteOffset < sum.byteOffset + sum.byteLength) {
-      throw new UsageError(`${op}: sum overlaps x`, { field: "sum", expected: "memory disjoint from x", found: "the same bytes as x", hint: "pass a separate sum array" });
-    }
-    if (!Number.isFinite(alpha)) throw new UsageError(`${op}: alpha must be finite`, { field: "alpha", expected: "a finite number", found: String(alpha) });
-    if (T > 0) this.#addon.syrkAccumulate(x, T, K, sum, alpha);
+    if (T > 0) this.#addon.syrkAccumulate(x, T, K, sum, alpha, beta);
+    else if (beta !== 1) for (let i = 0; i < K * K; i++) sum[i] = beta === 0 ? 0 : beta * sum[i]!;
   }
 
-  /** In place: h [K, K] (damped Hessian) → upper Cholesky factor of h⁻¹; false = not positive definite. */
-  gptqHinv(h: Float32Array, K: number): boolean {
-    checkInt("gptqHinv", "K", K, 1);
-    checkF32("gptqHinv", "h", h, K * K, `H [K=${K}, K]`, true);
-    return this.#addon.gptqHinv(h, K);
+  /** out = Hinv of h permuted (perm) with its diagonal replaced by diag; false = not positive definite. */
+  gptqHinv(h: Float32Array | Float64Array, K: number, perm: Int32Array | null, diag: Float64Array, out: Float32Array): boolean {
+    const op = "gptqHinv";
+    checkInt(op, "K", K, 1);
+    checkSquare(op, "h", h, K);
+    checkF32(op, "out", out, K * K, `Hinv [K=${K}, K]`, true);
+    checkDisjoint(op, "out", out, "h", h);
+    checkPerm(op, perm, K);
+    if (!(diag instanceof Float64Array) || diag.length !== K) {
+      throw new UsageError(`${op}: diag must be a Float64Array of K elements`, { field: "diag", expected: `Float64Array [K=${K}]`, found: describeArray(diag) });
+    }
+    return this.#addon.gptqHinv(h, K, perm, diag, out);
   }
 
   /** The lazy-batch GPTQ sweep (see GptqKernelArgs); returns the loss. */
@@ -191,16 +196,21 @@ export class NativeBackend implements Backend {
     if (!GPTQ_BITS.includes(a.bits)) {
       throw new UsageError(`${op}: unsupported bit width`, { field: "bits", expected: "an integer in 1..8", found: String(a.bits) });
     }
-    if (g > K) throw new UsageError(`${op}: groupSize exceeds K`, { field: "groupSize", expected: `1..${K} (K for one group per row)`, found: String(g) });
     const G = Math.ceil(K / g);
     checkF32(op, "w", a.w, N * K, `W [N=${N}, K=${K}]`, true);
     checkF32(op, "hinv", a.hinv, K * K, `Hinv [K=${K}, K]`, true);
     checkF32(op, "scales", a.scales, N * G, `scales [N=${N}, G=${G}]`, true);
     checkU8(op, "zeros", a.zeros, N * G, `zeros [N=${N}, G=${G}]`);
     checkU8(op, "codes", a.codes, N * K, `codes [N=${N}, K=${K}]`);
-    checkNoOverlap(op, a.w, N * K, { hinv: [a.hinv, K * K], scales: [a.scales, N * G] });
+    checkF32(op, "dequantized", a.dequantized, N * K, `dequantized [N=${N}, K=${K}]`, true);
+    checkNoOverlap(op, a.dequantized, N * K, { w: [a.w, N * K], hinv: [a.hinv, K * K], scales: [a.scales, N * G] });
+    checkNoOverlap(op, a.scales, N * G, { w: [a.w, N * K], hinv: [a.hinv, K * K] });
+    checkPerm(op, a.perm, K);
+    if (a.dead !== null) checkU8(op, "dead", a.dead, K, `dead [K=${K}]`);
     if (a.colGroup !== null) checkStaticGroups(op, a, G);
-    return this.#addon.gptqQuantize(a.w, a.hinv, N, K, a.bits, g, a.sym, a.colGroup, a.scales, a.zeros, a.codes, a.blockSize);
+    return this.#addon.gptqQuantize(
+      a.w, a.perm, a.dead, a.hinv, N, K, a.bits, g, a.sym, a.colGroup, a.scales, a.zeros, a.codes, a.dequantized, a.blockSize,
+    );
   }
 }
 
@@ -258,6 +268,40 @@ function checkNoOverlap(op: string, out: Float32Array, n: number, inputs: Record
 function checkU8(op: string, name: string, a: unknown, n: number, shape: string): void {
   if (!(a instanceof Uint8Array) || a.length !== n) {
     throw new UsageError(`${op}: ${name} must be a Uint8Array of ${n} elements`, { field: name, expected: `Uint8Array ${shape}`, found: describeArray(a) });
+  }
+}
+
+/** A Float32Array or Float64Array of exactly K·K elements. */
+function checkSquare(op: string, name: string, a: unknown, K: number): void {
+  if (!(a instanceof Float32Array || a instanceof Float64Array) || a.length !== K * K) {
+    throw new UsageError(`${op}: ${name} must be a Float32Array or Float64Array of K·K elements`, {
+      field: name, expected: `${K * K} elements for [K=${K}, K]`, found: describeArray(a),
+    });
+  }
+}
+
+/** The bytes of a and b do not overlap (the kernels read one while writing the other). */
+function checkDisjoint(op: string, aName: string, a: ArrayBufferView, bName: string, b: ArrayBufferView): void {
+  if (a.buffer === b.buffer && a.byteOffset < b.byteOffset + b.byteLength && b.byteOffset < a.byteOffset + a.byteLength) {
+    throw new UsageError(`${op}: ${aName} overlaps ${bName}`, {
+      field: aName, expected: `memory disjoint from ${bName}`, found: "shared bytes", hint: `pass a separate ${aName} array`,
+    });
+  }
+}
+
+/** null, or an Int32Array holding each of 0..K−1 once (the kernels index with it). */
+function checkPerm(op: string, perm: unknown, K: number): void {
+  if (perm === null) return;
+  if (!(perm instanceof Int32Array) || perm.length !== K) {
+    throw new UsageError(`${op}: perm must be null or an Int32Array of K elements`, { field: "perm", expected: `Int32Array [K=${K}]`, found: describeArray(perm) });
+  }
+  const seen = new Uint8Array(K);
+  for (let i = 0; i < K; i++) {
+    const p = perm[i]!;
+    if (!(p >= 0 && p < K) || seen[p]) {
+      throw new UsageError(`${op}: perm is not a permutation of 0..${K - 1}`, { field: `perm[${i}]`, expected: "each column exactly once", found: String(p) });
+    }
+    seen[p] = 1;
   }
 }
 

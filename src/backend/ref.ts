@@ -54,16 +54,19 @@ export function refAttention(
   }
 }
 
-/** sum[K, K] += alpha · x[T, K]ᵀ · x, f64 accumulation; both triangles. */
-export function refSyrkAccumulate(x: Float32Array, T: number, K: number, sum: Float32Array | Float64Array, alpha: number): void {
+/** sum[K, K] = beta·sum + alpha · x[T, K]ᵀ · x, f64 accumulation; both triangles (beta 0 ignores sum). */
+export function refSyrkAccumulate(
+  x: Float32Array, T: number, K: number, sum: Float32Array | Float64Array, alpha: number, beta = 1,
+): void {
   const col = new Float64Array(T); // x[:, i]
   for (let i = 0; i < K; i++) {
     for (let t = 0; t < T; t++) col[t] = x[t * K + i]!;
     for (let j = i; j < K; j++) {
       let acc = 0;
       for (let t = 0; t < T; t++) acc += col[t]! * x[t * K + j]!;
-      sum[i * K + j] = sum[i * K + j]! + alpha * acc;
-      if (j !== i) sum[j * K + i] = sum[j * K + i]! + alpha * acc;
+      const v = (beta === 0 ? 0 : beta * sum[i * K + j]!) + alpha * acc;
+      sum[i * K + j] = v;
+      sum[j * K + i] = v;
     }
   }
 }

@@ -1,7 +1,15 @@
 /** `quantize-llm chat [model]`: a local chat on the model's weights with its chat template. */
 import { createInterface } from "node:readline/promises";
 import { selectBackend } from "../backend/select.ts";
-import { loadHfModel } from "../load/hf-folder.ts";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { exportGguf } from "../export/gguf.ts";
+import { exportQuantizedGguf } from "../export/gguf-quant.ts";
+import { loadModel, readModelConfig } from "../load/hf-folder.ts";
+import { readQuantizationConfig } from "../load/gptq-source.ts";
+import { readAwqLegacyConfig } from "../load/awq-source.ts";
+import { chatWithLlamaCpp } from "./chat-llamacpp.ts";
 import { resolveModelArg } from "../load/paths.ts";
 import { generate } from "../nn/generate.ts";
 import type { ChatMessage } from "../tokenizer/tokenizer.ts";
@@ -10,8 +18,10 @@ import type { Command } from "./command.ts";
 
 const usage = `usage: quantize-llm chat [model] [options]
 
-Chat with a model on the CPU. With no model, uses the bundled model.
+Chat with a model on the CPU (HF, HF-GPTQ or AWQ folder, or .gguf). With no model, uses the bundled model.
 
+  --engine E            native (default) | llama.cpp (a .gguf through node-llama-cpp, an optional
+                        dependency: npm install node-llama-cpp)
   --prompt TEXT         answer one message and exit (non-interactive)
   --raw                 continue TEXT as plain text, without the chat template
   --system TEXT         system message
@@ -32,7 +42,7 @@ export const chatCommand: Command = {
       prompt: { type: "string" }, raw: { type: "boolean" }, system: { type: "string" },
       "max-tokens": { type: "string" }, temperature: { type: "string" }, "top-k": { type: "string" },
       "top-p": { type: "string" }, seed: { type: "string" }, threads: { type: "string" },
-      backend: { type: "string" }, help: { type: "boolean", short: "h" },
+      backend: { type: "string" }, engine: { type: "string" }, help: { type: "boolean", short: "h" },
     });
     if (values.help) { process.stdout.write(usage); return 0; }
     const dir = resolveModelArg(onePositional("chat", positionals));
@@ -40,9 +50,33 @@ export const chatCommand: Command = {
       backend: choiceFlag("backend", values.backend, ["auto", "native", "ref"] as const, "auto"),
       ...(values.threads !== undefined ? { threads: intFlag("threads", values.threads, 1) } : {}),
     });
-    const { cfg, tokenizer, model } = await loadHfModel(dir, backend);
+    const engine = choiceFlag("engine", values.engine, ["native", "llama.cpp"] as const, "native");
     const maxTokens = intFlag("max-tokens", values["max-tokens"], 128);
     const temperature = values.temperature !== undefined ? Number(values.temperature) : 0.7;
+    if (engine === "llama.cpp") {
+      let modelPath = dir;
+      let tmp: string | null = null;
+      if (!dir.toLowerCase().endsWith(".gguf")) {
+        // A model folder: convert it to a temporary GGUF (exact for quantized folders whose grid maps).
+        readModelConfig(dir);
+        tmp = mkdtempSync(join(tmpdir(), "qllm-chat-"));
+        modelPath = join(tmp, "model.gguf");
+        process.stderr.write(`converting ${dir} to GGUF for llama.cpp (quantize-llm export does this once and keeps the file)\n`);
+        if (readQuantizationConfig(dir, readModelConfig(dir).raw) ?? readAwqLegacyConfig(dir)) await exportQuantizedGguf(dir, modelPath, {});
+        else await exportGguf(dir, modelPath, { type: "f16" });
+      }
+      try {
+        await chatWithLlamaCpp({
+          modelPath, maxTokens, temperature: Number.isFinite(temperature) ? temperature : 0.7, seed: intFlag("seed", values.seed, 0, 0),
+        threads: values.threads !== undefined ? intFlag("threads", values.threads, 1) : 1,
+          ...(values.prompt !== undefined ? { prompt: values.prompt } : {}), ...(values.system !== undefined ? { system: values.system } : {}),
+        });
+      } finally {
+        if (tmp) rmSync(tmp, { recursive: true, force: true });
+      }
+      return 0;
+    }
+    const { cfg, tokenizer, model } = await loadModel(dir, backend);
     const sampling = {
       temperature: Number.isFinite(temperature) ? temperature : 0.7,
       topK: intFlag("top-k", values["top-k"], 40),

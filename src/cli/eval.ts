@@ -2,7 +2,7 @@
 import { readFileSync, existsSync } from "node:fs";
 import { relative } from "node:path";
 import { selectBackend } from "../backend/select.ts";
-import { loadHfModel, readModelConfig } from "../load/hf-folder.ts";
+import { loadModel, readModelConfig } from "../load/hf-folder.ts";
 import { BUNDLED_EVAL_TEXT, BUNDLED_MODEL_DIR, resolveModelArg } from "../load/paths.ts";
 import { perplexity, PROTOCOLS, type Protocol } from "../metrics/perplexity.ts";
 import { UsageError } from "../util/errors.ts";
@@ -12,7 +12,7 @@ import type { Command } from "./command.ts";
 
 const usage = `usage: quantize-llm eval [model] [options]
 
-Perplexity of a model on a text file. With no model, evaluates the bundled model
+Perplexity of a model (HF, HF-GPTQ or AWQ folder, or .gguf file) on a text file. With no model, evaluates the bundled model
 (models/qllm-tiny) on its held-out split.
 
   --text FILE           text to score (default: the bundled model's held-out text)
@@ -38,7 +38,7 @@ export const evalCommand: Command = {
     });
     if (values.help) { process.stdout.write(usage); return 0; }
     const dir = resolveModelArg(onePositional("eval", positionals));
-    readModelConfig(dir); // a missing or bad model folder is the first thing to report
+    if (!dir.toLowerCase().endsWith(".gguf")) readModelConfig(dir); // a missing or bad model folder is the first thing to report
     const protocol = choiceFlag<Protocol>("protocol", values.protocol, PROTOCOLS, "gptq");
     const backend = selectBackend({
       backend: choiceFlag("backend", values.backend, ["auto", "native", "ref"] as const, "auto"),
@@ -55,7 +55,7 @@ export const evalCommand: Command = {
     const text = readFileSync(textFile, "utf8");
 
     const t0 = performance.now();
-    const { cfg, tokenizer, model } = await loadHfModel(dir, backend);
+    const { cfg, tokenizer, model } = await loadModel(dir, backend);
     for (const w of cfg.warnings) process.stderr.write(`warning: ${w}\n`);
     const loadSeconds = (performance.now() - t0) / 1000;
     const ctx = intFlag("ctx", values.ctx, Math.min(protocol === "gptq" ? 2048 : 512, cfg.maxPositionEmbeddings), 2);

@@ -173,6 +173,7 @@ function makeCommand(method: "rtn" | "gptq" | "awq", summary: string, extra: str
         process.stdout.write(JSON.stringify({
           outDir, method: fullMethod, bits, groupSize, sym, actOrder: settings.actOrder, seconds: result.seconds,
           meanRelOutputError: sum.meanRelOutputError, maxDamp: sum.maxDamp, pplBefore: before, pplAfter: after,
+          peakRssMB: Math.round(process.resourceUsage().maxRSS / 1024),
         }) + "\n");
       }
       return 0;

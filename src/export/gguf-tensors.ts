@@ -110,3 +110,25 @@ export function llama3RopeFactors(cfg: ModelConfig): Float32Array {
   }
   return out;
 }
+
+/**
+ * The row order of `permuteQK` as data: GGUF row r holds HF row `order[r]`. Row
+ * permutations commute with per-row block quantization (FORMATS.md §4), so a quantized
+ * layer is permuted by moving its code, scale and zero rows — no requantization.
+ */
+export function qkRowOrder(rows: number, heads: number): Int32Array {
+  invariant(rows % (2 * heads) === 0, `Q/K permutation: ${rows} rows do not split into ${heads} heads of even size`);
+  const half = rows / heads / 2;
+  const order = new Int32Array(rows);
+  for (let h = 0; h < heads; h++) {
+    for (let j = 0; j < 2; j++) for (let i = 0; i < half; i++) order[h * 2 * half + i * 2 + j] = h * 2 * half + j * half + i;
+  }
+  return order;
+}
+
+/** Gather rows: out row r = src row order[r] (rows of `rowLen` elements). */
+export function gatherRows<T extends Uint8Array | Float32Array>(src: T, order: Int32Array, rowLen: number): T {
+  const out = new (src.constructor as new (n: number) => T)(src.length);
+  for (let r = 0; r < order.length; r++) out.set(src.subarray(order[r]! * rowLen, (order[r]! + 1) * rowLen), r * rowLen);
+  return out;
+}

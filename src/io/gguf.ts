@@ -16,6 +16,7 @@
 
 import { closeSync, fstatSync, openSync, readSync } from "node:fs";
 import { open, type FileHandle } from "node:fs/promises";
+import { dequantizeBlocks, findBlockType, GGML_BLOCK_TYPES } from "../pack/gguf-blocks.ts";
 import { toF32 } from "../tensor/dtype.ts";
 import { FormatError, UsageError, invariant, type ErrorDetails } from "../util/errors.ts";
 import { removeTempFile, renameAtomic, tempPathFor } from "./atomic.ts";
@@ -629,17 +630,20 @@ export class GgufFile {
     return out;
   }
 
-  /** Decode a tensor to f32 (F32, F16, BF16; quantized types are not implemented yet). */
+  /** Decode a tensor to f32: F32, F16, BF16, and the block types of src/pack/gguf-blocks.ts (Q4_0, Q4_1, Q8_0, Q4_K, Q6_K). */
   readF32Sync(name: string): Float32Array {
     const t = this.tensor(name);
     const dtype = t.type.name === "F32" ? "F32" : t.type.name === "F16" ? "F16" : t.type.name === "BF16" ? "BF16" : null;
-    if (dtype === null) {
+    if (dtype !== null) return toF32(dtype, this.readBytesSync(name));
+    const block = findBlockType(t.type.name);
+    if (block === undefined) {
       throw new FormatError(`cannot decode GGUF tensor "${name}" of type ${t.type.name} to f32`, {
-        file: this.path, field: name, expected: "F32, F16 or BF16", found: t.type.name,
-        hint: "dequantization of quantized GGUF tensors is not implemented yet",
+        file: this.path, field: name, expected: `F32, F16, BF16 or one of ${Object.keys(GGML_BLOCK_TYPES).join(", ")}`, found: t.type.name,
+        hint: "re-quantize the model with llama-quantize to one of the supported types",
       });
     }
-    return toF32(dtype, this.readBytesSync(name));
+    const n = t.dims.reduce((a, b) => a * b, 1);
+    return dequantizeBlocks(block, this.readBytesSync(name), n);
   }
 
   close(): void {

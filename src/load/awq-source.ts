@@ -9,7 +9,7 @@ import { join } from "node:path";
 import type { Checkpoint } from "../io/checkpoint.ts";
 import type { TensorSource } from "../nn/weights.ts";
 import { AWQ_GEMM_BITS, unpackAwqGemm } from "../pack/awq-gemm.ts";
-import { dequantize } from "../quant/types.ts";
+import { dequantize, type QuantizedLinear } from "../quant/types.ts";
 import { ConfigError, FormatError } from "../util/errors.ts";
 
 export interface AwqConfig {
@@ -70,9 +70,32 @@ export function parseAwqConfig(c: Record<string, unknown>, file: string): AwqCon
 
 function int32(b: Uint8Array): Int32Array { return new Int32Array(b.slice().buffer); }
 
+/** `<base>.weight` of an AWQ checkpoint → the layer's HF base name, or null when the layer is not quantized. */
+export function awqLayerBase(ckpt: Checkpoint, name: string): string | null {
+  return name.endsWith(".weight") && ckpt.has(name.slice(0, -".weight".length) + ".qweight") ? name.slice(0, -".weight".length) : null;
+}
+
+/** Unpack one AWQ GEMM layer (`<base>.qweight/qzeros/scales`) to our QuantizedLinear. */
+export function readAwqLinear(ckpt: Checkpoint, origin: string, q: AwqConfig, base: string): QuantizedLinear {
+  const qs = ckpt.info(`${base}.qweight`).shape; // [K, N/8]
+  if (qs.length !== 2) throw new FormatError("AWQ qweight must be 2-D", { file: origin, field: `${base}.qweight`, expected: "[in_features, out_features/8]", found: `[${qs.join(", ")}]` });
+  const N = qs[1]! * 8, K = qs[0]!;
+  for (const [part, dtype] of [["qweight", "I32"], ["qzeros", "I32"], ["scales", "F16"]] as const) {
+    if (!ckpt.has(`${base}.${part}`)) {
+      throw new FormatError(`AWQ layer is missing ${part}`, { file: origin, field: `${base}.${part}`, expected: "qweight, qzeros and scales", found: "no such tensor" });
+    }
+    const got = ckpt.info(`${base}.${part}`).dtype;
+    if (got !== dtype) throw new FormatError(`AWQ tensor ${part} has the wrong dtype`, { file: origin, field: `${base}.${part}`, expected: dtype, found: got });
+  }
+  return unpackAwqGemm({
+    qweight: int32(ckpt.readRawSync(`${base}.qweight`)),
+    qzeros: int32(ckpt.readRawSync(`${base}.qzeros`)),
+    scales: new Uint16Array(ckpt.readRawSync(`${base}.scales`).slice().buffer),
+  }, { N, K, groupSize: q.groupSize, name: base, file: origin });
+}
+
 export function awqSource(ckpt: Checkpoint, origin: string, q: AwqConfig): TensorSource {
-  const baseOf = (name: string): string | null =>
-    name.endsWith(".weight") && ckpt.has(name.slice(0, -".weight".length) + ".qweight") ? name.slice(0, -".weight".length) : null;
+  const baseOf = (name: string): string | null => awqLayerBase(ckpt, name);
   const shapeOf = (base: string): [number, number] => {
     const qs = ckpt.info(`${base}.qweight`).shape; // [K, N/8]
     if (qs.length !== 2) throw new FormatError("AWQ qweight must be 2-D", { file: origin, field: `${base}.qweight`, expected: "[in_features, out_features/8]", found: `[${qs.join(", ")}]` });
@@ -85,20 +108,7 @@ export function awqSource(ckpt: Checkpoint, origin: string, q: AwqConfig): Tenso
     readF32Sync: (name) => {
       const base = baseOf(name);
       if (!base) return ckpt.readF32Sync(name);
-      const [N, K] = shapeOf(base);
-      for (const [part, dtype] of [["qweight", "I32"], ["qzeros", "I32"], ["scales", "F16"]] as const) {
-        if (!ckpt.has(`${base}.${part}`)) {
-          throw new FormatError(`AWQ layer is missing ${part}`, { file: origin, field: `${base}.${part}`, expected: "qweight, qzeros and scales", found: "no such tensor" });
-        }
-        const got = ckpt.info(`${base}.${part}`).dtype;
-        if (got !== dtype) throw new FormatError(`AWQ tensor ${part} has the wrong dtype`, { file: origin, field: `${base}.${part}`, expected: dtype, found: got });
-      }
-      const unpacked = unpackAwqGemm({
-        qweight: int32(ckpt.readRawSync(`${base}.qweight`)),
-        qzeros: int32(ckpt.readRawSync(`${base}.qzeros`)),
-        scales: new Uint16Array(ckpt.readRawSync(`${base}.scales`).slice().buffer),
-      }, { N, K, groupSize: q.groupSize, name: base, file: origin });
-      return dequantize(unpacked);
+      return dequantize(readAwqLinear(ckpt, origin, q, base));
     },
   };
 }

@@ -8,7 +8,7 @@ import { join } from "node:path";
 import type { Checkpoint } from "../io/checkpoint.ts";
 import type { TensorSource } from "../nn/weights.ts";
 import { unpackGptq, type GptqCheckpointFormat } from "../pack/hf-gptq.ts";
-import { dequantize } from "../quant/types.ts";
+import { dequantize, type QuantizedLinear } from "../quant/types.ts";
 import { ConfigError, FormatError } from "../util/errors.ts";
 
 export interface GptqConfig {
@@ -53,9 +53,31 @@ export function parseGptqConfig(c: Record<string, unknown>, file: string): GptqC
 
 function int32(b: Uint8Array): Int32Array { return new Int32Array(b.slice().buffer); }
 
+/** `<base>.weight` of an HF-GPTQ checkpoint → the layer's HF base name, or null when the layer is not quantized. */
+export function gptqLayerBase(ckpt: Checkpoint, name: string): string | null {
+  return name.endsWith(".weight") && ckpt.has(name.slice(0, -".weight".length) + ".qweight") ? name.slice(0, -".weight".length) : null;
+}
+
+/** Unpack one GPTQ layer (`<base>.qweight/qzeros/scales/g_idx`) to our QuantizedLinear (codes, scales, zeros, g_idx). */
+export function readGptqLinear(ckpt: Checkpoint, origin: string, q: GptqConfig, base: string): QuantizedLinear {
+  const qs = ckpt.info(`${base}.qweight`).shape; // [K·b/32, N]
+  const N = qs[1]!, K = (qs[0]! * 32) / q.bits;
+  for (const part of ["qzeros", "scales", "g_idx"]) {
+    if (!ckpt.has(`${base}.${part}`)) {
+      throw new FormatError(`GPTQ layer is missing ${part}`, { file: origin, field: `${base}.${part}`, expected: "qweight, qzeros, scales and g_idx", found: "no such tensor" });
+    }
+  }
+  const scales = ckpt.readRawSync(`${base}.scales`);
+  return unpackGptq({
+    qweight: int32(ckpt.readRawSync(`${base}.qweight`)),
+    qzeros: int32(ckpt.readRawSync(`${base}.qzeros`)),
+    scales: new Uint16Array(scales.slice().buffer),
+    gIdx: int32(ckpt.readRawSync(`${base}.g_idx`)),
+  }, { N, K, bits: q.bits, groupSize: q.groupSize, sym: q.sym, format: q.format, name: base, file: origin });
+}
+
 export function gptqSource(ckpt: Checkpoint, origin: string, q: GptqConfig): TensorSource {
-  const baseOf = (name: string): string | null =>
-    name.endsWith(".weight") && ckpt.has(name.slice(0, -".weight".length) + ".qweight") ? name.slice(0, -".weight".length) : null;
+  const baseOf = (name: string): string | null => gptqLayerBase(ckpt, name);
   const shapeOf = (base: string): [number, number] => {
     const qs = ckpt.info(`${base}.qweight`).shape; // [K·b/32, N]
     return [qs[1]!, (qs[0]! * 32) / q.bits];
@@ -67,20 +89,7 @@ export function gptqSource(ckpt: Checkpoint, origin: string, q: GptqConfig): Ten
     readF32Sync: (name) => {
       const base = baseOf(name);
       if (!base) return ckpt.readF32Sync(name);
-      const [N, K] = shapeOf(base);
-      for (const part of ["qzeros", "scales", "g_idx"]) {
-        if (!ckpt.has(`${base}.${part}`)) {
-          throw new FormatError(`GPTQ layer is missing ${part}`, { file: origin, field: `${base}.${part}`, expected: "qweight, qzeros, scales and g_idx", found: "no such tensor" });
-        }
-      }
-      const scales = ckpt.readRawSync(`${base}.scales`);
-      const unpacked = unpackGptq({
-        qweight: int32(ckpt.readRawSync(`${base}.qweight`)),
-        qzeros: int32(ckpt.readRawSync(`${base}.qzeros`)),
-        scales: new Uint16Array(scales.slice().buffer),
-        gIdx: int32(ckpt.readRawSync(`${base}.g_idx`)),
-      }, { N, K, bits: q.bits, groupSize: q.groupSize, sym: q.sym, format: q.format, name: base, file: origin });
-      return dequantize(unpacked);
+      return dequantize(readGptqLinear(ckpt, origin, q, base));
     },
   };
 }

@@ -17,10 +17,19 @@ import { awqSource, parseAwqConfig, readAwqLegacyConfig } from "./awq-source.ts"
 export interface LoadedModel {
   dir: string;
   /** "hf" (plain weights) or the quantized checkpoint format that was unpacked. */
-  format: "hf" | "gptq" | "awq";
+  format: "hf" | "gptq" | "awq" | "gguf";
   cfg: ModelConfig;
   tokenizer: TextTokenizer;
   model: Model;
+}
+
+/** Load any supported model: a `.gguf` file, or a plain / HF-GPTQ / AWQ folder. */
+export async function loadModel(path: string, backend: Backend): Promise<LoadedModel> {
+  if (path.toLowerCase().endsWith(".gguf")) {
+    const { loadGgufModel } = await import("./gguf-model.ts");
+    return loadGgufModel(path, backend);
+  }
+  return loadHfModel(path, backend);
 }
 
 export function readModelConfig(dir: string): ModelConfig {

@@ -6,10 +6,11 @@
  * TS reference itself.
  *
  * What stays in TypeScript: dead columns, static grids, the act-order
- * permutation, the damping retries and g_idx, all exactly as in gptq.ts. Memory:
- * one f32 [K, K] buffer that becomes Hinv in place (a failed factorisation is
- * retried from the caller's Hessian, the pristine copy) and one f32 [N, K]
- * working copy of W.
+ * permutation, the damping retries and g_idx, all exactly as in gptq.ts; the
+ * kernels apply the permutation while copying. Memory: one f32 [K, K] buffer for
+ * Hinv (the caller's Hessian is only read, so it is the pristine copy a retry
+ * starts from), the outputs, and the kernel's running copy of a few hundred rows
+ * of W per thread (reused between calls).
  *
  * Numerics: f32 running weights and Hinv (the reference uses f64) can flip a code
  * whose value lies within rounding noise of a grid midpoint; a flip changes the
@@ -28,24 +29,23 @@ export function gptqQuantizeLinearFast(o: GptqFastOptions): GptqResult {
   if (!backend.gptqHinv || !backend.gptqQuantize) return gptqQuantizeLinear(o);
   const g = o.groupSize === -1 ? K : o.groupSize;
   const G = numGroups(K, g);
-  const H = o.hessian; // [K, K], read-only: the pristine copy for damping retries
+  const H = o.hessian; // [K, K], read only: the pristine copy for damping retries
 
   // Dead inputs (H[i,i] == 0): the diagonal becomes 1, the weights 0 (gptq.ts).
-  const dead = new Uint8Array(K);
+  const dead = new Uint8Array(K); // [K]
   const diag = new Float64Array(K); // [K] H[i,i] after the dead-column fix
+  let anyDead = false;
   for (let i = 0; i < K; i++) {
     const d = H[i * K + i]!;
     dead[i] = d === 0 ? 1 : 0;
     diag[i] = d === 0 ? 1 : d;
+    anyDead ||= d === 0;
   }
 
   // Act-order: decreasing H[i,i], ties by index (the comparator of gptq.ts).
   const order = Array.from({ length: K }, (_, i) => i);
   if (o.actOrder) order.sort((a, b) => diag[b]! - diag[a]! || a - b);
-  const perm = Int32Array.from(order); // permuted position → original column
-  const identity = !o.actOrder;
-
-  const Wp = permutedWeights(o.weight, N, K, perm, dead, identity); // [N, K] permuted, dead columns 0
+  const perm = Int32Array.from(order); // [K] permuted position → original column
 
   // Static groups: every group's grid from the original weights, in the original column order.
   const scales = new Float32Array(N * G); // [N, G]
@@ -57,66 +57,29 @@ export function gptqQuantizeLinearFast(o: GptqFastOptions): GptqResult {
     staticGrids(o.weight, N, K, g, bits, sym, dead, scales, zeros);
   }
 
-  // Damping, raised like gptq.ts until the factorisation succeeds; mean over the permuted diagonal in its order.
+  // Damping, raised like gptq.ts until the factorisation succeeds; mean over the permuted diagonal, in its order.
   let mean = 0;
   for (let i = 0; i < K; i++) mean += diag[perm[i]!]!;
   mean /= K;
   let dampUsed = o.damp;
-  const hinv = new Float32Array(K * K); // [K, K] H (permuted, damped) → Hinv in place
+  const hinv = new Float32Array(K * K); // [K, K] permuted order
+  const diagP = new Float64Array(K); // [K] damped diagonal, permuted order
   for (;;) {
-    permutedHessian(H, K, perm, identity, hinv);
-    for (let i = 0; i < K; i++) hinv[i * K + i] = diag[perm[i]!]! + dampUsed * mean;
-    if (backend.gptqHinv(hinv, K)) break;
+    for (let i = 0; i < K; i++) diagP[i] = diag[perm[i]!]! + dampUsed * mean;
+    if (backend.gptqHinv(H, K, o.actOrder ? perm : null, diagP, hinv)) break;
     if (dampUsed >= 1) throw new Error("GPTQ: the Hessian is not positive definite even with damp = 1");
     dampUsed = Math.round((dampUsed + DAMP_STEP) * 1e6) / 1e6;
   }
 
-  const codesP = new Uint8Array(N * K); // [N, K] permuted order
+  const codes = new Uint8Array(N * K); // [N, K]
+  const dequantized = new Float32Array(N * K); // [N, K]
   const loss = backend.gptqQuantize({
-    w: Wp, hinv, N, K, bits, groupSize: g, sym, colGroup, scales, zeros, codes: codesP, blockSize: o.blockSize,
+    w: o.weight, perm: o.actOrder ? perm : null, dead: anyDead ? dead : null, hinv, N, K, bits, groupSize: g, sym,
+    colGroup, scales, zeros, codes, dequantized, blockSize: o.blockSize,
   });
-
-  let codes = codesP; // [N, K] original order
-  if (!identity) {
-    codes = new Uint8Array(N * K);
-    for (let n = 0; n < N; n++) {
-      const o0 = n * K;
-      for (let i = 0; i < K; i++) codes[o0 + perm[i]!] = codesP[o0 + i]!;
-    }
-  }
   const gIdx = new Int32Array(K); // [K]
   for (let i = 0; i < K; i++) gIdx[perm[i]!] = colGroup || !o.actOrder ? Math.floor(perm[i]! / g) : Math.floor(i / g);
-  const dequantized = new Float32Array(N * K); // [N, K]
-  for (let n = 0; n < N; n++) {
-    for (let k = 0; k < K; k++) {
-      const gi = n * G + gIdx[k]!;
-      dequantized[n * K + k] = scales[gi]! * (codes[n * K + k]! - zeros[gi]!);
-    }
-  }
   return { N, K, bits, groupSize: g, sym, codes, scales, zeros, gIdx, dequantized, loss, dampUsed };
-}
-
-/** Wp[n, i] = W[n, perm[i]], 0 for dead columns. */
-function permutedWeights(W: Float32Array, N: number, K: number, perm: Int32Array, dead: Uint8Array, identity: boolean): Float32Array {
-  const Wp = identity ? W.slice() : new Float32Array(N * K);
-  for (let n = 0; n < N; n++) {
-    const o0 = n * K;
-    if (identity) {
-      for (let i = 0; i < K; i++) if (dead[i]) Wp[o0 + i] = 0;
-    } else {
-      for (let i = 0; i < K; i++) { const c = perm[i]!; Wp[o0 + i] = dead[c] ? 0 : W[o0 + c]!; }
-    }
-  }
-  return Wp;
-}
-
-/** out[i, j] = H[perm[i], perm[j]] in f32. */
-function permutedHessian(H: Float32Array | Float64Array, K: number, perm: Int32Array, identity: boolean, out: Float32Array): void {
-  if (identity) { out.set(H); return; }
-  for (let i = 0; i < K; i++) {
-    const src = perm[i]! * K, dst = i * K;
-    for (let j = 0; j < K; j++) out[dst + j] = H[src + perm[j]!]!;
-  }
 }
 
 /** Grids of every (row, group) from the original weights, dead columns counted as 0 (gptq.ts, static groups). */
@@ -140,40 +103,40 @@ function staticGrids(
 }
 
 /**
- * H = (2/n)·Σ x·xᵀ over calibration sequences (gptq.py `add_batch`, like
- * src/quant/hessian.ts) with ONE f32 [K, K] running sum and no transposed copy of
- * x: `backend.syrkAccumulate` when present, else the backend's matmul.
+ * H = (2/n)·Σ x·xᵀ over n calibration sequences, kept as a running average in ONE
+ * f32 [K, K] buffer exactly as gptq.py's `add_batch` does (H *= n/(n+1);
+ * H += (2/(n+1))·xᵀx), so `hessian()` needs no copy. src/quant/hessian.ts keeps an
+ * f64 sum plus a transposed copy of x and a product buffer; this one uses
+ * `backend.syrkAccumulate` (no transposed copy) when the backend has it.
  */
 export class HessianAccumulatorF32 {
-  /** [K, K] Σ x·xᵀ */
-  private readonly sum: Float32Array;
+  /** [K, K] the running H */
+  private readonly H: Float32Array;
   private sequences = 0;
 
   constructor(readonly K: number) {
-    this.sum = new Float32Array(K * K);
+    this.H = new Float32Array(K * K);
   }
 
   /** Add one sequence's inputs x [T, K]. */
   add(backend: Backend, x: Float32Array, T: number): void {
-    const K = this.K;
+    const K = this.K, n = this.sequences;
+    const alpha = 2 / (n + 1), beta = n / (n + 1);
     if (backend.syrkAccumulate) {
-      backend.syrkAccumulate(x, T, K, this.sum, 1);
+      backend.syrkAccumulate(x, T, K, this.H, alpha, beta);
     } else {
       const xT = new Float32Array(K * T); // [K, T]
       for (let t = 0; t < T; t++) for (let k = 0; k < K; k++) xT[k * T + t] = x[t * K + k]!;
       const prod = backend.matmul(xT, xT, K, T, K); // [K, K]
-      for (let i = 0; i < K * K; i++) this.sum[i] = this.sum[i]! + prod[i]!;
+      for (let i = 0; i < K * K; i++) this.H[i] = beta * this.H[i]! + alpha * prod[i]!;
     }
     this.sequences++;
   }
 
   get count(): number { return this.sequences; }
 
-  /** H [K, K] = (2/n)·Σ x·xᵀ, a new f32 array. */
+  /** H [K, K] = (2/n)·Σ x·xᵀ: the accumulator's own buffer (read it, do not modify it; later adds update it). */
   hessian(): Float32Array {
-    const H = new Float32Array(this.K * this.K);
-    const f = 2 / Math.max(1, this.sequences);
-    for (let i = 0; i < H.length; i++) H[i] = this.sum[i]! * f;
-    return H;
+    return this.H;
   }
 }

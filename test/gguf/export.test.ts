@@ -338,7 +338,7 @@ describe("quantize-llm export (CLI)", () => {
     const out = join(tiny.dir, "never.gguf");
     await expect(exportCommand.run([tiny.dir, "-o", out])).rejects.toThrow(/missing --format/);
     await expect(exportCommand.run([tiny.dir, "--format", "safetensors", "-o", out])).rejects.toThrow(UsageError);
-    await expect(exportCommand.run([tiny.dir, "--format", "gguf", "--type", "q4_0", "-o", out])).rejects.toThrow(UsageError);
+    await expect(exportCommand.run([tiny.dir, "--format", "gguf", "--type", "q5_0", "-o", out])).rejects.toThrow(UsageError);
     await expect(exportCommand.run([tiny.dir, "--format", "gguf", "--bogus"])).rejects.toThrow(UsageError);
     await expect(exportCommand.run([tiny.dir, tiny.dir, "--format", "gguf"])).rejects.toThrow(UsageError);
     await expect(exportCommand.run([tiny.dir, "--format", "gguf", "-o", join(tiny.dir, "no", "such", "dir.gguf")])).rejects.toThrow(/output folder does not exist/);

@@ -1,0 +1,173 @@
+/**
+ * Load a GGUF file (ours or llama.cpp's, llama/qwen2 arch, gpt2-model BPE vocabulary) into a
+ * runnable Model by inverting the export plan (export/gguf-tensors.ts): the config is rebuilt
+ * from `<arch>.*` keys, tensors are decoded to f32 (io/gguf.ts; Q4_0/Q4_1/Q8_0/Q4_K/Q6_K
+ * dequantized) and llama q/k rows un-permuted; the tokenizer is rebuilt as a HF tokenizer.json
+ * object from `tokenizer.ggml.*` so @huggingface/tokenizers loads it, with the chat template.
+ */
+import { Tokenizer } from "@huggingface/tokenizers";
+import { parseModelConfig, type ModelConfig } from "../arch/config.ts";
+import { ARCHS } from "../arch/registry.ts";
+import type { Backend } from "../backend/backend.ts";
+import { ggufTensorPlan, unpermuteQK, type GgufTensorPlanEntry } from "../export/gguf-tensors.ts";
+import { KNOWN_PRE_TOKENIZERS, TOKEN_TYPE } from "../export/gguf-tokenizer.ts";
+import { openGguf, type GgufFile } from "../io/gguf.ts";
+import { Model } from "../nn/model.ts";
+import { loadModelWeights, type TensorSource } from "../nn/weights.ts";
+import { TextTokenizer } from "../tokenizer/tokenizer.ts";
+import { ConfigError, FormatError } from "../util/errors.ts";
+
+export interface LoadedGgufModel {
+  /** The .gguf file. */
+  dir: string;
+  format: "gguf";
+  cfg: ModelConfig;
+  tokenizer: TextTokenizer;
+  model: Model;
+}
+
+const opt = (f: GgufFile, key: string): number | undefined => (f.get(key) === undefined ? undefined : f.getNumber(key));
+
+/** A HF-style config.json object from the GGUF's `<arch>.*` keys (inverse of export/gguf.ts `ggufModelKv`). */
+export function ggufConfigJson(f: GgufFile): Record<string, unknown> {
+  const A = f.architecture;
+  const arch = Object.values(ARCHS).find((a) => a.ggufArch === A);
+  if (arch === undefined) {
+    throw new ConfigError("unsupported GGUF architecture", {
+      file: f.path, field: "general.architecture", expected: Object.values(ARCHS).map((a) => `"${a.ggufArch}"`).join(" or "), found: JSON.stringify(A),
+    });
+  }
+  const hidden = f.getNumber(`${A}.embedding_length`), heads = f.getNumber(`${A}.attention.head_count`);
+  const embedDims = f.tensor("token_embd.weight").dims; // [H, V]
+  const raw: Record<string, unknown> = {
+    model_type: arch.modelTypes[0],
+    hidden_size: hidden,
+    intermediate_size: f.getNumber(`${A}.feed_forward_length`),
+    num_hidden_layers: f.getNumber(`${A}.block_count`),
+    num_attention_heads: heads,
+    num_key_value_heads: opt(f, `${A}.attention.head_count_kv`) ?? heads,
+    head_dim: opt(f, `${A}.attention.key_length`) ?? hidden / heads,
+    max_position_embeddings: f.getNumber(`${A}.context_length`),
+    rope_theta: opt(f, `${A}.rope.freq_base`) ?? 10000,
+    rms_norm_eps: f.getNumber(`${A}.attention.layer_norm_rms_epsilon`),
+    vocab_size: opt(f, `${A}.vocab_size`) ?? embedDims[1],
+    tie_word_embeddings: !f.tensors.has("output.weight"),
+    attention_bias: f.tensors.has("blk.0.attn_q.bias"),
+    hidden_act: "silu",
+  };
+  const bos = opt(f, "tokenizer.ggml.bos_token_id"), eos = opt(f, "tokenizer.ggml.eos_token_id");
+  if (bos !== undefined) raw["bos_token_id"] = bos;
+  if (eos !== undefined) raw["eos_token_id"] = eos;
+  if (f.get(`${A}.rope.scaling.type`)?.value === "linear") raw["rope_scaling"] = { rope_type: "linear", factor: f.getNumber(`${A}.rope.scaling.factor`) };
+  if (f.tensors.has("rope_freqs.weight")) {
+    throw new ConfigError("llama3 rope scaling (rope_freqs.weight) cannot be loaded from GGUF yet", {
+      file: f.path, field: "rope_freqs.weight", hint: "evaluate the original HF folder instead",
+    });
+  }
+  return raw;
+}
+
+/** HF tokenizer.json + tokenizer_config.json objects from `tokenizer.ggml.*` (gpt2 model only). */
+export function ggufTokenizerJson(f: GgufFile): { json: Record<string, unknown>; config: Record<string, unknown> } {
+  const model = f.getString("tokenizer.ggml.model");
+  if (model !== "gpt2") {
+    throw new ConfigError("only byte-level BPE (gpt2) GGUF vocabularies can be loaded", {
+      file: f.path, field: "tokenizer.ggml.model", expected: '"gpt2"', found: JSON.stringify(model),
+      hint: "SentencePiece (\"llama\") vocabularies are not implemented yet",
+    });
+  }
+  const pre = f.get("tokenizer.ggml.pre")?.type === "string" ? f.getString("tokenizer.ggml.pre") : "default";
+  const known = KNOWN_PRE_TOKENIZERS.find((k) => k.pre === pre) ?? (pre === "default" ? KNOWN_PRE_TOKENIZERS[0] : undefined);
+  if (known === undefined) {
+    throw new ConfigError("unknown GGUF pre-tokenizer", {
+      file: f.path, field: "tokenizer.ggml.pre", expected: KNOWN_PRE_TOKENIZERS.map((k) => `"${k.pre}"`).join(", "), found: JSON.stringify(pre),
+    });
+  }
+  const tokens = f.getStringArray("tokenizer.ggml.tokens");
+  const types = f.get("tokenizer.ggml.token_type") !== undefined ? f.getNumberArray("tokenizer.ggml.token_type") : [];
+  const vocab: Record<string, number> = {};
+  const added: Record<string, unknown>[] = [];
+  tokens.forEach((t, id) => {
+    const type = types[id] ?? TOKEN_TYPE.NORMAL;
+    if (type === TOKEN_TYPE.UNUSED) return;
+    if (type === TOKEN_TYPE.CONTROL || type === TOKEN_TYPE.USER_DEFINED) {
+      added.push({ id, content: t, single_word: false, lstrip: false, rstrip: false, normalized: false, special: type === TOKEN_TYPE.CONTROL });
+    }
+    vocab[t] = id;
+  });
+  const byteLevel = { type: "ByteLevel", add_prefix_space: false, trim_offsets: true, use_regex: known.pre === "gpt-2" };
+  const preTokenizer = known.pre === "gpt-2" ? byteLevel
+    : { type: "Sequence", pretokenizers: [{ type: "Split", pattern: { Regex: known.regex }, behavior: "Isolated", invert: false }, byteLevel] };
+  const bos = opt(f, "tokenizer.ggml.bos_token_id"), eos = opt(f, "tokenizer.ggml.eos_token_id");
+  const addBos = f.get("tokenizer.ggml.add_bos_token")?.value === true && bos !== undefined;
+  const bosTok = bos !== undefined ? tokens[bos] : undefined;
+  const json: Record<string, unknown> = {
+    version: "1.0", truncation: null, padding: null, added_tokens: added, normalizer: null, pre_tokenizer: preTokenizer,
+    post_processor: addBos && bosTok !== undefined
+      ? {
+          type: "TemplateProcessing",
+          single: [{ SpecialToken: { id: bosTok, type_id: 0 } }, { Sequence: { id: "A", type_id: 0 } }],
+          pair: [{ SpecialToken: { id: bosTok, type_id: 0 } }, { Sequence: { id: "A", type_id: 0 } }, { SpecialToken: { id: bosTok, type_id: 1 } }, { Sequence: { id: "B", type_id: 1 } }],
+          special_tokens: { [bosTok]: { id: bosTok, ids: [bos], tokens: [bosTok] } },
+        }
+      : null,
+    decoder: { type: "ByteLevel", add_prefix_space: true, trim_offsets: true, use_regex: true },
+    model: {
+      type: "BPE", dropout: null, unk_token: null, continuing_subword_prefix: null, end_of_word_suffix: null, fuse_unk: false,
+      byte_fallback: false, ignore_merges: known.ignoreMerges, vocab, merges: [...f.getStringArray("tokenizer.ggml.merges")],
+    },
+  };
+  const config: Record<string, unknown> = { add_bos_token: addBos };
+  if (bosTok !== undefined) config["bos_token"] = bosTok;
+  if (eos !== undefined && tokens[eos] !== undefined) config["eos_token"] = tokens[eos];
+  const ct = f.get("tokenizer.chat_template");
+  if (ct?.type === "string") config["chat_template"] = ct.value;
+  return { json, config };
+}
+
+/** GGUF tensors served under HF names, decoded to f32, q/k rows back in HF order. */
+export function ggufSource(f: GgufFile, cfg: ModelConfig): TensorSource {
+  const byHf = new Map<string, GgufTensorPlanEntry>();
+  for (const p of ggufTensorPlan(cfg, "f32")) if (p.hf !== null) byHf.set(p.hf, p);
+  const entry = (name: string): GgufTensorPlanEntry | undefined => {
+    const p = byHf.get(name);
+    return p !== undefined && f.tensors.has(p.gguf) ? p : undefined;
+  };
+  return {
+    origin: f.path,
+    has: (name) => entry(name) !== undefined,
+    shape: (name) => {
+      const p = entry(name);
+      if (p === undefined) throw new FormatError(`tensor for "${name}" not found in GGUF file`, { file: f.path, field: name });
+      return f.shape(p.gguf);
+    },
+    readF32Sync: (name) => {
+      const p = entry(name);
+      if (p === undefined) throw new FormatError(`tensor for "${name}" not found in GGUF file`, { file: f.path, field: name });
+      const x = f.readF32Sync(p.gguf);
+      return p.permuteHeads === undefined ? x : unpermuteQK(x, p.permuteHeads, p.shape.length === 2 ? p.shape[1]! : 1);
+    },
+  };
+}
+
+export function loadGgufTokenizer(f: GgufFile, eosFromModel: number[]): TextTokenizer {
+  const { json, config } = ggufTokenizerJson(f);
+  let tok: Tokenizer;
+  try { tok = new Tokenizer(json, config); } catch (e) {
+    throw new ConfigError("the GGUF vocabulary could not be loaded as a tokenizer", { file: f.path, field: "tokenizer.ggml.tokens", found: (e as Error).message });
+  }
+  return new TextTokenizer(tok, config, json, eosFromModel);
+}
+
+/** `quantize-llm eval|chat model.gguf`: a LoadedModel-compatible object. */
+export async function loadGgufModel(path: string, backend: Backend): Promise<LoadedGgufModel> {
+  const f = openGguf(path);
+  try {
+    const cfg = parseModelConfig(ggufConfigJson(f), path);
+    const weights = loadModelWeights(cfg, ggufSource(f, cfg));
+    const tokenizer = loadGgufTokenizer(f, cfg.eosTokenIds);
+    return { dir: path, format: "gguf", cfg, tokenizer, model: new Model(cfg, weights, backend) };
+  } finally {
+    f.close();
+  }
+}
