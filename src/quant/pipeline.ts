@@ -32,8 +32,7 @@ import { awqSearchBlock, type AwqBlockSearch } from "./awq.ts";
 import { applyAwqClip, applyAwqScales } from "./awq-apply.ts";
 import { checkAwqSearchFits, readAwqSearch, writeAwqSearch, type AwqSearchSettings } from "./awq-result.ts";
 import { calibrationWindows } from "./calibrate.ts";
-import { gptqQuantizeLinear } from "./gptq.ts";
-import { HessianAccumulator } from "./hessian.ts";
+import { gptqQuantizeLinearFast, HessianAccumulatorF32 } from "./gptq-fast.ts";
 import { checkResumable, JOURNAL_MAGIC, JOURNAL_VERSION, readJournal, writeJournal, type Journal } from "./journal.ts";
 import { blockTensors, writeFinalFolder } from "./pipeline-output.ts";
 import { relOutputError, relWeightError, type LayerReport } from "./report.ts";
@@ -163,6 +162,23 @@ export async function quantizeModel(job: QuantizeJob): Promise<QuantizeResult> {
     }
     const runBlock = (b: number, w: BlockWeights, tap?: BlockContext["tap"]): Float32Array[] =>
       X.map((x) => blockForward({ ...ctx, tap }, b, w, x, L, 0, scratch));
+    // Capture the inputs of `needed` taps, stopping each forward as soon as the last one was seen.
+    const STOP = Symbol("stop");
+    const capture = (b: number, w: BlockWeights, needed: Map<LinearInput, HessianAccumulatorF32>): void => {
+      for (const x of X) {
+        let seen = 0;
+        try {
+          blockForward({ ...ctx, tap: (ev) => {
+            const acc = needed.get(ev.input);
+            if (!acc) return;
+            acc.add(backend, ev.x, ev.T);
+            if (++seen === needed.size) throw STOP; // the rest of the block is not needed for these Hessians
+          } }, b, w, x, L, 0, scratch);
+        } catch (e) {
+          if (e !== STOP) throw e;
+        }
+      }
+    };
 
     for (let b = 0; b < cfg.numLayers; b++) {
       const tb = performance.now();
@@ -234,10 +250,10 @@ export async function quantizeModel(job: QuantizeJob): Promise<QuantizeResult> {
           await checkAbort();
           const specs = group.map((n) => cfg.arch.linears.find((l) => l.name === n)!);
           // Hessians of the inputs this group reads, from the block as quantized so far.
-          const hess = new Map<LinearInput, HessianAccumulator>();
+          const hess = new Map<LinearInput, HessianAccumulatorF32>();
           if (needsCalibration(s)) {
-            for (const sp of specs) if (!hess.has(sp.input)) hess.set(sp.input, new HessianAccumulator(w.linears[sp.name].K, L));
-            runBlock(b, w, (ev) => { if (ev.block === b) hess.get(ev.input)?.add(backend, ev.x, ev.T); });
+            for (const sp of specs) if (!hess.has(sp.input)) hess.set(sp.input, new HessianAccumulatorF32(w.linears[sp.name].K));
+            capture(b, w, hess);
           }
           for (const sp of specs) {
             await checkAbort();
@@ -250,8 +266,8 @@ export async function quantizeModel(job: QuantizeJob): Promise<QuantizeResult> {
             if (s.method === "rtn") {
               q = rtnQuantizeLinear({ weight: l.weight, rows: l.N, cols: l.K, bits: s.bits, groupSize: s.groupSize, sym: s.sym });
             } else {
-              const r = gptqQuantizeLinear({
-                weight: l.weight, rows: l.N, cols: l.K, hessian: Hm!, bits: s.bits, groupSize: s.groupSize, sym: s.sym,
+              const r = gptqQuantizeLinearFast({
+                backend, weight: l.weight, rows: l.N, cols: l.K, hessian: Hm!, bits: s.bits, groupSize: s.groupSize, sym: s.sym,
                 actOrder: s.actOrder, staticGroups: s.staticGroups, damp: s.damp, blockSize: s.blockSize,
               });
               q = r; loss = r.loss; damp = r.dampUsed;

@@ -25,8 +25,8 @@ export function relWeightError(W: Float32Array, Q: Float32Array): number {
 }
 
 /** tr(D·H·Dᵀ) / tr(W·H·Wᵀ) with D = W − Q: the relative output error on the calibration set. */
-export function relOutputError(backend: Backend, W: Float32Array, Q: Float32Array, H: Float64Array, N: number, K: number): number {
-  const Hf = Float32Array.from(H); // [K, K]
+export function relOutputError(backend: Backend, W: Float32Array, Q: Float32Array, H: Float32Array | Float64Array, N: number, K: number): number {
+  const Hf = H instanceof Float32Array ? H : Float32Array.from(H); // [K, K]
   const D = new Float32Array(N * K); // [N, K]
   for (let i = 0; i < D.length; i++) D[i] = W[i]! - Q[i]!;
   const quad = (A: Float32Array): number => {
