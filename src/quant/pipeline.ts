@@ -262,19 +262,20 @@ export async function quantizeModel(job: QuantizeJob): Promise<QuantizeResult> {
             const Hm = hess.get(sp.input)?.hessian() ?? null;
             assertFinite(l.weight, linearTensorName(cfg.arch, b, sp), modelDir);
             if (Hm) assertFinite(Hm, `Hessian of ${linearTensorName(cfg.arch, b, sp)}`, modelDir);
-            let q: QuantizedLinear, loss: number | null = null, damp: number | null = null;
+            let q: QuantizedLinear, Q: Float32Array, loss: number | null = null, damp: number | null = null;
             if (s.method === "rtn") {
               q = rtnQuantizeLinear({ weight: l.weight, rows: l.N, cols: l.K, bits: s.bits, groupSize: s.groupSize, sym: s.sym });
+              Q = dequantize(q);
             } else {
-              const r = gptqQuantizeLinearFast({
+              const { dequantized, ...r } = gptqQuantizeLinearFast({
                 backend, weight: l.weight, rows: l.N, cols: l.K, hessian: Hm!, bits: s.bits, groupSize: s.groupSize, sym: s.sym,
                 actOrder: s.actOrder, staticGroups: s.staticGroups, damp: s.damp, blockSize: s.blockSize,
               });
-              q = r; loss = r.loss; damp = r.dampUsed;
+              q = r; Q = dequantized; loss = r.loss; damp = r.dampUsed;
             }
-            const Q = dequantize(q);
             record(sp.name, q, l.weight, Q, { loss, damp, relOutputError: Hm ? relOutputError(backend, l.weight, Q, Hm, l.N, l.K) : null }, tl);
             l.weight = Q; // later groups see the quantized layer (true-sequential)
+            collectGarbage();
           }
         }
       }
@@ -286,6 +287,7 @@ export async function quantizeModel(job: QuantizeJob): Promise<QuantizeResult> {
       await writeJournal(journalPath, journal);
       layers.push(...blockLayers);
       if (needsCalibration(s)) X = nextX ?? runBlock(b, w);
+      collectGarbage(); // the finished block's arrays are garbage now: free them before the next block loads
       job.onEvent?.({ type: "block-done", block: b, blocks: cfg.numLayers, seconds, resumed: false });
     }
 
@@ -312,6 +314,15 @@ export async function quantizeModel(job: QuantizeJob): Promise<QuantizeResult> {
   } finally {
     await ckpt.close();
   }
+}
+
+/**
+ * Large typed arrays are external memory that V8 frees lazily; without a collection between
+ * layers, garbage from finished layers raises peak RSS by several layers' worth. `gc` is
+ * available when the CLI exposed it (bin/quantize-llm.js); otherwise this is a no-op.
+ */
+function collectGarbage(): void {
+  (globalThis as { gc?: () => void }).gc?.();
 }
 
 function assertFinite(a: Float32Array | Float64Array, what: string, file: string): void {

@@ -28,14 +28,15 @@ export function relWeightError(W: Float32Array, Q: Float32Array): number {
 export function relOutputError(backend: Backend, W: Float32Array, Q: Float32Array, H: Float32Array | Float64Array, N: number, K: number): number {
   const Hf = H instanceof Float32Array ? H : Float32Array.from(H); // [K, K]
   const D = new Float32Array(N * K); // [N, K]
-  for (let i = 0; i < D.length; i++) D[i] = W[i]! - Q[i]!;
+  const AH = new Float32Array(N * K); // [N, K] scratch, reused
   const quad = (A: Float32Array): number => {
-    const AH = backend.matmul(A, Hf, N, K, K); // [N, K] = A·Hᵀ = A·H
+    backend.matmul(A, Hf, N, K, K, undefined, AH); // A·Hᵀ = A·H
     let s = 0;
     for (let i = 0; i < A.length; i++) s += A[i]! * AH[i]!;
     return s;
   };
   const den = quad(W);
+  for (let i = 0; i < D.length; i++) D[i] = W[i]! - Q[i]!;
   return den > 0 ? quad(D) / den : 0;
 }
 
