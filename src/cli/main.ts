@@ -40,6 +40,17 @@ export async function main(argv: string[]): Promise<number> {
       process.stderr.write(`error: ${e.message}\n`);
       return 2;
     }
+    const sys = e as NodeJS.ErrnoException;
+    if (typeof sys?.code === "string" && typeof sys.syscall === "string") {
+      // File-system failures (disk full, permissions, a vanished file): say what and where, no stack trace.
+      const hints: Record<string, string> = {
+        ENOSPC: "the disk is full: free space and rerun (with --resume for quantization); outputs are written under a temporary name, so nothing incomplete was left under the final name",
+        EACCES: "check the permissions of the output folder",
+        ENOENT: "check the path",
+      };
+      process.stderr.write(`error: ${sys.syscall} failed (${sys.code})\n  file:     ${sys.path ?? "?"}\n  hint:     ${hints[sys.code] ?? "see the system error above"}\n`);
+      return 2;
+    }
     throw e;
   }
 }

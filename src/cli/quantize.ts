@@ -6,10 +6,11 @@ import { existsSync } from "node:fs";
 import { basename, join, relative, resolve } from "node:path";
 import type { Backend } from "../backend/backend.ts";
 import { selectBackend } from "../backend/select.ts";
-import { loadHfModel, readModelConfig } from "../load/hf-folder.ts";
+import { loadModel, readModelConfig } from "../load/hf-folder.ts";
+import { exportQuantizedGguf } from "../export/gguf-quant.ts";
 import { BUNDLED_CALIB_TEXT, BUNDLED_EVAL_TEXT, BUNDLED_MODEL_DIR, resolveModelArg } from "../load/paths.ts";
 import { perplexity } from "../metrics/perplexity.ts";
-import { readFileSync } from "node:fs";
+import { readFileSync, rmSync, writeFileSync } from "node:fs";
 import { InterruptedError, quantizeModel, type PipelineEvent } from "../quant/pipeline.ts";
 import { summarise, type LayerReport } from "../quant/report.ts";
 import type { Method, QuantSettings } from "../quant/settings.ts";
@@ -18,7 +19,9 @@ import { Progress } from "../util/progress.ts";
 import { choiceFlag, intFlag, onePositional, parseFlags } from "./args.ts";
 import type { Command } from "./command.ts";
 
-const COMMON_FLAGS = `  -o, --out DIR           output folder (default ./<model>-<method>-w<bits>g<group>)
+const COMMON_FLAGS = `  -o, --out DIR           output folder (default ./<model>-<method>-w<bits>g<group>[.gguf])
+  --format F              hf (HF-GPTQ / AutoAWQ folder, default) | gguf (one .gguf for llama.cpp, written
+                          from the quantizer's own grid: 4-bit g32 → Q4_0 (sym) / Q4_1 (asym), 8-bit sym g32 → Q8_0)
   --bits N                2, 3, 4 or 8 (default 4)
   --group-size N          32, 64, 128 or -1 for one group per row (default 128)
   --sym | --asym          symmetric (default) or asymmetric grid
@@ -70,7 +73,7 @@ function makeCommand(method: "rtn" | "gptq" | "awq", summary: string, extra: str
         "act-order": { type: "boolean" }, "static-groups": { type: "boolean" }, damp: { type: "string" },
         "block-size": { type: "string" }, "no-true-sequential": { type: "boolean" }, "true-sequential": { type: "boolean" },
         "calib-text": { type: "string" }, "calib-samples": { type: "string" }, "calib-seqlen": { type: "string" }, seed: { type: "string" },
-        then: { type: "string" }, "no-duo-scaling": { type: "boolean" }, "no-clip": { type: "boolean" },
+        then: { type: "string" }, format: { type: "string" }, "no-duo-scaling": { type: "boolean" }, "no-clip": { type: "boolean" },
         "save-search": { type: "string" }, "load-search": { type: "string" },
       });
       if (v.help) { process.stdout.write(usage); return 0; }
@@ -124,7 +127,12 @@ function makeCommand(method: "rtn" | "gptq" | "awq", summary: string, extra: str
         calibText: calibText ?? "",
         ...(method === "awq" ? { duoScaling: v["no-duo-scaling"] !== true, clip: v["no-clip"] !== true, loadSearch: v["load-search"] !== undefined ? resolve(v["load-search"]) : null } : {}),
       };
-      const outDir = resolve(v.out ?? `${basename(modelDir)}-${fullMethod.replace("+", "-")}-w${bits}g${groupSize}`);
+      const format = choiceFlag("format", v.format, ["hf", "gguf"] as const, "hf");
+      const stem = `${basename(modelDir)}-${fullMethod.replace("+", "-")}-w${bits}g${groupSize}`;
+      const ggufPath = format === "gguf" ? resolve(v.out ?? `${stem}.gguf`) : null;
+      if (ggufPath) checkGgufGrid(settings, ggufPath);
+      // GGUF: the pipeline writes an HF folder next to the .gguf, converted exactly and removed at the end.
+      const outDir = ggufPath ? `${ggufPath}.hf` : resolve(v.out ?? stem);
 
       const ac = new AbortController();
       const onSigint = (): void => {
@@ -158,7 +166,16 @@ function makeCommand(method: "rtn" | "gptq" | "awq", summary: string, extra: str
       progress.done();
       process.stdout.write(layerTable(result.layers));
       const sum = summarise(result.layers);
-      process.stdout.write(`\nwrote ${relative(process.cwd(), outDir) || "."} (${result.files.join(", ")}) in ${result.seconds.toFixed(1)} s; report: ${relative(process.cwd(), join(outDir, "quant-report.json"))}\n`);
+      let evalTarget = outDir;
+      if (ggufPath) {
+        const g = await exportQuantizedGguf(outDir, ggufPath, { exact: true });
+        writeFileSync(`${ggufPath}.quant-report.json`, readFileSync(join(outDir, "quant-report.json")));
+        rmSync(outDir, { recursive: true, force: true });
+        evalTarget = ggufPath;
+        process.stdout.write(`\nwrote ${relative(process.cwd(), ggufPath)} (${Object.entries(g.types).map(([t, n]) => `${n} ${t}`).join(", ")}; ${g.bitsPerWeight.toFixed(2)} bits/weight; ${g.exactLayers} layers with the quantizer's own codes) in ${result.seconds.toFixed(1)} s; report: ${relative(process.cwd(), `${ggufPath}.quant-report.json`)}\n`);
+      } else {
+        process.stdout.write(`\nwrote ${relative(process.cwd(), outDir) || "."} (${result.files.join(", ")}) in ${result.seconds.toFixed(1)} s; report: ${relative(process.cwd(), join(outDir, "quant-report.json"))}\n`);
+      }
       if (sum.maxDamp !== null && sum.maxDamp > damp) process.stdout.write(`note: damping was raised to ${sum.maxDamp} for some layers (see the report)\n`);
 
       let before: number | null = null, after: number | null = null;
@@ -166,12 +183,12 @@ function makeCommand(method: "rtn" | "gptq" | "awq", summary: string, extra: str
       if (v["no-eval"] !== true && evalText !== undefined) {
         const maxTokens = v["eval-max-tokens"] !== undefined ? intFlag("eval-max-tokens", v["eval-max-tokens"], 1) : undefined;
         before = await evalPpl(modelDir, evalText, backend, maxTokens);
-        after = await evalPpl(outDir, evalText, backend, maxTokens);
+        after = await evalPpl(evalTarget, evalText, backend, maxTokens);
         process.stdout.write(`perplexity (gptq protocol, ${relative(process.cwd(), evalText)}): before ${before.toFixed(4)}, after ${after.toFixed(4)} (${(((after / before) - 1) * 100).toFixed(2)}%)\n`);
       }
       if (v.json) {
         process.stdout.write(JSON.stringify({
-          outDir, method: fullMethod, bits, groupSize, sym, actOrder: settings.actOrder, seconds: result.seconds,
+          outDir: ggufPath ?? outDir, method: fullMethod, bits, groupSize, sym, actOrder: settings.actOrder, seconds: result.seconds,
           meanRelOutputError: sum.meanRelOutputError, maxDamp: sum.maxDamp, pplBefore: before, pplAfter: after,
           peakRssMB: Math.round(process.resourceUsage().maxRSS / 1024),
         }) + "\n");
@@ -181,8 +198,21 @@ function makeCommand(method: "rtn" | "gptq" | "awq", summary: string, extra: str
   };
 }
 
+/** GGUF blocks the quantizer's grid maps onto exactly; checked before any compute (FORMATS.md §4). */
+function checkGgufGrid(s: QuantSettings, path: string): void {
+  const fail = (found: string): never => {
+    throw new UsageError("these settings have no exact GGUF block type", {
+      file: path, field: "--format gguf", expected: "4-bit group 32 (Q4_0 with --sym, Q4_1 with --asym or awq) or 8-bit --sym group 32 (Q8_0), contiguous groups",
+      found, hint: "use --bits 4 --group-size 32 (and drop --act-order or add --static-groups), or write an HF folder and convert it with quantize-llm export",
+    });
+  };
+  if (s.groupSize !== 32) fail(`--group-size ${s.groupSize}`);
+  if (s.bits !== 4 && !(s.bits === 8 && s.sym)) fail(`--bits ${s.bits}${s.sym ? "" : " --asym"}`);
+  if (s.actOrder && !s.staticGroups) fail("--act-order without --static-groups (non-contiguous groups)");
+}
+
 async function evalPpl(dir: string, textFile: string, backend: Backend, maxTokens?: number): Promise<number> {
-  const { tokenizer, model, cfg } = await loadHfModel(dir, backend);
+  const { tokenizer, model, cfg } = await loadModel(dir, backend);
   let tokens = tokenizer.encode(readFileSync(textFile, "utf8"), { addSpecial: true });
   if (maxTokens !== undefined) tokens = tokens.slice(0, maxTokens);
   return perplexity(model, tokens, { protocol: "gptq", ctx: Math.min(2048, cfg.maxPositionEmbeddings), bosId: tokenizer.bosId }).ppl;

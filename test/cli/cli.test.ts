@@ -31,6 +31,26 @@ describe("quantize-llm CLI", () => {
     expect(chat.stdout.trim().length).toBeGreaterThan(0);
   });
 
+  it("gptq --format gguf writes Q4_0 from the quantizer's own grid, and refuses grids with no block type", async () => {
+    const { mkdtempSync, rmSync, existsSync } = await import("node:fs");
+    const { tmpdir } = await import("node:os");
+    const { openGguf } = await import("../../src/io/gguf.ts");
+    const dir = mkdtempSync(join(tmpdir(), "qllm-cli-gguf-"));
+    try {
+      const out = join(dir, "m.gguf");
+      const r = run("gptq", "--bits", "4", "--group-size", "32", "--format", "gguf", "-o", out, "--calib-samples", "4", "--calib-seqlen", "128", "--no-eval");
+      expect(r.status, r.stderr).toBe(0);
+      expect(r.stdout).toMatch(/28 Q4_0.*28 layers with the quantizer's own codes/);
+      const f = openGguf(out);
+      expect(f.tensors.get("blk.0.attn_q.weight")?.type.name).toBe("Q4_0");
+      f.close();
+      expect(existsSync(`${out}.hf`)).toBe(false);
+      const bad = run("gptq", "--bits", "4", "--group-size", "128", "--format", "gguf", "-o", join(dir, "x.gguf"));
+      expect(bad.status).toBe(2);
+      expect(bad.stderr).toMatch(/no exact GGUF block type[\s\S]*--group-size 128/);
+    } finally { rmSync(dir, { recursive: true, force: true }); }
+  });
+
   it.each([
     [["eval", "--protocol", "wikitext"], /invalid value for --protocol[\s\S]*expected: one of gptq, llama\.cpp/],
     [["eval", "/no/such/model"], /model folder not found[\s\S]*\/no\/such\/model/],
