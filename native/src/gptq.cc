@@ -10,14 +10,19 @@
 //
 // Rows are independent given Hinv, so one pool task owns a chunk of rows for the
 // whole sweep: it copies them (permuted, dead columns zeroed) into a running copy
-// reused between calls, quantizes them, and writes codes and dequantized weights
-// straight to their original columns. No synchronisation; the chunk stays in
-// cache; memory is a few hundred rows per thread, not a copy of W. A group's
+// reused between calls, quantizes them (each finished block's columns of the copy
+// take the dequantized weights), and at the end writes codes and dequantized
+// weights to their original columns, one row at a time. No synchronisation; the
+// chunk stays in cache; memory is a few hundred rows per thread, not a copy of W. A group's
 // grid is computed from the CURRENT weights at its start; blocks are cut so that a
 // group reaching past its block starts the block, where every later column has
 // received all earlier updates — hence the same result as the per-row reference.
 #include <numeric>
 #include <vector>
+
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 
 #include "gptq.h"
 #include "gptq_pack.h"
@@ -129,12 +134,26 @@ void syrkImpl(Runtime& rt, const float* x, int64_t T, int64_t K, S* sum, float a
 
 }  // namespace
 
+void adviseHugePages(void* p, size_t bytes) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  constexpr uintptr_t kHuge = uintptr_t{2} << 20;
+  const uintptr_t a = (reinterpret_cast<uintptr_t>(p) + kHuge - 1) & ~(kHuge - 1);
+  const uintptr_t b = (reinterpret_cast<uintptr_t>(p) + bytes) & ~(kHuge - 1);
+  if (b > a) madvise(reinterpret_cast<void*>(a), b - a, MADV_HUGEPAGE);
+#else
+  (void)p;
+  (void)bytes;
+#endif
+}
+
 void syrkAccumulate(Runtime& rt, const float* x, int64_t T, int64_t K, float* sum32, double* sum64, float alpha, float beta) {
   if (sum32 != nullptr) syrkImpl(rt, x, T, K, sum32, alpha, beta);
   else syrkImpl(rt, x, T, K, sum64, alpha, beta);
 }
 
 double gptqQuantize(Runtime& rt, const GptqQuantArgs& q) {
+  adviseHugePages(q.codes, static_cast<size_t>(q.N * q.K));
+  adviseHugePages(q.dequantized, static_cast<size_t>(q.N * q.K) * sizeof(float));
   const KernelTable& kt = *rt.kernels;
   const GptqRowKernel& rk = rowKernelFor(kt);
   const int64_t N = q.N, K = q.K, L = rk.lanes, MR = kt.mr, NR = kt.nr;
@@ -156,13 +175,15 @@ double gptqQuantize(Runtime& rt, const GptqQuantArgs& q) {
   rt.pool.parallelFor(static_cast<int>(nTasks), [&](int t, int tid) {
     const int64_t r0 = t * chunk, rows = minI(chunk, N - r0);
     const int64_t nW = chunk * ldw, nWt = 4 * Bmax * L, nErr = chunk * Bmax, nAp = chunk * Bmax, nBp = Bmax * NCB;
-    float* w = rt.local[static_cast<size_t>(tid)].get(static_cast<size_t>(nW + nWt + nErr + nAp + nBp + 2 * chunk));
+    const int64_t nCodes = ceilDiv(chunk * K, 4);  // bytes, in floats
+    float* w = rt.local[static_cast<size_t>(tid)].get(static_cast<size_t>(nW + nWt + nErr + nAp + nBp + 2 * chunk + nCodes));
     float* wt = w + nW;              // [4][B][L] lane kernel scratch
     float* negErr = wt + nWt;        // [rows][B]
     float* ap = negErr + nErr;       // [rows/MR][B][MR]
     float* bp = ap + nAp;            // [NCB/NR][B][NR]
     float* laneScale = bp + nBp;     // [chunk]
     float* laneZero = laneScale + chunk;
+    uint8_t* codes = reinterpret_cast<uint8_t*>(laneZero + chunk);  // [rows][K] permuted order
     double* loss = rowLoss.data() + r0;
     // The running weights of this chunk [rows, K]: its rows of W, permuted, dead columns 0.
     for (int64_t r = 0; r < rows; ++r) {
@@ -197,9 +218,7 @@ double gptqQuantize(Runtime& rt, const GptqQuantArgs& q) {
         la.colGroup = q.colGroup;
         la.scales = q.scales + (r0 + l0) * G;
         la.zeros = q.zeros + (r0 + l0) * G;
-        la.codes = q.codes + (r0 + l0) * K;
-        la.dequantized = q.dequantized + (r0 + l0) * K;
-        la.perm = q.perm;
+        la.codes = codes + l0 * K;
         la.negErr = negErr + l0 * B;
         la.wt = wt;
         la.laneScale = laneScale + l0;
@@ -232,6 +251,22 @@ double gptqQuantize(Runtime& rt, const GptqQuantArgs& q) {
         }
       }
       i1 = i2;
+    }
+    // Codes and dequantized weights to their original columns.
+    for (int64_t r = 0; r < rows; ++r) {
+      const uint8_t* c = codes + r * K;
+      const float* d = w + r * ldw;
+      uint8_t* co = q.codes + (r0 + r) * K;
+      float* dqo = q.dequantized + (r0 + r) * K;
+      if (q.perm != nullptr) {
+        for (int64_t i = 0; i < K; ++i) {
+          co[q.perm[i]] = c[i];
+          dqo[q.perm[i]] = d[i];
+        }
+      } else {
+        memcpy(co, c, static_cast<size_t>(K));
+        memcpy(dqo, d, static_cast<size_t>(K) * sizeof(float));
+      }
     }
   });
 

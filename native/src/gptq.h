@@ -9,6 +9,7 @@
 // part through a per-level "lane" kernel (gptq_rows.h) that quantizes one column
 // of L rows per vector. Arguments are trusted: src/backend/native.ts validates them.
 #pragma once
+#include <stddef.h>
 #include <stdint.h>
 
 namespace qllm {
@@ -21,7 +22,8 @@ struct Runtime;
  * Rows are independent, so a row is a SIMD lane.
  */
 struct GptqLaneArgs {
-  float* w;               // running weights of the first row; row l at w + l·ldw (columns ≥ i2 are read for group grids)
+  float* w;               // running weights of the first row, permuted order; row l at w + l·ldw (columns ≥ i2
+                          // are read for group grids); the block's columns receive the dequantized weights
   int64_t ldw;
   int64_t K;
   int rows;               // real rows, ≤ the kernel's lanes
@@ -35,11 +37,9 @@ struct GptqLaneArgs {
   const int32_t* colGroup;  // [K] (static groups only)
   float* scales;          // row l's grids at scales + l·G (written for dynamic groups)
   uint8_t* zeros;         // row l's zero points at zeros + l·G
-  uint8_t* codes;         // row l's codes at codes + l·K (original order)
+  uint8_t* codes;         // row l's codes at codes + l·K (permuted order)
   float* negErr;          // [rows, i2 − i1]: −(w − q)/Hinv[i,i], the A operand of the trailing update
   float* wt;              // scratch [4, i2 − i1, lanes]: the block transposed, its errors, codes, dequantized values
-  const int32_t* perm;    // [K] permuted → original column (outputs), or null
-  float* dequantized;     // row l's dequantized weights at dequantized + l·K (original order)
   float* laneScale;       // [lanes] current grid of each row (kept across blocks)
   float* laneZero;        // [lanes]
   double* loss;           // [lanes] Σ (w − q)² / Hinv[i,i]², accumulated
@@ -96,5 +96,13 @@ bool gptqHinv(Runtime& rt, const float* h32, const double* h64, int64_t n, const
 
 /** Returns the loss Σ (w − q)² / Hinv[i,i]² / 2. */
 double gptqQuantize(Runtime& rt, const GptqQuantArgs& a);
+
+/**
+ * Asks the kernel for transparent huge pages on the 2 MiB-aligned interior of a
+ * large buffer that is about to be written for the first time (the outputs, which
+ * JS allocates fresh for every layer): one fault per 2 MiB instead of per 4 KiB.
+ * Advice only; a no-op where unsupported.
+ */
+void adviseHugePages(void* p, size_t bytes);
 
 }  // namespace qllm

@@ -154,6 +154,7 @@ bool gptqHinv(Runtime& rt, const float* h32, const double* h64, int64_t n, const
   float* Ap = P + n * NB;        // −L21 as A panels (Cholesky), then Y as B panels [b/NR][m][NR] (inverse)
   const size_t localFloats = static_cast<size_t>(maxI(KC, NB) * MR + NB * NCB);
 
+  adviseHugePages(A, static_cast<size_t>(n * n) * sizeof(float));
   if (h32 != nullptr) loadReversed(rt, h32, n, perm, diag, A);
   else loadReversed(rt, h64, n, perm, diag, A);
   for (int64_t i = 0; i < n; ++i) diag0[static_cast<size_t>(i)] = A[i * n + i];

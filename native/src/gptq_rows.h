@@ -235,14 +235,15 @@ void gptqBlockLanes(const GptqLaneArgs& a) {
     spreadErrorsN<L>(static_cast<int>(iEnd - i), wt, et + i * L, a.hinv + (i1 + i) * K + i1, K, iEnd, B);
     i = iEnd;
   }
+  // Outputs, row by row: codes, and the dequantized weights over the block's columns
+  // of the running copy (no longer needed: the rest of the sweep reads columns ≥ i2).
   for (int l = 0; l < a.rows; ++l) {
-    uint8_t* codes = a.codes + l * K;
-    float* deq = a.dequantized + l * K;
+    uint8_t* codes = a.codes + l * K + i1;
+    float* deq = a.w + l * a.ldw + i1;
     float* negErr = a.negErr + l * B;
     for (int64_t k = 0; k < B; ++k) {
-      const int64_t o = a.perm != nullptr ? a.perm[i1 + k] : i1 + k;
-      codes[o] = static_cast<uint8_t>(qt[k * L + l]);
-      deq[o] = dqt[k * L + l];
+      codes[k] = static_cast<uint8_t>(qt[k * L + l]);
+      deq[k] = dqt[k * L + l];
       negErr[k] = -et[k * L + l];
     }
     a.laneScale[l] = sc[l];
