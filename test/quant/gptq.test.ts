@@ -5,6 +5,7 @@ import { gptqGrid, roundEven } from "../../src/quant/grid.ts";
 import { dequantize } from "../../src/quant/types.ts";
 import { mulberry32 } from "../../src/nn/generate.ts";
 import { randn } from "../helpers/random-weights.ts";
+import { activations } from "../helpers/activations.ts";
 
 function matrix(rows: number, cols: number, seed: number, f: (r: number, c: number, z: number) => number): Float32Array {
   const rand = mulberry32(seed);
@@ -13,24 +14,6 @@ function matrix(rows: number, cols: number, seed: number, f: (r: number, c: numb
   return m;
 }
 
-/** Correlated activations: a few shared factors + noise, columns with different scales (like real LLM inputs). */
-function activations(T: number, K: number, seed: number): Float32Array {
-  const F = 4;
-  const lrand = mulberry32(99); // the same factor loadings for calibration and held-out rows
-  const load = Array.from({ length: F * K }, () => randn(lrand));
-  const rand = mulberry32(seed);
-  const colScale = Array.from({ length: K }, (_, k) => 0.2 + 3 * ((k * 7919) % 13) / 13);
-  const X = new Float32Array(T * K);
-  for (let t = 0; t < T; t++) {
-    const f = Array.from({ length: F }, () => randn(rand));
-    for (let k = 0; k < K; k++) {
-      let v = 0.3 * randn(rand);
-      for (let j = 0; j < F; j++) v += f[j]! * load[j * K + k]!;
-      X[t * K + k] = v * colScale[k]!;
-    }
-  }
-  return X;
-}
 
 function hessian(X: Float32Array, T: number, K: number): Float64Array {
   const H = new Float64Array(K * K);
