@@ -20,6 +20,9 @@
 #include <chrono>
 #include <cstring>
 #include <memory>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 
 #include "gptq.h"
 #include "runtime.h"
@@ -37,6 +40,12 @@ int64_t i64(const Napi::Value& v) { return v.As<Napi::Number>().Int64Value(); }
 class Addon : public Napi::Addon<Addon> {
  public:
   Addon(Napi::Env env, Napi::Object exports) : levels_(availableKernels()), rt_(levels_.front()) {
+#if defined(__GLIBC__)
+    // Quantization frees tens of MB of typed arrays per layer. glibc's dynamic mmap threshold
+    // would then serve later large buffers from the heap and keep them after free, adding
+    // ~80 MB to peak RSS (eval/memory-gptq.ts); a fixed threshold returns them to the OS.
+    mallopt(M_MMAP_THRESHOLD, 128 * 1024);
+#endif
     DefineAddon(exports, {
                              InstanceMethod("matmul", &Addon::Matmul, napi_enumerable),
                              InstanceMethod("attention", &Addon::Attention, napi_enumerable),
