@@ -13,7 +13,15 @@
 //   gptqQuantize(w, perm | null, dead | null, hinv, N, K, bits, g, sym, colGroup | null,
 //                scales, zeros, codes, dequantized, blockSize): number (loss)
 //
-// Calls are synchronous: the JS thread blocks while the pool works.
+// …Async variants (async.h): the same call on a libuv worker thread, returning a Promise;
+// the last argument is the ctl Int32Array [3] (cancel, progress done, progress total) or null:
+//   matmulAsync(x, w, M, K, N, bias | null, out, ctl): Promise<void>
+//   syrkAccumulateAsync(x, T, K, sum, alpha, beta, ctl): Promise<void>
+//   gptqHinvAsync(H, K, perm | null, diag, out, ctl): Promise<boolean>
+//   gptqQuantizeAsync(<the 15 arguments of gptqQuantize>, ctl): Promise<number>
+//
+// The plain calls are synchronous: the JS thread blocks while the pool works. Every
+// entry point holds calls_ (async.h's CallGate) while it uses the runtime.
 #include <napi.h>
 
 #include <cassert>
@@ -24,6 +32,7 @@
 #include <malloc.h>
 #endif
 
+#include "async.h"
 #include "gptq.h"
 #include "runtime.h"
 
@@ -58,18 +67,41 @@ class Addon : public Napi::Addon<Addon> {
                              InstanceMethod("syrkAccumulate", &Addon::SyrkAccumulate, napi_enumerable),
                              InstanceMethod("gptqHinv", &Addon::GptqHinv, napi_enumerable),
                              InstanceMethod("gptqQuantize", &Addon::GptqQuantize, napi_enumerable),
+                             InstanceMethod("matmulAsync", &Addon::MatmulAsync, napi_enumerable),
+                             InstanceMethod("syrkAccumulateAsync", &Addon::SyrkAccumulateAsync, napi_enumerable),
+                             InstanceMethod("gptqHinvAsync", &Addon::GptqHinvAsync, napi_enumerable),
+                             InstanceMethod("gptqQuantizeAsync", &Addon::GptqQuantizeAsync, napi_enumerable),
                          });
   }
 
  private:
-  void Matmul(const Napi::CallbackInfo& info) {
+  struct MatmulArgs {
+    const float *x, *w, *bias;
+    float* y;
+    int64_t M, K, N;
+  };
+  static MatmulArgs matmulArgs(const Napi::CallbackInfo& info) {
     const int64_t M = i64(info[2]), K = i64(info[3]), N = i64(info[4]);
     const bool hasBias = info[5].IsTypedArray();
     assert(lenF32(info[0]) >= static_cast<size_t>(M * K));
     assert(lenF32(info[1]) >= static_cast<size_t>(N * K));
     assert(!hasBias || lenF32(info[5]) >= static_cast<size_t>(N));
     assert(lenF32(info[6]) >= static_cast<size_t>(M * N));
-    matmul(rt_, inF32(info[0]), inF32(info[1]), M, K, N, hasBias ? inF32(info[5]) : nullptr, outF32(info[6]));
+    return {inF32(info[0]), inF32(info[1]), hasBias ? inF32(info[5]) : nullptr, outF32(info[6]), M, K, N};
+  }
+
+  void Matmul(const Napi::CallbackInfo& info) {
+    const MatmulArgs m = matmulArgs(info);
+    auto lock = calls_.lock();
+    matmul(rt_, m.x, m.w, m.M, m.K, m.N, m.bias, m.y);
+  }
+
+  Napi::Value MatmulAsync(const Napi::CallbackInfo& info) {
+    const MatmulArgs m = matmulArgs(info);
+    return calls_.run(info.Env(), {info[0], info[1], info[5], info[6]}, info[7], [this, m](const CallControl&) {
+      matmul(rt_, m.x, m.w, m.M, m.K, m.N, m.bias, m.y);
+      return AsyncResult::none();
+    });
   }
 
   void Attention(const Napi::CallbackInfo& info) {
@@ -78,12 +110,14 @@ class Addon : public Napi::Addon<Addon> {
     assert(lenF32(info[1]) >= static_cast<size_t>((s.pos0 + s.T) * s.nKvHead * s.headDim));
     assert(lenF32(info[2]) >= static_cast<size_t>((s.pos0 + s.T) * s.nKvHead * s.headDim));
     assert(lenF32(info[8]) >= static_cast<size_t>(s.T * s.nHead * s.headDim));
+    auto lock = calls_.lock();
     attention(rt_, inF32(info[0]), inF32(info[1]), inF32(info[2]), s, outF32(info[8]));
   }
 
   void SetThreads(const Napi::CallbackInfo& info) {
     const int64_t n = i64(info[0]);
     assert(n >= 1 && n <= 1024);
+    auto lock = calls_.lock();
     rt_.setThreads(static_cast<int>(n));
   }
 
@@ -99,6 +133,7 @@ class Addon : public Napi::Addon<Addon> {
 
   void SetKernelLevel(const Napi::CallbackInfo& info) {
     const std::string name = info[0].As<Napi::String>().Utf8Value();
+    auto lock = calls_.lock();
     for (const KernelTable* k : levels_) {
       if (name == k->name) {
         rt_.kernels = k;
@@ -112,6 +147,7 @@ class Addon : public Napi::Addon<Addon> {
     const int n = static_cast<int>(i64(info[0]));
     assert(n >= 1 && n <= rt_.pool.threads());
     constexpr int64_t kIters = 1 << 20;  // ≈ 0.8 GFLOP per thread at AVX-512: a few ms
+    auto lock = calls_.lock();
     double (*loop)(int64_t) = rt_.kernels->fmaLoop;
     const auto t0 = std::chrono::steady_clock::now();
     double flops = 0.0;
@@ -126,22 +162,51 @@ class Addon : public Napi::Addon<Addon> {
 
   // ---------------------------------------------------------------- GPTQ (gptq.h)
 
-  void SyrkAccumulate(const Napi::CallbackInfo& info) {
-    const int64_t T = i64(info[1]), K = i64(info[2]);
-    const float alpha = static_cast<float>(info[4].As<Napi::Number>().DoubleValue());
-    const float beta = static_cast<float>(info[5].As<Napi::Number>().DoubleValue());
-    assert(lenF32(info[0]) >= static_cast<size_t>(T * K));
+  struct SyrkArgs {
+    const float* x;
+    int64_t T, K;
+    float* sum32;
+    double* sum64;
+    float alpha, beta;
+  };
+  static SyrkArgs syrkArgs(const Napi::CallbackInfo& info) {
+    SyrkArgs s{inF32(info[0]), i64(info[1]), i64(info[2]), nullptr, nullptr,
+               static_cast<float>(info[4].As<Napi::Number>().DoubleValue()), static_cast<float>(info[5].As<Napi::Number>().DoubleValue())};
+    assert(lenF32(info[0]) >= static_cast<size_t>(s.T * s.K));
     const auto sum = info[3].As<Napi::TypedArray>();
-    assert(sum.ElementLength() >= static_cast<size_t>(K * K));
+    assert(sum.ElementLength() >= static_cast<size_t>(s.K * s.K));
     if (sum.TypedArrayType() == napi_float64_array) {
-      syrkAccumulate(rt_, inF32(info[0]), T, K, nullptr, info[3].As<Napi::Float64Array>().Data(), alpha, beta);
+      s.sum64 = info[3].As<Napi::Float64Array>().Data();
     } else {
       assert(sum.TypedArrayType() == napi_float32_array);
-      syrkAccumulate(rt_, inF32(info[0]), T, K, outF32(info[3]), nullptr, alpha, beta);
+      s.sum32 = outF32(info[3]);
     }
+    return s;
   }
 
-  Napi::Value GptqHinv(const Napi::CallbackInfo& info) {
+  void SyrkAccumulate(const Napi::CallbackInfo& info) {
+    const SyrkArgs s = syrkArgs(info);
+    auto lock = calls_.lock();
+    syrkAccumulate(rt_, s.x, s.T, s.K, s.sum32, s.sum64, s.alpha, s.beta);
+  }
+
+  Napi::Value SyrkAccumulateAsync(const Napi::CallbackInfo& info) {
+    const SyrkArgs s = syrkArgs(info);
+    return calls_.run(info.Env(), {info[0], info[3]}, info[6], [this, s](const CallControl& c) {
+      syrkAccumulate(rt_, s.x, s.T, s.K, s.sum32, s.sum64, s.alpha, s.beta, &c);
+      return AsyncResult::none();
+    });
+  }
+
+  struct HinvArgs {
+    const float* h32;
+    const double* h64;
+    int64_t K;
+    const int32_t* perm;
+    const double* diag;
+    float* out;
+  };
+  static HinvArgs hinvArgs(const Napi::CallbackInfo& info) {
     const int64_t K = i64(info[1]);
     const auto h = info[0].As<Napi::TypedArray>();
     assert(h.ElementLength() >= static_cast<size_t>(K * K));
@@ -149,11 +214,23 @@ class Addon : public Napi::Addon<Addon> {
     const int32_t* perm = info[2].IsTypedArray() ? info[2].As<Napi::Int32Array>().Data() : nullptr;
     const auto diag = info[3].As<Napi::Float64Array>();
     assert(diag.ElementLength() >= static_cast<size_t>(K) && lenF32(info[4]) >= static_cast<size_t>(K * K));
-    return Napi::Boolean::New(info.Env(), gptqHinv(rt_, f64 ? nullptr : inF32(info[0]), f64 ? info[0].As<Napi::Float64Array>().Data() : nullptr, K,
-                                                   perm, diag.Data(), outF32(info[4])));
+    return {f64 ? nullptr : inF32(info[0]), f64 ? info[0].As<Napi::Float64Array>().Data() : nullptr, K, perm, diag.Data(), outF32(info[4])};
   }
 
-  Napi::Value GptqQuantize(const Napi::CallbackInfo& info) {
+  Napi::Value GptqHinv(const Napi::CallbackInfo& info) {
+    const HinvArgs h = hinvArgs(info);
+    auto lock = calls_.lock();
+    return Napi::Boolean::New(info.Env(), gptqHinv(rt_, h.h32, h.h64, h.K, h.perm, h.diag, h.out));
+  }
+
+  Napi::Value GptqHinvAsync(const Napi::CallbackInfo& info) {
+    const HinvArgs h = hinvArgs(info);
+    return calls_.run(info.Env(), {info[0], info[2], info[3], info[4]}, info[5], [this, h](const CallControl& c) {
+      return AsyncResult::boolean(gptqHinv(rt_, h.h32, h.h64, h.K, h.perm, h.diag, h.out, &c));
+    });
+  }
+
+  static GptqQuantArgs quantArgs(const Napi::CallbackInfo& info) {
     GptqQuantArgs a{};
     a.w = inF32(info[0]);
     a.perm = info[1].IsTypedArray() ? info[1].As<Napi::Int32Array>().Data() : nullptr;
@@ -175,11 +252,28 @@ class Addon : public Napi::Addon<Addon> {
     assert(lenF32(info[0]) >= NK && lenF32(info[3]) >= static_cast<size_t>(a.K * a.K) && lenF32(info[13]) >= NK);
     assert(lenF32(info[10]) >= a.N * G && info[11].As<Napi::Uint8Array>().ElementLength() >= a.N * G);
     assert(info[12].As<Napi::Uint8Array>().ElementLength() >= NK);
+    return a;
+  }
+
+  Napi::Value GptqQuantize(const Napi::CallbackInfo& info) {
+    const GptqQuantArgs a = quantArgs(info);
+    auto lock = calls_.lock();
     return Napi::Number::New(info.Env(), gptqQuantize(rt_, a));
+  }
+
+  Napi::Value GptqQuantizeAsync(const Napi::CallbackInfo& info) {
+    const GptqQuantArgs a = quantArgs(info);
+    return calls_.run(info.Env(), {info[0], info[1], info[2], info[3], info[9], info[10], info[11], info[12], info[13]}, info[15],
+                      [this, a](const CallControl& c) {
+                        GptqQuantArgs ac = a;
+                        ac.ctl = &c;
+                        return AsyncResult::number(gptqQuantize(rt_, ac));
+                      });
   }
 
   std::vector<const KernelTable*> levels_;
   Runtime rt_;
+  CallGate calls_;
 };
 
 }  // namespace qllm

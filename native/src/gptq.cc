@@ -60,7 +60,7 @@ std::vector<int64_t> blockEnds(int64_t K, int64_t B, int64_t g, bool dynamic) {
 }
 
 template <class S>
-void syrkImpl(Runtime& rt, const float* x, int64_t T, int64_t K, S* sum, float alpha, float beta) {
+void syrkImpl(Runtime& rt, const float* x, int64_t T, int64_t K, S* sum, float alpha, float beta, const CallControl* ctl) {
   const KernelTable& kt = *rt.kernels;
   const int64_t MR = kt.mr, NR = kt.nr, KC = kt.kc;
   const int64_t NB = kColBlockPanels * NR;  // output blocks [NB, NB]
@@ -70,7 +70,9 @@ void syrkImpl(Runtime& rt, const float* x, int64_t T, int64_t K, S* sum, float a
     for (int64_t ib = 0; ib <= jb; ++ib) tiles.emplace_back(static_cast<int32_t>(ib), static_cast<int32_t>(jb));
 
   const int64_t panelsI = ceilDiv(NB, MR);
+  if (ctl != nullptr) ctl->setTotal(static_cast<int64_t>(tiles.size()));
   rt.pool.parallelFor(static_cast<int>(tiles.size()), [&](int t, int tid) {
+    if (ctl != nullptr && ctl->cancelled()) return;  // the caller discards sum
     const int64_t ib = tiles[static_cast<size_t>(t)].first, jb = tiles[static_cast<size_t>(t)].second;
     const int64_t i0 = ib * NB, rows = minI(NB, K - i0), j0 = jb * NB, cols = minI(NB, K - j0);
     float* c = rt.local[static_cast<size_t>(tid)].get(static_cast<size_t>(NB * NB + KC * NB + KC * panelsI * MR));  // [NB, NB]
@@ -110,7 +112,9 @@ void syrkImpl(Runtime& rt, const float* x, int64_t T, int64_t K, S* sum, float a
         for (int64_t j = jStart; j < cols; ++j) s[j] = b * s[j] + a * static_cast<S>(ci[j]);
       }
     }
+    if (ctl != nullptr) ctl->advance(1);
   });
+  if (ctl != nullptr && ctl->cancelled()) return;
 
   // Lower triangle ← upper, in TB×TB tiles through a local buffer, so that both
   // sides of the copy are read and written along rows.
@@ -146,9 +150,10 @@ void adviseHugePages(void* p, size_t bytes) {
 #endif
 }
 
-void syrkAccumulate(Runtime& rt, const float* x, int64_t T, int64_t K, float* sum32, double* sum64, float alpha, float beta) {
-  if (sum32 != nullptr) syrkImpl(rt, x, T, K, sum32, alpha, beta);
-  else syrkImpl(rt, x, T, K, sum64, alpha, beta);
+void syrkAccumulate(Runtime& rt, const float* x, int64_t T, int64_t K, float* sum32, double* sum64, float alpha, float beta,
+                    const CallControl* ctl) {
+  if (sum32 != nullptr) syrkImpl(rt, x, T, K, sum32, alpha, beta, ctl);
+  else syrkImpl(rt, x, T, K, sum64, alpha, beta, ctl);
 }
 
 double gptqQuantize(Runtime& rt, const GptqQuantArgs& q) {
@@ -170,6 +175,8 @@ double gptqQuantize(Runtime& rt, const GptqQuantArgs& q) {
   const int64_t nTasks = ceilDiv(N, chunk);
   const int64_t NCB = kColBlockPanels * NR;
   std::vector<double> rowLoss(static_cast<size_t>(nTasks * chunk), 0.0);
+  const CallControl* ctl = q.ctl;  // progress unit: one column block of one task
+  if (ctl != nullptr) ctl->setTotal(nTasks * static_cast<int64_t>(ends.size()));
 
   const int64_t ldw = K;  // row stride of the running copy (padding it against 4K aliasing measured no gain)
   rt.pool.parallelFor(static_cast<int>(nTasks), [&](int t, int tid) {
@@ -200,6 +207,7 @@ double gptqQuantize(Runtime& rt, const GptqQuantArgs& q) {
     }
     int64_t i1 = 0;
     for (const int64_t i2 : ends) {
+      if (ctl != nullptr && ctl->cancelled()) return;  // the caller discards every output
       const int64_t B = i2 - i1;
       for (int64_t l0 = 0; l0 < rows; l0 += L) {
         GptqLaneArgs la{};
@@ -251,6 +259,7 @@ double gptqQuantize(Runtime& rt, const GptqQuantArgs& q) {
         }
       }
       i1 = i2;
+      if (ctl != nullptr) ctl->advance(1);
     }
     // Codes and dequantized weights to their original columns.
     for (int64_t r = 0; r < rows; ++r) {

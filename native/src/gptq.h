@@ -12,6 +12,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "control.h"
+
 namespace qllm {
 
 struct Runtime;
@@ -77,22 +79,25 @@ struct GptqQuantArgs {
   uint8_t* codes;         // [N, K] out, original column order
   float* dequantized;     // [N, K] out, original column order: scale·(code − zero)
   int64_t blockSize;      // lazy-batch block B
+  const CallControl* ctl = nullptr;  // cancellation (polled between column blocks) and progress; may be null
 };
 
 /**
  * sum[K, K] = beta·sum + alpha · x[T, K]ᵀ · x (both triangles; beta = 0 ignores the
  * old contents). Exactly one of sum32 / sum64 is non-null.
  */
-void syrkAccumulate(Runtime& rt, const float* x, int64_t T, int64_t K, float* sum32, double* sum64, float alpha, float beta);
+void syrkAccumulate(Runtime& rt, const float* x, int64_t T, int64_t K, float* sum32, double* sum64, float alpha, float beta,
+                    const CallControl* ctl = nullptr);
 
 /**
  * out [n, n] = the upper Cholesky factor U of A⁻¹ (A⁻¹ = Uᵀ·U), strictly lower part
  * zeroed, where A[i][j] = H[perm[i]][perm[j]] off the diagonal and A[i][i] = diag[i]
  * (the caller's dead-column fix and damping). H (f32 or f64: exactly one of h32 /
  * h64) is only read, so a failed attempt is retried from it with more damping.
- * False when a pivot is not positive and finite.
+ * False when a pivot is not positive and finite (or when ctl asked to cancel).
  */
-bool gptqHinv(Runtime& rt, const float* h32, const double* h64, int64_t n, const int32_t* perm, const double* diag, float* out);
+bool gptqHinv(Runtime& rt, const float* h32, const double* h64, int64_t n, const int32_t* perm, const double* diag, float* out,
+              const CallControl* ctl = nullptr);
 
 /** Returns the loss Σ (w − q)² / Hinv[i,i]² / 2. */
 double gptqQuantize(Runtime& rt, const GptqQuantArgs& a);

@@ -142,7 +142,10 @@ struct Step {
 
 }  // namespace
 
-bool gptqHinv(Runtime& rt, const float* h32, const double* h64, int64_t n, const int32_t* perm, const double* diag, float* A) {
+bool gptqHinv(Runtime& rt, const float* h32, const double* h64, int64_t n, const int32_t* perm, const double* diag, float* A,
+              const CallControl* ctl) {
+  const auto cancelled = [ctl] { return ctl != nullptr && ctl->cancelled(); };
+  if (ctl != nullptr) ctl->setTotal(2 * ceilDiv(n, minI(kNB, n)));  // one unit per diagonal block, in each of the two passes
   const KernelTable& kt = *rt.kernels;
   const int64_t MR = kt.mr, NR = kt.nr, KC = kt.kc;
   const int64_t NB = minI(kNB, n), NBp = roundUp(NB, NR), NCB = kColBlockPanels * NR;
@@ -163,6 +166,8 @@ bool gptqHinv(Runtime& rt, const float* h32, const double* h64, int64_t n, const
   for (int64_t k0 = 0; k0 < n; k0 += NB) {
     const int64_t b = minI(NB, n - k0), k1 = k0 + b, m = n - k1;
     float* D = A + k0 * n + k0;
+    if (cancelled()) return false;
+    if (ctl != nullptr) ctl->advance(1);
     if (!cholDiag(D, n, b, diag0.data() + k0)) return false;
     invertDiag(D, n, b, Xt);
     if (m == 0) break;
@@ -226,6 +231,8 @@ bool gptqHinv(Runtime& rt, const float* h32, const double* h64, int64_t n, const
   // ---------------------------------------------------------------- L⁻¹, right to left
   for (int64_t j0 = (n - 1) / NB * NB; j0 >= 0; j0 -= NB) {
     const int64_t b = minI(NB, n - j0), j1 = j0 + b, m = n - j1;
+    if (cancelled()) return false;
+    if (ctl != nullptr) ctl->advance(1);
     if (m == 0) continue;
     packKMajor(A + j0 * n + j0, n, b, b, NR, b * NR, Bx);  // B[k][c] = X11[k][c]
 

@@ -49,6 +49,16 @@ export interface GptqKernelArgs {
   blockSize: number;
 }
 
+/**
+ * Options of a long kernel call that runs off the JS thread (the native backend's
+ * …Async methods): aborting `signal` cancels it at its next work unit (the promise
+ * rejects with `signal.reason`); `onProgress(done, total)` reports work units.
+ */
+export interface KernelCallOptions {
+  signal?: AbortSignal | undefined;
+  onProgress?: ((done: number, total: number) => void) | undefined;
+}
+
 export interface Backend {
   readonly name: "ref" | "native";
   /** Threads this backend uses for one call (1 for ref). */

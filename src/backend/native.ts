@@ -10,7 +10,7 @@
 import { createRequire } from "node:module";
 import { fileURLToPath } from "node:url";
 import { DependencyError, UsageError } from "../util/errors.ts";
-import type { AttentionShape, Backend, GptqKernelArgs } from "./backend.ts";
+import type { AttentionShape, Backend, GptqKernelArgs, KernelCallOptions } from "./backend.ts";
 
 /** SIMD levels the addon can be built with, fastest first. */
 export type KernelLevel = "avx512" | "avx2" | "scalar";
@@ -41,6 +41,43 @@ interface NativeAddon {
     bits: number, groupSize: number, sym: boolean, colGroup: Int32Array | null,
     scales: Float32Array, zeros: Uint8Array, codes: Uint8Array, dequantized: Float32Array, blockSize: number,
   ): number;
+  // The same calls on a libuv worker thread (native/src/async.h); ctl = [cancel, done, total] or null.
+  matmulAsync(x: Float32Array, w: Float32Array, M: number, K: number, N: number, bias: Float32Array | null, out: Float32Array, ctl: Int32Array | null): Promise<void>;
+  syrkAccumulateAsync(x: Float32Array, T: number, K: number, sum: Float32Array | Float64Array, alpha: number, beta: number, ctl: Int32Array | null): Promise<void>;
+  gptqHinvAsync(h: Float32Array | Float64Array, K: number, perm: Int32Array | null, diag: Float64Array, out: Float32Array, ctl: Int32Array | null): Promise<boolean>;
+  gptqQuantizeAsync(
+    w: Float32Array, perm: Int32Array | null, dead: Uint8Array | null, hinv: Float32Array, N: number, K: number,
+    bits: number, groupSize: number, sym: boolean, colGroup: Int32Array | null,
+    scales: Float32Array, zeros: Uint8Array, codes: Uint8Array, dequantized: Float32Array, blockSize: number, ctl: Int32Array | null,
+  ): Promise<number>;
+}
+
+/** How often a running async call's progress is read and reported (ms). */
+const PROGRESS_POLL_MS = 100;
+
+/**
+ * Runs one async addon call with cancellation and progress (the ctl words of
+ * native/src/async.h): aborting `opts.signal` asks the kernel to stop at its next
+ * work unit and the promise rejects with the signal's reason; `opts.onProgress`
+ * is called every PROGRESS_POLL_MS with (done, total) units. Generic: any async
+ * kernel entry point can go through it.
+ */
+export async function callNative<T>(opts: KernelCallOptions, start: (ctl: Int32Array) => Promise<T>): Promise<T> {
+  const { signal, onProgress } = opts;
+  signal?.throwIfAborted();
+  const ctl = new Int32Array(3); // [cancel, done, total]
+  const cancel = (): void => { ctl[0] = 1; };
+  signal?.addEventListener("abort", cancel, { once: true });
+  const timer = onProgress ? setInterval(() => { if (ctl[2]! > 0) onProgress(ctl[1]!, ctl[2]!); }, PROGRESS_POLL_MS) : null;
+  try {
+    return await start(ctl);
+  } catch (e) {
+    if ((e as { code?: unknown }).code === "E_CANCELLED" && signal?.aborted) throw signal.reason;
+    throw e;
+  } finally {
+    if (timer) clearInterval(timer);
+    signal?.removeEventListener("abort", cancel);
+  }
 }
 
 /** Where `npm run build:native` puts the addon. */
@@ -116,19 +153,17 @@ export class NativeBackend implements Backend {
   }
 
   matmul(x: Float32Array, w: Float32Array, M: number, K: number, N: number, bias?: Float32Array, out?: Float32Array): Float32Array {
-    const op = "matmul";
-    checkInt(op, "M", M, 0);
-    checkInt(op, "K", K, 1);
-    checkInt(op, "N", N, 1);
-    checkF32(op, "x", x, M * K, `x [M=${M}, K=${K}]`);
-    checkF32(op, "w", w, N * K, `W [N=${N}, K=${K}]`, true);
-    if (bias !== undefined) checkF32(op, "bias", bias, N, `bias [N=${N}]`, true);
-    const y = out ?? new Float32Array(M * N);
-    if (out !== undefined) {
-      checkF32(op, "out", out, M * N, `out [M=${M}, N=${N}]`);
-      checkNoOverlap(op, out, M * N, { x: [x, M * K], w: [w, N * K], ...(bias ? { bias: [bias, N] } : {}) });
-    }
+    const y = checkMatmul("matmul", x, w, M, K, N, bias, out);
     if (M > 0) this.#addon.matmul(x, w, M, K, N, bias ?? null, y);
+    return y;
+  }
+
+  /** matmul on a worker thread, for big GEMMs (≳ 1 ms): the JS thread stays free; same contract. */
+  async matmulAsync(
+    x: Float32Array, w: Float32Array, M: number, K: number, N: number, bias?: Float32Array, out?: Float32Array, opts: KernelCallOptions = {},
+  ): Promise<Float32Array> {
+    const y = checkMatmul("matmulAsync", x, w, M, K, N, bias, out);
+    if (M > 0) await callNative(opts, (ctl) => this.#addon.matmulAsync(x, w, M, K, N, bias ?? null, y, ctl));
     return y;
   }
 
@@ -158,59 +193,48 @@ export class NativeBackend implements Backend {
 
   /** sum[K, K] = beta·sum + alpha · x[T, K]ᵀ · x, both triangles; sum may be f32 or f64. */
   syrkAccumulate(x: Float32Array, T: number, K: number, sum: Float32Array | Float64Array, alpha: number, beta: number): void {
-    const op = "syrkAccumulate";
-    checkInt(op, "T", T, 0);
-    checkInt(op, "K", K, 1);
-    checkF32(op, "x", x, T * K, `x [T=${T}, K=${K}]`);
-    checkSquare(op, "sum", sum, K);
-    checkDisjoint(op, "sum", sum, "x", x);
-    for (const [name, v] of [["alpha", alpha], ["beta", beta]] as const) {
-      if (!Number.isFinite(v)) throw new UsageError(`${op}: ${name} must be finite`, { field: name, expected: "a finite number", found: String(v) });
-    }
+    checkSyrk("syrkAccumulate", x, T, K, sum, alpha, beta);
     if (T > 0) this.#addon.syrkAccumulate(x, T, K, sum, alpha, beta);
-    else if (beta !== 1) for (let i = 0; i < K * K; i++) sum[i] = beta === 0 ? 0 : beta * sum[i]!;
+    else scaleSum(sum, K, beta);
+  }
+
+  /** syrkAccumulate on a worker thread (cancellable between output tiles). */
+  async syrkAccumulateAsync(
+    x: Float32Array, T: number, K: number, sum: Float32Array | Float64Array, alpha: number, beta: number, opts: KernelCallOptions = {},
+  ): Promise<void> {
+    checkSyrk("syrkAccumulateAsync", x, T, K, sum, alpha, beta);
+    if (T > 0) await callNative(opts, (ctl) => this.#addon.syrkAccumulateAsync(x, T, K, sum, alpha, beta, ctl));
+    else scaleSum(sum, K, beta);
   }
 
   /** out = Hinv of h permuted (perm) with its diagonal replaced by diag; false = not positive definite. */
   gptqHinv(h: Float32Array | Float64Array, K: number, perm: Int32Array | null, diag: Float64Array, out: Float32Array): boolean {
-    const op = "gptqHinv";
-    checkInt(op, "K", K, 1);
-    checkSquare(op, "h", h, K);
-    checkF32(op, "out", out, K * K, `Hinv [K=${K}, K]`, true);
-    checkDisjoint(op, "out", out, "h", h);
-    checkPerm(op, perm, K);
-    if (!(diag instanceof Float64Array) || diag.length !== K) {
-      throw new UsageError(`${op}: diag must be a Float64Array of K elements`, { field: "diag", expected: `Float64Array [K=${K}]`, found: describeArray(diag) });
-    }
+    checkHinv("gptqHinv", h, K, perm, diag, out);
     return this.#addon.gptqHinv(h, K, perm, diag, out);
+  }
+
+  /** gptqHinv on a worker thread (cancellable between diagonal blocks). */
+  async gptqHinvAsync(
+    h: Float32Array | Float64Array, K: number, perm: Int32Array | null, diag: Float64Array, out: Float32Array, opts: KernelCallOptions = {},
+  ): Promise<boolean> {
+    checkHinv("gptqHinvAsync", h, K, perm, diag, out);
+    return callNative(opts, (ctl) => this.#addon.gptqHinvAsync(h, K, perm, diag, out, ctl));
   }
 
   /** The lazy-batch GPTQ sweep (see GptqKernelArgs); returns the loss. */
   gptqQuantize(a: GptqKernelArgs): number {
-    const op = "gptqQuantize";
-    const { N, K, groupSize: g } = a;
-    checkInt(op, "N", N, 1);
-    checkInt(op, "K", K, 1);
-    checkInt(op, "groupSize", g, 1);
-    checkInt(op, "blockSize", a.blockSize, 1);
-    if (!GPTQ_BITS.includes(a.bits)) {
-      throw new UsageError(`${op}: unsupported bit width`, { field: "bits", expected: "an integer in 1..8", found: String(a.bits) });
-    }
-    const G = Math.ceil(K / g);
-    checkF32(op, "w", a.w, N * K, `W [N=${N}, K=${K}]`, true);
-    checkF32(op, "hinv", a.hinv, K * K, `Hinv [K=${K}, K]`, true);
-    checkF32(op, "scales", a.scales, N * G, `scales [N=${N}, G=${G}]`, true);
-    checkU8(op, "zeros", a.zeros, N * G, `zeros [N=${N}, G=${G}]`);
-    checkU8(op, "codes", a.codes, N * K, `codes [N=${N}, K=${K}]`);
-    checkF32(op, "dequantized", a.dequantized, N * K, `dequantized [N=${N}, K=${K}]`, true);
-    checkNoOverlap(op, a.dequantized, N * K, { w: [a.w, N * K], hinv: [a.hinv, K * K], scales: [a.scales, N * G] });
-    checkNoOverlap(op, a.scales, N * G, { w: [a.w, N * K], hinv: [a.hinv, K * K] });
-    checkPerm(op, a.perm, K);
-    if (a.dead !== null) checkU8(op, "dead", a.dead, K, `dead [K=${K}]`);
-    if (a.colGroup !== null) checkStaticGroups(op, a, G);
+    checkGptqArgs("gptqQuantize", a);
     return this.#addon.gptqQuantize(
-      a.w, a.perm, a.dead, a.hinv, N, K, a.bits, g, a.sym, a.colGroup, a.scales, a.zeros, a.codes, a.dequantized, a.blockSize,
+      a.w, a.perm, a.dead, a.hinv, a.N, a.K, a.bits, a.groupSize, a.sym, a.colGroup, a.scales, a.zeros, a.codes, a.dequantized, a.blockSize,
     );
+  }
+
+  /** The sweep on a worker thread: cancellable between column blocks, progress in (task, block) units. */
+  async gptqQuantizeAsync(a: GptqKernelArgs, opts: KernelCallOptions = {}): Promise<number> {
+    checkGptqArgs("gptqQuantizeAsync", a);
+    return callNative(opts, (ctl) => this.#addon.gptqQuantizeAsync(
+      a.w, a.perm, a.dead, a.hinv, a.N, a.K, a.bits, a.groupSize, a.sym, a.colGroup, a.scales, a.zeros, a.codes, a.dequantized, a.blockSize, ctl,
+    ));
   }
 }
 
@@ -228,6 +252,70 @@ export function createNativeBackend(opts: { threads?: number } = {}): NativeBack
 }
 
 // ---------------------------------------------------------------- validation
+
+/** Checks matmul's arguments; returns the output array (out, or a new one). */
+function checkMatmul(op: string, x: Float32Array, w: Float32Array, M: number, K: number, N: number, bias?: Float32Array, out?: Float32Array): Float32Array {
+  checkInt(op, "M", M, 0);
+  checkInt(op, "K", K, 1);
+  checkInt(op, "N", N, 1);
+  checkF32(op, "x", x, M * K, `x [M=${M}, K=${K}]`);
+  checkF32(op, "w", w, N * K, `W [N=${N}, K=${K}]`, true);
+  if (bias !== undefined) checkF32(op, "bias", bias, N, `bias [N=${N}]`, true);
+  if (out === undefined) return new Float32Array(M * N);
+  checkF32(op, "out", out, M * N, `out [M=${M}, N=${N}]`);
+  checkNoOverlap(op, out, M * N, { x: [x, M * K], w: [w, N * K], ...(bias ? { bias: [bias, N] } : {}) });
+  return out;
+}
+
+function checkSyrk(op: string, x: Float32Array, T: number, K: number, sum: Float32Array | Float64Array, alpha: number, beta: number): void {
+  checkInt(op, "T", T, 0);
+  checkInt(op, "K", K, 1);
+  checkF32(op, "x", x, T * K, `x [T=${T}, K=${K}]`);
+  checkSquare(op, "sum", sum, K);
+  checkDisjoint(op, "sum", sum, "x", x);
+  for (const [name, v] of [["alpha", alpha], ["beta", beta]] as const) {
+    if (!Number.isFinite(v)) throw new UsageError(`${op}: ${name} must be finite`, { field: name, expected: "a finite number", found: String(v) });
+  }
+}
+
+/** sum = beta·sum (syrk with T = 0). */
+function scaleSum(sum: Float32Array | Float64Array, K: number, beta: number): void {
+  if (beta !== 1) for (let i = 0; i < K * K; i++) sum[i] = beta === 0 ? 0 : beta * sum[i]!;
+}
+
+function checkHinv(op: string, h: Float32Array | Float64Array, K: number, perm: Int32Array | null, diag: Float64Array, out: Float32Array): void {
+  checkInt(op, "K", K, 1);
+  checkSquare(op, "h", h, K);
+  checkF32(op, "out", out, K * K, `Hinv [K=${K}, K]`, true);
+  checkDisjoint(op, "out", out, "h", h);
+  checkPerm(op, perm, K);
+  if (!(diag instanceof Float64Array) || diag.length !== K) {
+    throw new UsageError(`${op}: diag must be a Float64Array of K elements`, { field: "diag", expected: `Float64Array [K=${K}]`, found: describeArray(diag) });
+  }
+}
+
+function checkGptqArgs(op: string, a: GptqKernelArgs): void {
+  const { N, K, groupSize: g } = a;
+  checkInt(op, "N", N, 1);
+  checkInt(op, "K", K, 1);
+  checkInt(op, "groupSize", g, 1);
+  checkInt(op, "blockSize", a.blockSize, 1);
+  if (!GPTQ_BITS.includes(a.bits)) {
+    throw new UsageError(`${op}: unsupported bit width`, { field: "bits", expected: "an integer in 1..8", found: String(a.bits) });
+  }
+  const G = Math.ceil(K / g);
+  checkF32(op, "w", a.w, N * K, `W [N=${N}, K=${K}]`, true);
+  checkF32(op, "hinv", a.hinv, K * K, `Hinv [K=${K}, K]`, true);
+  checkF32(op, "scales", a.scales, N * G, `scales [N=${N}, G=${G}]`, true);
+  checkU8(op, "zeros", a.zeros, N * G, `zeros [N=${N}, G=${G}]`);
+  checkU8(op, "codes", a.codes, N * K, `codes [N=${N}, K=${K}]`);
+  checkF32(op, "dequantized", a.dequantized, N * K, `dequantized [N=${N}, K=${K}]`, true);
+  checkNoOverlap(op, a.dequantized, N * K, { w: [a.w, N * K], hinv: [a.hinv, K * K], scales: [a.scales, N * G] });
+  checkNoOverlap(op, a.scales, N * G, { w: [a.w, N * K], hinv: [a.hinv, K * K] });
+  checkPerm(op, a.perm, K);
+  if (a.dead !== null) checkU8(op, "dead", a.dead, K, `dead [K=${K}]`);
+  if (a.colGroup !== null) checkStaticGroups(op, a, G);
+}
 
 function checkInt(op: string, name: string, v: number, min: number): void {
   if (!Number.isSafeInteger(v) || v < min) {
