@@ -20,6 +20,9 @@
         "src/gptq_rows_scalar.cc",
         "src/kernels_scalar.cc",
         "src/matmul.cc",
+        "src/packed_matmul.cc",
+        "src/packed_pack.cc",
+        "src/packed_scalar.cc",
         "src/pool.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
@@ -29,9 +32,9 @@
     {
       "target_name": "qllm_kernels_avx2",
       "type": "static_library",
-      "sources": ["src/kernels_avx2.cc", "src/gptq_rows_avx2.cc"],
+      "sources": ["src/kernels_avx2.cc", "src/gptq_rows_avx2.cc", "src/packed_avx2.cc"],
       "conditions": [
-        ["target_arch=='x64' or target_arch=='ia32'", { "cflags_cc": ["-mavx2", "-mfma"] }]
+        ["target_arch=='x64' or target_arch=='ia32'", { "cflags_cc": ["-mavx2", "-mfma", "-mf16c"] }]
       ]
     },
     {

@@ -12,6 +12,12 @@
 //   gptqHinv(H (f32 | f64), K, perm | null, diag (f64), out): boolean    out = upper Cholesky factor of H⁻¹
 //   gptqQuantize(w, perm | null, dead | null, hinv, N, K, bits, g, sym, colGroup | null,
 //                scales, zeros, codes, dequantized, blockSize): number (loss)
+//   packQ4(codes, scales, mins | null, N, K, groupSize, perm | null): PackedInfo   (packed.h)
+//   packQ8(codes, scales, N, K, groupSize, perm | null): PackedInfo
+//   pack16(data, isBf16, N, K): PackedInfo
+//   packedFree(handle): void      frees now; the handle's finalizer frees otherwise
+//   matmulPacked(x, handle, M, bias | null, out, f32Acts): void
+//   matmulPackedAsync(x, handle, M, bias | null, out, f32Acts, ctl): Promise<void>
 //
 // …Async variants (async.h): the same call on a libuv worker thread, returning a Promise;
 // the last argument is the ctl Int32Array [3] (cancel, progress done, progress total) or null:
@@ -34,6 +40,7 @@
 
 #include "async.h"
 #include "gptq.h"
+#include "packed.h"
 #include "runtime.h"
 
 namespace qllm {
@@ -71,6 +78,12 @@ class Addon : public Napi::Addon<Addon> {
                              InstanceMethod("syrkAccumulateAsync", &Addon::SyrkAccumulateAsync, napi_enumerable),
                              InstanceMethod("gptqHinvAsync", &Addon::GptqHinvAsync, napi_enumerable),
                              InstanceMethod("gptqQuantizeAsync", &Addon::GptqQuantizeAsync, napi_enumerable),
+                             InstanceMethod("packQ4", &Addon::PackQ4, napi_enumerable),
+                             InstanceMethod("packQ8", &Addon::PackQ8, napi_enumerable),
+                             InstanceMethod("pack16", &Addon::Pack16, napi_enumerable),
+                             InstanceMethod("packedFree", &Addon::PackedFree, napi_enumerable),
+                             InstanceMethod("matmulPacked", &Addon::MatmulPacked, napi_enumerable),
+                             InstanceMethod("matmulPackedAsync", &Addon::MatmulPackedAsync, napi_enumerable),
                          });
   }
 
@@ -269,6 +282,95 @@ class Addon : public Napi::Addon<Addon> {
                         ac.ctl = &c;
                         return AsyncResult::number(gptqQuantize(rt_, ac));
                       });
+  }
+
+  // ---------------------------------------------------------------- packed weights (packed.h)
+
+  /** Owns one PackedWeight; packedFree empties it early, the GC finalizer frees what is left. */
+  struct PackedHolder {
+    PackedWeight* w;
+  };
+
+  static void FinalizePacked(Napi::Env env, PackedHolder* h) {
+    if (h->w != nullptr) {
+      Napi::MemoryManagement::AdjustExternalMemory(env, -static_cast<int64_t>(h->w->bytes));
+      freePacked(h->w);
+    }
+    delete h;
+  }
+
+  /** { handle, N, K, Np, Kp, G, groupSize, Ba, scaleBytes, mins, bytes, rowGroupBytes } or null (out of memory). */
+  Napi::Value WrapPacked(Napi::Env env, PackedWeight* w) {
+    if (w == nullptr) return env.Null();
+    Napi::MemoryManagement::AdjustExternalMemory(env, static_cast<int64_t>(w->bytes));
+    const PackedLayout& L = w->L;
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("handle", Napi::External<PackedHolder>::New(env, new PackedHolder{w}, FinalizePacked));
+    o.Set("N", Napi::Number::New(env, static_cast<double>(L.N)));
+    o.Set("K", Napi::Number::New(env, static_cast<double>(L.K)));
+    o.Set("Np", Napi::Number::New(env, static_cast<double>(L.Np)));
+    o.Set("Kp", Napi::Number::New(env, static_cast<double>(L.Kp)));
+    o.Set("G", Napi::Number::New(env, static_cast<double>(L.G)));
+    o.Set("groupSize", Napi::Number::New(env, static_cast<double>(L.g)));
+    o.Set("Ba", Napi::Number::New(env, static_cast<double>(L.Ba)));
+    o.Set("scaleBytes", Napi::Number::New(env, L.scaleBytes));
+    o.Set("mins", Napi::Boolean::New(env, L.mins));
+    o.Set("bytes", Napi::Number::New(env, static_cast<double>(w->bytes)));
+    o.Set("rowGroupBytes", Napi::Number::New(env, static_cast<double>(L.rgStride)));
+    return o;
+  }
+
+  static const int32_t* optI32(const Napi::Value& v) { return v.IsTypedArray() ? v.As<Napi::Int32Array>().Data() : nullptr; }
+
+  Napi::Value PackQ4(const Napi::CallbackInfo& info) {
+    const float* mins = info[2].IsTypedArray() ? inF32(info[2]) : nullptr;
+    return WrapPacked(info.Env(), packQ4(info[0].As<Napi::Uint8Array>().Data(), inF32(info[1]), mins, i64(info[3]), i64(info[4]),
+                                         i64(info[5]), optI32(info[6])));
+  }
+
+  Napi::Value PackQ8(const Napi::CallbackInfo& info) {
+    return WrapPacked(info.Env(), packQ8(info[0].As<Napi::Int8Array>().Data(), inF32(info[1]), i64(info[2]), i64(info[3]),
+                                         i64(info[4]), optI32(info[5])));
+  }
+
+  Napi::Value Pack16(const Napi::CallbackInfo& info) {
+    const H16Type t = info[1].As<Napi::Boolean>().Value() ? H16Type::BF16 : H16Type::F16;
+    return WrapPacked(info.Env(), pack16(info[0].As<Napi::Uint16Array>().Data(), t, i64(info[2]), i64(info[3])));
+  }
+
+  void PackedFree(const Napi::CallbackInfo& info) {
+    PackedHolder* h = info[0].As<Napi::External<PackedHolder>>().Data();
+    auto lock = calls_.lock();  // never under a running matmulPackedAsync
+    if (h->w == nullptr) return;
+    Napi::MemoryManagement::AdjustExternalMemory(info.Env(), -static_cast<int64_t>(h->w->bytes));
+    freePacked(h->w);
+    h->w = nullptr;
+  }
+
+  void MatmulPacked(const Napi::CallbackInfo& info) {
+    const PackedWeight* w = info[1].As<Napi::External<PackedHolder>>().Data()->w;
+    assert(w != nullptr);
+    const int64_t M = i64(info[2]);
+    assert(lenF32(info[0]) >= static_cast<size_t>(M * w->L.K) && lenF32(info[4]) >= static_cast<size_t>(M * w->L.N));
+    const float* bias = info[3].IsTypedArray() ? inF32(info[3]) : nullptr;
+    auto lock = calls_.lock();
+    matmulPacked(rt_, inF32(info[0]), *w, M, bias, outF32(info[4]), info[5].As<Napi::Boolean>().Value());
+  }
+
+  /** matmulPacked on a worker thread (prefill-sized calls); the TS wrapper keeps the handle alive. */
+  Napi::Value MatmulPackedAsync(const Napi::CallbackInfo& info) {
+    const PackedWeight* w = info[1].As<Napi::External<PackedHolder>>().Data()->w;
+    assert(w != nullptr);
+    const int64_t M = i64(info[2]);
+    assert(lenF32(info[0]) >= static_cast<size_t>(M * w->L.K) && lenF32(info[4]) >= static_cast<size_t>(M * w->L.N));
+    const float* x = inF32(info[0]);
+    const float* bias = info[3].IsTypedArray() ? inF32(info[3]) : nullptr;
+    float* y = outF32(info[4]);
+    const bool f32Acts = info[5].As<Napi::Boolean>().Value();
+    return calls_.run(info.Env(), {info[0], info[3], info[4]}, info[6], [this, x, w, M, bias, y, f32Acts](const CallControl&) {
+      matmulPacked(rt_, x, *w, M, bias, y, f32Acts);
+      return AsyncResult::none();
+    });
   }
 
   std::vector<const KernelTable*> levels_;

@@ -11,12 +11,19 @@ import { createRequire } from "node:module";
 import { fileURLToPath } from "node:url";
 import { DependencyError, UsageError } from "../util/errors.ts";
 import type { AttentionShape, Backend, GptqKernelArgs, KernelCallOptions } from "./backend.ts";
+import {
+  PackedWeight, packedOrThrow, validateMatmulPacked, validatePack16, validatePackQ4, validatePackQ8,
+  type MatmulPackedOptions, type NativePackedAddon, type Pack16Args, type PackQ4Args, type PackQ8Args,
+} from "./native-packed.ts";
+
+export { PackedWeight } from "./native-packed.ts";
+export type { MatmulPackedOptions, Pack16Args, PackedLayoutName, PackQ4Args, PackQ8Args } from "./native-packed.ts";
 
 /** SIMD levels the addon can be built with, fastest first. */
 export type KernelLevel = "avx512" | "avx2" | "scalar";
 
 /** The addon's exports, as native/src/addon.cc defines them. */
-interface NativeAddon {
+interface NativeAddon extends NativePackedAddon {
   /** y[M, N] = x[M, K] · W[N, K]ᵀ (+ bias) into out; synchronous. */
   matmul(x: Float32Array, w: Float32Array, M: number, K: number, N: number, bias: Float32Array | null, out: Float32Array): void;
   attention(
@@ -187,6 +194,58 @@ export class NativeBackend implements Backend {
     checkF32(op, "out", out, qLen, `out [T=${T}, nHead·headDim=${nHead * d}]`);
     checkNoOverlap(op, out, qLen, { q: [q, qLen], k: [k, kvLen], v: [v, kvLen] });
     if (T > 0) this.#addon.attention(q, k, v, T, pos0, nHead, nKvHead, d, out);
+  }
+
+  // ---------------------------------------------------------------- packed weights (native-packed.ts, native/LAYOUTS.md)
+
+  /** int4 weights, w = scales·codes + mins (or scales·(codes − 8) when mins is null), into the q4x16 layout. */
+  packQ4(a: PackQ4Args): PackedWeight {
+    validatePackQ4(a);
+    const info = this.#addon.packQ4(a.codes, a.scales, a.mins, a.N, a.K, a.groupSize, a.perm);
+    return new PackedWeight("q4x16", packedOrThrow("packQ4", info, a.N, a.K), (h) => this.#addon.packedFree(h));
+  }
+
+  /** int8 weights, w = scales·codes, into the q8x16 layout. */
+  packQ8(a: PackQ8Args): PackedWeight {
+    validatePackQ8(a);
+    const info = this.#addon.packQ8(a.codes, a.scales, a.N, a.K, a.groupSize, a.perm);
+    return new PackedWeight("q8x16", packedOrThrow("packQ8", info, a.N, a.K), (h) => this.#addon.packedFree(h));
+  }
+
+  /** f16 / bf16 weights into the f16x16 / bf16x16 layout. */
+  pack16(a: Pack16Args): PackedWeight {
+    validatePack16(a);
+    const info = this.#addon.pack16(a.data, a.dtype === "bf16", a.N, a.K);
+    return new PackedWeight(a.dtype === "bf16" ? "bf16x16" : "f16x16", packedOrThrow("pack16", info, a.N, a.K), (h) => this.#addon.packedFree(h));
+  }
+
+  /**
+   * y[M, N] = x[M, K] · Wᵀ (+ bias[N]) over a packed W; x is in the ORIGINAL column
+   * order (an act-order perm is applied inside). Synchronous: decode-sized calls take
+   * well under a millisecond, where an async hop would cost more than the call;
+   * prefill-sized calls should use matmulPackedAsync.
+   */
+  matmulPacked(x: Float32Array, w: PackedWeight, M: number, bias?: Float32Array, out?: Float32Array, opts: MatmulPackedOptions = {}): Float32Array {
+    const { y, f32Acts } = validateMatmulPacked(x, w, M, bias, out, opts);
+    const handle = PackedWeight.handleOf(w, "matmulPacked");
+    if (M > 0) this.#addon.matmulPacked(x, handle, M, bias ?? null, y, f32Acts);
+    return y;
+  }
+
+  /**
+   * matmulPacked off the JS thread, for prefill-sized calls (M = 512 on a 4096² matrix
+   * takes tens of ms). `w` stays alive until the Promise settles; calls are
+   * serialised with every other native call (async.h's CallGate).
+   */
+  async matmulPackedAsync(
+    x: Float32Array, w: PackedWeight, M: number, bias?: Float32Array, out?: Float32Array, opts: MatmulPackedOptions & KernelCallOptions = {},
+  ): Promise<Float32Array> {
+    const { y, f32Acts } = validateMatmulPacked(x, w, M, bias, out, opts);
+    if (M > 0) {
+      await PackedWeight.using(w, "matmulPackedAsync", (handle) =>
+        callNative(opts, (ctl) => this.#addon.matmulPackedAsync(x, handle, M, bias ?? null, y, f32Acts, ctl)));
+    }
+    return y;
   }
 
   // ---------------------------------------------------------------- GPTQ kernels (native/src/gptq.h)

@@ -1,0 +1,123 @@
+// Packed weights: the runtime layouts of int4, int8 and 16-bit weights, the
+// packers that build them from canonical inputs, and the matmul driver over them.
+// Byte-by-byte description of every layout: native/LAYOUTS.md.
+//
+//   packed_pack.cc        canonical inputs → layout, in a 2 MiB-aligned huge-page arena
+//   packed_matmul.cc      the driver: activation quantization, threads, tiles, bias
+//   packed_scalar.cc      the scalar reference tiles (the specification of each layout)
+//   packed_avx2.cc        AVX2 tiles (vpmaddubsw), selected at run time
+//
+// Every layout interleaves 16 rows ("a row group"): the 16 outputs of a row group
+// are one zmm of int32 or two ymm, and the row group is the unit of the static N
+// split between threads.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+namespace qllm {
+
+struct Runtime;
+
+enum class PackedKind : int32_t { Q4 = 0, Q8 = 1, H16 = 2 };
+enum class H16Type : int32_t { F16 = 0, BF16 = 1 };
+
+constexpr int64_t kRowGroup = 16;   // rows interleaved in every layout
+constexpr int64_t kSubBlock = 32;   // k per code sub-block (Q4: 256 B, Q8: 512 B per row group)
+
+/** Everything the kernels need to walk one packed matrix. */
+struct PackedLayout {
+  PackedKind kind;
+  int64_t N, K;        // logical shape: y[M, N] = x[M, K] · Wᵀ
+  int64_t Np;          // N rounded up to kRowGroup (pad rows have zero scales)
+  int64_t Kp;          // K rounded up to Ba (Q4, Q8) or K (H16); pad columns are code 8 / 0
+  int64_t g;           // group size in k of the canonical input, ≤ Kp (Q4, Q8)
+  int64_t G;           // groups per row in the layout: ceil(K / g)
+  int64_t Ba;          // activation block (k): int8 activations get one f32 scale per Ba; Ba | g or G == 1
+  int32_t scaleBytes;  // 2 = f16 scales (and mins), 4 = f32 (when some value is not exactly an f16)
+  bool mins;           // Q4 only: w = s·q + m (else w = s·(q − 8))
+  H16Type h16;         // H16 only
+  int64_t codeBytes;   // per row group: Kp/32 sub-blocks × 256 (Q4) / 512 (Q8), or Kp·32 (H16)
+  int64_t rgStride;    // bytes per row group: codes, then scales [G][16], then mins [G][16], padded to 64
+  const int32_t* perm; // [K] or null: x'[k] = x[perm[k]] (act-order), owned by the PackedWeight
+};
+
+/** A packed matrix in native memory (see packed_pack.cc for the arena). */
+struct PackedWeight {
+  PackedLayout L;
+  uint8_t* data = nullptr;  // Np/16 row groups of L.rgStride bytes, 64-byte aligned
+  size_t bytes = 0;         // L.Np / 16 · L.rgStride
+  size_t mapBytes = 0;      // the mapping's length (0: data came from aligned_alloc)
+  int32_t* perm = nullptr;  // [K] copy of the permutation, or null
+};
+
+// ---------------------------------------------------------------- packers (packed_pack.cc)
+// Inputs are trusted (validated in src/backend/native.ts). Each returns a new
+// PackedWeight (free with freePacked) or null when memory is exhausted.
+
+/** codes [N, K] in 0..15, scales [N, G], mins [N, G] or null, perm [K] or null. */
+PackedWeight* packQ4(const uint8_t* codes, const float* scales, const float* mins, int64_t N, int64_t K, int64_t g,
+                     const int32_t* perm);
+/** codes [N, K] in −128..127, scales [N, G]: w = s·q. */
+PackedWeight* packQ8(const int8_t* codes, const float* scales, int64_t N, int64_t K, int64_t g, const int32_t* perm);
+/** data [N, K] of f16 or bf16 bit patterns. */
+PackedWeight* pack16(const uint16_t* data, H16Type type, int64_t N, int64_t K);
+void freePacked(PackedWeight* w);
+
+/** The activation block chosen for a group size (see packed_pack.cc). */
+int64_t activationBlock(int64_t K, int64_t g);
+
+// ---------------------------------------------------------------- kernels (packed_<level>.cc)
+
+/** M activation rows quantized to int8 per block of Ba: x ≈ d[b] · q[k] on block b. */
+struct QuantActs {
+  const int8_t* q;     // [M][Kp], zero past K
+  const float* d;      // [M][nb] scale of each block
+  const int32_t* sum;  // [M][nb] Σ q over each block (exact)
+  int64_t Kp, nb;
+};
+
+/**
+ * One tile: y[m, r] for mr activation rows m and the 16 rows r of one row group,
+ * over all of K. Rows r ≥ nValid are not written. y is y[m0, n0] of the output,
+ * row stride ldy. No bias (the driver adds it).
+ */
+struct PackedTileArgs {
+  const PackedLayout* L;
+  const uint8_t* rg;       // the row group's bytes
+  int mr;                  // 1..mrMax of the kernel
+  // int8 activations (Q4, Q8): rows m0..m0+mr−1
+  const int8_t* aq;        // [mr][Kp] (row stride L->Kp)
+  const float* ad;         // [mr][nb]
+  const int32_t* asum;     // [mr][nb]
+  // f32 activations (H16; Q4/Q8 exact path), already gathered through perm
+  const float* af;         // [mr][ldaf]
+  int64_t ldaf;
+  float* y;
+  int64_t ldy;
+  int nValid;
+};
+
+struct PackedKernels {
+  const char* name;
+  int mrQ4, mrQ8, mrF32;   // activation rows per tile call, by kind (mrF32: H16 and the exact path)
+  void (*q4)(const PackedTileArgs& t);     // int8 activations
+  void (*q8)(const PackedTileArgs& t);
+  void (*q4f)(const PackedTileArgs& t);    // f32 activations, dequantized in registers (exact path)
+  void (*q8f)(const PackedTileArgs& t);
+  void (*h16)(const PackedTileArgs& t);    // f32 activations
+  /** q[k] = round(x[k]/d_b), d_b = max|x| / 127 per block of Ba, x' = x (perm applied by the caller). */
+  void (*quantize)(const float* x, int64_t K, int64_t Kp, int64_t Ba, int8_t* q, float* d, int32_t* sum);
+};
+
+const PackedKernels* packedKernelsScalar();
+const PackedKernels* packedKernelsAvx2();    // null when not compiled in
+/** The packed kernels for a kernel level name ("avx512" uses the best packed level the CPU runs). */
+const PackedKernels* packedKernelsFor(const char* levelName);
+
+// ---------------------------------------------------------------- driver (packed_matmul.cc)
+
+/** y[M, N] = x[M, K] · Wᵀ (+ bias); f32Acts selects the exact f32-activation path for Q4/Q8. */
+void matmulPacked(Runtime& rt, const float* x, const PackedWeight& w, int64_t M, const float* bias, float* y,
+                  bool f32Acts);
+
+}  // namespace qllm

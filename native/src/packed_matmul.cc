@@ -1,0 +1,120 @@
+// y[M, N] = x[M, K] · Wᵀ (+ bias) over a packed W (packed.h): the driver.
+//
+//   1. activations: gather through perm (act-order), then quantize each row to int8
+//      per activation block (once per call, i.e. once per distinct input when the
+//      caller merges QKV / gate+up), or keep them f32 (H16, and the exact path);
+//   2. N is split statically into contiguous, 16-row-aligned ranges of row groups,
+//      one per pool thread, so every thread streams its own part of W once and
+//      writes whole output lines (no false sharing; KERNELS.md §4). For each row
+//      group (a few KiB to ~100 KiB, L1/L2 resident) the tile sweeps all M rows,
+//      mr at a time: decode (M ≤ 8) reads W from DRAM once, prefill re-reads
+//      each row group from cache for every mr rows;
+//   3. bias, per thread, on its own columns.
+#include <cassert>
+#include <cstring>
+
+#include "packed.h"
+#include "runtime.h"
+
+namespace qllm {
+namespace {
+
+constexpr double kSerialFlops = 2e6;  // below this, waking the pool costs more than it saves
+
+int64_t minI(int64_t a, int64_t b) { return a < b ? a : b; }
+
+template <class F>
+void forTasks(Runtime& rt, int nTasks, F&& f) {
+  if (nTasks > 1) rt.pool.parallelFor(nTasks, f);
+  else f(0, 0);
+}
+
+}  // namespace
+
+void matmulPacked(Runtime& rt, const float* x, const PackedWeight& w, int64_t M, const float* bias, float* y,
+                  bool f32Acts) {
+  const PackedLayout& L = w.L;
+  assert(M >= 1);
+  const PackedKernels& pk = *packedKernelsFor(rt.kernels->name);
+  const bool int8Acts = L.kind != PackedKind::H16 && !f32Acts;
+  const int threads = rt.pool.threads();
+  const bool parallel = threads > 1 && 2.0 * M * L.K * L.N >= kSerialFlops;
+  const int nTasks = parallel ? threads : 1;
+
+  // 1. Activations, in rt.shared: [M][Kp] f32 (gathered / padded) and/or [M][Kp] int8 + [M][nb] d, Σ.
+  const int64_t Kp = L.Kp, nb = L.Kp / L.Ba;
+  const bool needF32 = L.perm != nullptr;  // gathered rows x'[k] = x[perm[k]], zero past K
+  const size_t f32Floats = needF32 ? static_cast<size_t>(M * Kp) : 0;
+  const size_t qFloats = int8Acts ? static_cast<size_t>((M * Kp + 3) / 4 + 2 * M * nb) : 0;
+  float* buf = rt.shared.get(f32Floats + qFloats + 16);
+  float* xf = buf;                               // [M][Kp]
+  float* ad = buf + f32Floats;                   // [M][nb]
+  int32_t* asum = reinterpret_cast<int32_t*>(ad + M * nb);  // [M][nb]
+  int8_t* aq = reinterpret_cast<int8_t*>(asum + M * nb);    // [M][Kp]
+  const float* xRows = needF32 ? xf : x;
+  const int64_t ldx = needF32 ? Kp : L.K;
+  const int actTasks = parallel && M >= 2 * threads ? threads : 1;
+  forTasks(rt, actTasks, [&](int t, int) {
+    for (int64_t m = t * M / actTasks; m < (t + 1) * M / actTasks; ++m) {
+      const float* src = x + m * L.K;
+      if (needF32) {
+        float* dst = xf + m * Kp;
+        if (L.perm != nullptr) for (int64_t k = 0; k < L.K; ++k) dst[k] = src[L.perm[k]];
+        else std::memcpy(dst, src, static_cast<size_t>(L.K) * 4);
+        for (int64_t k = L.K; k < Kp; ++k) dst[k] = 0.0f;
+        src = dst;
+      }
+      if (int8Acts) pk.quantize(src, L.K, Kp, L.Ba, aq + m * Kp, ad + m * nb, asum + m * nb);
+    }
+  });
+
+  // 2. Tiles over a static split of the row groups.
+  void (*tile)(const PackedTileArgs&) = L.kind == PackedKind::H16 ? pk.h16
+                                        : L.kind == PackedKind::Q4 ? (int8Acts ? pk.q4 : pk.q4f)
+                                                                   : (int8Acts ? pk.q8 : pk.q8f);
+  const int mrMax = !int8Acts ? pk.mrF32 : L.kind == PackedKind::Q4 ? pk.mrQ4 : pk.mrQ8;
+  const int64_t RG = L.Np / kRowGroup;
+  forTasks(rt, nTasks, [&](int t, int) {
+    const int64_t rg0 = t * RG / nTasks, rg1 = (t + 1) * RG / nTasks;
+    PackedTileArgs a{};
+    a.L = &L;
+    a.ldaf = ldx;
+    a.ldy = L.N;
+    for (int64_t rg = rg0; rg < rg1; ++rg) {
+      a.rg = w.data + rg * L.rgStride;
+      a.nValid = static_cast<int>(minI(kRowGroup, L.N - rg * kRowGroup));
+      for (int64_t m0 = 0; m0 < M; m0 += mrMax) {
+        a.mr = static_cast<int>(minI(mrMax, M - m0));
+        a.aq = aq + m0 * Kp;
+        a.ad = ad + m0 * nb;
+        a.asum = asum + m0 * nb;
+        a.af = xRows + m0 * ldx;
+        a.y = y + m0 * L.N + rg * kRowGroup;
+        tile(a);
+      }
+    }
+    // 3. Bias on this task's columns.
+    if (bias != nullptr) {
+      const int64_t n0 = rg0 * kRowGroup, n1 = minI(L.N, rg1 * kRowGroup);
+      for (int64_t m = 0; m < M; ++m)
+        for (int64_t n = n0; n < n1; ++n) y[m * L.N + n] += bias[n];
+    }
+  });
+}
+
+const PackedKernels* packedKernelsFor(const char* levelName) {
+  // The packed levels follow the f32 kernel level (setKernelLevel) so that tests and
+  // benchmarks can force one; a level without packed tiles falls back to the next.
+  static const PackedKernels* avx2 = [] {
+    const PackedKernels* k = packedKernelsAvx2();
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_cpu_init();
+    if (k != nullptr && !(__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))) k = nullptr;
+#endif
+    return k;
+  }();
+  if (std::strcmp(levelName, "scalar") != 0 && avx2 != nullptr) return avx2;
+  return packedKernelsScalar();
+}
+
+}  // namespace qllm

@@ -1,0 +1,292 @@
+/**
+ * Packed weights on the native backend: the typed contract, argument validation and
+ * the handle class. NativeBackend (native.ts) exposes these as packQ4 / packQ8 /
+ * pack16 / matmulPacked; the layouts are described byte by byte in native/LAYOUTS.md.
+ *
+ * Canonical inputs (what a loader hands over, one tensor at a time):
+ *   int4  codes [N, K] 0..15 (one byte each), scales [N, G], mins [N, G] | null:
+ *         w[n, k] = scales[n, g]·codes[n, k] + mins[n, g], g = ⌊k / groupSize⌋;
+ *         mins = null means w = scales·(codes − 8).
+ *   int8  codes [N, K] −128..127, scales [N, G]: w = scales·codes.
+ *   16-bit data [N, K] f16 or bf16 bit patterns.
+ *   perm  [K] | null (act-order): the columns are already in the permuted order, and
+ *         y = x[:, perm] · Wᵀ, i.e. the kernel reads x'[k] = x[perm[k]].
+ * groupSize must be a multiple of 32, or ≥ K (one group per row).
+ */
+import { UsageError } from "../util/errors.ts";
+
+/** Runtime layouts (native/LAYOUTS.md): 16 interleaved rows each. */
+export type PackedLayoutName = "q4x16" | "q8x16" | "f16x16" | "bf16x16";
+
+export interface PackQ4Args {
+  /** [N, K] codes 0..15, one per byte (only the low 4 bits are read) */
+  codes: Uint8Array;
+  /** [N, G] */
+  scales: Float32Array;
+  /** [N, G] or null (symmetric: w = s·(q − 8)) */
+  mins: Float32Array | null;
+  N: number;
+  K: number;
+  groupSize: number;
+  /** [K] act-order permutation or null */
+  perm: Int32Array | null;
+}
+
+export interface PackQ8Args {
+  /** [N, K] */
+  codes: Int8Array;
+  /** [N, G] */
+  scales: Float32Array;
+  N: number;
+  K: number;
+  groupSize: number;
+  /** [K] act-order permutation or null */
+  perm: Int32Array | null;
+}
+
+export interface Pack16Args {
+  /** [N, K] bit patterns */
+  data: Uint16Array;
+  dtype: "f16" | "bf16";
+  N: number;
+  K: number;
+}
+
+export interface MatmulPackedOptions {
+  /**
+   * "int8" (default for int4/int8 weights): activations quantized to int8 per block
+   * of `activationBlock` k, as llama.cpp does; "f32": exact f32 activations with the
+   * weights dequantized in registers (tight checks; slower). 16-bit weights always
+   * use f32 activations.
+   */
+  activations?: "int8" | "f32";
+}
+
+/** What the addon returns from a pack call. */
+export interface NativePackedInfo {
+  handle: unknown;
+  N: number;
+  K: number;
+  Np: number;
+  Kp: number;
+  G: number;
+  groupSize: number;
+  Ba: number;
+  scaleBytes: number;
+  mins: boolean;
+  bytes: number;
+  rowGroupBytes: number;
+}
+
+/** The addon's packed-weight exports (native/src/addon.cc). */
+export interface NativePackedAddon {
+  packQ4(codes: Uint8Array, scales: Float32Array, mins: Float32Array | null, N: number, K: number, g: number, perm: Int32Array | null): NativePackedInfo | null;
+  packQ8(codes: Int8Array, scales: Float32Array, N: number, K: number, g: number, perm: Int32Array | null): NativePackedInfo | null;
+  pack16(data: Uint16Array, isBf16: boolean, N: number, K: number): NativePackedInfo | null;
+  packedFree(handle: unknown): void;
+  /** y[M, N] = x[M, K] · Wᵀ (+ bias) into out; synchronous. */
+  matmulPacked(x: Float32Array, handle: unknown, M: number, bias: Float32Array | null, out: Float32Array, f32Acts: boolean): void;
+  /** The same on a libuv worker thread (native/src/async.h). */
+  matmulPackedAsync(x: Float32Array, handle: unknown, M: number, bias: Float32Array | null, out: Float32Array, f32Acts: boolean, ctl: Int32Array | null): Promise<void>;
+}
+
+/**
+ * A weight matrix in a packed runtime layout, in native memory (not a JS
+ * ArrayBuffer): freed by dispose(), or when the handle is garbage-collected.
+ */
+export class PackedWeight {
+  readonly N: number;
+  readonly K: number;
+  readonly layout: PackedLayoutName;
+  /** Bytes of native memory the layout occupies (codes, scales, padding). */
+  readonly bytes: number;
+  /** Group size along K (int4/int8), K for 16-bit. */
+  readonly groupSize: number;
+  /** k per int8 activation scale (int4/int8). */
+  readonly activationBlock: number;
+  /** 2: scales (and mins) stored as f16 (they were all exact f16 values); 4: f32. 0 for 16-bit. */
+  readonly scaleBytes: number;
+  readonly hasMins: boolean;
+  readonly #handle: unknown;
+  readonly #free: (h: unknown) => void;
+  #disposed = false;
+  #inFlight = 0;
+
+  constructor(layout: PackedLayoutName, info: NativePackedInfo, free: (h: unknown) => void) {
+    this.layout = layout;
+    this.N = info.N;
+    this.K = info.K;
+    this.bytes = info.bytes;
+    this.groupSize = info.groupSize;
+    this.activationBlock = info.Ba;
+    this.scaleBytes = info.scaleBytes;
+    this.hasMins = info.mins;
+    this.#handle = info.handle;
+    this.#free = free;
+  }
+
+  get disposed(): boolean {
+    return this.#disposed;
+  }
+
+  /** Bits of native memory per weight. */
+  get bitsPerWeight(): number {
+    return (8 * this.bytes) / (this.N * this.K);
+  }
+
+  /** Frees the native memory (now, or when the last async matmul on it ends); unusable afterwards. */
+  dispose(): void {
+    if (this.#disposed) return;
+    this.#disposed = true;
+    if (this.#inFlight === 0) this.#free(this.#handle);
+  }
+
+  /** Runs an async native call on this weight; dispose() during it waits for its end. */
+  static async using<T>(w: PackedWeight, op: string, call: (handle: unknown) => Promise<T>): Promise<T> {
+    const handle = PackedWeight.handleOf(w, op);
+    w.#inFlight++;
+    try {
+      return await call(handle);
+    } finally {
+      if (--w.#inFlight === 0 && w.#disposed) w.#free(w.#handle);
+    }
+  }
+
+  /** The native handle, for NativeBackend.matmulPacked. */
+  static handleOf(w: PackedWeight, op: string): unknown {
+    if (w.#disposed) {
+      throw new UsageError(`${op}: the packed weight was disposed`, {
+        field: "w", expected: "a live PackedWeight", found: `disposed ${w.layout} [${w.N}, ${w.K}]`,
+        hint: "keep the weight until the last matmul that uses it, then dispose()",
+      });
+    }
+    return w.#handle;
+  }
+}
+
+// ---------------------------------------------------------------- validation
+
+function checkInt(op: string, name: string, v: number, min: number): void {
+  if (!Number.isSafeInteger(v) || v < min) {
+    throw new UsageError(`${op}: ${name} must be an integer ≥ ${min}`, { field: name, expected: `integer ≥ ${min}`, found: String(v) });
+  }
+}
+
+function describe(a: unknown): string {
+  if (a === null || a === undefined) return String(a);
+  const name = (a as object).constructor?.name ?? typeof a;
+  return ArrayBuffer.isView(a) ? `${name} of ${(a as { length?: number }).length ?? "?"} elements` : name;
+}
+
+function checkArray(op: string, name: string, a: unknown, ctor: { new (n: number): ArrayBufferView; name: string }, n: number, shape: string): void {
+  if (!(a instanceof ctor) || (a as unknown as { length: number }).length !== n) {
+    throw new UsageError(`${op}: ${name} must be a ${ctor.name} of ${n} elements`, { field: name, expected: `${ctor.name} ${shape}`, found: describe(a) });
+  }
+}
+
+function checkFinite(op: string, name: string, a: Float32Array): void {
+  for (let i = 0; i < a.length; i++) {
+    if (!Number.isFinite(a[i]!)) {
+      throw new UsageError(`${op}: ${name} holds a non-finite value`, { field: `${name}[${i}]`, expected: "a finite number", found: String(a[i]) });
+    }
+  }
+}
+
+/** Shape and group size of an int4/int8 pack; returns G. */
+function checkQuantShape(op: string, N: number, K: number, g: number): number {
+  checkInt(op, "N", N, 1);
+  checkInt(op, "K", K, 1);
+  checkInt(op, "groupSize", g, 1);
+  if (g < K && g % 32 !== 0) {
+    throw new UsageError(`${op}: unsupported group size`, {
+      field: "groupSize", expected: `a multiple of 32, or ≥ K=${K} (one group per row)`, found: String(g),
+      hint: "the packed layouts hold 32 k per code block; regroup the scales to a multiple of 32",
+    });
+  }
+  return Math.ceil(K / Math.min(g, K));
+}
+
+function checkPerm(op: string, perm: unknown, K: number): void {
+  if (perm === null) return;
+  checkArray(op, "perm", perm, Int32Array, K, `[K=${K}]`);
+  const p = perm as Int32Array, seen = new Uint8Array(K);
+  for (let i = 0; i < K; i++) {
+    const v = p[i]!;
+    if (!(v >= 0 && v < K) || seen[v]) {
+      throw new UsageError(`${op}: perm is not a permutation of 0..${K - 1}`, { field: `perm[${i}]`, expected: "each column exactly once", found: String(v) });
+    }
+    seen[v] = 1;
+  }
+}
+
+export function validatePackQ4(a: PackQ4Args): void {
+  const op = "packQ4";
+  const G = checkQuantShape(op, a.N, a.K, a.groupSize);
+  checkArray(op, "codes", a.codes, Uint8Array, a.N * a.K, `[N=${a.N}, K=${a.K}]`);
+  checkArray(op, "scales", a.scales, Float32Array, a.N * G, `[N=${a.N}, G=${G}]`);
+  checkFinite(op, "scales", a.scales);
+  if (a.mins !== null) {
+    checkArray(op, "mins", a.mins, Float32Array, a.N * G, `[N=${a.N}, G=${G}]`);
+    checkFinite(op, "mins", a.mins);
+  }
+  checkPerm(op, a.perm, a.K);
+}
+
+export function validatePackQ8(a: PackQ8Args): void {
+  const op = "packQ8";
+  const G = checkQuantShape(op, a.N, a.K, a.groupSize);
+  checkArray(op, "codes", a.codes, Int8Array, a.N * a.K, `[N=${a.N}, K=${a.K}]`);
+  checkArray(op, "scales", a.scales, Float32Array, a.N * G, `[N=${a.N}, G=${G}]`);
+  checkFinite(op, "scales", a.scales);
+  checkPerm(op, a.perm, a.K);
+}
+
+export function validatePack16(a: Pack16Args): void {
+  const op = "pack16";
+  checkInt(op, "N", a.N, 1);
+  checkInt(op, "K", a.K, 1);
+  if (a.dtype !== "f16" && a.dtype !== "bf16") {
+    throw new UsageError(`${op}: unknown dtype`, { field: "dtype", expected: '"f16" or "bf16"', found: String(a.dtype) });
+  }
+  checkArray(op, "data", a.data, Uint16Array, a.N * a.K, `[N=${a.N}, K=${a.K}]`);
+}
+
+/** Throws when the addon could not allocate the layout. */
+export function packedOrThrow(op: string, info: NativePackedInfo | null, N: number, K: number): NativePackedInfo {
+  if (info === null) {
+    throw new UsageError(`${op}: out of memory for a packed [${N}, ${K}] matrix`, {
+      field: "N, K", expected: "memory for the packed layout", found: "mmap / aligned_alloc failed",
+      hint: "free other models or use a machine with more memory",
+    });
+  }
+  return info;
+}
+
+/** Checks matmulPacked's arguments; returns the output array and the f32-activation flag. */
+export function validateMatmulPacked(
+  x: Float32Array, w: PackedWeight, M: number, bias: Float32Array | undefined, out: Float32Array | undefined, opts: MatmulPackedOptions,
+): { y: Float32Array; f32Acts: boolean } {
+  const op = "matmulPacked";
+  if (!(w instanceof PackedWeight)) {
+    throw new UsageError(`${op}: w must be a PackedWeight`, { field: "w", expected: "the result of packQ4, packQ8 or pack16", found: describe(w) });
+  }
+  checkInt(op, "M", M, 0);
+  checkArray(op, "x", x, Float32Array, M * w.K, `[M=${M}, K=${w.K}]`);
+  if (bias !== undefined) checkArray(op, "bias", bias, Float32Array, w.N, `[N=${w.N}]`);
+  const acts = opts.activations ?? "int8";
+  if (acts !== "int8" && acts !== "f32") {
+    throw new UsageError(`${op}: unknown activations option`, { field: "opts.activations", expected: '"int8" or "f32"', found: String(acts) });
+  }
+  const y = out ?? new Float32Array(M * w.N);
+  if (out !== undefined) {
+    if (!(out instanceof Float32Array) || out.length < M * w.N) {
+      throw new UsageError(`${op}: out must be a Float32Array of at least M·N elements`, { field: "out", expected: `Float32Array [M=${M}, N=${w.N}]`, found: describe(out) });
+    }
+    for (const [name, a] of [["x", x], ["bias", bias]] as const) {
+      if (a !== undefined && a.buffer === out.buffer && out.byteOffset < a.byteOffset + a.byteLength && a.byteOffset < out.byteOffset + out.byteLength) {
+        throw new UsageError(`${op}: out overlaps ${name}`, { field: "out", expected: `memory disjoint from ${name}`, found: "shared bytes", hint: "pass a separate output array" });
+      }
+    }
+  }
+  return { y, f32Acts: acts === "f32" };
+}
