@@ -19,6 +19,9 @@
         "src/gptq_hinv.cc",
         "src/gptq_rows_scalar.cc",
         "src/kernels_scalar.cc",
+        "src/llm_int8.cc",
+        "src/llm_int8_napi.cc",
+        "src/llm_int8_scalar.cc",
         "src/matmul.cc",
         "src/packed_matmul.cc",
         "src/packed_pack.cc",
@@ -26,13 +29,13 @@
         "src/pool.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
-      "dependencies": ["qllm_kernels_avx2", "qllm_kernels_avx512"],
+      "dependencies": ["qllm_kernels_avx2", "qllm_kernels_avx512", "qllm_llm_int8_vnni"],
       "ldflags": ["-pthread"]
     },
     {
       "target_name": "qllm_kernels_avx2",
       "type": "static_library",
-      "sources": ["src/kernels_avx2.cc", "src/gptq_rows_avx2.cc", "src/packed_avx2.cc"],
+      "sources": ["src/kernels_avx2.cc", "src/gptq_rows_avx2.cc", "src/packed_avx2.cc", "src/llm_int8_avx2.cc"],
       "conditions": [
         ["target_arch=='x64' or target_arch=='ia32'", { "cflags_cc": ["-mavx2", "-mfma", "-mf16c"] }]
       ]
@@ -43,6 +46,14 @@
       "sources": ["src/kernels_avx512.cc", "src/gptq_rows_avx512.cc"],
       "conditions": [
         ["target_arch=='x64' or target_arch=='ia32'", { "cflags_cc": ["-mavx2", "-mfma", "-mavx512f"] }]
+      ]
+    },
+    {
+      "target_name": "qllm_llm_int8_vnni",
+      "type": "static_library",
+      "sources": ["src/llm_int8_vnni.cc"],
+      "conditions": [
+        ["target_arch=='x64' or target_arch=='ia32'", { "cflags_cc": ["-mavx2", "-mfma", "-mavx512f", "-mavx512bw", "-mavx512vnni"] }]
       ]
     }
   ]

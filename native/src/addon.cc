@@ -41,6 +41,7 @@
 #include "async.h"
 #include "gptq.h"
 #include "packed.h"
+#include "llm_int8_napi.h"  // int8Pack/int8Matmul/...: LLM.int8() (documented there)
 #include "runtime.h"
 
 namespace qllm {
@@ -84,6 +85,12 @@ class Addon : public Napi::Addon<Addon> {
                              InstanceMethod("packedFree", &Addon::PackedFree, napi_enumerable),
                              InstanceMethod("matmulPacked", &Addon::MatmulPacked, napi_enumerable),
                              InstanceMethod("matmulPackedAsync", &Addon::MatmulPackedAsync, napi_enumerable),
+                             InstanceMethod("int8Pack", &Addon::Int8Pack, napi_enumerable),
+                             InstanceMethod("int8Unpack", &Addon::Int8Unpack, napi_enumerable),
+                             InstanceMethod("int8Bytes", &Addon::Int8Bytes, napi_enumerable),
+                             InstanceMethod("int8Dispose", &Addon::Int8Dispose, napi_enumerable),
+                             InstanceMethod("int8Levels", &Addon::Int8Levels, napi_enumerable),
+                             InstanceMethod("int8Matmul", &Addon::Int8Matmul, napi_enumerable),
                          });
   }
 
@@ -371,6 +378,30 @@ class Addon : public Napi::Addon<Addon> {
       matmulPacked(rt_, x, *w, M, bias, y, f32Acts);
       return AsyncResult::none();
     });
+  // ---------------------------------------------------------------- LLM.int8() (llm_int8_napi.h)
+  Napi::Value Int8Pack(const Napi::CallbackInfo& info) {
+    auto lock = calls_.lock();
+    return napiInt8Pack(rt_, info);
+  }
+  Napi::Value Int8Unpack(const Napi::CallbackInfo& info) {
+    auto lock = calls_.lock();
+    return napiInt8Unpack(rt_, info);
+  }
+  Napi::Value Int8Bytes(const Napi::CallbackInfo& info) {
+    auto lock = calls_.lock();
+    return napiInt8Bytes(rt_, info);
+  }
+  Napi::Value Int8Dispose(const Napi::CallbackInfo& info) {
+    auto lock = calls_.lock();
+    return napiInt8Dispose(rt_, info);
+  }
+  Napi::Value Int8Levels(const Napi::CallbackInfo& info) {
+    auto lock = calls_.lock();
+    return napiInt8Levels(rt_, info);
+  }
+  Napi::Value Int8Matmul(const Napi::CallbackInfo& info) {
+    auto lock = calls_.lock();
+    return napiInt8Matmul(rt_, info);
   }
 
   std::vector<const KernelTable*> levels_;

@@ -18,12 +18,13 @@ import {
 
 export { PackedWeight } from "./native-packed.ts";
 export type { MatmulPackedOptions, Pack16Args, PackedLayoutName, PackQ4Args, PackQ8Args } from "./native-packed.ts";
+import { Int8Kernels, type Int8Addon } from "./native-int8.ts";
 
 /** SIMD levels the addon can be built with, fastest first. */
 export type KernelLevel = "avx512" | "avx2" | "scalar";
 
 /** The addon's exports, as native/src/addon.cc defines them. */
-interface NativeAddon extends NativePackedAddon {
+interface NativeAddon extends NativePackedAddon, Int8Addon {
   /** y[M, N] = x[M, K] · W[N, K]ᵀ (+ bias) into out; synchronous. */
   matmul(x: Float32Array, w: Float32Array, M: number, K: number, N: number, bias: Float32Array | null, out: Float32Array): void;
   attention(
@@ -109,9 +110,12 @@ export function loadAddon(file: string = ADDON_FILE): NativeAddon {
 export class NativeBackend implements Backend {
   readonly name = "native" as const;
   readonly #addon: NativeAddon;
+  /** LLM.int8() kernels (packed int8 weights, outlier decomposition): native-int8.ts. */
+  readonly int8: Int8Kernels;
 
   constructor(addon: NativeAddon) {
     this.#addon = addon;
+    this.int8 = new Int8Kernels(addon);
   }
 
   /** Threads of the (process-wide) pool, the calling thread included. */

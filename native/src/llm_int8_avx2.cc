@@ -1,0 +1,58 @@
+// AVX2 LLM.int8() dot kernel (compiled with -mavx2 in qllm_kernels_avx2).
+// Per quad of k: two ymm of weights = 16 rows × 4 k; the activation quad is a 4-byte
+// broadcast. AVX2 has no s8 × s8 dot, so: |w| (u8) × sign(w)·a (s8) with vpmaddubsw
+// (pairs ≤ 2·127·127 < 2^15: no saturation), then vpmaddwd by 1 → 8 int32 lanes = 8 rows.
+#include "llm_int8.h"
+
+#if defined(__AVX2__)
+#include <immintrin.h>
+
+namespace qllm {
+namespace {
+
+template <int ROWS>
+void dotRows(const Int8DotArgs& d) {
+  __m256i acc[ROWS][2];
+  for (int m = 0; m < ROWS; ++m) acc[m][0] = acc[m][1] = _mm256_setzero_si256();
+  const __m256i ones = _mm256_set1_epi16(1);
+  const auto* w = reinterpret_cast<const __m256i*>(d.w);
+  for (int64_t q = 0; q < d.KQ; ++q) {
+    const __m256i w0 = _mm256_load_si256(w + 2 * q), w1 = _mm256_load_si256(w + 2 * q + 1);
+    const __m256i u0 = _mm256_abs_epi8(w0), u1 = _mm256_abs_epi8(w1);
+    for (int m = 0; m < ROWS; ++m) {
+      int32_t quad;
+      __builtin_memcpy(&quad, d.a + m * d.lda + q * kI8Quad, 4);
+      const __m256i a = _mm256_set1_epi32(quad);
+      const __m256i p0 = _mm256_maddubs_epi16(u0, _mm256_sign_epi8(a, w0));
+      const __m256i p1 = _mm256_maddubs_epi16(u1, _mm256_sign_epi8(a, w1));
+      acc[m][0] = _mm256_add_epi32(acc[m][0], _mm256_madd_epi16(p0, ones));
+      acc[m][1] = _mm256_add_epi32(acc[m][1], _mm256_madd_epi16(p1, ones));
+    }
+  }
+  for (int m = 0; m < ROWS; ++m) {
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(d.acc + m * kI8Rows), acc[m][0]);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(d.acc + m * kI8Rows + 8), acc[m][1]);
+  }
+}
+
+void dot16(const Int8DotArgs& d) {
+  switch (d.rows) {
+    case 1: dotRows<1>(d); break;
+    case 2: dotRows<2>(d); break;
+    case 3: dotRows<3>(d); break;
+    default: dotRows<4>(d); break;
+  }
+}
+
+constexpr Int8KernelTable kTable{"avx2", false, dot16};
+
+}  // namespace
+
+const Int8KernelTable* int8KernelsAvx2() { return &kTable; }
+
+}  // namespace qllm
+#else
+namespace qllm {
+const Int8KernelTable* int8KernelsAvx2() { return nullptr; }
+}  // namespace qllm
+#endif
