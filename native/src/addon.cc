@@ -378,6 +378,8 @@ class Addon : public Napi::Addon<Addon> {
       matmulPacked(rt_, x, *w, M, bias, y, f32Acts);
       return AsyncResult::none();
     });
+  }
+
   // ---------------------------------------------------------------- LLM.int8() (llm_int8_napi.h)
   Napi::Value Int8Pack(const Napi::CallbackInfo& info) {
     auto lock = calls_.lock();
