@@ -14,6 +14,7 @@
       "sources": [
         "src/addon.cc",
         "src/attention.cc",
+        "src/awq.cc",
         "src/dispatch.cc",
         "src/gptq.cc",
         "src/gptq_hinv.cc",

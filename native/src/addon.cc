@@ -25,6 +25,8 @@
 //   syrkAccumulateAsync(x, T, K, sum, alpha, beta, ctl): Promise<void>
 //   gptqHinvAsync(H, K, perm | null, diag, out, ctl): Promise<boolean>
 //   gptqQuantizeAsync(<the 15 arguments of gptqQuantize>, ctl): Promise<number>
+//   awqFakeQuantizeAsync(w, s | null, N, K, bits, g, out, ctl): Promise<void>          (awq.h)
+//   awqClipSearchAsync(w, x, N, K, T, bits, g, maxVal, ctl): Promise<void>
 //
 // The plain calls are synchronous: the JS thread blocks while the pool works. Every
 // entry point holds calls_ (async.h's CallGate) while it uses the runtime.
@@ -39,6 +41,7 @@
 #endif
 
 #include "async.h"
+#include "awq.h"
 #include "gptq.h"
 #include "packed.h"
 #include "llm_int8_napi.h"  // int8Pack/int8Matmul/...: LLM.int8() (documented there)
@@ -91,6 +94,8 @@ class Addon : public Napi::Addon<Addon> {
                              InstanceMethod("int8Dispose", &Addon::Int8Dispose, napi_enumerable),
                              InstanceMethod("int8Levels", &Addon::Int8Levels, napi_enumerable),
                              InstanceMethod("int8Matmul", &Addon::Int8Matmul, napi_enumerable),
+                             InstanceMethod("awqFakeQuantizeAsync", &Addon::AwqFakeQuantizeAsync, napi_enumerable),
+                             InstanceMethod("awqClipSearchAsync", &Addon::AwqClipSearchAsync, napi_enumerable),
                          });
   }
 
@@ -404,6 +409,36 @@ class Addon : public Napi::Addon<Addon> {
   Napi::Value Int8Matmul(const Napi::CallbackInfo& info) {
     auto lock = calls_.lock();
     return napiInt8Matmul(rt_, info);
+  }
+
+  // ---------------------------------------------------------------- AWQ (awq.h)
+
+  Napi::Value AwqFakeQuantizeAsync(const Napi::CallbackInfo& info) {
+    const float* w = inF32(info[0]);
+    const float* s = info[1].IsTypedArray() ? inF32(info[1]) : nullptr;
+    const int64_t N = i64(info[2]), K = i64(info[3]), g = i64(info[5]);
+    const int bits = static_cast<int>(i64(info[4]));
+    float* out = outF32(info[6]);
+    assert(lenF32(info[0]) >= static_cast<size_t>(N * K) && lenF32(info[6]) >= static_cast<size_t>(N * K));
+    assert(s == nullptr || lenF32(info[1]) >= static_cast<size_t>(K));
+    return calls_.run(info.Env(), {info[0], info[1], info[6]}, info[7], [=, this](const CallControl&) {
+      awqFakeQuantize(rt_, w, s, N, K, bits, g, out);
+      return AsyncResult::none();
+    });
+  }
+
+  Napi::Value AwqClipSearchAsync(const Napi::CallbackInfo& info) {
+    const float* w = inF32(info[0]);
+    const float* x = inF32(info[1]);
+    const int64_t N = i64(info[2]), K = i64(info[3]), T = i64(info[4]), g = i64(info[6]);
+    const int bits = static_cast<int>(i64(info[5]));
+    float* maxVal = outF32(info[7]);
+    assert(lenF32(info[0]) >= static_cast<size_t>(N * K) && lenF32(info[1]) >= static_cast<size_t>(T * K));
+    assert(lenF32(info[7]) >= static_cast<size_t>(N * (K / g)));
+    return calls_.run(info.Env(), {info[0], info[1], info[7]}, info[8], [=, this](const CallControl& c) {
+      awqClipSearch(rt_, w, x, N, K, T, bits, g, maxVal, &c);
+      return AsyncResult::none();
+    });
   }
 
   std::vector<const KernelTable*> levels_;

@@ -8,6 +8,8 @@
 #include <math.h>
 #include <string.h>
 
+#include "grid_round.h"
+
 namespace qllm {
 namespace {
 #include "gptq_rows.h"

@@ -6,6 +6,8 @@
 
 #include "gptq.h"
 
+#include "grid_round.h"
+
 namespace qllm {
 namespace {
 #include "gptq_rows.h"

@@ -2,15 +2,20 @@
  * One decoder block, in data-flow order:
  *   x → RMSNorm → q,k,v → RoPE → attention (KV cache) → o → +x
  *     → RMSNorm → gate,up → silu(gate)·up → down → +x
- * The hot work is in backend.matmul / backend.attention.
+ * The hot work is in backend.matmul / backend.attention. The two halves
+ * (attentionHalf, mlpHalf) are exported: AWQ scores its scale candidates with them.
  */
 import type { ModelConfig } from "../arch/config.ts";
-import type { LinearInput } from "../arch/registry.ts";
+import type { LinearInput, LinearName } from "../arch/registry.ts";
 import type { Backend } from "../backend/backend.ts";
 import type { BlockWeights, Linear } from "./weights.ts";
 import type { RopeTable } from "./rope.ts";
+import { invariant } from "../util/errors.ts";
 
-/** Called with the input of every linear layer (once per input point; q,k,v share one). */
+/**
+ * Called with the input of every linear layer (once per input point; q,k,v share one).
+ * ev.x is only valid during the call when the forward runs on a workspace: copy it to keep it.
+ */
 export type Tap = (ev: { block: number; input: LinearInput; /** [T, K] */ x: Float32Array; T: number; K: number }) => void;
 
 /** One layer's KV cache. */
@@ -26,6 +31,8 @@ export interface BlockContext {
   backend: Backend;
   rope: RopeTable;
   tap?: Tap | undefined;
+  /** Reused buffers (BlockWorkspace); without one, every call allocates its intermediates. */
+  workspace?: BlockWorkspace | undefined;
 }
 
 /** y[T, H] = x / rms(x) · w, per row; f64 accumulation of the mean square. */
@@ -41,47 +48,121 @@ export function rmsNorm(x: Float32Array, w: Float32Array, T: number, H: number, 
   return y;
 }
 
-function linear(ctx: BlockContext, l: Linear, x: Float32Array, T: number): Float32Array {
-  return ctx.backend.matmul(x, l.weight, T, l.K, l.N, l.bias);
+/**
+ * The buffers of one block call for up to `maxT` positions, built once (per model,
+ * per pipeline) and reused by every call, so that a forward pass allocates nothing
+ * per block. Views of the first T rows are taken per call. Tap arrays and the
+ * halves' default outputs live here: they are valid until the next call that uses
+ * the same workspace (copy them to keep them).
+ */
+export class BlockWorkspace {
+  /** [maxT, H] attention-norm output */ readonly xa: Float32Array;
+  /** [maxT, nH·d] queries */ readonly q: Float32Array;
+  /** [maxT, nH·d] attention output */ readonly att: Float32Array;
+  /** [maxT, H] attention half output (o_proj) */ readonly ao: Float32Array;
+  /** [maxT, H] MLP-norm output */ readonly xm: Float32Array;
+  /** [maxT, I] gate, then silu(gate)·up */ readonly g: Float32Array;
+  /** [maxT, I] up */ readonly u: Float32Array;
+  /** [maxT, H] MLP half output (down_proj) */ readonly dn: Float32Array;
+
+  constructor(cfg: ModelConfig, readonly maxT: number) {
+    const H = cfg.hiddenSize, A = cfg.numHeads * cfg.headDim, I = cfg.intermediateSize;
+    this.xa = new Float32Array(maxT * H);
+    this.q = new Float32Array(maxT * A);
+    this.att = new Float32Array(maxT * A);
+    this.ao = new Float32Array(maxT * H);
+    this.xm = new Float32Array(maxT * H);
+    this.g = new Float32Array(maxT * I);
+    this.u = new Float32Array(maxT * I);
+    this.dn = new Float32Array(maxT * H);
+  }
+
+  /** The first T rows of buffer `b` (T ≤ maxT). */
+  rows(b: Float32Array, T: number): Float32Array {
+    invariant(T <= this.maxT, () => `block workspace holds ${this.maxT} positions, asked for ${T}`);
+    return b.subarray(0, T * (b.length / this.maxT));
+  }
+}
+
+type WorkspaceBuffer = "xa" | "q" | "att" | "ao" | "xm" | "g" | "u" | "dn";
+
+/** Buffer `name` of the workspace (T rows), or a new array of T·width. */
+function buf(ws: BlockWorkspace | undefined, name: WorkspaceBuffer, T: number, width: number): Float32Array {
+  return ws ? ws.rows(ws[name], T) : new Float32Array(T * width);
+}
+
+/** y[T, N] = x[T, K] · Wᵀ (+ bias), into `out` when given. */
+function linear(ctx: BlockContext, l: Linear, x: Float32Array, T: number, out?: Float32Array): Float32Array {
+  return ctx.backend.matmul(x, l.weight, T, l.K, l.N, l.bias, out);
+}
+
+/** The linears the attention half reads. */
+export type AttentionLinears = Pick<Readonly<Record<LinearName, Linear>>, "q" | "k" | "v" | "o">;
+/** The linears the MLP half reads. */
+export type MlpLinears = Pick<Readonly<Record<LinearName, Linear>>, "gate" | "up" | "down">;
+
+/**
+ * The attention half of block `index` without its norm and residual:
+ *   out[T, H] = o( attention( rope(q(xa)), rope(k(xa)), v(xa) ) )
+ * for xa [T, H] (the attention-norm output) at positions pos0.., writing k/v into
+ * `cache` rows pos0.. . Taps "attn_out". `out` defaults to the workspace's `ao`.
+ */
+export function attentionHalf(
+  ctx: BlockContext, index: number, lin: AttentionLinears, xa: Float32Array, T: number, pos0: number, cache: LayerCache, out?: Float32Array,
+): Float32Array {
+  const { cfg, backend, rope, tap, workspace: ws } = ctx;
+  const H = cfg.hiddenSize;
+  const { numHeads: nH, numKvHeads: nKv, headDim: d } = cfg;
+  const kvDim = nKv * d;
+  const q = linear(ctx, lin.q, xa, T, buf(ws, "q", T, nH * d)); // [T, nH·d]
+  // k and v go straight into the cache rows for these positions.
+  const k = linear(ctx, lin.k, xa, T, cache.k.subarray(pos0 * kvDim, (pos0 + T) * kvDim)); // [T, nKv·d]
+  linear(ctx, lin.v, xa, T, cache.v.subarray(pos0 * kvDim, (pos0 + T) * kvDim)); // [T, nKv·d]
+  rope.apply(q, T, nH, pos0);
+  rope.apply(k, T, nKv, pos0);
+  const att = buf(ws, "att", T, nH * d); // [T, nH·d]
+  backend.attention(q, cache.k, cache.v, { T, pos0, nHead: nH, nKvHead: nKv, headDim: d }, att);
+  tap?.({ block: index, input: "attn_out", x: att, T, K: nH * d });
+  return linear(ctx, lin.o, att, T, out ?? buf(ws, "ao", T, H)); // [T, H]
+}
+
+/**
+ * The MLP half of block `index` without its norm and residual:
+ *   out[T, H] = down( silu(gate(xm)) · up(xm) )
+ * for xm [T, H] (the MLP-norm output). Taps "mlp_act". `out` defaults to the workspace's `dn`.
+ */
+export function mlpHalf(ctx: BlockContext, index: number, lin: MlpLinears, xm: Float32Array, T: number, out?: Float32Array): Float32Array {
+  const { cfg, tap, workspace: ws } = ctx;
+  const I = cfg.intermediateSize;
+  const g = linear(ctx, lin.gate, xm, T, buf(ws, "g", T, I)); // [T, I]
+  const u = linear(ctx, lin.up, xm, T, buf(ws, "u", T, I)); // [T, I]
+  for (let i = 0; i < g.length; i++) { const a = g[i]!; g[i] = (a / (1 + Math.exp(-a))) * u[i]!; }
+  tap?.({ block: index, input: "mlp_act", x: g, T, K: I });
+  return linear(ctx, lin.down, g, T, out ?? buf(ws, "dn", T, cfg.hiddenSize)); // [T, H]
 }
 
 /**
  * Run block `index` on x [T, H] at positions pos0..pos0+T-1, writing k/v into
- * `cache` rows pos0.. . Returns the new residual stream [T, H] (x is not modified).
+ * `cache` rows pos0.. . Returns the new residual stream [T, H], written into `out`
+ * when given (which may be x itself: the update is elementwise), else a new array.
  */
 export function blockForward(
-  ctx: BlockContext, index: number, w: BlockWeights, x: Float32Array, T: number, pos0: number, cache: LayerCache,
+  ctx: BlockContext, index: number, w: BlockWeights, x: Float32Array, T: number, pos0: number, cache: LayerCache, out?: Float32Array,
 ): Float32Array {
-  const { cfg, backend, rope, tap } = ctx;
+  const { cfg, tap, workspace: ws } = ctx;
   const H = cfg.hiddenSize;
-  const { numHeads: nH, numKvHeads: nKv, headDim: d } = cfg;
-  const L = w.linears;
 
   // --- attention ---
-  const xa = rmsNorm(x, w.attnNorm, T, H, cfg.rmsNormEps); // [T, H]
+  const xa = rmsNorm(x, w.attnNorm, T, H, cfg.rmsNormEps, buf(ws, "xa", T, H)); // [T, H]
   tap?.({ block: index, input: "attn_norm", x: xa, T, K: H });
-  const q = linear(ctx, L.q, xa, T); // [T, nH·d]
-  const kvDim = nKv * d;
-  // k and v go straight into the cache rows for these positions.
-  const k = backend.matmul(xa, L.k.weight, T, H, kvDim, L.k.bias, cache.k.subarray(pos0 * kvDim, (pos0 + T) * kvDim)); // [T, nKv·d]
-  backend.matmul(xa, L.v.weight, T, H, kvDim, L.v.bias, cache.v.subarray(pos0 * kvDim, (pos0 + T) * kvDim)); // [T, nKv·d]
-  rope.apply(q, T, nH, pos0);
-  rope.apply(k, T, nKv, pos0);
-  const att = new Float32Array(T * nH * d); // [T, nH·d]
-  backend.attention(q, cache.k, cache.v, { T, pos0, nHead: nH, nKvHead: nKv, headDim: d }, att);
-  tap?.({ block: index, input: "attn_out", x: att, T, K: nH * d });
-  const ao = linear(ctx, L.o, att, T); // [T, H]
-  const h = new Float32Array(T * H); // [T, H] residual after attention
+  const ao = attentionHalf(ctx, index, w.linears, xa, T, pos0, cache); // [T, H]
+  const h = out ?? new Float32Array(T * H); // [T, H] residual after attention
   for (let i = 0; i < T * H; i++) h[i] = x[i]! + ao[i]!;
 
   // --- MLP ---
-  const xm = rmsNorm(h, w.mlpNorm, T, H, cfg.rmsNormEps); // [T, H]
+  const xm = rmsNorm(h, w.mlpNorm, T, H, cfg.rmsNormEps, buf(ws, "xm", T, H)); // [T, H]
   tap?.({ block: index, input: "mlp_norm", x: xm, T, K: H });
-  const g = linear(ctx, L.gate, xm, T); // [T, I]
-  const u = linear(ctx, L.up, xm, T); // [T, I]
-  for (let i = 0; i < g.length; i++) { const a = g[i]!; g[i] = (a / (1 + Math.exp(-a))) * u[i]!; }
-  tap?.({ block: index, input: "mlp_act", x: g, T, K: cfg.intermediateSize });
-  const dn = linear(ctx, L.down, g, T); // [T, H]
+  const dn = mlpHalf(ctx, index, w.linears, xm, T); // [T, H]
   for (let i = 0; i < T * H; i++) h[i] = h[i]! + dn[i]!;
   return h;
 }

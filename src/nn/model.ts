@@ -5,7 +5,7 @@
 import type { ModelConfig } from "../arch/config.ts";
 import type { Backend } from "../backend/backend.ts";
 import { UsageError } from "../util/errors.ts";
-import { blockForward, rmsNorm, type BlockContext, type LayerCache, type Tap } from "./block.ts";
+import { blockForward, BlockWorkspace, rmsNorm, type BlockContext, type LayerCache, type Tap } from "./block.ts";
 import { RopeTable } from "./rope.ts";
 import type { ModelWeights } from "./weights.ts";
 
@@ -26,11 +26,14 @@ export class KvCache {
 export interface ForwardOptions {
   /** Which logits to return: every position [T, V], only the last [1, V], or none. */
   logits?: "all" | "last" | "none";
+  /** Sees each linear's input; ev.x is overwritten by the next block (copy it to keep it). */
   tap?: Tap;
 }
 
 export class Model {
   readonly rope: RopeTable;
+  /** The forward's buffers, built on first use and grown to the longest call seen (then reused). */
+  #workspace: BlockWorkspace | null = null;
   constructor(readonly cfg: ModelConfig, readonly weights: ModelWeights, readonly backend: Backend) {
     this.rope = new RopeTable(cfg);
   }
@@ -68,10 +71,11 @@ export class Model {
       });
     }
     const { cfg, backend } = this;
-    const ctx: BlockContext = { cfg, backend, rope: this.rope, tap: opts.tap };
-    let x = this.embed(tokens); // [T, H]
+    if (!this.#workspace || this.#workspace.maxT < T) this.#workspace = new BlockWorkspace(cfg, T);
+    const ctx: BlockContext = { cfg, backend, rope: this.rope, tap: opts.tap, workspace: this.#workspace };
+    const x = this.embed(tokens); // [T, H] the residual stream, updated in place by every block
     for (let i = 0; i < cfg.numLayers; i++) {
-      x = blockForward(ctx, i, this.weights.blocks[i]!, x, T, pos0, cache.layers[i]!);
+      blockForward(ctx, i, this.weights.blocks[i]!, x, T, pos0, cache.layers[i]!, x);
     }
     cache.pos = pos0 + T;
     const mode = opts.logits ?? "all";
