@@ -11,7 +11,7 @@
 //   syrkAccumulate(x, T, K, sum (f32 | f64), alpha, beta): void      sum = beta·sum + alpha·xᵀx (gptq.h)
 //   gptqHinv(H (f32 | f64), K, perm | null, diag (f64), out): boolean    out = upper Cholesky factor of H⁻¹
 //   gptqQuantize(w, perm | null, dead | null, hinv, N, K, bits, g, sym, colGroup | null,
-//                scales, zeros, codes, dequantized, blockSize): number (loss)
+//                scales, zeros, codes, dequantized, blockSize, blockStartGrids): number (loss)
 //   packQ4(codes, scales, mins | null, N, K, groupSize, perm | null): PackedInfo   (packed.h)
 //   packQ8(codes, scales, N, K, groupSize, perm | null): PackedInfo
 //   pack16(data, isBf16, N, K): PackedInfo
@@ -24,7 +24,7 @@
 //   matmulAsync(x, w, M, K, N, bias | null, out, ctl): Promise<void>
 //   syrkAccumulateAsync(x, T, K, sum, alpha, beta, ctl): Promise<void>
 //   gptqHinvAsync(H, K, perm | null, diag, out, ctl): Promise<boolean>
-//   gptqQuantizeAsync(<the 15 arguments of gptqQuantize>, ctl): Promise<number>
+//   gptqQuantizeAsync(<the 16 arguments of gptqQuantize>, ctl): Promise<number>
 //   awqFakeQuantizeAsync(w, s | null, N, K, bits, g, out, ctl): Promise<void>          (awq.h)
 //   awqClipSearchAsync(w, x, N, K, T, bits, g, maxVal, ctl): Promise<void>
 //
@@ -273,6 +273,7 @@ class Addon : public Napi::Addon<Addon> {
     a.codes = info[12].As<Napi::Uint8Array>().Data();
     a.dequantized = outF32(info[13]);
     a.blockSize = i64(info[14]);
+    a.blockStartGrids = info[15].As<Napi::Boolean>().Value();
     const size_t G = static_cast<size_t>((a.K + a.g - 1) / a.g), NK = static_cast<size_t>(a.N * a.K);
     assert(lenF32(info[0]) >= NK && lenF32(info[3]) >= static_cast<size_t>(a.K * a.K) && lenF32(info[13]) >= NK);
     assert(lenF32(info[10]) >= a.N * G && info[11].As<Napi::Uint8Array>().ElementLength() >= a.N * G);
@@ -288,7 +289,7 @@ class Addon : public Napi::Addon<Addon> {
 
   Napi::Value GptqQuantizeAsync(const Napi::CallbackInfo& info) {
     const GptqQuantArgs a = quantArgs(info);
-    return calls_.run(info.Env(), {info[0], info[1], info[2], info[3], info[9], info[10], info[11], info[12], info[13]}, info[15],
+    return calls_.run(info.Env(), {info[0], info[1], info[2], info[3], info[9], info[10], info[11], info[12], info[13]}, info[16],
                       [this, a](const CallControl& c) {
                         GptqQuantArgs ac = a;
                         ac.ctl = &c;

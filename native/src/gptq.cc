@@ -17,6 +17,9 @@
 // grid is computed from the CURRENT weights at its start; blocks are cut so that a
 // group reaching past its block starts the block, where every later column has
 // received all earlier updates — hence the same result as the per-row reference.
+// With blockStartGrids (gptq.py's rule) blocks are exactly blockSize columns and a
+// group's grid reads the running copy, which holds the block-start values of the
+// block's columns until the block ends.
 #include <numeric>
 #include <vector>
 
@@ -164,7 +167,7 @@ double gptqQuantize(Runtime& rt, const GptqQuantArgs& q) {
   const int64_t N = q.N, K = q.K, L = rk.lanes, MR = kt.mr, NR = kt.nr;
   const int64_t G = ceilDiv(K, q.g);
   const int maxq = (1 << q.bits) - 1;
-  const std::vector<int64_t> ends = blockEnds(K, maxI(1, q.blockSize), q.g, !q.staticGroups);
+  const std::vector<int64_t> ends = blockEnds(K, maxI(1, q.blockSize), q.g, !q.staticGroups && !q.blockStartGrids);
   int64_t Bmax = 0;
   for (size_t b = 0; b < ends.size(); ++b) Bmax = maxI(Bmax, ends[b] - (b == 0 ? 0 : ends[b - 1]));
 
@@ -223,6 +226,7 @@ double gptqQuantize(Runtime& rt, const GptqQuantArgs& q) {
         la.G = G;
         la.sym = q.sym;
         la.staticGroups = q.staticGroups;
+        la.blockStartGrids = q.blockStartGrids;
         la.colGroup = q.colGroup;
         la.scales = q.scales + (r0 + l0) * G;
         la.zeros = q.zeros + (r0 + l0) * G;

@@ -36,6 +36,7 @@ struct GptqLaneArgs {
   int64_t G;              // groups per row
   bool sym;
   bool staticGroups;      // grids given in scales/zeros, column → group in colGroup
+  bool blockStartGrids;   // dynamic grids from the block-start snapshot (gptq.py), not the current weights
   const int32_t* colGroup;  // [K] (static groups only)
   float* scales;          // row l's grids at scales + l·G (written for dynamic groups)
   uint8_t* zeros;         // row l's zero points at zeros + l·G
@@ -73,6 +74,11 @@ struct GptqQuantArgs {
   int64_t g;              // group size along the permuted columns, K for one group per row
   bool sym;
   bool staticGroups;
+  // Dynamic grids: false = from the CURRENT weights at the group start (every earlier error
+  // applied; blocks are cut so that no group straddles two); true = from the weights as they
+  // were at the start of the lazy block (IST-DASLab gptq.py reads W[:, i1+i:…], updated only
+  // between blocks of exactly blockSize columns).
+  bool blockStartGrids;
   const int32_t* colGroup;  // [K] group of each permuted column (static groups), else null
   float* scales;          // [N, G] in (static groups) / out
   uint8_t* zeros;         // [N, G] in (static groups) / out

@@ -41,7 +41,9 @@ template <int L>
 void newGrids(const GptqLaneArgs& a, const float* wt, int64_t i, float* sc, float* zr) {
   const int64_t B = a.i2 - a.i1, col = a.i1 + i;
   const int64_t len = a.g < a.K - col ? a.g : a.K - col;
-  const int64_t inBlock = len < B - i ? len : B - i;
+  // Block-start rule: the running copy a.w still holds every column's value from the
+  // block start (the block's updates go to wt), so read the whole group from it.
+  const int64_t inBlock = a.blockStartGrids ? 0 : len < B - i ? len : B - i;
   float lo[L], hi[L];
   for (int l = 0; l < L; ++l) {
     lo[l] = __builtin_inff();
@@ -61,8 +63,8 @@ void newGrids(const GptqLaneArgs& a, const float* wt, int64_t i, float* sc, floa
       zr[l] = 0.0f;
       continue;
     }
-    // A group reaching past the block starts at the block start (the driver cuts
-    // blocks so), where every column ≥ i2 is already up to date.
+    // Current rule: a group reaching past the block starts at the block start (the
+    // driver cuts blocks so), where every column ≥ i2 is already up to date.
     const float* r = a.w + l * a.ldw + col;
     float mn = lo[l], mx = hi[l];
     for (int64_t j = inBlock; j < len; ++j) {

@@ -45,8 +45,14 @@ export interface GptqKernelArgs {
   codes: Uint8Array;
   /** [N, K] output scale·(code − zero), original column order */
   dequantized: Float32Array;
-  /** Lazy-batch block size B (cut further so that no dynamic group straddles two blocks). */
+  /** Lazy-batch block size B (with current-weight grids, cut further so that no dynamic group straddles two blocks). */
   blockSize: number;
+  /**
+   * Dynamic groups: grids from the weights as they were at the start of the lazy block
+   * (IST-DASLab gptq.py, blocks of exactly B columns) instead of the current, fully
+   * updated weights (default false). See ALGORITHMS.md §2.
+   */
+  blockStartGrids?: boolean;
 }
 
 /**

@@ -47,7 +47,7 @@ interface NativeAddon extends NativePackedAddon, Int8Addon {
   gptqQuantize(
     w: Float32Array, perm: Int32Array | null, dead: Uint8Array | null, hinv: Float32Array, N: number, K: number,
     bits: number, groupSize: number, sym: boolean, colGroup: Int32Array | null,
-    scales: Float32Array, zeros: Uint8Array, codes: Uint8Array, dequantized: Float32Array, blockSize: number,
+    scales: Float32Array, zeros: Uint8Array, codes: Uint8Array, dequantized: Float32Array, blockSize: number, blockStartGrids: boolean,
   ): number;
   // The same calls on a libuv worker thread (native/src/async.h); ctl = [cancel, done, total] or null.
   matmulAsync(x: Float32Array, w: Float32Array, M: number, K: number, N: number, bias: Float32Array | null, out: Float32Array, ctl: Int32Array | null): Promise<void>;
@@ -56,7 +56,8 @@ interface NativeAddon extends NativePackedAddon, Int8Addon {
   gptqQuantizeAsync(
     w: Float32Array, perm: Int32Array | null, dead: Uint8Array | null, hinv: Float32Array, N: number, K: number,
     bits: number, groupSize: number, sym: boolean, colGroup: Int32Array | null,
-    scales: Float32Array, zeros: Uint8Array, codes: Uint8Array, dequantized: Float32Array, blockSize: number, ctl: Int32Array | null,
+    scales: Float32Array, zeros: Uint8Array, codes: Uint8Array, dequantized: Float32Array, blockSize: number, blockStartGrids: boolean,
+    ctl: Int32Array | null,
   ): Promise<number>;
   awqFakeQuantizeAsync(w: Float32Array, s: Float32Array | null, N: number, K: number, bits: number, g: number, out: Float32Array, ctl: Int32Array | null): Promise<void>;
   awqClipSearchAsync(w: Float32Array, x: Float32Array, N: number, K: number, T: number, bits: number, g: number, maxVal: Float32Array, ctl: Int32Array | null): Promise<void>;
@@ -291,6 +292,7 @@ export class NativeBackend implements Backend {
     checkGptqArgs("gptqQuantize", a);
     return this.#addon.gptqQuantize(
       a.w, a.perm, a.dead, a.hinv, a.N, a.K, a.bits, a.groupSize, a.sym, a.colGroup, a.scales, a.zeros, a.codes, a.dequantized, a.blockSize,
+      a.blockStartGrids === true,
     );
   }
 
@@ -298,7 +300,8 @@ export class NativeBackend implements Backend {
   async gptqQuantizeAsync(a: GptqKernelArgs, opts: KernelCallOptions = {}): Promise<number> {
     checkGptqArgs("gptqQuantizeAsync", a);
     return callNative(opts, (ctl) => this.#addon.gptqQuantizeAsync(
-      a.w, a.perm, a.dead, a.hinv, a.N, a.K, a.bits, a.groupSize, a.sym, a.colGroup, a.scales, a.zeros, a.codes, a.dequantized, a.blockSize, ctl,
+      a.w, a.perm, a.dead, a.hinv, a.N, a.K, a.bits, a.groupSize, a.sym, a.colGroup, a.scales, a.zeros, a.codes, a.dequantized, a.blockSize,
+      a.blockStartGrids === true, ctl,
     ));
   }
 
