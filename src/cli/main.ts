@@ -5,8 +5,9 @@ import { evalCommand } from "./eval.ts";
 import { chatCommand } from "./chat.ts";
 import { awqCommand, gptqCommand, rtnCommand } from "./quantize.ts";
 import { exportCommand } from "./export.ts";
+import { int8Command } from "./int8.ts";
 
-const COMMANDS: readonly Command[] = [gptqCommand, awqCommand, rtnCommand, evalCommand, exportCommand, chatCommand];
+const COMMANDS: readonly Command[] = [gptqCommand, awqCommand, rtnCommand, int8Command, evalCommand, exportCommand, chatCommand];
 
 function help(): string {
   const w = Math.max(...COMMANDS.map((c) => c.name.length));

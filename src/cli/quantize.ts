@@ -211,7 +211,8 @@ function checkGgufGrid(s: QuantSettings, path: string): void {
   if (s.actOrder && !s.staticGroups) fail("--act-order without --static-groups (non-contiguous groups)");
 }
 
-async function evalPpl(dir: string, textFile: string, backend: Backend, maxTokens?: number): Promise<number> {
+/** Perplexity (gptq protocol) of a model folder or .gguf on a text file (also used by `int8`). */
+export async function evalPpl(dir: string, textFile: string, backend: Backend, maxTokens?: number): Promise<number> {
   const { tokenizer, model, cfg } = await loadModel(dir, backend);
   let tokens = tokenizer.encode(readFileSync(textFile, "utf8"), { addSpecial: true });
   if (maxTokens !== undefined) tokens = tokens.slice(0, maxTokens);

@@ -13,11 +13,13 @@ import { loadTokenizer, type TextTokenizer } from "../tokenizer/tokenizer.ts";
 import { ConfigError } from "../util/errors.ts";
 import { gptqSource, parseGptqConfig, readQuantizationConfig } from "./gptq-source.ts";
 import { awqSource, parseAwqConfig, readAwqLegacyConfig } from "./awq-source.ts";
+import { bnbSource } from "./bnb-int8-source.ts";
+import { parseBnbConfig } from "../pack/bnb-int8.ts";
 
 export interface LoadedModel {
   dir: string;
   /** "hf" (plain weights) or the quantized checkpoint format that was unpacked. */
-  format: "hf" | "gptq" | "awq" | "gguf";
+  format: "hf" | "gptq" | "awq" | "gguf" | "bnb-int8";
   cfg: ModelConfig;
   tokenizer: TextTokenizer;
   model: Model;
@@ -79,10 +81,14 @@ export async function loadHfModel(dir: string, backend: Backend): Promise<Loaded
       } else if (method === "awq") {
         format = "awq";
         source = awqSource(ckpt, dir, parseAwqConfig(quant.config, quant.file));
+      } else if (method === "bitsandbytes") {
+        parseBnbConfig(quant.config, quant.file); // refuses 4-bit and fp16-weight files
+        format = "bnb-int8";
+        source = bnbSource(ckpt, dir);
       } else {
         throw new ConfigError("unsupported quantization method", {
-          file: quant.file, field: "quantization_config.quant_method", expected: '"gptq" or "awq"', found: JSON.stringify(method),
-          hint: "quantize-llm reads plain HF checkpoints, HF-GPTQ and AutoAWQ GEMM checkpoints",
+          file: quant.file, field: "quantization_config.quant_method", expected: '"gptq", "awq" or "bitsandbytes" (8-bit)', found: JSON.stringify(method),
+          hint: "quantize-llm reads plain HF checkpoints, HF-GPTQ, AutoAWQ GEMM and bitsandbytes 8-bit checkpoints",
         });
       }
     }

@@ -51,6 +51,7 @@ export class OutlierCounter {
     return {
       block, input, layers: [...layers], inFeatures: this.K, threshold: this.threshold, tokens: this.tokens,
       outlierFeatures: cols.length,
+      columns: Array.from(cols),
       featureShare: cols.length / this.K,
       tokenShareAny: this.tokensWithAny / Math.max(1, this.tokens),
       meanTokenShare: shares.length ? shares.reduce((s, f) => s + f.tokenShare, 0) / shares.length : 0,
@@ -71,6 +72,8 @@ export interface OutlierReport {
   tokens: number;
   /** input features with |x| ≥ threshold on at least one calibration token */
   outlierFeatures: number;
+  /** those features, ascending (the fixed columns of --static-outliers) */
+  columns: number[];
   /** outlierFeatures / inFeatures */
   featureShare: number;
   /** share of tokens with at least one outlier feature */
