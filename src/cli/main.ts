@@ -6,8 +6,9 @@ import { chatCommand } from "./chat.ts";
 import { awqCommand, gptqCommand, rtnCommand } from "./quantize.ts";
 import { exportCommand } from "./export.ts";
 import { int8Command } from "./int8.ts";
+import { serveCommand } from "./serve.ts";
 
-const COMMANDS: readonly Command[] = [gptqCommand, awqCommand, rtnCommand, int8Command, evalCommand, exportCommand, chatCommand];
+const COMMANDS: readonly Command[] = [gptqCommand, awqCommand, rtnCommand, int8Command, evalCommand, exportCommand, chatCommand, serveCommand];
 
 function help(): string {
   const w = Math.max(...COMMANDS.map((c) => c.name.length));

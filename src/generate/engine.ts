@@ -1,0 +1,140 @@
+/**
+ * Token generation on one KV cache (a Session): prefill only the prompt tokens the
+ * cache does not already hold, then sample token by token until an end-of-turn id,
+ * a stop string, max tokens, the end of the cache, or cancellation.
+ *
+ * The loop yields to the event loop after every token (and every prefill chunk), so
+ * a server can stream, notice a disconnected client, and interleave sessions, and a
+ * terminal can react to Ctrl-C.
+ */
+import type { KvCache, Model } from "../nn/model.ts";
+import { UsageError } from "../util/errors.ts";
+import { Sampler, type SamplerOptions } from "./sampler.ts";
+import { IncrementalDecoder, StopMatcher, type Detokenizer } from "./text-stream.ts";
+
+/** Prompt tokens fed per forward call during prefill (bounds event-loop stalls). */
+export const PREFILL_CHUNK = 256;
+
+/** One model context: a KV cache and the ids whose keys/values it holds. */
+export class Session {
+  readonly cache: KvCache;
+  /** ids in the cache, [cache.pos] */
+  readonly cached: number[] = [];
+  constructor(readonly model: Model, capacity = model.cfg.maxPositionEmbeddings) {
+    this.cache = model.newCache(capacity);
+  }
+  get capacity(): number { return this.cache.capacity; }
+  /** Forget everything (the next prompt is prefilled from position 0). */
+  reset(): void { this.cache.reset(); this.cached.length = 0; }
+}
+
+export interface GenerateRequest {
+  /** The whole context, [n] ids (what the cache already holds is reused). */
+  prompt: readonly number[];
+  maxTokens: number;
+  sampler: SamplerOptions;
+  /** EOS / end-of-turn ids: generation stops when one is sampled (not part of the text). */
+  stopIds: readonly number[];
+  /** Stop strings: generation stops when the text contains one (it is not part of the text). */
+  stopStrings?: readonly string[];
+  /** Keep going through end-of-turn ids (fixed-length timing). */
+  ignoreEos?: boolean;
+  signal?: AbortSignal;
+  /** Each piece of visible text as it is produced. */
+  onText?: (delta: string) => void;
+}
+
+export type FinishReason = "stop" | "length" | "cancelled";
+
+export interface GenerateStats {
+  promptTokens: number;
+  /** Prompt tokens already in the cache (not recomputed). */
+  reusedTokens: number;
+  /** Prompt tokens run through the model in prefill (= promptTokens − reusedTokens). */
+  prefillTokens: number;
+  prefillMs: number;
+  /** Tokens sampled (end-of-turn id excluded). */
+  generatedTokens: number;
+  /** Single-token forward calls after the prefill, and their time (sampling included). */
+  decodeSteps: number;
+  decodeMs: number;
+}
+
+export interface GenerateResult {
+  text: string;
+  /** Sampled ids, end-of-turn id excluded. */
+  ids: number[];
+  /** The end-of-turn id that ended generation, if one did. */
+  endId: number | null;
+  finishReason: FinishReason;
+  stats: GenerateStats;
+}
+
+const nextTick = (): Promise<void> => new Promise((r) => setImmediate(r));
+
+export async function generate(session: Session, tok: Detokenizer, req: GenerateRequest): Promise<GenerateResult> {
+  const { model, cache, cached } = session;
+  const prompt = req.prompt;
+  if (prompt.length === 0) throw new UsageError("empty prompt", { field: "prompt", expected: "at least one token", found: "0 tokens" });
+  if (prompt.length >= cache.capacity) {
+    throw new UsageError("the prompt does not fit in the context", {
+      field: "prompt", expected: `fewer than ${cache.capacity} tokens (the model's context)`, found: `${prompt.length} tokens`,
+      hint: "shorten the prompt or the conversation",
+    });
+  }
+  // Reuse the longest common prefix; at least one prompt token is run to get logits.
+  let common = 0;
+  while (common < cached.length && common < prompt.length - 1 && cached[common] === prompt[common]) common++;
+  cache.pos = common;
+  cached.length = common;
+
+  const t0 = performance.now();
+  let logits: Float32Array = new Float32Array(0); // [V] of the last position
+  for (let s = common; s < prompt.length; s += PREFILL_CHUNK) {
+    const chunk = prompt.slice(s, Math.min(s + PREFILL_CHUNK, prompt.length));
+    logits = model.forward(chunk, cache, { logits: s + chunk.length === prompt.length ? "last" : "none" });
+    cached.push(...chunk);
+    if (s + chunk.length < prompt.length) await nextTick();
+  }
+  const prefillMs = performance.now() - t0;
+
+  const sampler = new Sampler(req.sampler);
+  const decoder = new IncrementalDecoder(tok);
+  const stop = new StopMatcher(req.stopStrings ?? []);
+  const context = [...prompt]; // penalties look back over prompt + output
+  const ids: number[] = [];
+  let text = "";
+  const emit = (d: string): void => { if (d.length > 0) { text += d; req.onText?.(d); } };
+  let endId: number | null = null;
+  let finishReason: FinishReason = "length";
+  let decodeSteps = 0;
+  const t1 = performance.now();
+  for (;;) {
+    if (req.signal?.aborted) { finishReason = "cancelled"; break; }
+    const id = sampler.next(logits, context);
+    if (!req.ignoreEos && req.stopIds.includes(id)) { endId = id; finishReason = "stop"; break; }
+    ids.push(id);
+    context.push(id);
+    emit(stop.push(decoder.push(id)));
+    if (stop.stopped) { finishReason = "stop"; break; }
+    if (ids.length >= req.maxTokens || cache.pos >= cache.capacity) break; // "length"
+    await nextTick();
+    if (req.signal?.aborted) { finishReason = "cancelled"; break; }
+    logits = model.forward([id], cache, { logits: "last" });
+    cached.push(id);
+    decodeSteps++;
+  }
+  if (!stop.stopped) emit(stop.push(decoder.flush()) + stop.flush());
+  return {
+    text, ids, endId, finishReason,
+    stats: {
+      promptTokens: prompt.length, reusedTokens: common, prefillTokens: prompt.length - common, prefillMs,
+      generatedTokens: ids.length, decodeSteps, decodeMs: performance.now() - t1,
+    },
+  };
+}
+
+/** Tokens per second, or 0 for an empty interval. */
+export function perSecond(tokens: number, ms: number): number {
+  return ms > 0 ? (tokens * 1000) / ms : 0;
+}
