@@ -23,11 +23,41 @@ export function chatPromptIds(tok: TextTokenizer, messages: ChatMessage[]): numb
   return tok.encode(tok.applyChatTemplate(messages, true), { addSpecial: false });
 }
 
-export type TurnOptions = Omit<GenerateRequest, "prompt" | "stopIds"> & { stopIds?: readonly number[] };
+export type TurnOptions = Omit<GenerateRequest, "prompt" | "stopIds"> & {
+  stopIds?: readonly number[];
+  /** Told, before the answer starts, how many old turns were dropped to make room. */
+  onDropped?: (turns: number) => void;
+};
 
 export interface TurnResult extends GenerateResult {
   /** Oldest user/assistant turns removed to make room (0 = none). */
   droppedTurns: number;
+}
+
+/**
+ * The context-overflow policy: while `fits()` is false, remove the oldest turn (a user
+ * message and the assistant answer after it) from `messages`, keeping a leading system
+ * message, calling `changed()` after each removal. Returns the number of turns removed.
+ */
+export function dropOldestTurns(messages: ChatMessage[], fits: () => boolean, changed: () => void): number {
+  const first = messages[0]?.role === "system" ? 1 : 0;
+  let dropped = 0;
+  while (!fits() && messages.length > first) {
+    messages.splice(first, messages[first + 1]?.role === "assistant" ? 2 : 1);
+    dropped++;
+    changed();
+  }
+  return dropped;
+}
+
+/** After dropping what can be dropped: the new message alone must still leave room for one token. */
+export function checkFits(promptTokens: number, capacity: number, hasSystem: boolean): void {
+  if (promptTokens >= capacity) {
+    throw new UsageError("the message does not fit in the model's context", {
+      field: "message", expected: `fewer than ${capacity} tokens with the chat template${hasSystem ? " and the system prompt" : ""}`,
+      found: `${promptTokens} tokens`, hint: "send a shorter message (or a shorter --system)",
+    });
+  }
 }
 
 export class Conversation {
@@ -66,24 +96,15 @@ export class Conversation {
     const capacity = this.session.capacity;
     // Room to keep for the answer: all of max tokens, up to half the context.
     const reserve = Math.min(o.maxTokens, Math.floor(capacity / 2));
-    const first = this.messages[0]?.role === "system" ? 1 : 0;
-    let droppedTurns = 0;
-    let prompt = this.promptIds([...this.messages, { role: "user", content: user }]);
-    while (prompt.ids.length + reserve > capacity && this.messages.length > first) {
-      // Drop the oldest turn: a user message and the assistant answer after it.
-      const n = this.messages[first + 1]?.role === "assistant" ? 2 : 1;
-      this.messages.splice(first, n);
-      droppedTurns++;
+    const next = (): { ids: number[]; text: string } => this.promptIds([...this.messages, { role: "user", content: user }]);
+    let prompt = next();
+    const droppedTurns = dropOldestTurns(this.messages, () => prompt.ids.length + reserve <= capacity, () => {
       this.ids = [];
       this.text = "";
-      prompt = this.promptIds([...this.messages, { role: "user", content: user }]);
-    }
-    if (prompt.ids.length >= capacity) {
-      throw new UsageError("the message does not fit in the model's context", {
-        field: "message", expected: `fewer than ${capacity} tokens with the chat template${first ? " and the system prompt" : ""}`,
-        found: `${prompt.ids.length} tokens`, hint: "send a shorter message (or a shorter --system)",
-      });
-    }
+      prompt = next();
+    });
+    checkFits(prompt.ids.length, capacity, this.messages[0]?.role === "system");
+    if (droppedTurns > 0) o.onDropped?.(droppedTurns);
     const r = await generate(this.session, this.tok, { ...o, prompt: prompt.ids, stopIds: o.stopIds ?? this.endIds });
     this.messages.push({ role: "user", content: user }, { role: "assistant", content: r.text });
     const produced = r.endId !== null ? [...r.ids, r.endId] : r.ids;

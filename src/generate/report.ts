@@ -22,13 +22,13 @@ export interface RunFigures {
   kernel_path: string;
 }
 
-export function runFigures(s: GenerateStats, finishReason: string, backend: Backend): RunFigures {
+export function runFigures(s: GenerateStats, finishReason: string, kernel: string): RunFigures {
   const r2 = (x: number): number => Math.round(x * 100) / 100;
   return {
     prompt_tokens: s.promptTokens, prefill_tokens: s.prefillTokens, generated_tokens: s.generatedTokens,
     prefill_tokens_per_s: r2(perSecond(s.prefillTokens, s.prefillMs)), decode_tokens_per_s: r2(perSecond(s.decodeSteps, s.decodeMs)),
     // resourceUsage().maxRSS is in KiB.
-    peak_rss_mib: r2(process.resourceUsage().maxRSS / 1024), finish_reason: finishReason, kernel_path: kernelPath(backend),
+    peak_rss_mib: r2(process.resourceUsage().maxRSS / 1024), finish_reason: finishReason, kernel_path: kernel,
   };
 }
 
