@@ -77,6 +77,7 @@ export async function startServer(o: ServerOptions): Promise<RunningServer> {
   const endIds = endOfTurnIds(tok);
   const created = Math.floor(Date.now() / 1000);
   const app = Fastify({ bodyLimit: o.bodyLimit ?? 1 << 20, logger: false, return503OnClosing: true });
+  app.removeContentTypeParser("text/plain"); // bodies are JSON only: anything else gets 415
 
   app.addHook("onRequest", async (req) => {
     if (o.apiKey === undefined || req.url === "/health") return;
