@@ -17,7 +17,7 @@ let srv: RunningServer | null = null;
 afterEach(async () => { await srv?.close(); srv = null; });
 
 const ask = (i: number) => ({ role: "user" as const, content: `Tell me about witness number ${i}.` });
-const params = (i: number) => ({ temperature: 0.8, top_k: 40, seed: 1000 + i, max_tokens: 8 });
+const params = (i: number) => ({ temperature: 0.8, top_k: 40, seed: 1000 + i, max_tokens: 6 });
 
 /** Health counters, polled until `ok` or `ms` elapse. */
 async function healthUntil(url: string, ok: (h: { busy: number; queued: number }) => boolean, ms: number): Promise<{ busy: number; queued: number }> {

@@ -17,7 +17,7 @@ let srv: RunningServer;
 beforeAll(async () => { srv = await serveBundled(); });
 afterAll(async () => { await srv?.close(); });
 
-const messages = [{ role: "system" as const, content: "You are a storyteller." }, { role: "user" as const, content: "Who was there?" }];
+const messages: { role: "system" | "user"; content: string }[] = [{ role: "system" as const, content: "You are a storyteller." }, { role: "user" as const, content: "Who was there?" }];
 
 describe("serve with the openai client", () => {
   test("non-streaming chat: shape, usage from the tokenizer, and the same text as streaming", async () => {
@@ -74,7 +74,7 @@ describe("serve with the openai client", () => {
       [["--temperature", "0"], { temperature: 0 }],
       [["--temperature", "0.9", "--top-k", "40", "--top-p", "0.95", "--seed", "5"], { temperature: 0.9, top_k: 40, top_p: 0.95, seed: 5 }],
     ] as const) {
-      const r = cli("chat", "--system", messages[0].content, "--prompt", messages[1].content, "--max-tokens", "24", ...flags);
+      const r = cli("chat", "--system", messages[0]!.content, "--prompt", messages[1]!.content, "--max-tokens", "24", ...flags);
       expect(r.status, r.stderr).toBe(0);
       const api = await openai.chat.completions.create({ model: MODEL_ID, messages, max_tokens: 24, ...params } as never) as { choices: { message: { content: string } }[] };
       expect(`${api.choices[0]!.message.content}\n`).toBe(r.stdout);
