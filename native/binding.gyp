@@ -26,6 +26,7 @@
         "src/matmul.cc",
         "src/packed_matmul.cc",
         "src/packed_pack.cc",
+        "src/packed_probe.cc",
         "src/packed_scalar.cc",
         "src/pool.cc"
       ],

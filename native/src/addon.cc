@@ -18,6 +18,7 @@
 //   packedFree(handle): void      frees now; the handle's finalizer frees otherwise
 //   matmulPacked(x, handle, M, bias | null, out, f32Acts): void
 //   matmulPackedAsync(x, handle, M, bias | null, out, f32Acts, ctl): Promise<void>
+//   readBandwidth(bytes, threads, reps): Float64Array   GB/s of each pass (benchmark probe)
 //
 // …Async variants (async.h): the same call on a libuv worker thread, returning a Promise;
 // the last argument is the ctl Int32Array [3] (cancel, progress done, progress total) or null:
@@ -96,6 +97,7 @@ class Addon : public Napi::Addon<Addon> {
                              InstanceMethod("int8Matmul", &Addon::Int8Matmul, napi_enumerable),
                              InstanceMethod("awqFakeQuantizeAsync", &Addon::AwqFakeQuantizeAsync, napi_enumerable),
                              InstanceMethod("awqClipSearchAsync", &Addon::AwqClipSearchAsync, napi_enumerable),
+                             InstanceMethod("readBandwidth", &Addon::ReadBandwidth, napi_enumerable),
                          });
   }
 
@@ -440,6 +442,15 @@ class Addon : public Napi::Addon<Addon> {
       awqClipSearch(rt_, w, x, N, K, T, bits, g, maxVal, &c);
       return AsyncResult::none();
     });
+  }
+
+  Napi::Value ReadBandwidth(const Napi::CallbackInfo& info) {
+    const int threads = static_cast<int>(i64(info[1])), reps = static_cast<int>(i64(info[2]));
+    assert(threads >= 1 && threads <= rt_.pool.threads() && reps >= 1);
+    Napi::Float64Array out = Napi::Float64Array::New(info.Env(), static_cast<size_t>(reps));
+    auto lock = calls_.lock();
+    readBandwidth(rt_, static_cast<size_t>(i64(info[0])), threads, reps, out.Data());
+    return out;
   }
 
   std::vector<const KernelTable*> levels_;

@@ -62,6 +62,8 @@ PackedWeight* packQ8(const int8_t* codes, const float* scales, int64_t N, int64_
 /** data [N, K] of f16 or bf16 bit patterns. */
 PackedWeight* pack16(const uint16_t* data, H16Type type, int64_t N, int64_t K);
 void freePacked(PackedWeight* w);
+/** Just the memory of a packed weight (zeroed, aligned, huge-page advised): the bandwidth probe's buffer. */
+PackedWeight* allocRaw(size_t bytes);
 
 /** The activation block chosen for a group size (see packed_pack.cc). */
 int64_t activationBlock(int64_t K, int64_t g);
@@ -99,7 +101,7 @@ struct PackedTileArgs {
 
 struct PackedKernels {
   const char* name;
-  int mrQ4, mrQ8, mrF32;   // activation rows per tile call, by kind (mrF32: H16 and the exact path)
+  int mrQ4, mrQ8, mrF32, mrH16;  // activation rows per tile call: int4, int8, their exact f32 path, 16-bit
   void (*q4)(const PackedTileArgs& t);     // int8 activations
   void (*q8)(const PackedTileArgs& t);
   void (*q4f)(const PackedTileArgs& t);    // f32 activations, dequantized in registers (exact path)
@@ -107,12 +109,22 @@ struct PackedKernels {
   void (*h16)(const PackedTileArgs& t);    // f32 activations
   /** q[k] = round(x[k]/d_b), d_b = max|x| / 127 per block of Ba, x' = x (perm applied by the caller). */
   void (*quantize)(const float* x, int64_t K, int64_t Kp, int64_t Ba, int8_t* q, float* d, int32_t* sum);
+  /** Bandwidth probe: reads `bytes` (a multiple of 256) from each of 4 streams at once; returns a checksum. */
+  uint64_t (*readStreams)(const uint8_t* const* streams, size_t bytes);
 };
 
 const PackedKernels* packedKernelsScalar();
 const PackedKernels* packedKernelsAvx2();    // null when not compiled in
 /** The packed kernels for a kernel level name ("avx512" uses the best packed level the CPU runs). */
 const PackedKernels* packedKernelsFor(const char* levelName);
+
+/**
+ * Streaming-read bandwidth of this machine (packed_probe.cc): a 2 MiB-aligned,
+ * huge-page-advised buffer of `bytes` (allocated as the packed weights are), read by
+ * `threads` pool threads, each its contiguous share as 4 concurrent streams; GB/s of
+ * each of `reps` passes into out[reps].
+ */
+void readBandwidth(Runtime& rt, size_t bytes, int threads, int reps, double* out);
 
 // ---------------------------------------------------------------- driver (packed_matmul.cc)
 

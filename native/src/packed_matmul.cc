@@ -72,7 +72,7 @@ void matmulPacked(Runtime& rt, const float* x, const PackedWeight& w, int64_t M,
   void (*tile)(const PackedTileArgs&) = L.kind == PackedKind::H16 ? pk.h16
                                         : L.kind == PackedKind::Q4 ? (int8Acts ? pk.q4 : pk.q4f)
                                                                    : (int8Acts ? pk.q8 : pk.q8f);
-  const int mrMax = !int8Acts ? pk.mrF32 : L.kind == PackedKind::Q4 ? pk.mrQ4 : pk.mrQ8;
+  const int mrMax = L.kind == PackedKind::H16 ? pk.mrH16 : !int8Acts ? pk.mrF32 : L.kind == PackedKind::Q4 ? pk.mrQ4 : pk.mrQ8;
   const int64_t RG = L.Np / kRowGroup;
   forTasks(rt, nTasks, [&](int t, int) {
     const int64_t rg0 = t * RG / nTasks, rg1 = (t + 1) * RG / nTasks;

@@ -223,6 +223,15 @@ PackedWeight* pack16(const uint16_t* data, H16Type type, int64_t N, int64_t K) {
   return finish(w, nullptr);
 }
 
+PackedWeight* allocRaw(size_t bytes) {
+  auto* w = new PackedWeight();
+  if (!allocData(*w, bytes)) {
+    delete w;
+    return nullptr;
+  }
+  return w;
+}
+
 void freePacked(PackedWeight* w) {
   if (w == nullptr) return;
   if (w->data != nullptr) {

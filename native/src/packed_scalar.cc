@@ -135,8 +135,20 @@ void quantizeScalar(const float* x, int64_t K, int64_t Kp, int64_t Ba, int8_t* q
   }
 }
 
+uint64_t readStreamsScalar(const uint8_t* const* s, size_t bytes) {
+  uint64_t acc[4] = {0, 0, 0, 0};
+  for (size_t i = 0; i < bytes; i += 8)
+    for (int j = 0; j < 4; ++j) {
+      uint64_t v;
+      std::memcpy(&v, s[j] + i, 8);
+      acc[j] ^= v;
+    }
+  return acc[0] ^ acc[1] ^ acc[2] ^ acc[3];
+}
+
 constexpr PackedKernels kScalar = {
-    "scalar", 4, 4, 4, tileInt8Acts<false>, tileInt8Acts<true>, tileF32Acts<false>, tileF32Acts<true>, tileH16, quantizeScalar,
+    "scalar", 4, 4, 4, 4, tileInt8Acts<false>, tileInt8Acts<true>, tileF32Acts<false>, tileF32Acts<true>, tileH16, quantizeScalar,
+    readStreamsScalar,
 };
 
 }  // namespace

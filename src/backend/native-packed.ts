@@ -86,6 +86,8 @@ export interface NativePackedAddon {
   packedFree(handle: unknown): void;
   /** y[M, N] = x[M, K] · Wᵀ (+ bias) into out; synchronous. */
   matmulPacked(x: Float32Array, handle: unknown, M: number, bias: Float32Array | null, out: Float32Array, f32Acts: boolean): void;
+  /** GB/s of each of `reps` streaming-read passes over `bytes` on `threads` pool threads (benchmark probe). */
+  readBandwidth(bytes: number, threads: number, reps: number): Float64Array;
   /** The same on a libuv worker thread (native/src/async.h). */
   matmulPackedAsync(x: Float32Array, handle: unknown, M: number, bias: Float32Array | null, out: Float32Array, f32Acts: boolean, ctl: Int32Array | null): Promise<void>;
 }

@@ -255,6 +255,22 @@ export class NativeBackend implements Backend {
     return y;
   }
 
+  /**
+   * Benchmark probe: GB/s of each of `reps` streaming-read passes over `bytes` of
+   * memory allocated like packed weights, on `threads` (≤ this.threads) pool threads.
+   */
+  readBandwidth(bytes: number, threads: number, reps: number): Float64Array {
+    checkInt("readBandwidth", "bytes", bytes, 1 << 20);
+    checkInt("readBandwidth", "threads", threads, 1);
+    checkInt("readBandwidth", "reps", reps, 1);
+    if (threads > this.threads) {
+      throw new UsageError("readBandwidth: more threads than the pool has", {
+        field: "threads", expected: `at most ${this.threads}`, found: String(threads), hint: "call setThreads first",
+      });
+    }
+    return this.#addon.readBandwidth(bytes, threads, reps);
+  }
+
   // ---------------------------------------------------------------- GPTQ kernels (native/src/gptq.h)
 
   /** sum[K, K] = beta·sum + alpha · x[T, K]ᵀ · x, both triangles; sum may be f32 or f64. */

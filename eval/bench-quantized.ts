@@ -1,0 +1,84 @@
+/**
+ * Quantized matmul benchmark: this machine's streaming-read bandwidth (a probe of
+ * our own), our packed int4 / int8 kernels, and llama.cpp's (the ggml that
+ * node-llama-cpp ships) on the same weights with the same threads, in ONE process
+ * run, interleaved A/B; prints and writes ratios of medians.
+ *
+ *   flock -x /tmp/qllm-cpu.lock npx tsx eval/bench-quantized.ts [--threads 2] [--reps 5]
+ *         [--sections probe,gemv,gemm] [--out eval/reports/bench-quantized.md]
+ *
+ * Sections are modules in eval/bench-quantized/ listed in SECTIONS (add one there);
+ * the probe runs first because the others report "% of probe".
+ */
+import { execSync } from "node:child_process";
+import { readFileSync, renameSync, writeFileSync } from "node:fs";
+import { cpus, loadavg } from "node:os";
+import { parseArgs } from "node:util";
+import { createNativeBackend } from "../src/backend/native.ts";
+import { createContext, type BenchContext } from "./bench-quantized/context.ts";
+import { gemmSection, gemvSection, probeSection } from "./bench-quantized/matmul.ts";
+
+const SECTIONS: Record<string, (ctx: BenchContext) => Promise<string>> = {
+  probe: probeSection,
+  gemv: gemvSection,
+  gemm: gemmSection,
+};
+
+const { values: opts } = parseArgs({
+  options: {
+    threads: { type: "string", default: "2" }, reps: { type: "string", default: "5" },
+    sections: { type: "string", default: Object.keys(SECTIONS).join(",") },
+    out: { type: "string", default: "eval/reports/bench-quantized.md" },
+  },
+});
+const threads = Number(opts.threads), reps = Number(opts.reps);
+const names = opts.sections.split(",");
+for (const n of names) if (!(n in SECTIONS)) throw new Error(`unknown section ${n}; known: ${Object.keys(SECTIONS).join(", ")}`);
+if (!names.includes("probe") && names.some((n) => n !== "probe")) names.unshift("probe");
+
+function sh(cmd: string): string {
+  try { return execSync(cmd, { stdio: ["ignore", "pipe", "ignore"] }).toString().trim(); } catch { return "unknown"; }
+}
+function thp(): string {
+  try { return /\[(\w+)\]/.exec(readFileSync("/sys/kernel/mm/transparent_hugepage/enabled", "utf8"))?.[1] ?? "?"; } catch { return "n/a"; }
+}
+const flags = readFileSync("/proc/cpuinfo", "utf8").match(/^flags\s*:(.*)$/m)?.[1] ?? "";
+const simd = ["avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "avx_vnni"].filter((f) => flags.split(" ").includes(f));
+
+const nb = createNativeBackend({ threads });
+const ctx = createContext(nb, threads, reps, (l) => console.log(l));
+const load0 = loadavg();
+const started = new Date().toISOString();
+const parts: string[] = [];
+try {
+  for (const n of names) parts.push(await SECTIONS[n]!(ctx));
+} finally {
+  await ctx.close();
+}
+const header = [
+  "# Quantized matmul: ours vs llama.cpp, same weights, same threads",
+  "",
+  "```",
+  `flock -x /tmp/qllm-cpu.lock npx tsx eval/bench-quantized.ts --threads ${threads} --reps ${reps} --sections ${names.join(",")}`,
+  "```",
+  "",
+  `| | |`,
+  `|---|---|`,
+  `| date | ${started} |`,
+  `| commit | ${sh("git rev-parse --short HEAD")} |`,
+  `| CPU | ${cpus()[0]?.model ?? "?"}, ${cpus().length} cores; ${simd.join(" ")} |`,
+  `| threads | ${threads} (ours and llama.cpp) |`,
+  `| our kernel level | ${nb.kernelLevel} |`,
+  `| llama.cpp | node-llama-cpp's prebuilt ggml, CPU variant libggml-cpu-${ctx.llamaVariant}.so (eval/bench-quantized/ggml-harness.c) |`,
+  `| THP | ${thp()} |`,
+  `| loadavg before / after | ${load0.map((v) => v.toFixed(2)).join(" ")} / ${loadavg().map((v) => v.toFixed(2)).join(" ")} |`,
+  "",
+  "Interleaved A/B: each round runs ours then llama.cpp on the same case; " +
+    `${reps} rounds; medians over all calls; speed-up = llama.cpp median time / ours.`,
+  "",
+].join("\n");
+const report = `${header}\n${parts.join("\n")}`;
+const tmp = `${opts.out}.tmp${process.pid}`;
+writeFileSync(tmp, report);
+renameSync(tmp, opts.out);
+console.log(`\nwrote ${opts.out}`);
