@@ -15,7 +15,7 @@
  * scale, a few outlier columns), because isotropic ones make GPTQ overfit the
  * calibration rows; the held-out output error of GPTQ and RTN is printed as a
  * sanity check. The 1024 layer is also run once through the TS reference
- * (src/quant/gptq.ts) to show the codes agree (skipped with --quick).
+ * (src/methods/gptq.ts) to show the codes agree (skipped with --quick).
  */
 import { execSync } from "node:child_process";
 import { mkdirSync, writeFileSync } from "node:fs";
@@ -25,11 +25,11 @@ import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { createNativeBackend } from "../src/backend/native.ts";
 import { defaultThreads } from "../src/backend/select.ts";
-import { gptqQuantizeLinear, type GptqOptions, type GptqResult } from "../src/quant/gptq.ts";
-import { gptqQuantizeLinearFast, HessianAccumulatorF32 } from "../src/quant/gptq-fast.ts";
-import { HessianAccumulator } from "../src/quant/hessian.ts";
-import { rtnQuantizeLinear } from "../src/quant/rtn.ts";
-import { dequantize } from "../src/quant/types.ts";
+import { gptqQuantizeLinear, type GptqOptions, type GptqResult } from "../src/methods/gptq.ts";
+import { gptqQuantizeLinearFast, HessianAccumulatorF32 } from "../src/methods/gptq-fast.ts";
+import { HessianAccumulator } from "../src/methods/hessian.ts";
+import { rtnQuantizeLinear } from "../src/methods/rtn.ts";
+import { dequantize } from "../src/tensor/quantized.ts";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
 const T_CAL = 2048;
@@ -178,7 +178,7 @@ function runLayer(N: number, K: number, actOrder: boolean, validate: boolean): v
   notes.push(`${layer}: held-out relative output error GPTQ ${eG.toExponential(3)} vs RTN ${eR.toExponential(3)} (GPTQ/RTN = ${(eG / eR).toFixed(3)}); damp used ${result.dampUsed}; loss ${result.loss.toExponential(3)}`);
 
   if (validate) {
-    process.stderr.write(`${layer}: TS reference (src/quant/gptq.ts) for validation\n`);
+    process.stderr.write(`${layer}: TS reference (src/methods/gptq.ts) for validation\n`);
     const t0 = performance.now();
     const want = gptqQuantizeLinear(o);
     const refSeconds = (performance.now() - t0) / 1000;
@@ -195,7 +195,7 @@ function runLayer(N: number, K: number, actOrder: boolean, validate: boolean): v
 function gitCommit(): string {
   try {
     const sha = execSync("git rev-parse --short HEAD", { stdio: ["ignore", "pipe", "ignore"] }).toString().trim();
-    const dirty = execSync("git status --porcelain -- native src/quant/gptq-fast.ts src/backend", { stdio: ["ignore", "pipe", "ignore"] }).toString().trim();
+    const dirty = execSync("git status --porcelain -- native src/methods/gptq-fast.ts src/backend", { stdio: ["ignore", "pipe", "ignore"] }).toString().trim();
     return dirty ? `${sha} + uncommitted changes` : sha;
   } catch {
     return "unknown (not a git checkout)";

@@ -18,8 +18,8 @@ import { BUNDLED_CALIB_TEXT, BUNDLED_EVAL_TEXT, BUNDLED_MODEL_DIR, perplexity, s
 import { exportGguf } from "../src/export/gguf.ts";
 import { exportQuantizedGguf } from "../src/export/gguf-quant.ts";
 import { loadModel } from "../src/load/hf-folder.ts";
-import { quantizeModel } from "../src/quant/pipeline.ts";
-import type { QuantSettings } from "../src/quant/settings.ts";
+import { quantizeModel } from "../src/quantize/pipeline.ts";
+import type { QuantSettings } from "../src/quantize/settings.ts";
 
 const { values } = parseArgs({ options: { threads: { type: "string" }, "calib-samples": { type: "string" }, write: { type: "boolean" } } });
 const backend = selectBackend({ threads: Number(values.threads ?? 2) });

@@ -16,8 +16,8 @@ import { parseArgs } from "node:util";
 import {
   BUNDLED_CALIB_TEXT, BUNDLED_EVAL_TEXT, BUNDLED_MODEL_DIR, loadHfModel, perplexity, selectBackend,
 } from "../src/index.ts";
-import { quantizeModel } from "../src/quant/pipeline.ts";
-import type { QuantSettings } from "../src/quant/settings.ts";
+import { quantizeModel } from "../src/quantize/pipeline.ts";
+import type { QuantSettings } from "../src/quantize/settings.ts";
 
 const { values } = parseArgs({ options: {
   threads: { type: "string" }, "calib-samples": { type: "string" }, write: { type: "boolean" }, quick: { type: "boolean" },

@@ -16,7 +16,7 @@ import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { BUNDLED_CALIB_TEXT, BUNDLED_MODEL_DIR, PACKAGE_ROOT } from "../src/load/paths.ts";
 import { SafetensorsWriter } from "../src/io/safetensors.ts";
-import { mulberry32 } from "../src/nn/generate.ts";
+import { mulberry32 } from "../src/util/random.ts";
 
 const { values } = parseArgs({ options: { blocks: { type: "string" }, threads: { type: "string" }, write: { type: "boolean" }, keep: { type: "boolean" } } });
 const L = Number(values.blocks ?? 28);

@@ -15,11 +15,11 @@ export { loadModelWeights, type ModelWeights, type BlockWeights, type Linear, ty
 export { perplexity, PROTOCOLS, type Protocol, type PerplexityResult } from "./metrics/perplexity.ts";
 export { loadTokenizer, TextTokenizer, type ChatMessage } from "./tokenizer/tokenizer.ts";
 export { QuantizeLlmError, FormatError, ConfigError, UsageError, DependencyError } from "./util/errors.ts";
-export { gptqQuantizeLinear, type GptqOptions, type GptqResult } from "./quant/gptq.ts";
-export { rtnQuantizeLinear, type RtnOptions } from "./quant/rtn.ts";
-export { dequantize, type QuantizedLinear } from "./quant/types.ts";
-export { quantizeModel, type QuantizeJob, type QuantizeResult, type PipelineEvent } from "./quant/pipeline.ts";
-export type { QuantSettings, Method } from "./quant/settings.ts";
+export { gptqQuantizeLinear, type GptqOptions, type GptqResult } from "./methods/gptq.ts";
+export { rtnQuantizeLinear, type RtnOptions } from "./methods/rtn.ts";
+export { dequantize, type QuantizedLinear } from "./tensor/quantized.ts";
+export { quantizeModel, type QuantizeJob, type QuantizeResult, type PipelineEvent } from "./quantize/pipeline.ts";
+export type { QuantSettings, Method } from "./quantize/settings.ts";
 export { packGptq, unpackGptq } from "./pack/hf-gptq.ts";
 export { exportGguf } from "./export/gguf.ts";
 export { openGguf, GgufWriter, writeGguf, kv, GGML_TYPES } from "./io/gguf.ts";

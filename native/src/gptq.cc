@@ -1,6 +1,6 @@
 // GPTQ drivers: the lazy-batch quantization (Frantar et al. 2022, §4 "Lazy
 // Batch-Updates") and the Hessian's XᵀX. The specification is the per-row
-// reference src/quant/gptq.ts; the arithmetic is the same, reordered:
+// reference src/methods/gptq.ts; the arithmetic is the same, reordered:
 //
 //   for each block of columns [i1, i2):
 //     for each column i (lane kernel, gptq_rows.h, L rows per vector):

@@ -1,4 +1,4 @@
-// GPTQ kernels (ALGORITHMS.md §2; the specification is src/quant/gptq.ts):
+// GPTQ kernels (ALGORITHMS.md §2; the specification is src/methods/gptq.ts):
 //
 //   syrkAccumulate  sum[K, K] = beta·sum + alpha·XᵀX   the Hessian, no transposed copy of X
 //   gptqHinv        H → Hinv = upper Cholesky factor of H⁻¹ (gptq_hinv.cc)

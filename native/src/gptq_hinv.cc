@@ -15,7 +15,7 @@
 //
 // Both O(n³) steps are GEMMs on the kernel table's register tile; the O(NB³)
 // diagonal work runs on the calling thread. Reference: gptqHinv in
-// src/quant/linalg.ts (f64); this is f32 like gptq.py.
+// src/methods/linalg.ts (f64); this is f32 like gptq.py.
 #include <cmath>
 #include <vector>
 

@@ -3,7 +3,7 @@
 // includes this file inside an anonymous namespace, so the compiler vectorises
 // the lane loops with that level's instructions (the same scheme as kernel_impl.h).
 //
-// Numerics follow src/quant/grid.ts exactly where the reference is exact:
+// Numerics follow src/methods/grid.ts exactly where the reference is exact:
 //   - grids in f64 from the f32 min/max, scale rounded f64 → f32 → f16 (RNE);
 //   - codes = clamp(RNE(w / scale) + zero) with the quotient in f64, so a weight
 //     that equals the reference's weight gets the reference's code;
@@ -13,7 +13,7 @@
 // roundToF16 / f16BitsToF32: grid_round.h (included by each gptq_rows_<level>.cc before its namespaces).
 constexpr double kRneShift = 6755399441055744.0;  // 1.5·2^52: (t + s) − s rounds |t| < 2^51 to nearest even
 
-/** gptqGrid of src/quant/grid.ts for a group with min lo and max hi. */
+/** gptqGrid of src/methods/grid.ts for a group with min lo and max hi. */
 inline void gptqGrid(float lo, float hi, int maxq, bool sym, float* scale, int* zero) {
   double xmin = lo < 0.0f ? static_cast<double>(lo) : 0.0;
   double xmax = hi > 0.0f ? static_cast<double>(hi) : 0.0;

@@ -84,12 +84,12 @@ export interface Backend {
    */
   attention(q: Float32Array, k: Float32Array, v: Float32Array, shape: AttentionShape, out: Float32Array): void;
 
-  // Optional GPTQ kernels (src/quant/gptq-fast.ts uses them when present, else the TS reference).
+  // Optional GPTQ kernels (src/methods/gptq-fast.ts uses them when present, else the TS reference).
   /** sum[K, K] = beta·sum + alpha · x[T, K]ᵀ · x, both triangles (no transposed copy of x; beta 0 ignores sum). */
   syrkAccumulate?(x: Float32Array, T: number, K: number, sum: Float32Array | Float64Array, alpha: number, beta: number): void;
   /**
    * out [K, K] = Hinv, the upper Cholesky factor of A⁻¹ (strictly lower part zeroed),
-   * as gptqHinv in src/quant/linalg.ts, where A[i][j] = h[perm[i]][perm[j]] off the
+   * as gptqHinv in src/methods/linalg.ts, where A[i][j] = h[perm[i]][perm[j]] off the
    * diagonal and A[i][i] = diag[i] (dead-column fix and damping applied by the
    * caller). h is only read: it is the pristine copy for a retry with more damping.
    * Returns false when A is not positive definite at f32 precision.

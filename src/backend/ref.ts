@@ -72,7 +72,7 @@ export function refSyrkAccumulate(
 }
 
 // The GPTQ kernels (gptqHinv, gptqQuantize) have no entry here on purpose: their
-// reference is src/quant/gptq.ts as a whole, which gptq-fast.ts falls back to.
+// reference is src/methods/gptq.ts as a whole, which gptq-fast.ts falls back to.
 export const refBackend: Backend = {
   name: "ref",
   threads: 1,

@@ -29,12 +29,12 @@ import { awqLayerBase, parseAwqConfig, readAwqLegacyConfig, readAwqLinear } from
 import { gptqLayerBase, parseGptqConfig, readGptqLinear, readQuantizationConfig } from "../load/gptq-source.ts";
 import { readModelConfig } from "../load/hf-folder.ts";
 import { dequantizeBlocks, exactBlockType, GGML_BLOCK_TYPES, packGridBlocks, quantizeMatrix, type GgmlBlockTypeName } from "../pack/gguf-blocks.ts";
-import { dequantize, type QuantizedLinear } from "../quant/types.ts";
+import { dequantize, type QuantizedLinear } from "../tensor/quantized.ts";
 import { fromF32 } from "../tensor/dtype.ts";
 import { loadTokenizer } from "../tokenizer/tokenizer.ts";
 import { ConfigError, FormatError, UsageError } from "../util/errors.ts";
 import { ggufModelKv } from "./gguf.ts";
-import { gatherRows, ggufTensorPlan, llama3RopeFactors, permuteQK, qkRowOrder, type GgufTensorPlanEntry } from "./gguf-tensors.ts";
+import { gatherRows, ggufTensorPlan, llama3RopeFactors, permuteQK, qkRowOrder, type GgufTensorPlanEntry } from "../arch/gguf-tensors.ts";
 import { ggufTokenizerKv } from "./gguf-tokenizer.ts";
 
 export const GGUF_QUANT_TYPES = ["q4_0", "q4_1", "q8_0", "q4_k_m", "f16", "f32"] as const;

@@ -14,7 +14,7 @@ import { readModelConfig } from "../load/hf-folder.ts";
 import { fromF32 } from "../tensor/dtype.ts";
 import { loadTokenizer } from "../tokenizer/tokenizer.ts";
 import { ConfigError, FormatError, UsageError } from "../util/errors.ts";
-import { ggufTensorPlan, llama3RopeFactors, permuteQK, type GgufFloatType, type GgufTensorPlanEntry } from "./gguf-tensors.ts";
+import { ggufTensorPlan, llama3RopeFactors, permuteQK, type GgufFloatType, type GgufTensorPlanEntry } from "../arch/gguf-tensors.ts";
 import { ggufTokenizerKv } from "./gguf-tokenizer.ts";
 
 /** `LlamaFileType` in gguf-py (llama.h `llama_ftype`). */

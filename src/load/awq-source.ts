@@ -9,7 +9,7 @@ import { join } from "node:path";
 import type { Checkpoint } from "../io/checkpoint.ts";
 import type { TensorSource } from "../nn/weights.ts";
 import { AWQ_GEMM_BITS, unpackAwqGemm } from "../pack/awq-gemm.ts";
-import { dequantize, type QuantizedLinear } from "../quant/types.ts";
+import { dequantize, type QuantizedLinear } from "../tensor/quantized.ts";
 import { ConfigError, FormatError } from "../util/errors.ts";
 
 export interface AwqConfig {

@@ -1,6 +1,6 @@
 /**
  * Load a GGUF file (ours or llama.cpp's, llama/qwen2 arch, gpt2-model BPE vocabulary) into a
- * runnable Model by inverting the export plan (export/gguf-tensors.ts): the config is rebuilt
+ * runnable Model by inverting the export plan (arch/gguf-tensors.ts): the config is rebuilt
  * from `<arch>.*` keys, tensors are decoded to f32 (io/gguf.ts; Q4_0/Q4_1/Q8_0/Q4_K/Q6_K
  * dequantized) and llama q/k rows un-permuted; the tokenizer is rebuilt as a HF tokenizer.json
  * object from `tokenizer.ggml.*` so @huggingface/tokenizers loads it, with the chat template.
@@ -9,8 +9,8 @@ import { Tokenizer } from "@huggingface/tokenizers";
 import { parseModelConfig, type ModelConfig } from "../arch/config.ts";
 import { ARCHS } from "../arch/registry.ts";
 import type { Backend } from "../backend/backend.ts";
-import { ggufTensorPlan, unpermuteQK, type GgufTensorPlanEntry } from "../export/gguf-tensors.ts";
-import { KNOWN_PRE_TOKENIZERS, TOKEN_TYPE } from "../export/gguf-tokenizer.ts";
+import { ggufTensorPlan, unpermuteQK, type GgufTensorPlanEntry } from "../arch/gguf-tensors.ts";
+import { KNOWN_PRE_TOKENIZERS, TOKEN_TYPE } from "../arch/gguf-vocab.ts";
 import { openGguf, type GgufFile } from "../io/gguf.ts";
 import { Model } from "../nn/model.ts";
 import { loadModelWeights, type TensorSource } from "../nn/weights.ts";

@@ -8,7 +8,7 @@ import { join } from "node:path";
 import type { Checkpoint } from "../io/checkpoint.ts";
 import type { TensorSource } from "../nn/weights.ts";
 import { unpackGptq, type GptqCheckpointFormat } from "../pack/hf-gptq.ts";
-import { dequantize, type QuantizedLinear } from "../quant/types.ts";
+import { dequantize, type QuantizedLinear } from "../tensor/quantized.ts";
 import { ConfigError, FormatError } from "../util/errors.ts";
 
 export interface GptqConfig {

@@ -3,6 +3,7 @@
  * seeded PRNG, streaming each new token to a callback.
  */
 import type { KvCache, Model } from "./model.ts";
+import { mulberry32 } from "../util/random.ts";
 
 export interface SampleOptions {
   /** 0 = greedy. */
@@ -25,18 +26,6 @@ export function argmax(x: Float32Array, offset = 0, n = x.length - offset): numb
   let bv = -Infinity;
   for (let i = 0; i < n; i++) { const v = x[offset + i]!; if (v > bv) { bv = v; best = i; } }
   return best;
-}
-
-/** Mulberry32: small, fast, seeded; enough for sampling. */
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 export function sample(logits: Float32Array, opts: SampleOptions, rand: () => number): number {

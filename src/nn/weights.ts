@@ -5,6 +5,9 @@
 import type { ModelConfig } from "../arch/config.ts";
 import { linearTensorName, type LinearName } from "../arch/registry.ts";
 import { FormatError } from "../util/errors.ts";
+import { hasBias, linearShapes } from "../arch/shapes.ts";
+
+export { hasBias, linearShapes }; // their home is arch/shapes.ts
 
 /** A linear layer y = x·Wᵀ + b. */
 export interface Linear {
@@ -67,21 +70,6 @@ function expectShape(src: TensorSource, name: string, expected: readonly number[
 function read(src: TensorSource, name: string, shape: readonly number[]): Float32Array {
   expectShape(src, name, shape);
   return src.readF32Sync(name);
-}
-
-/** Output/input sizes [N, K] of each linear of a block. */
-export function linearShapes(cfg: ModelConfig): Record<LinearName, [number, number]> {
-  const { hiddenSize: H, intermediateSize: I, numHeads, numKvHeads, headDim } = cfg;
-  return {
-    q: [numHeads * headDim, H], k: [numKvHeads * headDim, H], v: [numKvHeads * headDim, H],
-    o: [H, numHeads * headDim], gate: [I, H], up: [I, H], down: [H, I],
-  };
-}
-
-export function hasBias(cfg: ModelConfig, name: LinearName): boolean {
-  if (name === "q" || name === "k" || name === "v") return cfg.qkvBias;
-  if (name === "o") return cfg.oBias;
-  return cfg.mlpBias;
 }
 
 export function loadBlock(cfg: ModelConfig, src: TensorSource, i: number): BlockWeights {

@@ -9,11 +9,9 @@
  * column 8c + m sits in nibble AWQ_REVERSE_ORDER[m].
  * W[n, k] = (q[k, n] − z[k/g, n]) · s[k/g, n]. 4-bit only, K % g == 0, N % 8 == 0.
  */
-import type { QuantizedLinear } from "../quant/types.ts";
+import type { QuantizedLinear } from "../tensor/quantized.ts";
 import { f16ToF32, f32ToF16 } from "../tensor/dtype.ts";
 import { FormatError, invariant, UsageError } from "../util/errors.ts";
-
-export { awqQuantizeLinear } from "../quant/awq-grid.ts";
 
 /** Nibble i holds column ORDER[i] of its group of 8 (`order_map` in from_linear). */
 export const AWQ_ORDER = [0, 2, 4, 6, 1, 3, 5, 7] as const;

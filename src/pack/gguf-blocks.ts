@@ -14,7 +14,7 @@
  *   block_q4_1 (20 B): f16 d | f16 m | u8 qs[16]  y[j] = (qs[j] & 15)·d + m,   y[j+16] = (qs[j] >> 4)·d + m
  *   block_q8_0 (34 B): f16 d | i8 qs[32]          y[j] = qs[j]·d
  */
-import type { QuantizedLinear } from "../quant/types.ts";
+import type { QuantizedLinear } from "../tensor/quantized.ts";
 import { f16ToF32, f32ToF16 } from "../tensor/dtype.ts";
 import { invariant, UsageError } from "../util/errors.ts";
 import { dequantizeRowQ4K, dequantizeRowQ6K, quantizeRowQ4K, quantizeRowQ6K, QK_K } from "./gguf-kquants.ts";

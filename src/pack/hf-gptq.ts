@@ -7,7 +7,7 @@
  * checkpoint_format "gptq" (v1) stores zero − 1; "gptq_v2" stores the true zero.
  */
 import { f16ToF32, f32ToF16 } from "../tensor/dtype.ts";
-import type { QuantizedLinear } from "../quant/types.ts";
+import type { QuantizedLinear } from "../tensor/quantized.ts";
 import { FormatError, UsageError } from "../util/errors.ts";
 import { packStream, unpackStream } from "./bits.ts";
 

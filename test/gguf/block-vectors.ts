@@ -5,7 +5,7 @@
  * 3.22.1, compiled with gcc -O2 -ffp-contract=off) on exactly these vectors; see
  * fixtures/README.md for how to regenerate them.
  */
-import { mulberry32 } from "../../src/nn/generate.ts";
+import { mulberry32 } from "../../src/util/random.ts";
 
 export interface BlockVector { name: string; x: Float32Array }
 

@@ -9,9 +9,9 @@ import { describe, expect, test } from "vitest";
 import {
   dequantizeBlocks, exactBlockType, GGML_BLOCK_TYPES, packGridBlocks, quantizeMatrix, unpackGridBlocks, type GgmlBlockTypeName,
 } from "../../src/pack/gguf-blocks.ts";
-import { mulberry32 } from "../../src/nn/generate.ts";
-import { contiguousGIdx, dequantize, type QuantizedLinear } from "../../src/quant/types.ts";
-import { toF16 } from "../../src/quant/grid.ts";
+import { mulberry32 } from "../../src/util/random.ts";
+import { contiguousGIdx, dequantize, type QuantizedLinear } from "../../src/tensor/quantized.ts";
+import { toF16 } from "../../src/methods/grid.ts";
 import { blockVectors } from "./block-vectors.ts";
 
 const FIXTURES = JSON.parse(readFileSync(join(import.meta.dirname, "fixtures", "ggml-ref-blocks.json"), "utf8")) as Record<string, Record<string, string>>;

@@ -8,10 +8,9 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, test, vi } from "vitest";
 import { exportCommand } from "../../src/cli/export.ts";
 import { exportGguf } from "../../src/export/gguf.ts";
-import { llama3RopeFactors, unpermuteQK } from "../../src/export/gguf-tensors.ts";
-import {
-  GPT2_REGEX, LLAMA3_REGEX, QWEN2_REGEX, TOKEN_TYPE, ggufTokenizerKv, type TokenizerForGguf,
-} from "../../src/export/gguf-tokenizer.ts";
+import { llama3RopeFactors, unpermuteQK } from "../../src/arch/gguf-tensors.ts";
+import { ggufTokenizerKv, type TokenizerForGguf } from "../../src/export/gguf-tokenizer.ts";
+import { GPT2_REGEX, LLAMA3_REGEX, QWEN2_REGEX, TOKEN_TYPE } from "../../src/arch/gguf-vocab.ts";
 import { openGguf, type GgufFile } from "../../src/io/gguf.ts";
 import { openCheckpoint } from "../../src/io/checkpoint.ts";
 import { parseModelConfig } from "../../src/arch/config.ts";

@@ -12,13 +12,13 @@ import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { dequantizeBlocks, GGML_BLOCK_TYPES } from "../../src/pack/gguf-blocks.ts";
 import { refBackend } from "../../src/backend/ref.ts";
 import { exportGguf } from "../../src/export/gguf.ts";
-import { ggufTensorPlan, permuteQK, unpermuteQK } from "../../src/export/gguf-tensors.ts";
+import { ggufTensorPlan, permuteQK, unpermuteQK } from "../../src/arch/gguf-tensors.ts";
 import {
   GGML_TYPES, GgufWriter, findGgmlType, ggmlTensorBytes, kv, openGguf, writeGguf,
   type GgufFile, type GgufTensorDecl, type GgufValue,
 } from "../../src/io/gguf.ts";
 import { loadHfModel } from "../../src/load/hf-folder.ts";
-import { mulberry32 } from "../../src/nn/generate.ts";
+import { mulberry32 } from "../../src/util/random.ts";
 import { Model } from "../../src/nn/model.ts";
 import { RopeTable } from "../../src/nn/rope.ts";
 import { loadModelWeights, type TensorSource } from "../../src/nn/weights.ts";

@@ -1,5 +1,5 @@
 /** Structured calibration-like activations for quantizer tests (isotropic randn makes GPTQ overfit). */
-import { mulberry32 } from "../../src/nn/generate.ts";
+import { mulberry32 } from "../../src/util/random.ts";
 import { randn } from "./random-weights.ts";
 
 /**

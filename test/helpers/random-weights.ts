@@ -1,8 +1,9 @@
 /** In-memory random models for unit tests of the forward pass (no files). */
 import { parseModelConfig, type ModelConfig } from "../../src/arch/config.ts";
 import type { LinearName } from "../../src/arch/registry.ts";
-import { hasBias, linearShapes, type BlockWeights, type Linear, type ModelWeights } from "../../src/nn/weights.ts";
-import { mulberry32 } from "../../src/nn/generate.ts";
+import { type BlockWeights, type Linear, type ModelWeights } from "../../src/nn/weights.ts";
+import { hasBias, linearShapes } from "../../src/arch/shapes.ts";
+import { mulberry32 } from "../../src/util/random.ts";
 
 export function tinyConfig(over: Record<string, unknown> = {}): ModelConfig {
   return parseModelConfig({

@@ -14,8 +14,8 @@ import { parseModelConfig, type ModelConfig } from "../../src/arch/config.ts";
 import { linearTensorName } from "../../src/arch/registry.ts";
 import { writeSafetensors, type TensorSource } from "../../src/io/safetensors.ts";
 import { BUNDLED_MODEL_DIR } from "../../src/load/paths.ts";
-import { mulberry32 } from "../../src/nn/generate.ts";
-import { hasBias, linearShapes } from "../../src/nn/weights.ts";
+import { mulberry32 } from "../../src/util/random.ts";
+import { hasBias, linearShapes } from "../../src/arch/shapes.ts";
 import { fromF32 } from "../../src/tensor/dtype.ts";
 
 export interface TinyModelOptions {

@@ -1,9 +1,10 @@
 import { describe, expect, it } from "vitest";
-import { mulberry32 } from "../../src/nn/generate.ts";
-import { AWQ_ORDER, AWQ_REVERSE_ORDER, awqGemmShapeProblem, awqQuantizeLinear, packAwqGemm, unpackAwqGemm } from "../../src/pack/awq-gemm.ts";
-import { awqGrid } from "../../src/quant/awq-grid.ts";
-import { toF16 } from "../../src/quant/grid.ts";
-import { contiguousGIdx, dequantize, type QuantizedLinear } from "../../src/quant/types.ts";
+import { mulberry32 } from "../../src/util/random.ts";
+import { AWQ_ORDER, AWQ_REVERSE_ORDER, awqGemmShapeProblem, packAwqGemm, unpackAwqGemm } from "../../src/pack/awq-gemm.ts";
+import { awqQuantizeLinear } from "../../src/methods/awq-grid.ts";
+import { awqGrid } from "../../src/methods/awq-grid.ts";
+import { toF16 } from "../../src/methods/grid.ts";
+import { contiguousGIdx, dequantize, type QuantizedLinear } from "../../src/tensor/quantized.ts";
 import { FormatError, UsageError } from "../../src/util/errors.ts";
 import { randn } from "../helpers/random-weights.ts";
 

@@ -1,9 +1,9 @@
 import { describe, expect, it } from "vitest";
 import { packGptq, unpackGptq, gptqShapeProblem } from "../../src/pack/hf-gptq.ts";
 import { packStream } from "../../src/pack/bits.ts";
-import { rtnQuantizeLinear } from "../../src/quant/rtn.ts";
-import { gptqQuantizeLinear } from "../../src/quant/gptq.ts";
-import { mulberry32 } from "../../src/nn/generate.ts";
+import { rtnQuantizeLinear } from "../../src/methods/rtn.ts";
+import { gptqQuantizeLinear } from "../../src/methods/gptq.ts";
+import { mulberry32 } from "../../src/util/random.ts";
 import { UsageError } from "../../src/util/errors.ts";
 import { randn } from "../helpers/random-weights.ts";
 

@@ -2,12 +2,14 @@ import { describe, expect, it } from "vitest";
 import type { ModelConfig } from "../../src/arch/config.ts";
 import { refBackend } from "../../src/backend/ref.ts";
 import { blockForward, rmsNorm } from "../../src/nn/block.ts";
-import { mulberry32 } from "../../src/nn/generate.ts";
+import { mulberry32 } from "../../src/util/random.ts";
 import { Model } from "../../src/nn/model.ts";
 import { RopeTable } from "../../src/nn/rope.ts";
-import { linearShapes, type BlockWeights } from "../../src/nn/weights.ts";
-import { applyAwqClip, applyAwqScales } from "../../src/quant/awq-apply.ts";
-import { awqGroupsFor, runAwqModule, type AwqGroupScales } from "../../src/quant/awq.ts";
+import { type BlockWeights } from "../../src/nn/weights.ts";
+import { linearShapes } from "../../src/arch/shapes.ts";
+import { applyAwqClip, applyAwqScales } from "../../src/methods/awq-apply.ts";
+import { awqGroupsFor, runAwqModule } from "../../src/methods/awq.ts";
+import type { AwqGroupScales } from "../../src/methods/awq-types.ts";
 import { UsageError } from "../../src/util/errors.ts";
 import { randn, randomArray, randomWeights, tinyConfig } from "../helpers/random-weights.ts";
 

@@ -1,8 +1,8 @@
 import { describe, expect, it } from "vitest";
 import { refBackend } from "../../src/backend/ref.ts";
-import { mulberry32 } from "../../src/nn/generate.ts";
-import { AWQ_CLIP_GRID, AWQ_CLIP_STEPS, awqClipSearchLayer, sampleTokens } from "../../src/quant/awq.ts";
-import { awqGrid } from "../../src/quant/awq-grid.ts";
+import { mulberry32 } from "../../src/util/random.ts";
+import { AWQ_CLIP_GRID, AWQ_CLIP_STEPS, awqClipSearchLayer, sampleTokens } from "../../src/methods/awq.ts";
+import { awqGrid } from "../../src/methods/awq-grid.ts";
 import { randn } from "../helpers/random-weights.ts";
 
 const N = 4, K = 64, g = 32, G = 2, T = 256;

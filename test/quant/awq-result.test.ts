@@ -3,13 +3,14 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { refBackend } from "../../src/backend/ref.ts";
-import { mulberry32 } from "../../src/nn/generate.ts";
+import { mulberry32 } from "../../src/util/random.ts";
 import { RopeTable } from "../../src/nn/rope.ts";
-import { awqSearchBlock, type AwqBlockSearch } from "../../src/quant/awq.ts";
+import { awqSearchBlock } from "../../src/methods/awq.ts";
+import type { AwqBlockSearch } from "../../src/methods/awq-types.ts";
 import {
   AWQ_SEARCH_MAGIC, AWQ_SEARCH_VERSION, checkAwqSearchFits, parseAwqSearch, readAwqSearch, serializeAwqSearch, writeAwqSearch,
   type AwqSearchSettings,
-} from "../../src/quant/awq-result.ts";
+} from "../../src/methods/awq-result.ts";
 import { FormatError, UsageError } from "../../src/util/errors.ts";
 import { randomArray, randomWeights, tinyConfig } from "../helpers/random-weights.ts";
 

@@ -9,15 +9,15 @@ import { writeSafetensors, type TensorSource } from "../../src/io/safetensors.ts
 import { awqSource, parseAwqConfig, readAwqLegacyConfig } from "../../src/load/awq-source.ts";
 import { checkpointSource } from "../../src/load/hf-folder.ts";
 import { blockForward } from "../../src/nn/block.ts";
-import { mulberry32 } from "../../src/nn/generate.ts";
+import { mulberry32 } from "../../src/util/random.ts";
 import { Model } from "../../src/nn/model.ts";
 import { RopeTable } from "../../src/nn/rope.ts";
 import { loadBlock, loadEmbedding, loadModelWeights, type ModelWeights } from "../../src/nn/weights.ts";
 import { packAwqGemm } from "../../src/pack/awq-gemm.ts";
-import { applyAwqClip, applyAwqScales } from "../../src/quant/awq-apply.ts";
-import { awqQuantizeLinear } from "../../src/quant/awq-grid.ts";
-import { awqSearchBlock } from "../../src/quant/awq.ts";
-import { dequantize } from "../../src/quant/types.ts";
+import { applyAwqClip, applyAwqScales } from "../../src/methods/awq-apply.ts";
+import { awqQuantizeLinear } from "../../src/methods/awq-grid.ts";
+import { awqSearchBlock } from "../../src/methods/awq.ts";
+import { dequantize } from "../../src/tensor/quantized.ts";
 import { ConfigError, FormatError } from "../../src/util/errors.ts";
 import { makeTinyModel, type TinyModel } from "../helpers/tiny-model.ts";
 

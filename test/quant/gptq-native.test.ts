@@ -1,6 +1,6 @@
 /**
- * The native GPTQ kernels (native/src/gptq*.cc via src/quant/gptq-fast.ts)
- * against the TS reference src/quant/gptq.ts, which is the specification.
+ * The native GPTQ kernels (native/src/gptq*.cc via src/methods/gptq-fast.ts)
+ * against the TS reference src/methods/gptq.ts, which is the specification.
  *
  * The reference runs in f64, the kernels in f32 (like gptq.py). A code can flip
  * when its value lies within rounding noise of a grid midpoint, and a flip
@@ -13,13 +13,13 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createNativeBackend, type KernelLevel, type NativeBackend } from "../../src/backend/native.ts";
 import { refBackend, refSyrkAccumulate } from "../../src/backend/ref.ts";
-import { gptqQuantizeLinear, type GptqOptions, type GptqResult } from "../../src/quant/gptq.ts";
-import { gptqQuantizeLinearFast, HessianAccumulatorF32 } from "../../src/quant/gptq-fast.ts";
-import { HessianAccumulator } from "../../src/quant/hessian.ts";
-import { gptqHinv } from "../../src/quant/linalg.ts";
-import { rtnQuantizeLinear } from "../../src/quant/rtn.ts";
-import { dequantize } from "../../src/quant/types.ts";
-import { mulberry32 } from "../../src/nn/generate.ts";
+import { gptqQuantizeLinear, type GptqOptions, type GptqResult } from "../../src/methods/gptq.ts";
+import { gptqQuantizeLinearFast, HessianAccumulatorF32 } from "../../src/methods/gptq-fast.ts";
+import { HessianAccumulator } from "../../src/methods/hessian.ts";
+import { gptqHinv } from "../../src/methods/linalg.ts";
+import { rtnQuantizeLinear } from "../../src/methods/rtn.ts";
+import { dequantize } from "../../src/tensor/quantized.ts";
+import { mulberry32 } from "../../src/util/random.ts";
 import { UsageError } from "../../src/util/errors.ts";
 import { randn } from "../helpers/random-weights.ts";
 import { activations } from "../helpers/activations.ts";

@@ -1,9 +1,9 @@
 import { describe, expect, it } from "vitest";
-import { gptqQuantizeLinear, type GptqOptions } from "../../src/quant/gptq.ts";
-import { rtnQuantizeLinear } from "../../src/quant/rtn.ts";
-import { gptqGrid, roundEven } from "../../src/quant/grid.ts";
-import { dequantize } from "../../src/quant/types.ts";
-import { mulberry32 } from "../../src/nn/generate.ts";
+import { gptqQuantizeLinear, type GptqOptions } from "../../src/methods/gptq.ts";
+import { rtnQuantizeLinear } from "../../src/methods/rtn.ts";
+import { gptqGrid, roundEven } from "../../src/methods/grid.ts";
+import { dequantize } from "../../src/tensor/quantized.ts";
+import { mulberry32 } from "../../src/util/random.ts";
 import { randn } from "../helpers/random-weights.ts";
 import { activations } from "../helpers/activations.ts";
 

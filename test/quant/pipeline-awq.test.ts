@@ -6,8 +6,8 @@ import { selectBackend } from "../../src/backend/select.ts";
 const backend = selectBackend();
 import { loadHfModel } from "../../src/load/hf-folder.ts";
 import { BUNDLED_CALIB_TEXT } from "../../src/load/paths.ts";
-import { InterruptedError, quantizeModel, type QuantizeJob } from "../../src/quant/pipeline.ts";
-import type { QuantSettings } from "../../src/quant/settings.ts";
+import { InterruptedError, quantizeModel, type QuantizeJob } from "../../src/quantize/pipeline.ts";
+import type { QuantSettings } from "../../src/quantize/settings.ts";
 import { makeTinyModel, type TinyModel } from "../helpers/tiny-model.ts";
 
 const tmp = mkdtempSync(join(tmpdir(), "qllm-awq-pipeline-"));

@@ -4,7 +4,7 @@
  * an hour of calibration.
  */
 import type { ModelConfig } from "../arch/config.ts";
-import { linearShapes } from "../nn/weights.ts";
+import { linearShapes } from "../arch/shapes.ts";
 import { GPTQ_BITS, gptqShapeProblem, type GptqCheckpointFormat } from "../pack/hf-gptq.ts";
 import { awqGemmShapeProblem } from "../pack/awq-gemm.ts";
 import { UsageError } from "../util/errors.ts";

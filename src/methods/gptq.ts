@@ -14,7 +14,7 @@
  */
 import { gptqGrid, minMax, quantizeValue, type GridParams } from "./grid.ts";
 import { gptqHinv } from "./linalg.ts";
-import { numGroups, type QuantizedLinear } from "./types.ts";
+import { numGroups, type QuantizedLinear } from "../tensor/quantized.ts";
 
 export interface GptqOptions {
   /** [N, K] row-major (not modified) */

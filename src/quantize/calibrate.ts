@@ -4,7 +4,7 @@
  * the hidden states entering block 0.
  */
 import type { TextTokenizer } from "../tokenizer/tokenizer.ts";
-import { mulberry32 } from "../nn/generate.ts";
+import { mulberry32 } from "../util/random.ts";
 import { UsageError } from "../util/errors.ts";
 
 export interface CalibrationOptions {

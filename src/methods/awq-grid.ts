@@ -10,7 +10,7 @@
  * straddle 0); a flat group gets the 1e-5 range.
  */
 import { roundEven, toF16, type GridParams } from "./grid.ts";
-import { contiguousGIdx, numGroups, type QuantizedLinear } from "./types.ts";
+import { contiguousGIdx, numGroups, type QuantizedLinear } from "../tensor/quantized.ts";
 
 /** AutoAWQ clamps the range to this before dividing (`.clamp(min=1e-5)`). */
 export const AWQ_MIN_RANGE = 1e-5;

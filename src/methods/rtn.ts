@@ -3,7 +3,7 @@
  * every weight is rounded independently. The baseline GPTQ and AWQ must beat.
  */
 import { gptqGrid, minMax, quantizeValue } from "./grid.ts";
-import { contiguousGIdx, numGroups, type QuantizedLinear } from "./types.ts";
+import { contiguousGIdx, numGroups, type QuantizedLinear } from "../tensor/quantized.ts";
 
 export interface RtnOptions {
   /** [N, K] row-major */

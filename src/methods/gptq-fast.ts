@@ -1,6 +1,6 @@
 /**
  * GPTQ on the backend's native kernels (native/src/gptq*.cc): the same
- * contract and result as `gptqQuantizeLinear` (src/quant/gptq.ts, the
+ * contract and result as `gptqQuantizeLinear` (src/methods/gptq.ts, the
  * specification), computed the way gptq.py does it — in f32, with the paper's
  * lazy block updates (§4) as GEMMs. Backends without the kernels (`ref`) get the
  * TS reference itself.
@@ -20,7 +20,7 @@
 import type { Backend } from "../backend/backend.ts";
 import { DAMP_STEP, gptqQuantizeLinear, type GptqOptions, type GptqResult } from "./gptq.ts";
 import { gptqGrid } from "./grid.ts";
-import { numGroups } from "./types.ts";
+import { numGroups } from "../tensor/quantized.ts";
 
 export type GptqFastOptions = GptqOptions & { backend: Backend };
 
@@ -105,7 +105,7 @@ function staticGrids(
 /**
  * H = (2/n)·Σ x·xᵀ over n calibration sequences, kept as a running average in ONE
  * f32 [K, K] buffer exactly as gptq.py's `add_batch` does (H *= n/(n+1);
- * H += (2/(n+1))·xᵀx), so `hessian()` needs no copy. src/quant/hessian.ts keeps an
+ * H += (2/(n+1))·xᵀx), so `hessian()` needs no copy. src/methods/hessian.ts keeps an
  * f64 sum plus a transposed copy of x and a product buffer; this one uses
  * `backend.syrkAccumulate` (no transposed copy) when the backend has it.
  */

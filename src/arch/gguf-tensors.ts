@@ -3,9 +3,9 @@
  * storage type of each, and the llama Q/K row permutation. Pure functions: the exporter
  * streams the plan, and a GGUF loader can invert it (`unpermuteQK`).
  */
-import type { ModelConfig } from "../arch/config.ts";
-import { linearTensorName } from "../arch/registry.ts";
-import { hasBias, linearShapes } from "../nn/weights.ts";
+import type { ModelConfig } from "./config.ts";
+import { linearTensorName } from "./registry.ts";
+import { hasBias, linearShapes } from "./shapes.ts";
 import { invariant } from "../util/errors.ts";
 
 export type GgufFloatType = "f32" | "f16";

@@ -24,23 +24,24 @@ import { checkpointSource, readModelConfig } from "../load/hf-folder.ts";
 import { blockForward, type BlockContext, type LayerCache } from "../nn/block.ts";
 import { RopeTable } from "../nn/rope.ts";
 import { loadBlock, loadEmbedding, type BlockWeights } from "../nn/weights.ts";
-import { awqQuantizeLinear } from "../pack/awq-gemm.ts";
+import { awqQuantizeLinear } from "../methods/awq-grid.ts";
 import { unpackGptq } from "../pack/hf-gptq.ts";
 import { loadTokenizer } from "../tokenizer/tokenizer.ts";
 import { QuantizeLlmError, UsageError } from "../util/errors.ts";
-import { awqSearchBlock, type AwqBlockSearch } from "./awq.ts";
-import { applyAwqClip, applyAwqScales } from "./awq-apply.ts";
-import { checkAwqSearchFits, readAwqSearch, writeAwqSearch, type AwqSearchSettings } from "./awq-result.ts";
+import { awqSearchBlock } from "../methods/awq.ts";
+import type { AwqBlockSearch } from "../methods/awq-types.ts";
+import { applyAwqClip, applyAwqScales } from "../methods/awq-apply.ts";
+import { checkAwqSearchFits, readAwqSearch, writeAwqSearch, type AwqSearchSettings } from "../methods/awq-result.ts";
 import { calibrationWindows } from "./calibrate.ts";
-import { gptqQuantizeLinearFast, HessianAccumulatorF32 } from "./gptq-fast.ts";
+import { gptqQuantizeLinearFast, HessianAccumulatorF32 } from "../methods/gptq-fast.ts";
 import { checkResumable, JOURNAL_MAGIC, JOURNAL_VERSION, readJournal, writeJournal, type Journal } from "./journal.ts";
-import { blockTensors, writeFinalFolder } from "./pipeline-output.ts";
+import { blockTensors, writeFinalFolder } from "./output.ts";
 import { relOutputError, relWeightError, type LayerReport } from "./report.ts";
-import { rtnQuantizeLinear } from "./rtn.ts";
+import { rtnQuantizeLinear } from "../methods/rtn.ts";
 import { usesAwq, validateSettings, type QuantSettings } from "./settings.ts";
-import { dequantize, type QuantizedLinear } from "./types.ts";
+import { dequantize, type QuantizedLinear } from "../tensor/quantized.ts";
 
-export { VERSION } from "./pipeline-output.ts";
+export { VERSION } from "./output.ts";
 
 export type PipelineEvent =
   | { type: "calibrated"; samples: number; seqlen: number }

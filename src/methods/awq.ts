@@ -32,12 +32,14 @@ import type { ModelConfig } from "../arch/config.ts";
 import { linearTensorName, type Arch, type AwqPrev, type AwqScalingGroup, type LinearInput, type LinearName } from "../arch/registry.ts";
 import type { Backend } from "../backend/backend.ts";
 import { blockForward, type LayerCache } from "../nn/block.ts";
-import { mulberry32 } from "../nn/generate.ts";
+import { mulberry32 } from "../util/random.ts";
 import type { RopeTable } from "../nn/rope.ts";
-import { linearShapes, type BlockWeights, type Linear } from "../nn/weights.ts";
+import { type BlockWeights, type Linear } from "../nn/weights.ts";
+import { linearShapes } from "../arch/shapes.ts";
 import { invariant, QuantizeLlmError, UsageError } from "../util/errors.ts";
 import { applyAwqScales } from "./awq-apply.ts";
 import { awqFakeQuantize, awqFakeQuantizeGroup } from "./awq-grid.ts";
+import type { AwqBlockSearch, AwqGroupScales, AwqLayerClip } from "./awq-types.ts";
 
 /** α grid: α = i / AWQ_N_GRID for i < AWQ_N_GRID (AutoAWQ `n_grid = 20`). */
 export const AWQ_N_GRID = 20;
@@ -50,46 +52,6 @@ export const AWQ_CLIP_TOKENS = 512;
 export const AWQ_CLIP_SEED = 1;
 /** Layers never clipped: "due to qk bmm, it is hard to clip precisely" (AutoAWQ `avoid_clipping`). */
 export const AWQ_NO_CLIP: readonly LinearName[] = ["q", "k"];
-
-/** The scales found for one scaling group. */
-export interface AwqGroupScales {
-  /** Where s is folded out: norm weight or previous linear's output rows. */
-  prev: AwqPrev;
-  /** Layers whose input columns are multiplied by s. */
-  layers: LinearName[];
-  /** Best α in {0, 0.05, …, 0.95}. */
-  alpha: number;
-  /** [K] the scale vector s (f32 values). */
-  scales: Float32Array;
-  /** [AWQ_N_GRID] MSE of the inspected module's output for α = i/20; null where not finite. */
-  losses: (number | null)[];
-}
-
-/** The clip thresholds found for one layer. */
-export interface AwqLayerClip {
-  layer: LinearName;
-  /** out_features */
-  N: number;
-  /** groups per row */
-  G: number;
-  /** columns per group (K = G·groupSize) */
-  groupSize: number;
-  /** [N, G] W[n, k] is clamped to ±maxVal[n, k / groupSize] */
-  maxVal: Float32Array;
-}
-
-/** Everything AWQ decided for one block: plain data, re-appliable without searching. */
-export interface AwqBlockSearch {
-  block: number;
-  /** In `cfg.arch.awqGroups` order (groups that do not apply, e.g. v→o under GQA, are absent). */
-  scales: AwqGroupScales[];
-  /** Empty when the clip search is off. */
-  clips: AwqLayerClip[];
-  /** Calibration tokens behind x_mean and the losses (samples × seqlen). */
-  tokens: number;
-  /** Tokens sampled for the clip search (0 when off). */
-  clipTokens: number;
-}
 
 export interface AwqSearchOptions {
   cfg: ModelConfig;

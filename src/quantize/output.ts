@@ -14,7 +14,7 @@ import { packGptq } from "../pack/hf-gptq.ts";
 import { fromF32 } from "../tensor/dtype.ts";
 import type { LayerReport } from "./report.ts";
 import { awqQuantizationConfig, gptqQuantizationConfig, outputFormat, type QuantSettings } from "./settings.ts";
-import type { QuantizedLinear } from "./types.ts";
+import type { QuantizedLinear } from "../tensor/quantized.ts";
 
 export const VERSION = "0.1.0";
 const TOKENIZER_FILES = ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json", "chat_template.jinja", "tokenizer.model"];

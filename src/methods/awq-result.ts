@@ -17,9 +17,10 @@ import { existsSync, readFileSync } from "node:fs";
 import type { ModelConfig } from "../arch/config.ts";
 import { LINEAR_NAMES, type AwqPrev, type LinearName } from "../arch/registry.ts";
 import { writeFileAtomic } from "../io/atomic.ts";
-import { linearShapes } from "../nn/weights.ts";
+import { linearShapes } from "../arch/shapes.ts";
 import { FormatError, UsageError } from "../util/errors.ts";
-import { AWQ_N_GRID, awqGroupsFor, type AwqBlockSearch, type AwqGroupScales, type AwqLayerClip } from "./awq.ts";
+import { AWQ_N_GRID, awqGroupsFor } from "./awq.ts";
+import type { AwqBlockSearch, AwqGroupScales, AwqLayerClip } from "./awq-types.ts";
 
 export const AWQ_SEARCH_MAGIC = "quantize-llm/awq-search";
 export const AWQ_SEARCH_VERSION = 1;

@@ -30,9 +30,9 @@ import { fromF32 } from "../tensor/dtype.ts";
 import { loadTokenizer } from "../tokenizer/tokenizer.ts";
 import { QuantizeLlmError, UsageError } from "../util/errors.ts";
 import { calibrationWindows } from "./calibrate.ts";
-import { quantizeInt8Rows } from "./int8.ts";
-import { OutlierCounter, type OutlierReport } from "./int8-outliers.ts";
-import { VERSION } from "./pipeline-output.ts";
+import { quantizeInt8Rows } from "../methods/int8.ts";
+import { OutlierCounter, type OutlierReport } from "../methods/int8-outliers.ts";
+import { VERSION } from "./output.ts";
 
 export interface Int8Settings {
   /** llm_int8_threshold: run-time outlier threshold (0 = plain dynamic int8). */

@@ -16,9 +16,10 @@
  */
 import type { ModelConfig } from "../arch/config.ts";
 import type { LinearName } from "../arch/registry.ts";
-import { linearShapes, type BlockWeights } from "../nn/weights.ts";
+import { type BlockWeights } from "../nn/weights.ts";
+import { linearShapes } from "../arch/shapes.ts";
 import { UsageError } from "../util/errors.ts";
-import type { AwqBlockSearch } from "./awq.ts";
+import type { AwqBlockSearch } from "./awq-types.ts";
 
 function mismatch(what: string, expected: string, found: string): UsageError {
   return new UsageError(`AWQ search result does not fit this model: ${what}`, {

@@ -1,0 +1,13 @@
+/** Seeded pseudo-random numbers shared by calibration sampling, AWQ, generation and tests. */
+
+/** Mulberry32: small, fast, seeded uniform [0, 1); enough for sampling. */
+export function mulberry32(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
