@@ -9,8 +9,9 @@
  *
  * Runs the real CLI (bin/quantize-llm.js) in child processes, one thread, a small
  * calibration set (16 windows × 128 tokens) so a full run takes a few minutes.
- * quant-report.json holds wall-clock seconds, so it is hashed with every "seconds"
- * field removed, on its own line (it is not a model file). With --write the table is
+ * quant-report.json holds wall-clock seconds and absolute paths, so it is hashed with every
+ * "seconds" field removed and paths made relative to the checkout, on its own line (it is
+ * not a model file; its settings part also changes when settings gain a field). With --write the table is
  * written to eval/reports/output-checksums.md, under the given label (a section per
  * label; an existing section of the same label is replaced).
  */
@@ -40,8 +41,10 @@ function files(path: string): string[] {
   if (!statSync(path).isDirectory()) return [path];
   return readdirSync(path).sort().flatMap((f) => files(join(path, f)));
 }
+/** The report without wall-clock times, and with paths relative to the checkout (so two checkouts compare). */
 function stripSeconds(v: unknown): unknown {
   if (Array.isArray(v)) return v.map(stripSeconds);
+  if (typeof v === "string" && v.startsWith(root)) return `<root>/${relative(root, v)}`;
   if (v !== null && typeof v === "object") {
     return Object.fromEntries(Object.entries(v).filter(([k]) => k !== "seconds").map(([k, x]) => [k, stripSeconds(x)]));
   }
