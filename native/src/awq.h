@@ -1,5 +1,5 @@
-// AWQ search kernels (ALGORITHMS.md §3; the specification is src/quant/awq.ts and
-// src/quant/awq-grid.ts, which these reproduce bit for bit):
+// AWQ search kernels (ALGORITHMS.md §3; the specification is src/methods/awq.ts and
+// src/methods/awq-grid.ts, which these reproduce bit for bit):
 //
 //   awqFakeQuantize  out[n, k] = Q(w[n, k]·s[k]) / s[k] on the AWQ grid (one scale
 //                    candidate of the scale search; s = null: plain Q(w))

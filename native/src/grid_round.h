@@ -1,5 +1,5 @@
 // f16 rounding of grid scales, shared by the GPTQ lanes (gptq_rows.h) and the AWQ
-// kernels (awq.cc): toF16 of src/quant/grid.ts, bit for bit. Internal linkage on
+// kernels (awq.cc): toF16 of src/methods/grid.ts, bit for bit. Internal linkage on
 // purpose: the per-SIMD-level files compile these with different target flags, and a
 // shared inline copy could hand AVX-512 code to a CPU without it.
 #pragma once
@@ -19,7 +19,7 @@ inline float f16BitsToF32(uint32_t h) {
   return s * static_cast<float>(ldexp(1.0 + m / 1024.0, e - 15));
 }
 
-/** f64 → f32 → f16 (round to nearest even) → f32: toF16 of src/quant/grid.ts. */
+/** f64 → f32 → f16 (round to nearest even) → f32: toF16 of src/methods/grid.ts. */
 inline float roundToF16(double x) {
   const float f = static_cast<float>(x);
   uint32_t bits;

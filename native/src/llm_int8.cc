@@ -18,7 +18,7 @@ namespace qllm {
 namespace {
 
 constexpr float kInv127 = 7.874015718698502e-3f;   // bitsandbytes int8_vectorwise_dequant
-constexpr float kInv127Sq = 6.200012e-05f;         // bitsandbytes csrc MM_DEQUANT_CONST (see src/quant/int8.ts)
+constexpr float kInv127Sq = 6.200012e-05f;         // bitsandbytes csrc MM_DEQUANT_CONST (see src/methods/int8.ts)
 constexpr double kSerialMacs = 1 << 18;            // below this a call is not worth waking the pool
 constexpr size_t kHugePage = 2u << 20;
 

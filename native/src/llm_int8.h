@@ -1,6 +1,6 @@
 // LLM.int8() on the CPU: packed per-row int8 weights, per-token int8 activations,
 // int8 × int8 → int32 dot products, and the f32 outlier-column decomposition.
-// The specification is src/quant/int8.ts (int8MatmulRef); every level here returns
+// The specification is src/methods/int8.ts (int8MatmulRef); every level here returns
 // bit-identical results to it (the int32 part is exact, the f32 epilogue and the outlier
 // sums run in one portable translation unit, in the reference's operation order).
 //
@@ -80,7 +80,7 @@ struct Int8MatmulArgs {
   int32_t* outlierCount;    // out: number of outlier columns used (may be null)
 };
 
-/** y = LLM.int8()(x, w) as src/quant/int8.ts int8MatmulRef. */
+/** y = LLM.int8()(x, w) as src/methods/int8.ts int8MatmulRef. */
 void int8Matmul(Runtime& rt, const Int8MatmulArgs& a);
 
 }  // namespace qllm

@@ -5,7 +5,7 @@
  * only importer of the .node file); every argument is validated here.
  */
 import { UsageError } from "../util/errors.ts";
-import type { Int8Linear } from "../quant/int8.ts";
+import type { Int8Linear } from "../tensor/int8.ts";
 
 /** "vnni" (AVX-512 VNNI vpdpbusd), "avx2" (vpmaddubsw sign trick), "scalar" (reference). */
 export type Int8Level = "vnni" | "avx2" | "scalar";
@@ -86,7 +86,7 @@ export class Int8Kernels {
 
   /**
    * y [M, N] = LLM.int8()(x [M, K], w) + bias, bit-identical to int8MatmulRef
-   * (src/quant/int8.ts). Returns y and the number of outlier columns used.
+   * (src/methods/int8.ts). Returns y and the number of outlier columns used.
    */
   matmul(x: Float32Array, w: Int8PackedWeight, M: number, bias?: Float32Array, out?: Float32Array, level?: Int8Level): { y: Float32Array; outliers: number } {
     const op = "int8Matmul";

@@ -11,7 +11,7 @@ import type { Checkpoint } from "../io/checkpoint.ts";
 import type { TensorSource } from "../nn/weights.ts";
 import { INT8_OUTLIERS_FILE, readInt8Outliers } from "../pack/bnb-int8-outliers.ts";
 import { unpackBnbInt8, type BnbInt8Config, type RawTensor } from "../pack/bnb-int8.ts";
-import { dequantizeInt8, type Int8Linear } from "../quant/int8.ts";
+import { dequantizeInt8, type Int8Linear } from "../tensor/int8.ts";
 
 /** `<base>.weight` → base when the layer is an LLM.int8() layer, else null. */
 export function bnbLayerBase(ckpt: Checkpoint, name: string): string | null {

@@ -5,6 +5,9 @@
  * outlier columns of every linear reading that input (no per-batch scan at run time).
  */
 import type { LinearInput } from "../arch/registry.ts";
+import type { OutlierReport } from "../tensor/int8.ts";
+
+export type { OutlierReport };
 
 export class OutlierCounter {
   /** [K] tokens on which feature k had |x| ≥ threshold */
@@ -59,31 +62,6 @@ export class OutlierCounter {
       top: shares.slice(0, top),
     };
   }
-}
-
-/** One row of the per-layer outlier report (quant-report.json `outliers`). */
-export interface OutlierReport {
-  block: number;
-  input: LinearInput;
-  /** HF names of the linears reading this input (q/k/v share one) */
-  layers: string[];
-  inFeatures: number;
-  threshold: number;
-  tokens: number;
-  /** input features with |x| ≥ threshold on at least one calibration token */
-  outlierFeatures: number;
-  /** those features, ascending (the fixed columns of --static-outliers) */
-  columns: number[];
-  /** outlierFeatures / inFeatures */
-  featureShare: number;
-  /** share of tokens with at least one outlier feature */
-  tokenShareAny: number;
-  /** mean over the outlier features of the share of tokens on which each crossed */
-  meanTokenShare: number;
-  /** largest |x| of this input over calibration */
-  maxAbs: number;
-  /** most frequent outlier features */
-  top: { feature: number; tokenShare: number; absMax: number }[];
 }
 
 /** A fixed-width table of the report, for the CLI and eval/reports. */

@@ -19,29 +19,11 @@
  * The native kernel (native/src/llm_int8*.cc) is kept equal to this by test/int8/.
  */
 import { invariant } from "../util/errors.ts";
+import { dequantizeInt8, INV_127, INV_127_SQ, type Int8Linear } from "../tensor/int8.ts";
 
-/** One LLM.int8() linear: bitsandbytes' Int8Params (CB in `weight`, SCB beside it). */
-export interface Int8Linear {
-  /** out_features */
-  N: number;
-  /** in_features */
-  K: number;
-  /** [N, K] int8 codes in [−127, 127] */
-  CB: Int8Array;
-  /** [N] f32 row absmax of the original weights */
-  SCB: Float32Array;
-  /** [N] carried through unquantized */
-  bias?: Float32Array;
-}
+// The core type and its dequantization live on the ground floor (tensor/int8.ts), like QuantizedLinear.
+export { dequantizeInt8, INV_127, INV_127_SQ, type Int8Linear };
 
-/**
- * 1/127 and 1/127² as bitsandbytes writes them: 1/127 in int8_vectorwise_dequant; 1/127² is
- * csrc's MM_DEQUANT_CONST 6.200012e-05f (kdequant_mm_int32_fp16, the CUDA path users run).
- * The Python "default" backend's int8_mm_dequant writes 6.200124e-05, a digit swap that is
- * 1.8e-5 too large; we follow the CUDA constant.
- */
-export const INV_127 = Math.fround(7.874015718698502e-3);
-export const INV_127_SQ = Math.fround(6.200012e-5);
 
 /** Round half to even, as torch.round and the SIMD cvtps2dq do. */
 export function rint(v: number): number {
@@ -66,15 +48,6 @@ export function quantizeInt8Rows(W: Float32Array, N: number, K: number): { CB: I
   return { CB, SCB };
 }
 
-/** W̃[n,k] = CB[n,k]·SCB[n]·(1/127), in bitsandbytes' operation order — [N, K] f32. */
-export function dequantizeInt8(q: Pick<Int8Linear, "N" | "K" | "CB" | "SCB">): Float32Array {
-  const { N, K, CB, SCB } = q;
-  const W = new Float32Array(N * K); // [N, K]
-  for (let n = 0; n < N; n++) {
-    for (let k = 0; k < K; k++) W[n * K + k] = Math.fround(Math.fround(CB[n * K + k]! * SCB[n]!) * INV_127);
-  }
-  return W;
-}
 
 /** Quantized activations of one batch. */
 export interface Int8Activations {

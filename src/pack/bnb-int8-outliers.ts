@@ -5,7 +5,7 @@
  * batch); our loader then skips the per-batch scan for these layers.
  */
 import { readFileSync, writeFileSync } from "node:fs";
-import type { OutlierReport } from "../quant/int8-outliers.ts";
+import type { OutlierReport } from "../tensor/int8.ts";
 import { FormatError } from "../util/errors.ts";
 
 export const INT8_OUTLIERS_FILE = "int8-outliers.json";

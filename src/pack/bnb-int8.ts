@@ -8,7 +8,7 @@
  * and config.json `quantization_config` = BitsAndBytesConfig.to_dict()
  * (transformers/utils/quantization_config.py). Pure pack/unpack pairs: no I/O here.
  */
-import type { Int8Linear } from "../quant/int8.ts";
+import type { Int8Linear } from "../tensor/int8.ts";
 import { ConfigError, FormatError } from "../util/errors.ts";
 
 /** The three tensors of one layer, as raw little-endian bytes with their dtype/shape. */

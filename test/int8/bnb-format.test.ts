@@ -15,8 +15,8 @@ import type { TensorSource as WriteSource } from "../../src/io/safetensors.ts";
 import { bnbLayerBase, readBnbInt8Linear } from "../../src/load/bnb-int8-source.ts";
 import { loadModel } from "../../src/load/hf-folder.ts";
 import { bnbQuantizationConfig, packBnbInt8, parseBnbConfig, unpackBnbInt8, type RawTensor } from "../../src/pack/bnb-int8.ts";
-import { dequantizeInt8, quantizeInt8Rows, type Int8Linear } from "../../src/quant/int8.ts";
-import { quantizeInt8 } from "../../src/quant/int8-pipeline.ts";
+import { dequantizeInt8, quantizeInt8Rows, type Int8Linear } from "../../src/methods/int8.ts";
+import { quantizeInt8 } from "../../src/quantize/int8-pipeline.ts";
 import { ConfigError, FormatError } from "../../src/util/errors.ts";
 import { makeTinyModel, type TinyModel } from "../helpers/tiny-model.ts";
 

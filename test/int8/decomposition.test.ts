@@ -1,11 +1,11 @@
 /**
- * LLM.int8() reference (src/quant/int8.ts) against hand-built cases whose answer is known
+ * LLM.int8() reference (src/methods/int8.ts) against hand-built cases whose answer is known
  * without the implementation: values on exact int8 grids make the int8 part exact, so with
  * the decomposition y must equal x·Wᵀ up to the f32 rounding of bitsandbytes' 1/127 and
  * 1/127² constants; without it (or below the threshold) the outlier inflates the row scale.
  */
 import { describe, expect, it } from "vitest";
-import { dequantizeInt8, int8MatmulRef, quantizeActivations, quantizeInt8Rows, rint, type Int8Linear } from "../../src/quant/int8.ts";
+import { dequantizeInt8, int8MatmulRef, quantizeActivations, quantizeInt8Rows, rint, type Int8Linear } from "../../src/methods/int8.ts";
 
 /** f32 rounding of 1/127 and 1/127² (bitsandbytes' constants) bounds the relative error of exact-grid cases. */
 const CONST_ROUNDING = 1e-6;

@@ -8,8 +8,8 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createNativeBackend, type NativeBackend } from "../../src/backend/native.ts";
 import type { Int8Level } from "../../src/backend/native-int8.ts";
-import { mulberry32 } from "../../src/nn/generate.ts";
-import { int8MatmulRef, outlierColumns, quantizeInt8Rows, type Int8Linear } from "../../src/quant/int8.ts";
+import { mulberry32 } from "../../src/util/random.ts";
+import { int8MatmulRef, outlierColumns, quantizeInt8Rows, type Int8Linear } from "../../src/methods/int8.ts";
 import { QuantizeLlmError } from "../../src/util/errors.ts";
 import { randn } from "../helpers/random-weights.ts";
 

@@ -9,7 +9,7 @@
 export const F32_EPS = 2 ** -23;
 
 /** Deterministic uniform [0, 1) generator. */
-export { mulberry32 as rng } from "../../src/nn/generate.ts";
+export { mulberry32 as rng } from "../../src/util/random.ts";
 
 /** The nearest f16 value of v (round to nearest even), as a JS number. */
 export function toF16(v: number): number {

@@ -7,7 +7,7 @@
 import { describe, expect, it } from "vitest";
 import { refBackend } from "../../src/backend/ref.ts";
 import { attentionHalf, blockForward, BlockWorkspace, mlpHalf, rmsNorm, type LayerCache } from "../../src/nn/block.ts";
-import { mulberry32 } from "../../src/nn/generate.ts";
+import { mulberry32 } from "../../src/util/random.ts";
 import { Model } from "../../src/nn/model.ts";
 import { RopeTable } from "../../src/nn/rope.ts";
 import { randomArray, randomWeights, tinyConfig } from "../helpers/random-weights.ts";
