@@ -12,7 +12,7 @@
  *   that occurred is divided by the penalty when positive, multiplied when negative;
  * - frequency / presence (OpenAI API): logit −= count·frequency + (count > 0)·presence.
  */
-import { mulberry32 } from "../nn/generate.ts";
+import { mulberry32 } from "../util/random.ts";
 import { UsageError } from "../util/errors.ts";
 
 export interface SamplerOptions {
