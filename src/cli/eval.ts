@@ -1,5 +1,4 @@
 /** `quantize-llm eval [model]`: perplexity with the protocol printed. */
-import { readFileSync, existsSync } from "node:fs";
 import { relative } from "node:path";
 import { selectBackend } from "../backend/select.ts";
 import { loadModel, readModelConfig } from "../load/hf-folder.ts";
@@ -7,6 +6,7 @@ import { BUNDLED_EVAL_TEXT, BUNDLED_MODEL_DIR, resolveModelArg } from "../load/p
 import { perplexity, PROTOCOLS, type Protocol } from "../metrics/perplexity.ts";
 import { UsageError } from "../util/errors.ts";
 import { Progress } from "../util/progress.ts";
+import { readTextFile } from "../util/text-file.ts";
 import { choiceFlag, intFlag, onePositional, parseFlags } from "./args.ts";
 import type { Command } from "./command.ts";
 
@@ -51,8 +51,7 @@ export const evalCommand: Command = {
         hint: "only the bundled model has a default held-out text; pass --text FILE (e.g. a WikiText-2 test split)",
       });
     }
-    if (!existsSync(textFile)) throw new UsageError("text file not found", { file: textFile, field: "--text" });
-    const text = readFileSync(textFile, "utf8");
+    const text = readTextFile(textFile, "--text");
 
     const t0 = performance.now();
     const { cfg, tokenizer, model } = await loadModel(dir, backend);

@@ -3,8 +3,7 @@
  * HF-GPTQ or AutoAWQ GEMM) to GGUF. f32/f16 of a plain folder: export/gguf.ts; everything
  * quantized: export/gguf-quant.ts.
  */
-import { existsSync, statSync } from "node:fs";
-import { basename, dirname, relative, resolve } from "node:path";
+import { basename, relative, resolve } from "node:path";
 import { exportGguf } from "../export/gguf.ts";
 import { exportQuantizedGguf, GGUF_QUANT_TYPES, GGUF_TENSOR_TYPES, type GgufTensorType } from "../export/gguf-quant.ts";
 import { readQuantizationConfig } from "../load/gptq-source.ts";
@@ -12,6 +11,7 @@ import { readAwqLegacyConfig } from "../load/awq-source.ts";
 import { readModelConfig } from "../load/hf-folder.ts";
 import { resolveModelArg } from "../load/paths.ts";
 import { UsageError } from "../util/errors.ts";
+import { checkOutputTarget } from "../util/output-target.ts";
 import { Progress } from "../util/progress.ts";
 import { choiceFlag, onePositional, parseFlags } from "./args.ts";
 import type { Command } from "./command.ts";
@@ -41,17 +41,17 @@ warning giving the measured error.
   --exact               quantized folders: fail instead of re-quantizing any layer
   -o, --output FILE     output file (default: <model folder name>-<type>.gguf)
   --name NAME           general.name written in the file (default: the model folder name)
-  --force               overwrite FILE if it exists
+  --overwrite, --force  replace FILE if it exists (a folder at that path is never replaced)
 `;
 
 export const exportCommand: Command = {
   name: "export",
-  summary: "convert a model folder to GGUF (f32 or f16) for llama.cpp",
+  summary: "convert a model folder (plain, GPTQ or AWQ) to GGUF for llama.cpp: f32, f16, q8_0, q4_0, q4_1, q4_k_m",
   usage,
   async run(argv) {
     const { values, positionals } = parseFlags("export", argv, {
       format: { type: "string" }, type: { type: "string" }, output: { type: "string", short: "o" },
-      name: { type: "string" }, force: { type: "boolean" }, help: { type: "boolean", short: "h" },
+      name: { type: "string" }, force: { type: "boolean" }, overwrite: { type: "boolean" }, help: { type: "boolean", short: "h" },
       "embed-type": { type: "string" }, "head-type": { type: "string" }, "requant-type": { type: "string" }, exact: { type: "boolean" },
     });
     if (values.help) { process.stdout.write(usage); return 0; }
@@ -69,12 +69,7 @@ export const exportCommand: Command = {
     const plainFloat = !quantized && (type === undefined || type === "f16" || type === "f32") && embedType === undefined && headType === undefined;
     const label = quantized ? "quantized" : type ?? "f16";
     const out = resolve(values.output ?? `${basename(dir)}-${label}.gguf`);
-    if (!existsSync(dirname(out)) || !statSync(dirname(out)).isDirectory()) {
-      throw new UsageError("output folder does not exist", { file: dirname(out), field: "--output", hint: "create the folder first, or pass another -o FILE" });
-    }
-    if (existsSync(out) && values.force !== true) {
-      throw new UsageError("output file already exists", { file: out, field: "--output", hint: "pass --force to overwrite it, or choose another -o FILE" });
-    }
+    checkOutputTarget(out, "file", { flag: "-o", overwriteFlag: "--overwrite", overwrite: values.force === true || values.overwrite === true });
 
     const t0 = performance.now();
     const progress = new Progress("export", { stream: process.stderr });

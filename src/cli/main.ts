@@ -1,5 +1,9 @@
 /** quantize-llm command-line entry: a table of commands, typed errors printed without stack traces. */
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { PACKAGE_ROOT } from "../load/paths.ts";
 import { QuantizeLlmError } from "../util/errors.ts";
+import { fromSystemError, isSystemError } from "../util/fs-errors.ts";
 import type { Command } from "./command.ts";
 import { evalCommand } from "./eval.ts";
 import { chatCommand } from "./chat.ts";
@@ -14,6 +18,7 @@ function help(): string {
   const w = Math.max(...COMMANDS.map((c) => c.name.length));
   return [
     "usage: quantize-llm <command> [model] [options]",
+    "       quantize-llm --version",
     "",
     "commands:",
     ...COMMANDS.map((c) => `  ${c.name.padEnd(w)}  ${c.summary}`),
@@ -30,6 +35,11 @@ export async function main(argv: string[]): Promise<number> {
     process.stdout.write(help());
     return name === undefined ? 1 : 0;
   }
+  if (name === "--version" || name === "-v" || name === "version") {
+    const pkg = JSON.parse(readFileSync(join(PACKAGE_ROOT, "package.json"), "utf8")) as { version: string };
+    process.stdout.write(`quantize-llm ${pkg.version} (node ${process.versions.node})\n`);
+    return 0;
+  }
   const cmd = COMMANDS.find((c) => c.name === name);
   if (!cmd) {
     process.stderr.write(`error: unknown command "${name}"\n\n${help()}`);
@@ -42,15 +52,9 @@ export async function main(argv: string[]): Promise<number> {
       process.stderr.write(`error: ${e.message}\n`);
       return 2;
     }
-    const sys = e as NodeJS.ErrnoException;
-    if (typeof sys?.code === "string" && typeof sys.syscall === "string") {
-      // File-system failures (disk full, permissions, a vanished file): say what and where, no stack trace.
-      const hints: Record<string, string> = {
-        ENOSPC: "the disk is full: free space and rerun (with --resume for quantization); outputs are written under a temporary name, so nothing incomplete was left under the final name",
-        EACCES: "check the permissions of the output folder",
-        ENOENT: "check the path",
-      };
-      process.stderr.write(`error: ${sys.syscall} failed (${sys.code})\n  file:     ${sys.path ?? "?"}\n  hint:     ${hints[sys.code] ?? "see the system error above"}\n`);
+    if (isSystemError(e)) {
+      // File-system failures (disk full, permissions, a vanished file): operation, path, errno, hint; no stack trace.
+      process.stderr.write(`error: ${fromSystemError(e).message}\n`);
       return 2;
     }
     throw e;

@@ -2,7 +2,6 @@
  * `quantize-llm gptq|rtn [model]`: quantize a HF model into an HF-GPTQ checkpoint,
  * with a progress bar, a per-layer report, resume, and perplexity before/after.
  */
-import { existsSync } from "node:fs";
 import { basename, join, relative, resolve } from "node:path";
 import type { Backend } from "../backend/backend.ts";
 import { selectBackend } from "../backend/select.ts";
@@ -13,10 +12,14 @@ import { perplexity } from "../metrics/perplexity.ts";
 import { readFileSync, rmSync, writeFileSync } from "node:fs";
 import { InterruptedError, quantizeModel, type PipelineEvent } from "../quantize/pipeline.ts";
 import { summarise, type LayerReport } from "../quantize/report.ts";
-import type { Method, QuantSettings } from "../quantize/settings.ts";
+import { GROUP_SIZES, type Method, type QuantSettings } from "../quantize/settings.ts";
+import { GPTQ_BITS } from "../pack/hf-gptq.ts";
 import { UsageError } from "../util/errors.ts";
 import { Progress } from "../util/progress.ts";
-import { choiceFlag, intFlag, onePositional, parseFlags } from "./args.ts";
+import { readTextFile } from "../util/text-file.ts";
+import { checkOutputTarget } from "../util/output-target.ts";
+import { refuseGgufInput, refuseQuantizedInput } from "./inputs.ts";
+import { choiceFlag, groupSizeFlag, intChoiceFlag, intFlag, onePositional, parseFlags } from "./args.ts";
 import type { Command } from "./command.ts";
 
 const COMMON_FLAGS = `  -o, --out DIR           output folder (default ./<model>-<method>-w<bits>g<group>[.gguf])
@@ -96,12 +99,21 @@ function makeCommand(method: "rtn" | "gptq" | "awq", summary: string, extra: str
       const fullMethod: Method = method === "awq" && v.then === "gptq" ? "awq+gptq" : method;
       if (v.sym && v.asym) throw new UsageError("--sym and --asym are mutually exclusive", { field: "--sym/--asym" });
       const modelDir = resolveModelArg(onePositional(method, positionals));
-      const maxPos = readModelConfig(modelDir).maxPositionEmbeddings; // a bad model folder is reported first
-      const bits = intFlag("bits", v.bits, 4);
-      const groupSize = v["group-size"] === "-1" ? -1 : intFlag("group-size", v["group-size"], 128);
+      refuseGgufInput(modelDir, method);
+      const modelCfg = readModelConfig(modelDir); // a bad model folder is reported first
+      refuseQuantizedInput(modelDir, modelCfg.raw, method);
+      const maxPos = modelCfg.maxPositionEmbeddings;
+      const bits = intChoiceFlag("bits", v.bits, GPTQ_BITS, 4, "unsupported bit width",
+        "HF-GPTQ packs 2, 3, 4 and 8 bits (what transformers/vLLM kernels read): 4 is the usual choice, 3 smaller at some quality cost, 8 near-lossless");
+      const groupSize = groupSizeFlag(v["group-size"], 128, GROUP_SIZES);
       const sym = fullMethod === "awq" ? false : !v.asym; // AutoAWQ GEMM is always zero-point (asymmetric)
       const damp = v.damp !== undefined ? Number(v.damp) : 0.01;
-      if (!Number.isFinite(damp)) throw new UsageError("invalid value for --damp", { field: "--damp", expected: "a number such as 0.01", found: JSON.stringify(v.damp) });
+      if (!(damp > 0 && damp < 1)) {
+        throw new UsageError("damping out of range", {
+          field: "--damp", expected: "0 < damp < 1 (typical: 0.01 to 0.1)", found: JSON.stringify(v.damp),
+          hint: "damp is the fraction of mean(diag H) added to the Hessian's diagonal; 0.01 is the default, raise it (0.1) if a layer's Cholesky factorisation fails",
+        });
+      }
       const bundled = modelDir === BUNDLED_MODEL_DIR;
       const calibText = v["calib-text"] !== undefined ? resolve(v["calib-text"]) : bundled ? BUNDLED_CALIB_TEXT : undefined;
       if (method !== "rtn" && calibText === undefined) {
@@ -110,7 +122,9 @@ function makeCommand(method: "rtn" | "gptq" | "awq", summary: string, extra: str
           hint: "only the bundled model ships a calibration split; pass --calib-text FILE",
         });
       }
-      if (calibText !== undefined && !existsSync(calibText)) throw new UsageError("calibration text not found", { file: calibText, field: "--calib-text" });
+      if (calibText !== undefined) readTextFile(calibText, "--calib-text"); // a folder, binary or non-UTF-8 file: refused before any compute
+      const evalText = v["eval-text"] !== undefined ? resolve(v["eval-text"]) : bundled ? BUNDLED_EVAL_TEXT : undefined;
+      if (evalText !== undefined && v["no-eval"] !== true) readTextFile(evalText, "--eval-text");
       const backend = selectBackend({
         backend: choiceFlag("backend", v.backend, ["auto", "native", "ref"] as const, "auto"),
         ...(v.threads !== undefined ? { threads: intFlag("threads", v.threads, 1) } : {}),
@@ -133,10 +147,16 @@ function makeCommand(method: "rtn" | "gptq" | "awq", summary: string, extra: str
       if (ggufPath) checkGgufGrid(settings, ggufPath);
       // GGUF: the pipeline writes an HF folder next to the .gguf, converted exactly and removed at the end.
       const outDir = ggufPath ? `${ggufPath}.hf` : resolve(v.out ?? stem);
+      // The target, before any compute: its folder writable, an existing one of the right kind only with --overwrite.
+      checkOutputTarget(ggufPath ?? outDir, ggufPath ? "file" : "folder", { flag: "-o", overwriteFlag: "--overwrite", overwrite: v.overwrite === true });
 
       const ac = new AbortController();
+      let firstSigint = 0;
       const onSigint = (): void => {
-        if (ac.signal.aborted) process.exit(130);
+        // A second SIGINT within 1 s is the same interrupt seen twice (npx: the terminal's and
+        // bin/quantize-llm.js's forwarded one), not a second Ctrl-C.
+        if (ac.signal.aborted) { if (performance.now() - firstSigint > 1000) process.exit(130); return; }
+        firstSigint = performance.now();
         process.stderr.write("\ninterrupt: stopping after the current layer (Ctrl-C again to quit at once)\n");
         ac.abort();
       };
@@ -179,7 +199,6 @@ function makeCommand(method: "rtn" | "gptq" | "awq", summary: string, extra: str
       if (sum.maxDamp !== null && sum.maxDamp > damp) process.stdout.write(`note: damping was raised to ${sum.maxDamp} for some layers (see the report)\n`);
 
       let before: number | null = null, after: number | null = null;
-      const evalText = v["eval-text"] !== undefined ? resolve(v["eval-text"]) : bundled ? BUNDLED_EVAL_TEXT : undefined;
       if (v["no-eval"] !== true && evalText !== undefined) {
         const maxTokens = v["eval-max-tokens"] !== undefined ? intFlag("eval-max-tokens", v["eval-max-tokens"], 1) : undefined;
         before = await evalPpl(modelDir, evalText, backend, maxTokens);
@@ -214,7 +233,7 @@ function checkGgufGrid(s: QuantSettings, path: string): void {
 /** Perplexity (gptq protocol) of a model folder or .gguf on a text file (also used by `int8`). */
 export async function evalPpl(dir: string, textFile: string, backend: Backend, maxTokens?: number): Promise<number> {
   const { tokenizer, model, cfg } = await loadModel(dir, backend);
-  let tokens = tokenizer.encode(readFileSync(textFile, "utf8"), { addSpecial: true });
+  let tokens = tokenizer.encode(readTextFile(textFile, "--eval-text"), { addSpecial: true });
   if (maxTokens !== undefined) tokens = tokens.slice(0, maxTokens);
   return perplexity(model, tokens, { protocol: "gptq", ctx: Math.min(2048, cfg.maxPositionEmbeddings), bosId: tokenizer.bosId }).ppl;
 }

@@ -29,6 +29,9 @@ import type { GgufTensorInfo } from "./gguf-write.ts";
 
 // ---------------------------------------------------------------- reader
 
+/** More metadata keys or tensors than any real model has (the largest have ~10^4 tensors). */
+const MAX_COUNT = 1 << 24;
+
 /** Sequential little-endian reader over a file descriptor, one positioned read per chunk. */
 class HeaderCursor {
   private buf = new Uint8Array(0);
@@ -39,14 +42,17 @@ class HeaderCursor {
 
   get remaining(): number { return this.fileSize - this.pos; }
 
+  /** The file is shorter than its own header says (`n` more bytes needed for `field`). */
+  truncated(field: string, n: number): FormatError {
+    return new FormatError("GGUF file is truncated", {
+      file: this.file, field, expected: `${n} more bytes at offset ${this.pos}`, found: `${this.remaining} bytes left (file size ${this.fileSize})`,
+      hint: "the file was cut short (interrupted download or write?); re-create or re-download it",
+    });
+  }
+
   /** Make bytes [pos, pos+n) available; returns their offset inside `buf`. */
   private need(n: number, field: string): number {
-    if (n > this.remaining) {
-      throw new FormatError("GGUF file is truncated", {
-        file: this.file, field, expected: `${n} more bytes at offset ${this.pos}`, found: `${this.remaining} bytes left (file size ${this.fileSize})`,
-        hint: "the file was cut short (interrupted download or write?); re-create or re-download it",
-      });
-    }
+    if (n > this.remaining) throw this.truncated(field, n);
     const rel = this.pos - this.bufStart;
     if (rel >= 0 && rel + n <= this.buf.length) return rel;
     const len = Math.min(Math.max(n, READ_CHUNK), this.remaining);
@@ -85,7 +91,7 @@ class HeaderCursor {
 
   string(field: string, maxBytes = MAX_STRING_BYTES): string {
     const n = this.u64(`${field} (string length)`);
-    if (n > maxBytes || n > this.remaining) {
+    if (n > maxBytes) { // within the limit but past the end: need() reports the truncation
       throw new FormatError("GGUF string length is absurd", {
         file: this.file, field, expected: `at most ${Math.min(maxBytes, this.remaining)} bytes (limit ${maxBytes}, ${this.remaining} bytes left in the file)`,
         found: `${n} bytes`, hint: "the file is corrupt or not a GGUF v3 file",
@@ -259,13 +265,12 @@ function parseGguf(path: string, fd: number): GgufFile {
   }
   const nTensors = c.u64("tensor_count");
   const nKv = c.u64("kv_count");
-  // Each KV takes ≥ 8+1+4+1 bytes, each tensor info ≥ 8+1+4+8+4+8: a count that cannot fit is absurd.
-  if (nKv > c.remaining / 14) {
-    throw bad("absurd kv_count", { field: "kv_count", expected: `at most ${Math.floor(c.remaining / 14)} for a file of this size`, found: String(nKv) });
-  }
-  if (nTensors > c.remaining / 33) {
-    throw bad("absurd tensor_count", { field: "tensor_count", expected: `at most ${Math.floor(c.remaining / 33)} for a file of this size`, found: String(nTensors) });
-  }
+  // Each KV takes ≥ 8+1+4+1 bytes, each tensor info ≥ 8+1+4+8+4+8. A count beyond any real
+  // model's is absurd (corrupt header); a plausible count that does not fit means the file
+  // was cut short, which is what a user needs to hear (an interrupted download or copy).
+  if (nKv > MAX_COUNT) throw bad("absurd kv_count", { field: "kv_count", expected: `at most ${MAX_COUNT}`, found: String(nKv) });
+  if (nTensors > MAX_COUNT) throw bad("absurd tensor_count", { field: "tensor_count", expected: `at most ${MAX_COUNT}`, found: String(nTensors) });
+  if (nKv * 14 + nTensors * 33 > c.remaining) throw c.truncated(`${nKv} metadata keys and ${nTensors} tensor infos (kv_count, tensor_count)`, nKv * 14 + nTensors * 33);
 
   const kvMap = new Map<string, GgufValue>();
   for (let i = 0; i < nKv; i++) {
@@ -280,7 +285,8 @@ function parseGguf(path: string, fd: number): GgufFile {
       if (itemType === "array") throw bad("nested arrays are not supported", { field: key, expected: "an array of scalars or strings", found: "an array of arrays" });
       const n = c.u64(`${key} (array length)`);
       const minItem = itemType === "string" ? 8 : FIXED[itemType];
-      if (n > MAX_ARRAY_ITEMS || n * minItem > c.remaining) {
+      if (n * minItem > c.remaining && n <= MAX_ARRAY_ITEMS) throw c.truncated(`${key} (${n} items of ${itemType})`, n * minItem);
+      if (n > MAX_ARRAY_ITEMS) {
         throw bad("absurd array length", {
           field: key, expected: `at most ${Math.min(MAX_ARRAY_ITEMS, Math.floor(c.remaining / minItem))} items of ${itemType}`, found: String(n),
         });

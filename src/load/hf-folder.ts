@@ -2,7 +2,7 @@
  * Load a plain HF model folder (config.json + safetensors + tokenizer) into a
  * runnable Model. Weights are decoded to f32 once.
  */
-import { existsSync, readFileSync, statSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { parseModelConfig, type ModelConfig } from "../arch/config.ts";
 import type { Backend } from "../backend/backend.ts";
@@ -43,11 +43,21 @@ export function readModelConfig(dir: string): ModelConfig {
   }
   const file = join(dir, "config.json");
   if (!existsSync(file)) {
-    throw new ConfigError("model folder has no config.json", { file, expected: "a Hugging Face config.json", found: "no such file" });
+    // issue 10: say what the folder holds, so an empty or wrong folder explains itself
+    const entries = readdirSync(dir);
+    throw new ConfigError(entries.length === 0 ? "model folder is empty" : "model folder has no config.json", {
+      file, expected: "a Hugging Face config.json (with *.safetensors and tokenizer.json beside it)",
+      found: entries.length === 0 ? "an empty folder" : `no such file; the folder holds ${entries.slice(0, 6).join(", ")}${entries.length > 6 ? `, … (${entries.length} entries)` : ""}`,
+      hint: entries.length === 0 ? "copy (or download) the model's files into it: config.json, model*.safetensors, tokenizer.json, tokenizer_config.json"
+        : "pass the folder that holds config.json (a snapshot folder inside a Hugging Face cache, for example)",
+    });
   }
   let raw: unknown;
   try { raw = JSON.parse(readFileSync(file, "utf8")); } catch (e) {
-    throw new ConfigError("config.json is not valid JSON", { file, found: (e as Error).message });
+    throw new ConfigError("config.json is not valid JSON", {
+      file, found: (e as Error).message,
+      hint: "the file is damaged or incomplete (an interrupted download or an edit?): fetch config.json again, or fix the JSON at the position given",
+    });
   }
   if (!raw || typeof raw !== "object" || Array.isArray(raw)) {
     throw new ConfigError("config.json is not a JSON object", { file, found: typeof raw });

@@ -254,7 +254,9 @@ describe("malformed files → FormatError (file, field, expected, found)", () =>
 
   test("absurd counts and lengths are rejected before allocating", () => {
     expectFormatError(() => openGguf(patched("kvcount", (_b, dv) => { dv.setBigUint64(OFF.kvCount, 1n << 40n, true); })), /absurd kv_count/);
-    expectFormatError(() => openGguf(patched("tcount", (_b, dv) => { dv.setBigUint64(OFF.tensorCount, 1000n, true); })), /absurd tensor_count/);
+    expectFormatError(() => openGguf(patched("tcount", (_b, dv) => { dv.setBigUint64(OFF.tensorCount, 1n << 40n, true); })), /absurd tensor_count/);
+    // a plausible count that does not fit in the file: the file was cut short
+    expectFormatError(() => openGguf(patched("tcount-cut", (_b, dv) => { dv.setBigUint64(OFF.tensorCount, 1000n, true); })), /GGUF file is truncated/);
     expectFormatError(() => openGguf(patched("keylen", (_b, dv) => { dv.setBigUint64(OFF.keyLen, 1n << 40n, true); })), /string length is absurd/);
     expectFormatError(() => openGguf(patched("keylen64", (_b, dv) => { dv.setBigUint64(OFF.keyLen, (1n << 64n) - 1n, true); })), /out of range/);
     expectFormatError(() => openGguf(patched("namelen", (_b, dv) => { dv.setBigUint64(OFF.nameLen, 100000n, true); })), /string length is absurd/);
