@@ -6,6 +6,12 @@
  *
  * The addon owns one thread pool per process (per worker thread): every
  * NativeBackend shares it, and `setThreads` resizes it for all of them.
+ *
+ * Why one file of ~550 lines: it is the single typed boundary to the addon (the
+ * STYLE.md rule "exactly one importer"), one validated wrapper per native entry
+ * point (sync and async). Validators for the packed and int8 entry points already
+ * live beside it (native-packed.ts, native-int8.ts); splitting the wrappers
+ * themselves by kernel family is the next step when more are added.
  */
 import { createRequire } from "node:module";
 import { fileURLToPath } from "node:url";
