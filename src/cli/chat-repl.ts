@@ -15,9 +15,18 @@ export interface Chatter {
   reset(): void | Promise<void>;
 }
 
-export async function repl(chat: Chatter, turn: TurnOptions, title: string): Promise<number> {
-  const out = process.stdout;
-  const rl = createInterface({ input: process.stdin, output: out, terminal: process.stdin.isTTY === true });
+export interface ReplIo {
+  input: NodeJS.ReadableStream & { isTTY?: boolean };
+  output: NodeJS.WritableStream;
+  /** Speed lines and errors. */
+  err: NodeJS.WritableStream;
+}
+
+export async function repl(
+  chat: Chatter, turn: TurnOptions, title: string, io: ReplIo = { input: process.stdin, output: process.stdout, err: process.stderr },
+): Promise<number> {
+  const out = io.output;
+  const rl = createInterface({ input: io.input, output: out, terminal: io.input.isTTY === true });
   let current: AbortController | null = null;
   let interrupts = 0;
   const onInterrupt = (): void => {
@@ -43,10 +52,10 @@ export async function repl(chat: Chatter, turn: TurnOptions, title: string): Pro
         const r = await chat.ask(raw, { ...turn, signal: current.signal });
         out.write(r.finishReason === "cancelled" ? " [stopped]\n" : "\n");
         if (r.finishReason === "cancelled") interrupts = 1; // a second Ctrl-C quits
-        process.stderr.write(`${speedLine(r.stats)}\n`);
+        io.err.write(`${speedLine(r.stats)}\n`);
       } catch (e) {
         if (!(e instanceof QuantizeLlmError)) throw e;
-        process.stderr.write(`error: ${e.message}\n`);
+        io.err.write(`error: ${e.message}\n`);
       } finally {
         current = null;
       }
