@@ -65,15 +65,99 @@ export interface KernelCallOptions {
   onProgress?: ((done: number, total: number) => void) | undefined;
 }
 
+// ---------------------------------------------------------------- packed weights
+// The contract between the loaders (src/load) and the kernels (COORDINATION.md,
+// "Contract between i9-kernels and i9-integrate"). Loaders convert every source
+// format, one tensor at a time, into these canonical inputs; a backend packs them
+// once into its runtime layout. The inputs are transient: a backend copies what
+// it keeps, so a loader may reuse its buffers for the next tensor.
+
+/**
+ * int4 codes with per-group grids. w[n, k] = scales[n, g]·codes[n, k] + mins[n, g],
+ * g = floor(k / groupSize); mins = null means w = scales[n, g]·(codes[n, k] − 8).
+ * perm (act-order): the columns are already permuted so that groups are contiguous,
+ * and y = x[:, perm] · Wᵀ, i.e. x'[k] = x[perm[k]].
+ */
+export interface PackQ4Args {
+  /** [N, K] codes 0..15 */
+  codes: Uint8Array;
+  /** [N, G] */
+  scales: Float32Array;
+  /** [N, G], or null (symmetric: codes − 8) */
+  mins: Float32Array | null;
+  N: number;
+  K: number;
+  groupSize: number;
+  /** [K] permuted position → original column, or null (identity) */
+  perm: Int32Array | null;
+}
+
+/** int8 codes, w[n, k] = scales[n, g]·codes[n, k] (also the int8 expansion of Q6_K and 2/3-bit GPTQ: codes = q − z). */
+export interface PackQ8Args {
+  /** [N, K] */
+  codes: Int8Array;
+  /** [N, G] */
+  scales: Float32Array;
+  N: number;
+  K: number;
+  groupSize: number;
+  /** [K] as in PackQ4Args, or null */
+  perm: Int32Array | null;
+}
+
+/** 16-bit float weights as stored (IEEE half or bfloat16 bit patterns). */
+export interface Pack16Args {
+  /** [N, K] */
+  data: Uint16Array;
+  dtype: "f16" | "bf16";
+  N: number;
+  K: number;
+}
+
+/**
+ * A weight matrix in a backend's runtime layout. Opaque: only these fields are
+ * readable; the memory belongs to the backend (native memory for the C++ addon)
+ * and is freed when the handle is collected or disposed.
+ */
+export interface PackedWeight {
+  /** out_features */
+  readonly N: number;
+  /** in_features */
+  readonly K: number;
+  /** Runtime layout name, e.g. "q4", "q4-mins", "q8", "f16", "bf16" (backend-defined). */
+  readonly layout: string;
+  /** Bytes the packed weights occupy. */
+  readonly bytes: number;
+  dispose?(): void;
+}
+
+/** What Backend.matmul multiplies by: f32 [N, K] row-major, or a packed handle. */
+export type LinearWeight = Float32Array | PackedWeight;
+
+export function isPackedWeight(w: LinearWeight): w is PackedWeight {
+  return !(w instanceof Float32Array);
+}
+
+/** Activation precision of packed matmuls: "int8" (per block, like llama.cpp; fast) or "f32" (exact, for checks). */
+export type PackedActivations = "int8" | "f32";
+
 export interface Backend {
   readonly name: "ref" | "native";
   /** Threads this backend uses for one call (1 for ref). */
   readonly threads: number;
   /**
-   * y[M, N] = x[M, K] · W[N, K]ᵀ (+ bias[N]); W is row-major as PyTorch stores it.
+   * y[M, N] = x[M, K] · W[N, K]ᵀ (+ bias[N]); W is row-major as PyTorch stores it,
+   * or a PackedWeight made by this backend's pack* methods.
    * Writes into `out` when given (length ≥ M·N), else allocates.
    */
-  matmul(x: Float32Array, w: Float32Array, M: number, K: number, N: number, bias?: Float32Array, out?: Float32Array): Float32Array;
+  matmul(x: Float32Array, w: LinearWeight, M: number, K: number, N: number, bias?: Float32Array, out?: Float32Array): Float32Array;
+
+  // Optional packing (src/load uses it when present; otherwise weights load as f32).
+  packQ4?(a: PackQ4Args): PackedWeight;
+  packQ8?(a: PackQ8Args): PackedWeight;
+  pack16?(a: Pack16Args): PackedWeight;
+  /** y[M, N] = x[M, K] · Wᵀ (+ bias) for a packed W, with a chosen activation precision (matmul uses the backend's default). */
+  matmulPacked?(x: Float32Array, w: PackedWeight, M: number, bias?: Float32Array, out?: Float32Array, opts?: { activations?: PackedActivations }): Float32Array;
   /**
    * Causal grouped-query attention for T new positions.
    * q   [T, nHead·headDim]            (RoPE already applied)
@@ -96,4 +180,20 @@ export interface Backend {
    */
   gptqHinv?(h: Float32Array | Float64Array, K: number, perm: Int32Array | null, diag: Float64Array, out: Float32Array): boolean;
   gptqQuantize?(args: GptqKernelArgs): number;
+}
+
+/**
+ * The same backend, with every packed matmul run at the given activation precision
+ * (tests and `eval --activations`: "f32" is the exact path). f32 weights are unaffected.
+ */
+export function withPackedActivations(b: Backend, activations: PackedActivations): Backend {
+  const matmul: Backend["matmul"] = (x, w, M, K, N, bias, out) =>
+    isPackedWeight(w) && b.matmulPacked !== undefined ? b.matmulPacked(x, w, M, bias, out, { activations }) : b.matmul(x, w, M, K, N, bias, out);
+  return new Proxy(b, {
+    get(target, prop) {
+      if (prop === "matmul") return matmul;
+      const v: unknown = Reflect.get(target, prop, target);
+      return typeof v === "function" ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+    },
+  });
 }

@@ -172,7 +172,8 @@ export class NativeBackend implements Backend {
     return this.#addon.fmaPeak(threads);
   }
 
-  matmul(x: Float32Array, w: Float32Array, M: number, K: number, N: number, bias?: Float32Array, out?: Float32Array): Float32Array {
+  matmul(x: Float32Array, w: Float32Array | PackedWeight, M: number, K: number, N: number, bias?: Float32Array, out?: Float32Array): Float32Array {
+    if (w instanceof PackedWeight) return this.matmulPacked(x, w, M, bias, out); // nn/ passes packed linears here (int8 activations, the default)
     const y = checkMatmul("matmul", x, w, M, K, N, bias, out);
     if (M > 0) this.#addon.matmul(x, w, M, K, N, bias ?? null, y);
     return y;

@@ -2,7 +2,8 @@
  * Plain-TypeScript reference backend: the specification the native kernels are
  * tested against. Simple loops, f32 storage, f64 accumulation where it is free.
  */
-import type { AttentionShape, Backend } from "./backend.ts";
+import { isPackedWeight, type AttentionShape, type Backend, type LinearWeight } from "./backend.ts";
+import { refMatmulPacked, refPack16, refPackQ4, refPackQ8 } from "./ref-packed.ts";
 
 export function refMatmul(
   x: Float32Array, w: Float32Array, M: number, K: number, N: number, bias?: Float32Array, out?: Float32Array,
@@ -76,7 +77,22 @@ export function refSyrkAccumulate(
 export const refBackend: Backend = {
   name: "ref",
   threads: 1,
-  matmul: refMatmul,
+  matmul: (x: Float32Array, w: LinearWeight, M: number, K: number, N: number, bias?: Float32Array, out?: Float32Array) =>
+    isPackedWeight(w) ? refMatmulPacked(x, w, M, bias, out) : refMatmul(x, w, M, K, N, bias, out),
   attention: refAttention,
   syrkAccumulate: refSyrkAccumulate,
+};
+
+/**
+ * The reference backend with the packing contract (ref-packed.ts): loaders pack
+ * through it, so tests check every source format's conversion against the
+ * dequantized-f32 path. `refBackend` itself has no pack methods, so models load on
+ * it as plain f32 (the dequantized specification path of `--backend ref`).
+ */
+export const refPackedBackend: Backend = {
+  ...refBackend,
+  packQ4: refPackQ4,
+  packQ8: refPackQ8,
+  pack16: refPack16,
+  matmulPacked: (x, w, M, bias, out) => refMatmulPacked(x, w, M, bias, out),
 };

@@ -1,6 +1,8 @@
 /** `quantize-llm eval [model]`: perplexity with the protocol printed. */
 import { relative } from "node:path";
+import { withPackedActivations } from "../backend/backend.ts";
 import { selectBackend } from "../backend/select.ts";
+import { describeKernelPath } from "../load/kernel-path.ts";
 import { loadModel, readModelConfig } from "../load/hf-folder.ts";
 import { BUNDLED_EVAL_TEXT, BUNDLED_MODEL_DIR, resolveModelArg } from "../load/paths.ts";
 import { perplexity, PROTOCOLS, type Protocol } from "../metrics/perplexity.ts";
@@ -23,6 +25,9 @@ Perplexity of a model (HF, HF-GPTQ or AWQ folder, or .gguf file) on a text file.
   --max-tokens N        score only the first N tokens of the tokenized text
   --threads N           CPU threads (default: QLLM_THREADS or the number of cores)
   --backend B           auto | native | ref (default auto)
+  --weights W           packed (runtime int4/int8/16-bit layouts) | f32 (dequantized reference)
+                        | auto (default; f32 until the SIMD packed kernels land)
+  --activations A       packed matmuls: int8 (per block, as llama.cpp; default) | f32 (exact)
   --json                print one JSON object as the last line of stdout
 `;
 
@@ -34,16 +39,20 @@ export const evalCommand: Command = {
     const { values, positionals } = parseFlags("eval", argv, {
       text: { type: "string" }, protocol: { type: "string" }, ctx: { type: "string" },
       "max-tokens": { type: "string" }, threads: { type: "string" }, backend: { type: "string" },
+      weights: { type: "string" }, activations: { type: "string" },
       json: { type: "boolean" }, help: { type: "boolean", short: "h" },
     });
     if (values.help) { process.stdout.write(usage); return 0; }
     const dir = resolveModelArg(onePositional("eval", positionals));
     if (!dir.toLowerCase().endsWith(".gguf")) readModelConfig(dir); // a missing or bad model folder is the first thing to report
     const protocol = choiceFlag<Protocol>("protocol", values.protocol, PROTOCOLS, "gptq");
-    const backend = selectBackend({
+    const weights = choiceFlag("weights", values.weights, ["auto", "packed", "f32"] as const, "auto");
+    const activations = choiceFlag("activations", values.activations, ["int8", "f32"] as const, "int8");
+    const selected = selectBackend({
       backend: choiceFlag("backend", values.backend, ["auto", "native", "ref"] as const, "auto"),
       ...(values.threads !== undefined ? { threads: intFlag("threads", values.threads, 1) } : {}),
     });
+    const backend = activations === "int8" ? selected : withPackedActivations(selected, activations);
     const textFile = values.text ?? (dir === BUNDLED_MODEL_DIR ? BUNDLED_EVAL_TEXT : undefined);
     if (textFile === undefined) {
       throw new UsageError("no text to evaluate", {
@@ -54,7 +63,7 @@ export const evalCommand: Command = {
     const text = readTextFile(textFile, "--text");
 
     const t0 = performance.now();
-    const { cfg, tokenizer, model } = await loadModel(dir, backend);
+    const { cfg, tokenizer, model } = await loadModel(dir, backend, { weights });
     for (const w of cfg.warnings) process.stderr.write(`warning: ${w}\n`);
     const loadSeconds = (performance.now() - t0) / 1000;
     const ctx = intFlag("ctx", values.ctx, Math.min(protocol === "gptq" ? 2048 : 512, cfg.maxPositionEmbeddings), 2);
@@ -70,12 +79,13 @@ export const evalCommand: Command = {
     progress.done();
 
     const nParams = countParams(cfg);
+    const kernels = describeKernelPath(model, { activations });
     const shown = relative(process.cwd(), dir) || ".";
     const lines = [
       `model:      ${shown} (${cfg.modelType}, ${cfg.numLayers} layers, ${(nParams / 1e6).toFixed(2)}M parameters, loaded in ${loadSeconds.toFixed(2)} s)`,
       `text:       ${relative(process.cwd(), textFile)} (${text.length} chars, ${totalTokens} tokens${tokenizer.bosId !== null ? ", BOS once at the start" : ""})`,
       `protocol:   ${r.protocol}, ctx ${r.ctx}, ${r.windows} windows, ${r.tokensScored} tokens scored`,
-      `backend:    ${backend.name}, ${backend.threads} thread${backend.threads === 1 ? "" : "s"}`,
+      `kernels:    ${kernels}`,
       `perplexity: ${r.ppl.toFixed(4)}`,
       `speed:      ${r.tokensPerSecond.toFixed(0)} tokens/s (${r.tokensProcessed} tokens in ${r.seconds.toFixed(2)} s)`,
     ];
@@ -84,7 +94,7 @@ export const evalCommand: Command = {
       process.stdout.write(JSON.stringify({
         model: dir, text: textFile, protocol: r.protocol, ctx: r.ctx, windows: r.windows, tokensScored: r.tokensScored,
         tokensTotal: totalTokens, ppl: r.ppl, nll: r.nll, seconds: r.seconds, tokensPerSecond: r.tokensPerSecond,
-        backend: backend.name, threads: backend.threads,
+        backend: backend.name, threads: backend.threads, kernels,
       }) + "\n");
     }
     return 0;

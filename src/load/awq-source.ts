@@ -10,7 +10,9 @@ import type { Checkpoint } from "../io/checkpoint.ts";
 import type { TensorSource } from "../nn/weights.ts";
 import { AWQ_GEMM_BITS, unpackAwqGemm } from "../pack/awq-gemm.ts";
 import { dequantize, type QuantizedLinear } from "../tensor/quantized.ts";
-import { ConfigError, FormatError } from "../util/errors.ts";
+import { ConfigError, FormatError, invariant } from "../util/errors.ts";
+import { fromQuantizedLinear } from "./canonical.ts";
+import { checkpointCanonical } from "./checkpoint-canonical.ts";
 
 export interface AwqConfig {
   bits: 4;
@@ -95,6 +97,7 @@ export function readAwqLinear(ckpt: Checkpoint, origin: string, q: AwqConfig, ba
 }
 
 export function awqSource(ckpt: Checkpoint, origin: string, q: AwqConfig): TensorSource {
+  const plain = checkpointCanonical(ckpt, origin);
   const baseOf = (name: string): string | null => awqLayerBase(ckpt, name);
   const shapeOf = (base: string): [number, number] => {
     const qs = ckpt.info(`${base}.qweight`).shape; // [K, N/8]
@@ -110,5 +113,14 @@ export function awqSource(ckpt: Checkpoint, origin: string, q: AwqConfig): Tenso
       if (!base) return ckpt.readF32Sync(name);
       return dequantize(readAwqLinear(ckpt, origin, q, base));
     },
+    // 4-bit with zero points → int4 with mins = −s·z (contiguous groups: GEMM has no g_idx)
+    readCanonical: (name, buffers) => {
+      const base = baseOf(name);
+      if (!base) return plain.readCanonical(name, buffers);
+      const c = fromQuantizedLinear(readAwqLinear(ckpt, origin, q, base), { file: origin, field: base });
+      invariant(c !== null, "4-bit AWQ codes always have a q4 form");
+      return c;
+    },
+    readEmbedding: (name) => plain.readEmbedding(name),
   };
 }

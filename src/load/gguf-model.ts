@@ -1,8 +1,9 @@
 /**
  * Load a GGUF file (ours or llama.cpp's, llama/qwen2 arch, gpt2-model BPE vocabulary) into a
  * runnable Model by inverting the export plan (arch/gguf-tensors.ts): the config is rebuilt
- * from `<arch>.*` keys, tensors are decoded to f32 (io/gguf.ts; Q4_0/Q4_1/Q8_0/Q4_K/Q6_K
- * dequantized) and llama q/k rows un-permuted; the tokenizer is rebuilt as a HF tokenizer.json
+ * from `<arch>.*` keys, tensors are converted from their blocks to canonical packing inputs
+ * (gguf-canonical.ts) and packed, or decoded to f32 (io/gguf.ts; the reference path), and
+ * llama q/k rows un-permuted; the tokenizer is rebuilt as a HF tokenizer.json
  * object from `tokenizer.ggml.*` so @huggingface/tokenizers loads it, with the chat template.
  */
 import { Tokenizer } from "@huggingface/tokenizers";
@@ -13,9 +14,13 @@ import { ggufTensorPlan, unpermuteQK, type GgufTensorPlanEntry } from "../arch/g
 import { KNOWN_PRE_TOKENIZERS, TOKEN_TYPE } from "../arch/gguf-vocab.ts";
 import { openGguf, type GgufFile } from "../io/gguf.ts";
 import { Model } from "../nn/model.ts";
-import { loadModelWeights, type TensorSource } from "../nn/weights.ts";
+import type { TensorSource } from "../nn/weights.ts";
 import { TextTokenizer } from "../tokenizer/tokenizer.ts";
 import { ConfigError, FormatError } from "../util/errors.ts";
+import { permuteCanonicalRows } from "./canonical.ts";
+import { ggufRaw } from "./raw-read.ts";
+import { ggufEmbeddingTable, ggufToCanonical } from "./gguf-canonical.ts";
+import { defaultWarn, loadWeights, resolveWeightMode, type LoadOptions } from "./packed-weights.ts";
 
 export interface LoadedGgufModel {
   /** The .gguf file. */
@@ -24,6 +29,7 @@ export interface LoadedGgufModel {
   cfg: ModelConfig;
   tokenizer: TextTokenizer;
   model: Model;
+  weights: "packed" | "f32";
 }
 
 const opt = (f: GgufFile, key: string): number | undefined => (f.get(key) === undefined ? undefined : f.getNumber(key));
@@ -133,21 +139,45 @@ export function ggufSource(f: GgufFile, cfg: ModelConfig): TensorSource {
     const p = byHf.get(name);
     return p !== undefined && f.tensors.has(p.gguf) ? p : undefined;
   };
+  const need = (name: string): GgufTensorPlanEntry => {
+    const p = entry(name);
+    if (p === undefined) throw new FormatError(`tensor for "${name}" not found in GGUF file`, { file: f.path, field: name });
+    return p;
+  };
   return {
     origin: f.path,
     has: (name) => entry(name) !== undefined,
-    shape: (name) => {
-      const p = entry(name);
-      if (p === undefined) throw new FormatError(`tensor for "${name}" not found in GGUF file`, { file: f.path, field: name });
-      return f.shape(p.gguf);
-    },
+    shape: (name) => f.shape(need(name).gguf),
     readF32Sync: (name) => {
-      const p = entry(name);
-      if (p === undefined) throw new FormatError(`tensor for "${name}" not found in GGUF file`, { file: f.path, field: name });
+      const p = need(name);
       const x = f.readF32Sync(p.gguf);
       return p.permuteHeads === undefined ? x : unpermuteQK(x, p.permuteHeads, p.shape.length === 2 ? p.shape[1]! : 1);
     },
+    readCanonical: (name, buffers) => {
+      const p = need(name);
+      const [N, K] = f.shape(p.gguf) as [number, number];
+      const bytes = buffers !== undefined ? ggufRaw(f, p.gguf, buffers) : f.readBytesSync(p.gguf);
+      const c = ggufToCanonical(f.tensor(p.gguf).type.name, bytes, N, K, { file: f.path, field: p.gguf }, buffers);
+      return p.permuteHeads === undefined ? c : permuteCanonicalRows(c, qkUnpermuteRows(N, p.permuteHeads));
+    },
+    readEmbedding: (name) => {
+      const p = need(name);
+      const t = f.tensor(p.gguf);
+      if (t.type.name === "F32") return f.readF32Sync(p.gguf);
+      const [V, H] = f.shape(p.gguf) as [number, number];
+      return ggufEmbeddingTable(t.type.name, f.readBytesSync(p.gguf), V, H, { file: f.path, field: p.gguf });
+    },
   };
+}
+
+/** from[hfRow] = GGUF row holding it: the inverse of the llama Q/K permutation (arch/gguf-tensors.ts permuteQK) as a row map. */
+export function qkUnpermuteRows(rows: number, heads: number): Int32Array {
+  const half = rows / heads / 2;
+  const from = new Int32Array(rows);
+  for (let h = 0; h < heads; h++) {
+    for (let j = 0; j < 2; j++) for (let i = 0; i < half; i++) from[h * 2 * half + j * half + i] = h * 2 * half + i * 2 + j;
+  }
+  return from;
 }
 
 export function loadGgufTokenizer(f: GgufFile, eosFromModel: number[]): TextTokenizer {
@@ -160,13 +190,14 @@ export function loadGgufTokenizer(f: GgufFile, eosFromModel: number[]): TextToke
 }
 
 /** `quantize-llm eval|chat model.gguf`: a LoadedModel-compatible object. */
-export async function loadGgufModel(path: string, backend: Backend): Promise<LoadedGgufModel> {
+export async function loadGgufModel(path: string, backend: Backend, opts: LoadOptions = {}): Promise<LoadedGgufModel> {
+  const mode = resolveWeightMode(opts.weights, backend);
   const f = openGguf(path);
   try {
     const cfg = parseModelConfig(ggufConfigJson(f), path);
-    const weights = loadModelWeights(cfg, ggufSource(f, cfg));
+    const weights = loadWeights(cfg, ggufSource(f, cfg), backend, mode, opts.warn ?? defaultWarn);
     const tokenizer = loadGgufTokenizer(f, cfg.eosTokenIds);
-    return { dir: path, format: "gguf", cfg, tokenizer, model: new Model(cfg, weights, backend) };
+    return { dir: path, format: "gguf", cfg, tokenizer, model: new Model(cfg, weights, backend), weights: mode };
   } finally {
     f.close();
   }

@@ -1,7 +1,8 @@
 /**
- * Read HF-GPTQ checkpoints (ours and third-party): a WeightSource that serves
- * `<layer>.weight` by unpacking `<layer>.qweight/qzeros/scales/g_idx` and
- * dequantizing to f32, so the one forward pass runs them unchanged.
+ * Read HF-GPTQ checkpoints (ours and third-party): a TensorSource that serves
+ * `<layer>.weight` either dequantized to f32 (readF32Sync: the reference path) or as
+ * canonical packing inputs (readCanonical: 4-bit → int4, 8-bit sym → int8, 2/3-bit →
+ * int8 expansion; act-order columns permuted so groups are contiguous).
  */
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
@@ -10,6 +11,10 @@ import type { TensorSource } from "../nn/weights.ts";
 import { unpackGptq, type GptqCheckpointFormat } from "../pack/hf-gptq.ts";
 import { dequantize, type QuantizedLinear } from "../tensor/quantized.ts";
 import { ConfigError, FormatError } from "../util/errors.ts";
+import { actOrderPerm, F16_TO_F32, fromQuantizedLinear, NO_SCRATCH, permuteColumns, type Buffers, type CanonicalWeight } from "./canonical.ts";
+import { u16 } from "./gguf-canonical.ts";
+import { checkpointRaw } from "./raw-read.ts";
+import { checkpointCanonical } from "./checkpoint-canonical.ts";
 
 export interface GptqConfig {
   bits: number;
@@ -51,7 +56,89 @@ export function parseGptqConfig(c: Record<string, unknown>, file: string): GptqC
   return { bits, groupSize, sym: c["sym"] !== false, descAct: c["desc_act"] === true, format: fmt };
 }
 
-function int32(b: Uint8Array): Int32Array { return new Int32Array(b.slice().buffer); }
+function int32(b: Uint8Array): Int32Array {
+  return b.byteOffset % 4 === 0 ? new Int32Array(b.buffer, b.byteOffset, b.byteLength / 4) : new Int32Array(b.slice().buffer);
+}
+
+/** Spread the 4 nibbles of x (16 bits) into the 4 bytes of a u32, lowest nibble in the lowest byte. */
+const spread4 = (x: number): number => {
+  x = (x | (x << 8)) & 0x00ff00ff;
+  return (x | (x << 4)) & 0x0f0f0f0f;
+};
+
+/**
+ * 4-bit GPTQ layer → canonical q4 without going through QuantizedLinear: qweight words
+ * [K/8, N] are transposed into codes [N, K] two u32 stores per word (little-endian).
+ */
+function gptq4Canonical(ckpt: Checkpoint, origin: string, q: GptqConfig, base: string, m: Buffers): CanonicalWeight {
+  const qs = ckpt.info(`${base}.qweight`).shape; // [K/8, N]
+  const R = qs[0]!, N = qs[1]!, K = R * 8;
+  const raw = (part: string): Uint8Array => checkpointRaw(ckpt, `${base}.${part}`, m, `raw-${part}`);
+  const qw = int32(raw("qweight")); // [K/8, N]
+  const qz = int32(raw("qzeros")); // [G, N/8]
+  const sc = u16(raw("scales")); // [G, N] f16
+  const gIdx = int32(raw("g_idx")); // [K]
+  const G = sc.length / N;
+  const check = (what: string, got: number, want: number): void => {
+    if (got !== want) {
+      throw new FormatError(`GPTQ tensor ${what} has the wrong size`, {
+        file: origin, field: `${base}.${what}`, expected: `${want} elements`, found: `${got}`, hint: "bits/group_size in quantize_config.json may not match the tensors",
+      });
+    }
+  };
+  if (!Number.isInteger(G) || G < 1) check("scales", sc.length, N);
+  check("qzeros", qz.length, G * (N / 8));
+  check("g_idx", gIdx.length, K);
+  const groupSize = q.groupSize === -1 ? K : q.groupSize;
+  const codes = m.u8("codes", N * K); // [N, K]
+  const c32 = new Uint32Array(codes.buffer, 0, (N * K) >> 2);
+  const K4 = K / 4;
+  for (let r = 0; r < R; r++) {
+    const row = r * N;
+    for (let n = 0, i = 2 * r; n < N; n++, i += K4) {
+      const w = qw[row + n]!;
+      c32[i] = spread4(w & 0xffff);
+      c32[i + 1] = spread4(w >>> 16);
+    }
+  }
+  const scales = m.f32("scales", N * G), zeros = m.u8("zeros", N * G); // [N, G]
+  const add = q.format === "gptq" ? 1 : 0; // v1 stores zero − 1
+  let sym = true;
+  for (let g = 0; g < G; g++) {
+    for (let n = 0; n < N; n++) {
+      scales[n * G + g] = F16_TO_F32[sc[g * N + n]!]!;
+      const z = ((qz[g * (N / 8) + (n >> 3)]! >>> (4 * (n & 7))) & 15) + add;
+      zeros[n * G + g] = z;
+      if (z !== 8) sym = false;
+    }
+  }
+  let mins: Float32Array | null = null;
+  if (!sym) {
+    mins = m.f32("mins", N * G);
+    for (let i = 0; i < mins.length; i++) mins[i] = -scales[i]! * zeros[i]!;
+  }
+  const perm = actOrderPerm(gIdx, groupSize, G, { file: origin, field: `${base}.g_idx` });
+  const permuted = perm === null ? codes : permuteColumns(codes, N, K, perm, m.u8("codes-permuted", N * K));
+  return { kind: "q4", args: { codes: permuted, scales, mins, N, K, groupSize, perm } };
+}
+
+/**
+ * One GPTQ layer as canonical packing inputs. Asymmetric 8-bit codes (q − z outside
+ * int8) have no packed form in the contract yet: they stay f32, with a warning.
+ */
+export function readGptqCanonical(ckpt: Checkpoint, origin: string, q: GptqConfig, base: string, warn: (msg: string) => void, m: Buffers = NO_SCRATCH): CanonicalWeight {
+  for (const part of ["qzeros", "scales", "g_idx"]) {
+    if (!ckpt.has(`${base}.${part}`)) {
+      throw new FormatError(`GPTQ layer is missing ${part}`, { file: origin, field: `${base}.${part}`, expected: "qweight, qzeros, scales and g_idx", found: "no such tensor" });
+    }
+  }
+  if (q.bits === 4) return gptq4Canonical(ckpt, origin, q, base, m);
+  const ql = readGptqLinear(ckpt, origin, q, base);
+  const c = fromQuantizedLinear(ql, { file: origin, field: base });
+  if (c !== null) return c;
+  warn(`${base}: asymmetric ${q.bits}-bit codes do not fit int8 (q − z); this layer runs in f32`);
+  return { kind: "f32", N: ql.N, K: ql.K, data: dequantize(ql) };
+}
 
 /** `<base>.weight` of an HF-GPTQ checkpoint → the layer's HF base name, or null when the layer is not quantized. */
 export function gptqLayerBase(ckpt: Checkpoint, name: string): string | null {
@@ -76,7 +163,8 @@ export function readGptqLinear(ckpt: Checkpoint, origin: string, q: GptqConfig, 
   }, { N, K, bits: q.bits, groupSize: q.groupSize, sym: q.sym, format: q.format, name: base, file: origin });
 }
 
-export function gptqSource(ckpt: Checkpoint, origin: string, q: GptqConfig): TensorSource {
+export function gptqSource(ckpt: Checkpoint, origin: string, q: GptqConfig, warn: (msg: string) => void = () => {}): TensorSource {
+  const plain = checkpointCanonical(ckpt, origin);
   const baseOf = (name: string): string | null => gptqLayerBase(ckpt, name);
   const shapeOf = (base: string): [number, number] => {
     const qs = ckpt.info(`${base}.qweight`).shape; // [K·b/32, N]
@@ -91,5 +179,10 @@ export function gptqSource(ckpt: Checkpoint, origin: string, q: GptqConfig): Ten
       if (!base) return ckpt.readF32Sync(name);
       return dequantize(readGptqLinear(ckpt, origin, q, base));
     },
+    readCanonical: (name, buffers) => {
+      const base = baseOf(name);
+      return base ? readGptqCanonical(ckpt, origin, q, base, warn, buffers) : plain.readCanonical(name, buffers);
+    },
+    readEmbedding: (name) => plain.readEmbedding(name),
   };
 }

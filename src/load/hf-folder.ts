@@ -1,6 +1,7 @@
 /**
- * Load a plain HF model folder (config.json + safetensors + tokenizer) into a
- * runnable Model. Weights are decoded to f32 once.
+ * Load a model folder (plain HF, HF-GPTQ or AutoAWQ: config.json + safetensors +
+ * tokenizer) into a runnable Model: weights packed by the backend (packed-weights.ts),
+ * or decoded to f32 once (the reference path; `--backend ref`).
  */
 import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
@@ -8,13 +9,15 @@ import { parseModelConfig, type ModelConfig } from "../arch/config.ts";
 import type { Backend } from "../backend/backend.ts";
 import { openCheckpoint, type Checkpoint } from "../io/checkpoint.ts";
 import { Model } from "../nn/model.ts";
-import { loadModelWeights, type TensorSource } from "../nn/weights.ts";
+import type { TensorSource } from "../nn/weights.ts";
 import { loadTokenizer, type TextTokenizer } from "../tokenizer/tokenizer.ts";
 import { ConfigError } from "../util/errors.ts";
 import { gptqSource, parseGptqConfig, readQuantizationConfig } from "./gptq-source.ts";
 import { awqSource, parseAwqConfig, readAwqLegacyConfig } from "./awq-source.ts";
 import { bnbSource } from "./bnb-int8-source.ts";
 import { parseBnbConfig } from "../pack/bnb-int8.ts";
+import { checkpointCanonical } from "./checkpoint-canonical.ts";
+import { defaultWarn, loadWeights, resolveWeightMode, type LoadOptions } from "./packed-weights.ts";
 
 export interface LoadedModel {
   dir: string;
@@ -23,15 +26,17 @@ export interface LoadedModel {
   cfg: ModelConfig;
   tokenizer: TextTokenizer;
   model: Model;
+  /** How the linear weights are held: packed by the backend, or dequantized f32. */
+  weights: "packed" | "f32";
 }
 
 /** Load any supported model: a `.gguf` file, or a plain / HF-GPTQ / AWQ folder. */
-export async function loadModel(path: string, backend: Backend): Promise<LoadedModel> {
+export async function loadModel(path: string, backend: Backend, opts: LoadOptions = {}): Promise<LoadedModel> {
   if (path.toLowerCase().endsWith(".gguf")) {
     const { loadGgufModel } = await import("./gguf-model.ts");
-    return loadGgufModel(path, backend);
+    return loadGgufModel(path, backend, opts);
   }
-  return loadHfModel(path, backend);
+  return loadHfModel(path, backend, opts);
 }
 
 export function readModelConfig(dir: string): ModelConfig {
@@ -65,17 +70,22 @@ export function readModelConfig(dir: string): ModelConfig {
   return parseModelConfig(raw as Record<string, unknown>, file);
 }
 
-/** A checkpoint seen as a TensorSource (HF names, decoded to f32). */
+/** A checkpoint seen as a TensorSource (HF names, decoded to f32, or in their stored 16 bits). */
 export function checkpointSource(ckpt: Checkpoint, origin: string): TensorSource {
+  const plain = checkpointCanonical(ckpt, origin);
   return {
     origin,
     has: (name) => ckpt.has(name),
     shape: (name) => ckpt.info(name).shape,
     readF32Sync: (name) => ckpt.readF32Sync(name),
+    readCanonical: (name, buffers) => plain.readCanonical(name, buffers),
+    readEmbedding: (name) => plain.readEmbedding(name),
   };
 }
 
-export async function loadHfModel(dir: string, backend: Backend): Promise<LoadedModel> {
+export async function loadHfModel(dir: string, backend: Backend, opts: LoadOptions = {}): Promise<LoadedModel> {
+  const mode = resolveWeightMode(opts.weights, backend);
+  const warn = opts.warn ?? defaultWarn;
   const cfg = readModelConfig(dir);
   const ckpt = await openCheckpoint(dir);
   try {
@@ -87,7 +97,7 @@ export async function loadHfModel(dir: string, backend: Backend): Promise<Loaded
       const method = quant === legacyAwq ? "awq" : quant.config["quant_method"];
       if (method === "gptq") {
         format = "gptq";
-        source = gptqSource(ckpt, dir, parseGptqConfig(quant.config, quant.file));
+        source = gptqSource(ckpt, dir, parseGptqConfig(quant.config, quant.file), warn);
       } else if (method === "awq") {
         format = "awq";
         source = awqSource(ckpt, dir, parseAwqConfig(quant.config, quant.file));
@@ -102,9 +112,9 @@ export async function loadHfModel(dir: string, backend: Backend): Promise<Loaded
         });
       }
     }
-    const weights = loadModelWeights(cfg, source);
+    const weights = loadWeights(cfg, source, backend, mode, warn);
     const tokenizer = loadTokenizer(dir, cfg.eosTokenIds);
-    return { dir, format, cfg, tokenizer, model: new Model(cfg, weights, backend) };
+    return { dir, format, cfg, tokenizer, model: new Model(cfg, weights, backend), weights: mode };
   } finally {
     await ckpt.close();
   }

@@ -7,7 +7,7 @@
  */
 import type { ModelConfig } from "../arch/config.ts";
 import type { LinearInput, LinearName } from "../arch/registry.ts";
-import type { Backend } from "../backend/backend.ts";
+import type { Backend, LinearWeight } from "../backend/backend.ts";
 import type { BlockWeights, Linear } from "./weights.ts";
 import type { RopeTable } from "./rope.ts";
 import { invariant } from "../util/errors.ts";
@@ -92,14 +92,14 @@ function buf(ws: BlockWorkspace | undefined, name: WorkspaceBuffer, T: number, w
 }
 
 /** y[T, N] = x[T, K] · Wᵀ (+ bias), into `out` when given. */
-function linear(ctx: BlockContext, l: Linear, x: Float32Array, T: number, out?: Float32Array): Float32Array {
+function linear(ctx: BlockContext, l: Linear<LinearWeight>, x: Float32Array, T: number, out?: Float32Array): Float32Array {
   return ctx.backend.matmul(x, l.weight, T, l.K, l.N, l.bias, out);
 }
 
 /** The linears the attention half reads. */
-export type AttentionLinears = Pick<Readonly<Record<LinearName, Linear>>, "q" | "k" | "v" | "o">;
+export type AttentionLinears = Pick<Readonly<Record<LinearName, Linear<LinearWeight>>>, "q" | "k" | "v" | "o">;
 /** The linears the MLP half reads. */
-export type MlpLinears = Pick<Readonly<Record<LinearName, Linear>>, "gate" | "up" | "down">;
+export type MlpLinears = Pick<Readonly<Record<LinearName, Linear<LinearWeight>>>, "gate" | "up" | "down">;
 
 /**
  * The attention half of block `index` without its norm and residual:
@@ -147,7 +147,7 @@ export function mlpHalf(ctx: BlockContext, index: number, lin: MlpLinears, xm: F
  * when given (which may be x itself: the update is elementwise), else a new array.
  */
 export function blockForward(
-  ctx: BlockContext, index: number, w: BlockWeights, x: Float32Array, T: number, pos0: number, cache: LayerCache, out?: Float32Array,
+  ctx: BlockContext, index: number, w: BlockWeights<LinearWeight>, x: Float32Array, T: number, pos0: number, cache: LayerCache, out?: Float32Array,
 ): Float32Array {
   const { cfg, tap, workspace: ws } = ctx;
   const H = cfg.hiddenSize;

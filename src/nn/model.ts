@@ -7,7 +7,8 @@ import type { Backend } from "../backend/backend.ts";
 import { UsageError } from "../util/errors.ts";
 import { blockForward, BlockWorkspace, rmsNorm, type BlockContext, type LayerCache, type Tap } from "./block.ts";
 import { RopeTable } from "./rope.ts";
-import type { ModelWeights } from "./weights.ts";
+import { embeddingRow, type ModelWeights } from "./weights.ts";
+import type { LinearWeight } from "../backend/backend.ts";
 
 export class KvCache {
   readonly layers: LayerCache[];
@@ -34,7 +35,7 @@ export class Model {
   readonly rope: RopeTable;
   /** The forward's buffers, built on first use and grown to the longest call seen (then reused). */
   #workspace: BlockWorkspace | null = null;
-  constructor(readonly cfg: ModelConfig, readonly weights: ModelWeights, readonly backend: Backend) {
+  constructor(readonly cfg: ModelConfig, readonly weights: ModelWeights<LinearWeight>, readonly backend: Backend) {
     this.rope = new RopeTable(cfg);
   }
 
@@ -52,7 +53,7 @@ export class Model {
       if (!Number.isInteger(id) || id < 0 || id >= V) {
         throw new UsageError("token id out of range", { field: `tokens[${t}]`, expected: `an integer in [0, ${V})`, found: String(id) });
       }
-      x.set(this.weights.embed.subarray(id * H, (id + 1) * H), t * H);
+      embeddingRow(this.weights.embed, id, H, x, t * H);
     }
     return x;
   }

@@ -1,18 +1,23 @@
 /**
- * Runtime weights in f32, in PyTorch layout. Blocks are separate objects so the
- * quantizer can hold one block at a time; `loadBlock` reads exactly one block.
+ * Runtime weights, in PyTorch layout. Blocks are separate objects so the quantizer
+ * can hold one block at a time; `loadBlock` reads exactly one block in f32.
+ * A linear's weight is f32 (the quantizer, the dequantized reference path) or a
+ * backend's packed handle (src/load/packed-weights.ts); the embedding is an f32
+ * matrix or a table that decodes rows on demand from its stored form.
  */
 import type { ModelConfig } from "../arch/config.ts";
+import type { LinearWeight } from "../backend/backend.ts";
+import type { Buffers, CanonicalWeight } from "../load/canonical.ts";
 import { linearTensorName, type LinearName } from "../arch/registry.ts";
-import { FormatError } from "../util/errors.ts";
+import { FormatError, invariant } from "../util/errors.ts";
 import { hasBias, linearShapes } from "../arch/shapes.ts";
 
 export { hasBias, linearShapes }; // their home is arch/shapes.ts
 
-/** A linear layer y = x·Wᵀ + b. */
-export interface Linear {
-  /** [N, K] row-major (out_features × in_features) */
-  weight: Float32Array;
+/** A linear layer y = x·Wᵀ + b (W f32 by default; `Linear<LinearWeight>` at run time may be packed). */
+export interface Linear<W extends LinearWeight = Float32Array> {
+  /** [N, K] row-major (out_features × in_features), or a packed handle of that matrix */
+  weight: W;
   /** [N] or absent */
   bias?: Float32Array;
   /** out_features */
@@ -21,22 +26,42 @@ export interface Linear {
   K: number;
 }
 
-export interface BlockWeights {
+export interface BlockWeights<W extends LinearWeight = Float32Array> {
   /** [H] */
   attnNorm: Float32Array;
   /** [H] */
   mlpNorm: Float32Array;
-  linears: Record<LinearName, Linear>;
+  linears: Record<LinearName, Linear<W>>;
 }
 
-export interface ModelWeights {
-  /** [V, H] */
-  embed: Float32Array;
-  blocks: BlockWeights[];
+/** Embedding rows kept in their stored form (f16/bf16 bits, GGUF blocks), decoded per lookup. */
+export interface EmbeddingTable {
+  /** Rows (vocabulary). */
+  readonly V: number;
+  /** Row length (hidden size). */
+  readonly H: number;
+  /** Bytes held. */
+  readonly bytes: number;
+  /** Storage type, e.g. "bf16", "Q4_0". */
+  readonly dtype: string;
+  /** out[offset .. offset+H) = row `id` in f32. */
+  row(id: number, out: Float32Array, offset: number): void;
+}
+
+export interface ModelWeights<W extends LinearWeight = Float32Array> {
+  /** [V, H] f32, or (packed models) a table decoding rows from their stored form */
+  embed: [W] extends [Float32Array] ? Float32Array : Float32Array | EmbeddingTable;
+  blocks: BlockWeights<W>[];
   /** [H] */
   finalNorm: Float32Array;
-  /** [V, H] (the embedding matrix itself when tied) */
-  lmHead: Float32Array;
+  /** [V, H] (the embedding matrix itself when tied and f32) */
+  lmHead: W;
+}
+
+/** out[offset .. offset+H) = embedding row `id` (f32 matrix or EmbeddingTable). */
+export function embeddingRow(embed: Float32Array | EmbeddingTable, id: number, H: number, out: Float32Array, offset: number): void {
+  if (embed instanceof Float32Array) out.set(embed.subarray(id * H, (id + 1) * H), offset);
+  else embed.row(id, out, offset);
 }
 
 /**
@@ -49,9 +74,16 @@ export interface TensorSource {
   has(name: string): boolean;
   shape(name: string): readonly number[];
   readF32Sync(name: string): Float32Array;
+  /**
+   * A 2-D weight [N, K] as canonical packing inputs (load/canonical.ts), converted straight
+   * from its stored form; with `buffers`, the arrays are views of them (valid until the next call).
+   */
+  readCanonical?(name: string, buffers?: Buffers): CanonicalWeight;
+  /** The embedding [V, H] in its stored form (f32, or rows decoded on demand). */
+  readEmbedding?(name: string): Float32Array | EmbeddingTable;
 }
 
-function expectShape(src: TensorSource, name: string, expected: readonly number[]): void {
+export function expectShape(src: TensorSource, name: string, expected: readonly number[]): void {
   if (!src.has(name)) {
     throw new FormatError(`missing tensor "${name}"`, {
       file: src.origin, field: name, expected: `a tensor of shape [${expected.join(", ")}]`, found: "no such tensor",
@@ -104,4 +136,10 @@ export function loadModelWeights(cfg: ModelConfig, src: TensorSource): ModelWeig
   // Tied models may still ship lm_head.weight (some exporters do); prefer it when present.
   const lmHead = src.has(headName) || !cfg.tieWordEmbeddings ? read(src, headName, [cfg.vocabSize, cfg.hiddenSize]) : embed;
   return { embed, blocks, finalNorm, lmHead };
+}
+
+/** The f32 matrix of a weight loaded with `weights: "f32"` (tests, the quantizer); an internal error if it is packed. */
+export function asF32(w: LinearWeight | Float32Array | EmbeddingTable, what = "weight"): Float32Array {
+  invariant(w instanceof Float32Array, () => `${what} is held packed; load with weights: "f32" to read it as f32`);
+  return w;
 }

@@ -21,6 +21,7 @@ import { loadGgufModel } from "../../src/load/gguf-model.ts";
 import { loadHfModel } from "../../src/load/hf-folder.ts";
 import { BUNDLED_CALIB_TEXT, BUNDLED_EVAL_TEXT, BUNDLED_MODEL_DIR } from "../../src/load/paths.ts";
 import { perplexity } from "../../src/metrics/perplexity.ts";
+import { asF32 } from "../../src/nn/weights.ts";
 import { GGML_BLOCK_TYPES, quantizeMatrix } from "../../src/pack/gguf-blocks.ts";
 import { quantizeModel } from "../../src/quantize/pipeline.ts";
 import type { QuantSettings } from "../../src/quantize/settings.ts";
@@ -66,7 +67,7 @@ describe.skipIf(!HAS_WEIGHTS)("quantized GGUF export of the bundled model vs lla
     expect(r.exactLayers).toBe(4 * 7);
     expect(r.types["Q4_0"]).toBe(28);
 
-    const ckptDq = await loadHfModel(qdir, backend); // the checkpoint's dequantized f32 weights, HF row order
+    const ckptDq = await loadHfModel(qdir, backend, { weights: "f32" }); // the checkpoint's dequantized f32 weights, HF row order
     const f = openGguf(gguf);
     try {
       const cfg = ckptDq.cfg;
@@ -75,7 +76,7 @@ describe.skipIf(!HAS_WEIGHTS)("quantized GGUF export of the bundled model vs lla
           let x = f.readF32Sync(`blk.${b}.${spec.gguf}.weight`);
           const heads = spec.name === "q" ? cfg.numHeads : spec.name === "k" ? cfg.numKvHeads : undefined;
           if (heads !== undefined) x = unpermuteQK(x, heads, cfg.hiddenSize);
-          const want = ckptDq.model.weights.blocks[b]!.linears[spec.name].weight;
+          const want = asF32(ckptDq.model.weights.blocks[b]!.linears[spec.name].weight);
           expect(x.length, linearTensorName(cfg.arch, b, spec)).toBe(want.length);
           let diff = 0;
           for (let i = 0; i < x.length; i++) if (!Object.is(x[i], want[i]) && x[i] !== want[i]) diff++;
@@ -138,12 +139,12 @@ describe.skipIf(!HAS_WEIGHTS)("quantized GGUF export of the bundled model vs lla
     expect(r.requantizedLayers).toBe(0);
     expect(r.types["Q4_1"]).toBe(28);
     expect(r.maxMRoundingError).toBeLessThan(Q4_1_M_TOL);
-    const ours = await loadHfModel(qdir, backend);
-    const g = await loadGgufModel(gguf, backend);
+    const ours = await loadHfModel(qdir, backend, { weights: "f32" });
+    const g = await loadGgufModel(gguf, backend, { weights: "f32" });
     let maxDiff = 0;
     for (let b = 0; b < ours.cfg.numLayers; b++) {
       for (const spec of ours.cfg.arch.linears) {
-        const a = ours.model.weights.blocks[b]!.linears[spec.name].weight, c = g.model.weights.blocks[b]!.linears[spec.name].weight;
+        const a = asF32(ours.model.weights.blocks[b]!.linears[spec.name].weight), c = asF32(g.model.weights.blocks[b]!.linears[spec.name].weight);
         for (let i = 0; i < a.length; i++) maxDiff = Math.max(maxDiff, Math.abs(a[i]! - c[i]!));
       }
     }

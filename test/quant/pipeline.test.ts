@@ -7,6 +7,7 @@ const backend = selectBackend();
 import { openCheckpoint } from "../../src/io/checkpoint.ts";
 import { writeSafetensors } from "../../src/io/safetensors.ts";
 import { loadHfModel } from "../../src/load/hf-folder.ts";
+import { asF32 } from "../../src/nn/weights.ts";
 import { BUNDLED_CALIB_TEXT } from "../../src/load/paths.ts";
 import { quantizeModel, InterruptedError, type QuantizeJob } from "../../src/quantize/pipeline.ts";
 import { rtnQuantizeLinear } from "../../src/methods/rtn.ts";
@@ -48,14 +49,14 @@ describe("quantization pipeline", () => {
     expect(qc).toMatchObject({ quant_method: "gptq", bits: 4, group_size: 32, sym: true, desc_act: false, checkpoint_format: "gptq" });
     expect(JSON.parse(readFileSync(join(r.outDir, "config.json"), "utf8")).quantization_config).toEqual(qc);
     expect(existsSync(join(r.outDir, "tokenizer.json"))).toBe(true);
-    const loaded = await loadHfModel(r.outDir, backend);
+    const loaded = await loadHfModel(r.outDir, backend, { weights: "f32" });
     expect(loaded.format).toBe("gptq");
     const orig = await openCheckpoint(m.dir);
     const W = orig.readF32Sync("model.layers.1.mlp.down_proj.weight"); // [64, 128]
     const expected = dequantize(rtnQuantizeLinear({ weight: W, rows: 64, cols: 128, bits: 4, groupSize: 32, sym: true }));
-    expect(Array.from(loaded.model.weights.blocks[1]!.linears.down.weight)).toEqual(Array.from(expected));
+    expect(Array.from(asF32(loaded.model.weights.blocks[1]!.linears.down.weight))).toEqual(Array.from(expected));
     // unquantized tensors are carried over exactly
-    expect(Array.from(loaded.model.weights.embed)).toEqual(Array.from(orig.readF32Sync("model.embed_tokens.weight")));
+    expect(Array.from(asF32(loaded.model.weights.embed))).toEqual(Array.from(orig.readF32Sync("model.embed_tokens.weight")));
     await orig.close();
     expect(existsSync(`${r.outDir}.partial`)).toBe(false);
   });

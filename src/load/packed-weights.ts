@@ -1,0 +1,99 @@
+/**
+ * Load a model's weights packed: each linear is read in its stored form, converted to
+ * canonical inputs (canonical.ts) and packed by the backend, one tensor at a time, so
+ * resident memory is the packed weights plus one tensor's transient arrays. Norms and
+ * biases are small and stay f32; the embedding stays in its stored form (rows decoded
+ * per lookup). The f32 alternative is nn/weights.ts `loadModelWeights` (dequantized:
+ * the reference path).
+ */
+import type { ModelConfig } from "../arch/config.ts";
+import { linearTensorName, type LinearName } from "../arch/registry.ts";
+import type { Backend, LinearWeight } from "../backend/backend.ts";
+import { expectShape, hasBias, linearShapes, loadModelWeights, type BlockWeights, type Linear, type ModelWeights, type TensorSource } from "../nn/weights.ts";
+import { UsageError } from "../util/errors.ts";
+import { canPack, packWeight, Scratch } from "./canonical.ts";
+
+/** How a loader stores linear weights: packed (backend layouts), f32 (dequantized reference), or packed when the backend can. */
+export type WeightMode = "auto" | "packed" | "f32";
+
+export interface LoadOptions {
+  weights?: WeightMode;
+  /** Non-fatal notes (a layer that had to stay f32, ...); default: stderr. */
+  warn?: (msg: string) => void;
+}
+
+export const defaultWarn = (msg: string): void => { process.stderr.write(`warning: ${msg}\n`); };
+
+/**
+ * What "auto" means today: f32. The native packers and matmulPacked are in (i9-kernels),
+ * but only their scalar reference kernels, which run a model several times slower than
+ * the f32 AVX GEMM; "auto" switches to packed when the SIMD kernels land. Until then
+ * `weights: "packed"` (eval --weights packed) runs the packed path on request.
+ */
+const AUTO_PACKS = false;
+
+/** Resolve "auto" (see AUTO_PACKS); "packed" needs a backend implementing the packing contract (the ref backend does not: it is the f32 specification). */
+export function resolveWeightMode(mode: WeightMode | undefined, backend: Backend): "packed" | "f32" {
+  const m = mode ?? "auto";
+  if (m === "f32" || (m === "auto" && !AUTO_PACKS)) return "f32";
+  if (canPack(backend)) return "packed";
+  if (m === "packed") {
+    throw new UsageError(`the ${backend.name} backend cannot run packed weights`, {
+      field: "weights", expected: "a backend with packQ4/packQ8/pack16 (native)", found: backend.name,
+      hint: "use --backend native, or load the dequantized f32 weights",
+    });
+  }
+  return "f32";
+}
+
+interface PackContext { src: TensorSource; backend: Backend; warn: (msg: string) => void; scratch: Scratch }
+
+function readPacked(c: PackContext, name: string, N: number, K: number): LinearWeight {
+  expectShape(c.src, name, [N, K]);
+  // A source without a canonical reader (e.g. bitsandbytes folders) serves its f32 weights.
+  const cw = c.src.readCanonical !== undefined ? c.src.readCanonical(name, c.scratch) : { kind: "f32" as const, N, K, data: c.src.readF32Sync(name) };
+  return packWeight(c.backend, cw, (msg) => c.warn(`${name}: ${msg}`));
+}
+
+function read(src: TensorSource, name: string, shape: readonly number[]): Float32Array {
+  expectShape(src, name, shape);
+  return src.readF32Sync(name);
+}
+
+const collect = (): void => { (globalThis as { gc?: () => void }).gc?.(); };
+
+function loadPackedBlock(cfg: ModelConfig, c: PackContext, i: number): BlockWeights<LinearWeight> {
+  const { src } = c;
+  const a = cfg.arch, H = cfg.hiddenSize, p = a.blockPrefix(i);
+  const shapes = linearShapes(cfg);
+  const linears = {} as Record<LinearName, Linear<LinearWeight>>;
+  for (const spec of a.linears) {
+    const [N, K] = shapes[spec.name];
+    const l: Linear<LinearWeight> = { weight: readPacked(c, linearTensorName(a, i, spec), N, K), N, K };
+    if (hasBias(cfg, spec.name)) l.bias = read(src, linearTensorName(a, i, spec, "bias"), [N]);
+    linears[spec.name] = l;
+  }
+  return { attnNorm: read(src, `${p}.${a.attnNorm.hf}.weight`, [H]), mlpNorm: read(src, `${p}.${a.mlpNorm.hf}.weight`, [H]), linears };
+}
+
+export function loadPackedModelWeights(cfg: ModelConfig, src: TensorSource, backend: Backend, warn: (msg: string) => void = defaultWarn): ModelWeights<LinearWeight> {
+  const { arch: a, vocabSize: V, hiddenSize: H } = cfg;
+  const c: PackContext = { src, backend, warn, scratch: new Scratch() };
+  expectShape(src, a.embed.hf, [V, H]);
+  const embed = src.readEmbedding !== undefined ? src.readEmbedding(a.embed.hf) : src.readF32Sync(a.embed.hf);
+  const blocks: BlockWeights<LinearWeight>[] = [];
+  for (let i = 0; i < cfg.numLayers; i++) {
+    blocks.push(loadPackedBlock(cfg, c, i));
+  }
+  const finalNorm = read(src, a.finalNorm.hf, [H]);
+  // Tied: pack the embedding matrix a second time as the head (the table keeps the stored rows).
+  const headName = src.has(a.lmHead.hf) || !cfg.tieWordEmbeddings ? a.lmHead.hf : a.embed.hf;
+  const lmHead = readPacked(c, headName, V, H);
+  collect();
+  return { embed, blocks, finalNorm, lmHead };
+}
+
+/** Weights in the resolved mode: packed through the backend, or dequantized f32. */
+export function loadWeights(cfg: ModelConfig, src: TensorSource, backend: Backend, mode: "packed" | "f32", warn: (msg: string) => void = defaultWarn): ModelWeights<LinearWeight> {
+  return mode === "packed" ? loadPackedModelWeights(cfg, src, backend, warn) : loadModelWeights(cfg, src);
+}
