@@ -9,16 +9,17 @@ import { loadModel, readModelConfig } from "../load/hf-folder.ts";
 import { exportQuantizedGguf } from "../export/gguf-quant.ts";
 import { BUNDLED_CALIB_TEXT, BUNDLED_EVAL_TEXT, BUNDLED_MODEL_DIR, resolveModelArg } from "../load/paths.ts";
 import { perplexity } from "../metrics/perplexity.ts";
-import { readFileSync, rmSync, writeFileSync } from "node:fs";
+import { readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { InterruptedError, quantizeModel, type PipelineEvent } from "../quantize/pipeline.ts";
 import { summarise, type LayerReport } from "../quantize/report.ts";
+import { discardFailedRun } from "../quantize/journal.ts";
 import { GROUP_SIZES, type Method, type QuantSettings } from "../quantize/settings.ts";
 import { GPTQ_BITS } from "../pack/hf-gptq.ts";
 import { UsageError } from "../util/errors.ts";
 import { Progress } from "../util/progress.ts";
 import { readTextFile } from "../util/text-file.ts";
 import { checkOutputTarget } from "../util/output-target.ts";
-import { refuseGgufInput, refuseQuantizedInput } from "./inputs.ts";
+import { checkGgufTokenizer, refuseGgufInput, refuseQuantizedInput } from "./inputs.ts";
 import { choiceFlag, groupSizeFlag, intChoiceFlag, intFlag, onePositional, parseFlags } from "./args.ts";
 import type { Command } from "./command.ts";
 
@@ -144,9 +145,14 @@ function makeCommand(method: "rtn" | "gptq" | "awq", summary: string, extra: str
       const format = choiceFlag("format", v.format, ["hf", "gguf"] as const, "hf");
       const stem = `${basename(modelDir)}-${fullMethod.replace("+", "-")}-w${bits}g${groupSize}`;
       const ggufPath = format === "gguf" ? resolve(v.out ?? `${stem}.gguf`) : null;
-      if (ggufPath) checkGgufGrid(settings, ggufPath);
-      // GGUF: the pipeline writes an HF folder next to the .gguf, converted exactly and removed at the end.
-      const outDir = ggufPath ? `${ggufPath}.hf` : resolve(v.out ?? stem);
+      if (ggufPath) {
+        checkGgufGrid(settings, ggufPath);
+        checkGgufTokenizer(modelDir, modelCfg); // a tokenizer GGUF cannot hold fails now, not after the compute
+      }
+      // GGUF: ONE work folder <out>.gguf.partial/ holds the pipeline's HF folder (hf/, its own work in
+      // hf.partial/) and the .gguf being written; only the final file is renamed out of it.
+      const ggufWork = ggufPath ? `${ggufPath}.partial` : null;
+      const outDir = ggufWork ? join(ggufWork, "hf") : resolve(v.out ?? stem);
       // The target, before any compute: its folder writable, an existing one of the right kind only with --overwrite.
       checkOutputTarget(ggufPath ?? outDir, ggufPath ? "file" : "folder", { flag: "-o", overwriteFlag: "--overwrite", overwrite: v.overwrite === true });
 
@@ -162,7 +168,9 @@ function makeCommand(method: "rtn" | "gptq" | "awq", summary: string, extra: str
       };
       process.on("SIGINT", onSigint);
       const progress = new Progress(method, { stream: process.stderr });
+      let computing = false; // set once the pipeline is past its checks (a refused resume keeps its journal)
       const log = (e: PipelineEvent): void => {
+        if (e.type === "block-start" || e.type === "calibrated") computing = true;
         if (e.type === "calibrated") process.stderr.write(`calibration: ${e.samples} windows × ${e.seqlen} tokens from ${relative(process.cwd(), settings.calibText)}\n`);
         if (e.type === "awq-search") process.stderr.write(`block ${e.block + 1}: AWQ search ${e.seconds.toFixed(1)} s, α = ${e.alphas.join(", ")}\n`);
         if (e.type === "block-start") progress.update(e.block, e.blocks, `block ${e.block + 1}/${e.blocks}`);
@@ -179,6 +187,11 @@ function makeCommand(method: "rtn" | "gptq" | "awq", summary: string, extra: str
       } catch (e) {
         progress.done();
         if (e instanceof InterruptedError) { process.stderr.write(`error: ${e.message}\n`); return 130; }
+        // Not interrupted: keep the journal only when --resume can use it (issue 10).
+        if (!computing) throw e; // refused up front: an earlier run's journal stays as it was
+        const kept = discardFailedRun(`${outDir}.partial`, e);
+        if (kept) process.stderr.write(`note: the finished blocks are kept in ${relative(process.cwd(), kept)}: fix the cause and rerun with --resume (or --overwrite to discard them)\n`);
+        else if (ggufWork) rmSync(ggufWork, { recursive: true, force: true });
         throw e;
       } finally {
         process.off("SIGINT", onSigint);
@@ -187,10 +200,15 @@ function makeCommand(method: "rtn" | "gptq" | "awq", summary: string, extra: str
       process.stdout.write(layerTable(result.layers));
       const sum = summarise(result.layers);
       let evalTarget = outDir;
-      if (ggufPath) {
-        const g = await exportQuantizedGguf(outDir, ggufPath, { exact: true });
-        writeFileSync(`${ggufPath}.quant-report.json`, readFileSync(join(outDir, "quant-report.json")));
-        rmSync(outDir, { recursive: true, force: true });
+      if (ggufPath && ggufWork) {
+        let g;
+        try {
+          g = await exportQuantizedGguf(outDir, join(ggufWork, "model.gguf"), { exact: true });
+          writeFileSync(`${ggufPath}.quant-report.json`, readFileSync(join(outDir, "quant-report.json")));
+          renameSync(join(ggufWork, "model.gguf"), ggufPath);
+        } finally {
+          rmSync(ggufWork, { recursive: true, force: true });
+        }
         evalTarget = ggufPath;
         process.stdout.write(`\nwrote ${relative(process.cwd(), ggufPath)} (${Object.entries(g.types).map(([t, n]) => `${n} ${t}`).join(", ")}; ${g.bitsPerWeight.toFixed(2)} bits/weight; ${g.exactLayers} layers with the quantizer's own codes) in ${result.seconds.toFixed(1)} s; report: ${relative(process.cwd(), `${ggufPath}.quant-report.json`)}\n`);
       } else {

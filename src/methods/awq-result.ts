@@ -32,8 +32,23 @@ export interface AwqSearchSettings {
   groupSize: number;
   duoScaling: boolean;
   clip: boolean;
+  /**
+   * The run's grid and calibration (issue 10: a search made under other ones was accepted).
+   * Written by the pipeline; when the caller passes them, a file that lacks or differs in
+   * any of them is refused with the field named.
+   */
+  sym?: boolean;
+  calibration?: AwqSearchCalibration;
   /** Free-form provenance (calibration file, samples, seqlen, seed...), not checked. */
   meta?: Record<string, unknown>;
+}
+
+export interface AwqSearchCalibration {
+  /** sha256 of the calibration text (a moved file still matches, an edited one does not). */
+  textSha256: string;
+  samples: number;
+  seqlen: number;
+  seed: number;
 }
 
 export interface AwqSearchFile {
@@ -161,6 +176,8 @@ export function parseAwqSearch(text: string, file: string): AwqSearchFile {
   const settings: AwqSearchSettings = {
     bits: r.int(s["bits"], "settings.bits", 1), groupSize: groupSize as number,
     duoScaling: r.bool(s["duoScaling"], "settings.duoScaling"), clip: r.bool(s["clip"], "settings.clip"),
+    ...(s["sym"] !== undefined ? { sym: r.bool(s["sym"], "settings.sym") } : {}),
+    ...(s["calibration"] !== undefined ? { calibration: parseCalibration(r, s["calibration"]) } : {}),
     ...(s["meta"] !== undefined ? { meta: r.obj(s["meta"], "settings.meta") } : {}),
   };
   const blocks = r.arr(o["blocks"], "blocks").map((bv, bi): AwqBlockSearch => {
@@ -175,6 +192,15 @@ export function parseAwqSearch(text: string, file: string): AwqSearchFile {
     };
   });
   return { magic: AWQ_SEARCH_MAGIC, version: AWQ_SEARCH_VERSION, model: o["model"] as string, settings, blocks };
+}
+
+function parseCalibration(r: Parameters<typeof parseGroup>[0], v: unknown): AwqSearchCalibration {
+  const c = r.obj(v, "settings.calibration");
+  if (typeof c["textSha256"] !== "string") r.fail("settings.calibration.textSha256", "a hex string", c["textSha256"]);
+  return {
+    textSha256: c["textSha256"] as string, samples: r.int(c["samples"], "settings.calibration.samples", 0),
+    seqlen: r.int(c["seqlen"], "settings.calibration.seqlen", 0), seed: r.int(c["seed"], "settings.calibration.seed", 0),
+  };
 }
 
 export function readAwqSearch(path: string): AwqSearchFile {
@@ -196,6 +222,16 @@ export function checkAwqSearchFits(cfg: ModelConfig, f: AwqSearchFile, settings:
   };
   for (const k of ["bits", "groupSize", "duoScaling", "clip"] as const) {
     if (f.settings[k] !== settings[k]) fail(`settings.${k}`, String(settings[k]), String(f.settings[k]));
+  }
+  const unset = "not recorded (a file from an older quantize-llm)";
+  if (settings.sym !== undefined && f.settings.sym !== settings.sym) {
+    fail("settings.sym", settings.sym ? "sym (--sym)" : "asym", f.settings.sym === undefined ? unset : f.settings.sym ? "sym" : "asym");
+  }
+  if (settings.calibration !== undefined) {
+    for (const k of ["textSha256", "samples", "seqlen", "seed"] as const) {
+      const want = settings.calibration[k], got = f.settings.calibration?.[k];
+      if (got !== want) fail(`settings.calibration.${k}`, String(want), got === undefined ? unset : String(got));
+    }
   }
   const idx = f.blocks.map((b) => b.block);
   if (idx.length !== cfg.numLayers || idx.some((b, i) => b !== i)) fail("blocks", `blocks 0..${cfg.numLayers - 1} in order`, `[${idx.join(", ")}]`);

@@ -3,7 +3,8 @@
  * settings and every finished block. Rewritten atomically after each block, so a
  * kill -9 leaves either the old or the new journal, never a torn one.
  */
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, readFileSync, rmSync } from "node:fs";
+import { isSystemError } from "../util/fs-errors.ts";
 import { writeFileAtomic } from "../io/atomic.ts";
 import { FormatError, UsageError } from "../util/errors.ts";
 import type { LayerReport } from "./report.ts";
@@ -46,10 +47,38 @@ export async function writeJournal(path: string, j: Journal): Promise<void> {
 }
 
 export function checkResumable(j: Journal, model: string, settings: string, path: string): void {
-  if (j.model !== model || j.settings !== settings) {
-    throw new UsageError("the interrupted run used different settings", {
-      file: path, expected: `model ${model}, settings ${settings}`, found: `model ${j.model}, settings ${j.settings}`,
-      hint: "resume with the same command line, or delete the .partial folder to start over",
-    });
-  }
+  if (j.model === model && j.settings === settings) return;
+  // issue 10: name the fields that differ, old → new, instead of printing both JSON blobs
+  const diffs = settingsDiff(j.settings, settings);
+  if (j.model !== model) diffs.unshift(`model: ${j.model} → ${model}`);
+  throw new UsageError("the interrupted run used different settings", {
+    file: path, field: diffs.map((d) => d.split(":")[0]).join(", "),
+    found: diffs.join("; ") + " (interrupted run → this command)",
+    hint: "resume with the interrupted run's flags, or pass --overwrite (without --resume) to discard it and start over",
+  });
+}
+
+/** `field: old → new` for every settings key whose value differs (keys missing on one side shown as "unset"). */
+export function settingsDiff(oldJson: string, newJson: string): string[] {
+  const parse = (t: string): Record<string, unknown> => { try { return JSON.parse(t) as Record<string, unknown>; } catch { return {}; } };
+  const a = parse(oldJson), b = parse(newJson);
+  const show = (v: unknown): string => (v === undefined ? "unset" : JSON.stringify(v));
+  return [...new Set([...Object.keys(a), ...Object.keys(b)])]
+    .filter((k) => JSON.stringify(a[k]) !== JSON.stringify(b[k]))
+    .map((k) => `${k}: ${show(a[k])} → ${show(b[k])}`);
+}
+
+/**
+ * After a run failed (not interrupted): keep its work folder only when --resume can use it,
+ * i.e. a system error (disk full, I/O) after at least one finished block. Bad input found
+ * mid-way would fail the same way again, so that journal is removed (issue 10). Returns the
+ * kept folder, or null when it was removed (or there was none).
+ */
+export function discardFailedRun(work: string, err: unknown): string | null {
+  const path = `${work}/journal.json`;
+  let blocks = 0;
+  try { blocks = readJournal(path)?.blocks.length ?? 0; } catch { /* an unreadable journal is useless too */ }
+  if (isSystemError(err) && blocks > 0) return work;
+  rmSync(work, { recursive: true, force: true });
+  return null;
 }

@@ -14,6 +14,7 @@
  * X_{b+1}) + one layer's Hessian. It does not grow with the number of layers.
  */
 import { copyFileSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync } from "node:fs";
+import { createHash } from "node:crypto";
 import { join, resolve } from "node:path";
 import type { ModelConfig } from "../arch/config.ts";
 import { linearTensorName, type LinearInput, type LinearName } from "../arch/registry.ts";
@@ -94,8 +95,12 @@ function groupsOf(cfg: ModelConfig, s: QuantSettings): LinearName[][] {
   return s.trueSequential ? cfg.arch.sequentialGroups.map((g) => [...g]) : [cfg.arch.linears.map((l) => l.name)];
 }
 
+/** Everything a search depends on, grid and calibration included (checked on --load-search). */
 function awqSettings(s: QuantSettings): AwqSearchSettings {
-  return { bits: s.bits, groupSize: s.groupSize, duoScaling: s.duoScaling ?? true, clip: s.clip ?? true };
+  return {
+    bits: s.bits, groupSize: s.groupSize, duoScaling: s.duoScaling ?? true, clip: s.clip ?? true, sym: s.sym,
+    calibration: { textSha256: createHash("sha256").update(readFileSync(s.calibText)).digest("hex"), samples: s.calibSamples, seqlen: s.calibSeqlen, seed: s.calibSeed },
+  };
 }
 
 function int32(b: Uint8Array): Int32Array { return new Int32Array(b.slice().buffer); }
@@ -108,7 +113,8 @@ export async function quantizeModel(job: QuantizeJob): Promise<QuantizeResult> {
   const cfg = readModelConfig(modelDir);
   validateSettings(cfg, s, modelDir);
   const loaded = usesAwq(s.method) && s.loadSearch ? readAwqSearch(s.loadSearch) : null;
-  if (loaded) checkAwqSearchFits(cfg, loaded, awqSettings(s), s.loadSearch!);
+  const searchSettings = usesAwq(s.method) ? awqSettings(s) : null;
+  if (loaded) checkAwqSearchFits(cfg, loaded, searchSettings!, s.loadSearch!);
   if (existsSync(outDir) && !job.overwrite) {
     throw new UsageError("output folder already exists", { file: outDir, hint: "choose another -o, or pass --overwrite" });
   }
@@ -118,9 +124,13 @@ export async function quantizeModel(job: QuantizeJob): Promise<QuantizeResult> {
   const settingsKey = JSON.stringify(s);
   let journal: Journal | null = readJournal(journalPath);
   if (journal && !job.resume) {
-    throw new UsageError("an interrupted run of this output exists", {
-      file: work, hint: "pass --resume to continue it, or delete the folder to start over",
-    });
+    // --overwrite discards an interrupted run (issue 10); otherwise say both ways out
+    if (!job.overwrite) {
+      throw new UsageError("an interrupted run of this output exists", {
+        file: work, hint: "pass --resume to continue it, or --overwrite to discard it and start over",
+      });
+    }
+    journal = null;
   }
   if (journal) checkResumable(journal, modelDir, settingsKey, journalPath);
   if (!journal) {
@@ -202,7 +212,7 @@ export async function quantizeModel(job: QuantizeJob): Promise<QuantizeResult> {
         applyAwqClip(w, search);
         if (!searches.some((x) => x.block === b)) {
           searches.push(search);
-          await writeAwqSearch(searchPath, modelDir, awqSettings(s), searches);
+          await writeAwqSearch(searchPath, modelDir, searchSettings!, searches);
         }
       }
 
