@@ -115,6 +115,25 @@ export interface Pack16Args {
 }
 
 /**
+ * LLM.int8() weights (bitsandbytes 8-bit): w[n, k] = CB[n, k]·SCB[n]/127, multiplied with
+ * per-token int8 activations and the outlier decomposition (src/methods/int8.ts
+ * int8MatmulRef is the specification): input columns with any |x| ≥ threshold in the
+ * batch (or the fixed staticCols) run in f32 against the dequantized weight columns.
+ */
+export interface PackInt8Args {
+  /** [N, K] codes in [−127, 127] */
+  CB: Int8Array;
+  /** [N] row absmax */
+  SCB: Float32Array;
+  N: number;
+  K: number;
+  /** llm_int8_threshold; 0 = plain per-token dynamic int8 */
+  threshold: number;
+  /** ascending fixed outlier columns (our --static-outliers sidecar), or null = the per-batch scan */
+  staticCols: Int32Array | null;
+}
+
+/**
  * A weight matrix in a backend's runtime layout. Opaque: only these fields are
  * readable; the memory belongs to the backend (native memory for the C++ addon)
  * and is freed when the handle is collected or disposed.
@@ -156,6 +175,8 @@ export interface Backend {
   packQ4?(a: PackQ4Args): PackedWeight;
   packQ8?(a: PackQ8Args): PackedWeight;
   pack16?(a: Pack16Args): PackedWeight;
+  /** LLM.int8() weights (bitsandbytes folders); loaders fall back to the dequantized f32 weights without it. */
+  packInt8?(a: PackInt8Args): PackedWeight;
   /** y[M, N] = x[M, K] · Wᵀ (+ bias) for a packed W, with a chosen activation precision (matmul uses the backend's default). */
   matmulPacked?(x: Float32Array, w: PackedWeight, M: number, bias?: Float32Array, out?: Float32Array, opts?: { activations?: PackedActivations }): Float32Array;
   /**

@@ -30,11 +30,13 @@ export interface Int8RunOptions {
 }
 
 /**
- * A packed LLM.int8() weight in native memory (16-row interleaved codes, SCB, row sums).
- * Freed when collected, or now by dispose().
+ * A packed LLM.int8() weight in native memory (16-row interleaved codes, SCB, row sums):
+ * a backend.ts PackedWeight. Freed when collected, or now by dispose().
  */
 export class Int8PackedWeight {
   readonly layout = "llm-int8/i16" as const;
+  /** Calls made and outlier columns used, summed over calls (eval: mean outlier columns per matmul). */
+  readonly stats = { calls: 0, outlierCols: 0 };
   #handle: unknown;
   #addon: Int8Addon;
   constructor(addon: Int8Addon, handle: unknown, readonly N: number, readonly K: number, readonly run: Int8RunOptions) {
@@ -110,6 +112,8 @@ export class Int8Kernels {
     }
     if (M === 0) return { y, outliers: 0 };
     const outliers = this.#addon.int8Matmul(x, w.handle, M, w.run.threshold, w.run.staticCols, bias ?? null, y, level ?? null);
+    w.stats.calls++;
+    w.stats.outlierCols += outliers;
     return { y, outliers };
   }
 }

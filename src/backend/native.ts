@@ -16,7 +16,7 @@
 import { createRequire } from "node:module";
 import { fileURLToPath } from "node:url";
 import { DependencyError, UsageError } from "../util/errors.ts";
-import type { AttentionShape, Backend, GptqKernelArgs, KernelCallOptions } from "./backend.ts";
+import type { AttentionShape, Backend, GptqKernelArgs, KernelCallOptions, PackInt8Args } from "./backend.ts";
 import {
   PackedWeight, packedOrThrow, validateMatmulPacked, validatePack16, validatePackQ4, validatePackQ8,
   type MatmulPackedOptions, type NativePackedAddon, type Pack16Args, type PackQ4Args, type PackQ8Args,
@@ -24,7 +24,7 @@ import {
 
 export { PackedWeight } from "./native-packed.ts";
 export type { MatmulPackedOptions, Pack16Args, PackedLayoutName, PackQ4Args, PackQ8Args } from "./native-packed.ts";
-import { Int8Kernels, type Int8Addon } from "./native-int8.ts";
+import { Int8Kernels, Int8PackedWeight, type Int8Addon } from "./native-int8.ts";
 
 /** SIMD levels the addon can be built with, fastest first. */
 export type KernelLevel = "avx512" | "avx2" | "scalar";
@@ -172,7 +172,8 @@ export class NativeBackend implements Backend {
     return this.#addon.fmaPeak(threads);
   }
 
-  matmul(x: Float32Array, w: Float32Array | PackedWeight, M: number, K: number, N: number, bias?: Float32Array, out?: Float32Array): Float32Array {
+  matmul(x: Float32Array, w: Float32Array | PackedWeight | Int8PackedWeight, M: number, K: number, N: number, bias?: Float32Array, out?: Float32Array): Float32Array {
+    if (w instanceof Int8PackedWeight) return this.int8.matmul(x, w, M, bias, out).y; // LLM.int8(): per-token int8 + outlier columns
     if (w instanceof PackedWeight) return this.matmulPacked(x, w, M, bias, out); // nn/ passes packed linears here (int8 activations, the default)
     const y = checkMatmul("matmul", x, w, M, K, N, bias, out);
     if (M > 0) this.#addon.matmul(x, w, M, K, N, bias ?? null, y);
@@ -233,13 +234,20 @@ export class NativeBackend implements Backend {
     return new PackedWeight(a.dtype === "bf16" ? "bf16x16" : "f16x16", packedOrThrow("pack16", info, a.N, a.K), (h) => this.#addon.packedFree(h));
   }
 
+  /** LLM.int8() weights (bitsandbytes CB/SCB) with their outlier rule: native-int8.ts, native/src/llm_int8*.cc. */
+  packInt8(a: PackInt8Args): Int8PackedWeight {
+    return this.int8.pack(a, { threshold: a.threshold, staticCols: a.staticCols });
+  }
+
   /**
    * y[M, N] = x[M, K] · Wᵀ (+ bias[N]) over a packed W; x is in the ORIGINAL column
    * order (an act-order perm is applied inside). Synchronous: decode-sized calls take
    * well under a millisecond, where an async hop would cost more than the call;
    * prefill-sized calls should use matmulPackedAsync.
    */
-  matmulPacked(x: Float32Array, w: PackedWeight, M: number, bias?: Float32Array, out?: Float32Array, opts: MatmulPackedOptions = {}): Float32Array {
+  matmulPacked(x: Float32Array, w: PackedWeight | Int8PackedWeight, M: number, bias?: Float32Array, out?: Float32Array, opts: MatmulPackedOptions = {}): Float32Array {
+    // LLM.int8() weights have their own activation rule (per token, outlier columns in f32); `activations` does not apply.
+    if (w instanceof Int8PackedWeight) return this.int8.matmul(x, w, M, bias, out).y;
     const { y, f32Acts } = validateMatmulPacked(x, w, M, bias, out, opts);
     const handle = PackedWeight.handleOf(w, "matmulPacked");
     if (M > 0) this.#addon.matmulPacked(x, handle, M, bias ?? null, y, f32Acts);

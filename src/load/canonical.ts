@@ -6,18 +6,20 @@
  *   HF-GPTQ 4-bit, AWQ GEMM, Q4_0/1/K   q4  codes 0..15, scales [N, G] (+ mins = −s·z or GGUF m)
  *   Q8_0, GPTQ 8-bit sym                q8  codes = q − z
  *   Q6_K, GPTQ 2/3-bit                  q8  int8 expansion, codes = q − z
+ *   bitsandbytes 8-bit (LLM.int8())     int8 CB, SCB and the run-time outlier rule
  *   F16 / BF16                          16  the stored bits
  *   F32                                 f32 (kept as it is)
  *
  * Act-order (non-contiguous g_idx): columns are permuted at load so that groups are
  * contiguous, and `perm` makes the kernel gather the activations (x'[k] = x[perm[k]]).
  */
-import type { Backend, LinearWeight, Pack16Args, PackQ4Args, PackQ8Args } from "../backend/backend.ts";
+import type { Backend, LinearWeight, Pack16Args, PackInt8Args, PackQ4Args, PackQ8Args } from "../backend/backend.ts";
 import type { EmbeddingTable } from "../nn/weights.ts";
 import type { QuantizedLinear } from "../tensor/quantized.ts";
 import { bf16ToF32, f16ToF32 } from "../tensor/dtype.ts";
 import { FormatError, invariant, UsageError } from "../util/errors.ts";
 import { refPackQ8 } from "../backend/ref-packed.ts";
+import { dequantizeInt8 } from "../tensor/int8.ts";
 
 /** f16 bits → f32 value, all 65536 of them (a 256 KiB table: scale conversion at load time). */
 export const F16_TO_F32: Float32Array = (() => {
@@ -30,6 +32,7 @@ export type CanonicalWeight =
   | { kind: "q4"; args: PackQ4Args }
   | { kind: "q8"; args: PackQ8Args }
   | { kind: "16"; args: Pack16Args }
+  | { kind: "int8"; args: PackInt8Args }
   | { kind: "f32"; N: number; K: number; /** [N, K] */ data: Float32Array };
 
 /** Bytes of the canonical form's payload (for logs). */
@@ -57,6 +60,10 @@ export function packWeight(b: Backend, c: CanonicalWeight, warn?: (msg: string) 
       }
       break;
     case "16": if (b.pack16) return b.pack16(c.args); break;
+    case "int8":
+      if (b.packInt8) return b.packInt8(c.args);
+      warn?.(`the ${b.name} backend has no LLM.int8() kernel; a [${c.args.N}, ${c.args.K}] weight runs dequantized in f32`);
+      return dequantizeInt8(c.args); // [N, K]
     case "f32": return c.data;
   }
   invariant(false, `backend "${b.name}" cannot pack a ${c.kind} weight (check canPack before loading packed)`);
@@ -166,6 +173,10 @@ export function permuteCanonicalRows(c: CanonicalWeight, from: Int32Array): Cano
     case "q8": {
       const a = c.args, G = a.scales.length / a.N;
       return { kind: "q8", args: { ...a, codes: rows(a.codes, a.K, (n) => new Int8Array(n)), scales: rows(a.scales, G, (n) => new Float32Array(n)) } };
+    }
+    case "int8": {
+      const a = c.args;
+      return { kind: "int8", args: { ...a, CB: rows(a.CB, a.K, (n) => new Int8Array(n)), SCB: rows(a.SCB, 1, (n) => new Float32Array(n)) } };
     }
   }
 }

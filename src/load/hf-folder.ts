@@ -14,9 +14,10 @@ import { loadTokenizer, type TextTokenizer } from "../tokenizer/tokenizer.ts";
 import { ConfigError } from "../util/errors.ts";
 import { gptqSource, parseGptqConfig, readQuantizationConfig } from "./gptq-source.ts";
 import { awqSource, parseAwqConfig, readAwqLegacyConfig } from "./awq-source.ts";
-import { bnbSource } from "./bnb-int8-source.ts";
+import { bnbRunSettings, bnbSource } from "./bnb-int8-source.ts";
 import { parseBnbConfig } from "../pack/bnb-int8.ts";
 import { checkpointCanonical } from "./checkpoint-canonical.ts";
+import { canPack } from "./canonical.ts";
 import { defaultWarn, loadWeights, resolveWeightMode, type LoadOptions } from "./packed-weights.ts";
 
 export interface LoadedModel {
@@ -84,7 +85,7 @@ export function checkpointSource(ckpt: Checkpoint, origin: string): TensorSource
 }
 
 export async function loadHfModel(dir: string, backend: Backend, opts: LoadOptions = {}): Promise<LoadedModel> {
-  const mode = resolveWeightMode(opts.weights, backend);
+  let mode = resolveWeightMode(opts.weights, backend);
   const warn = opts.warn ?? defaultWarn;
   const cfg = readModelConfig(dir);
   const ckpt = await openCheckpoint(dir);
@@ -102,9 +103,11 @@ export async function loadHfModel(dir: string, backend: Backend, opts: LoadOptio
         format = "awq";
         source = awqSource(ckpt, dir, parseAwqConfig(quant.config, quant.file));
       } else if (method === "bitsandbytes") {
-        parseBnbConfig(quant.config, quant.file); // refuses 4-bit and fp16-weight files
+        const bnb = parseBnbConfig(quant.config, quant.file); // refuses 4-bit and fp16-weight files
         format = "bnb-int8";
-        source = bnbSource(ckpt, dir);
+        source = bnbSource(ckpt, dir, bnbRunSettings(dir, ckpt, bnb, opts.int8));
+        // "auto" runs LLM.int8() on the backend's int8 kernel (weights stay int8 in memory); the ref backend has none: f32.
+        if ((opts.weights ?? "auto") === "auto" && backend.packInt8 !== undefined && canPack(backend)) mode = "packed";
       } else {
         throw new ConfigError("unsupported quantization method", {
           file: quant.file, field: "quantization_config.quant_method", expected: '"gptq", "awq" or "bitsandbytes" (8-bit)', found: JSON.stringify(method),

@@ -13,7 +13,9 @@ function describeWeight(w: LinearWeight): string {
   const info = w as LayoutInfo & { N: number; K: number; bytes: number };
   const bpw = info.bitsPerWeight ?? (8 * info.bytes) / (info.N * info.K);
   const g = info.groupSize !== undefined && info.groupSize < info.K ? ` g${info.groupSize}` : "";
-  const kind = /^q4/.test(info.layout) ? `int4${g}, ` : /^q8/.test(info.layout) ? `int8${g}, ` : "";
+  const run = (w as { run?: { threshold: number; staticCols: Int32Array | null } }).run;
+  const kind = /^q4/.test(info.layout) ? `int4${g}, ` : /^q8/.test(info.layout) ? `int8${g}, `
+    : run !== undefined ? `LLM.int8() t=${run.threshold}${run.threshold > 0 ? (run.staticCols !== null ? " static columns" : " dynamic") : ""}, ` : "";
   return `${info.layout} (${kind}${bpw.toFixed(2)} bpw)`;
 }
 

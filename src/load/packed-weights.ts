@@ -12,12 +12,15 @@ import type { Backend, LinearWeight } from "../backend/backend.ts";
 import { expectShape, hasBias, linearShapes, loadModelWeights, type BlockWeights, type Linear, type ModelWeights, type TensorSource } from "../nn/weights.ts";
 import { UsageError } from "../util/errors.ts";
 import { canPack, packWeight, Scratch } from "./canonical.ts";
+import type { BnbRunOptions } from "./bnb-int8-source.ts";
 
 /** How a loader stores linear weights: packed (backend layouts), f32 (dequantized reference), or packed when the backend can. */
 export type WeightMode = "auto" | "packed" | "f32";
 
 export interface LoadOptions {
   weights?: WeightMode;
+  /** bitsandbytes 8-bit folders: threshold override, static outlier columns (bnb-int8-source.ts). */
+  int8?: BnbRunOptions;
   /** Non-fatal notes (a layer that had to stay f32, ...); default: stderr. */
   warn?: (msg: string) => void;
 }
