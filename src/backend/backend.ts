@@ -134,6 +134,26 @@ export interface PackInt8Args {
 }
 
 /**
+ * One linear weight as a loader hands it to a backend (src/load/canonical.ts converts
+ * every source format into one of these).
+ */
+export type CanonicalWeight =
+  | { kind: "q4"; args: PackQ4Args }
+  | { kind: "q8"; args: PackQ8Args }
+  | { kind: "16"; args: Pack16Args }
+  | { kind: "int8"; args: PackInt8Args }
+  | { kind: "f32"; N: number; K: number; /** [N, K] */ data: Float32Array }
+  /** W = Σ parts (PackedSum), each an exact int8 plane of the same shape */
+  | { kind: "planes"; parts: CanonicalWeight[]; reason: string };
+
+/** Reusable typed-array slots for load-time conversions (src/load/canonical.ts Scratch). */
+export interface PackBuffers {
+  u8(slot: string, n: number): Uint8Array;
+  i8(slot: string, n: number): Int8Array;
+  f32(slot: string, n: number): Float32Array;
+}
+
+/**
  * A weight matrix in a backend's runtime layout. Opaque: only these fields are
  * readable; the memory belongs to the backend (native memory for the C++ addon)
  * and is freed when the handle is collected or disposed.
@@ -148,6 +168,49 @@ export interface PackedWeight {
   /** Bytes the packed weights occupy. */
   readonly bytes: number;
   dispose?(): void;
+}
+
+/**
+ * W = Σ parts, every part packed in its own layout with the same [N, K] (and perm):
+ * the exact int8 form of weights whose codes or group size the int8 layout cannot
+ * hold directly (canonical.ts "planes"): asymmetric 8-bit GPTQ (s·(q − 128) plus a
+ * plane of ones scaled by s·(128 − z)) and int8 groups of 16 (Q6_K) on a backend
+ * that packs groups of 32 (even and odd sub-blocks in two planes). A matmul is one
+ * packed matmul per part, summed: parts× the bytes and the work of one int8 matrix.
+ */
+export class PackedSum implements PackedWeight {
+  readonly N: number;
+  readonly K: number;
+  readonly layout: string;
+  readonly bytes: number;
+
+  constructor(readonly parts: readonly PackedWeight[], /** why the weight needs planes, for describeKernelPath */ readonly reason: string) {
+    const p0 = parts[0];
+    if (p0 === undefined || parts.some((p) => p.N !== p0.N || p.K !== p0.K)) throw new Error(`PackedSum: parts must be ≥ 1 weights of one shape`);
+    this.N = p0.N;
+    this.K = p0.K;
+    this.layout = `${parts.length}×${p0.layout}`;
+    this.bytes = parts.reduce((a, p) => a + p.bytes, 0);
+  }
+
+  dispose(): void { for (const p of this.parts) p.dispose?.(); }
+}
+
+/**
+ * y[M, N] = Σ_parts x · partᵀ (+ bias once), with `one` the backend's matmul of one
+ * packed part (writing into its `out`).
+ */
+export function matmulPackedSum(
+  w: PackedSum, M: number, bias: Float32Array | undefined, out: Float32Array | undefined,
+  one: (part: PackedWeight, bias: Float32Array | undefined, out: Float32Array | undefined) => Float32Array,
+): Float32Array {
+  const y = one(w.parts[0]!, bias, out);
+  const n = M * w.N, tmp = new Float32Array(n); // [M, N] one part's product
+  for (let p = 1; p < w.parts.length; p++) {
+    one(w.parts[p]!, undefined, tmp);
+    for (let i = 0; i < n; i++) y[i]! += tmp[i]!;
+  }
+  return y;
 }
 
 /** What Backend.matmul multiplies by: f32 [N, K] row-major, or a packed handle. */

@@ -3,7 +3,7 @@
  * the handle class. NativeBackend (native.ts) exposes these as packQ4 / packQ8 /
  * pack16 / matmulPacked; the layouts are described byte by byte in native/LAYOUTS.md.
  *
- * Canonical inputs (what a loader hands over, one tensor at a time):
+ * Canonical inputs (backend.ts PackQ4Args / PackQ8Args / Pack16Args, one tensor at a time):
  *   int4  codes [N, K] 0..15 (one byte each), scales [N, G], mins [N, G] | null:
  *         w[n, k] = scales[n, g]·codes[n, k] + mins[n, g], g = ⌊k / groupSize⌋;
  *         mins = null means w = scales·(codes − 8).
@@ -14,43 +14,12 @@
  * groupSize must be a multiple of 32, or ≥ K (one group per row).
  */
 import { UsageError } from "../util/errors.ts";
+import type { Pack16Args, PackedActivations, PackedWeight as BackendPackedWeight, PackQ4Args, PackQ8Args } from "./backend.ts";
 
 /** Runtime layouts (native/LAYOUTS.md): 16 interleaved rows each. */
 export type PackedLayoutName = "q4x16" | "q8x16" | "f16x16" | "bf16x16";
 
-export interface PackQ4Args {
-  /** [N, K] codes 0..15, one per byte (only the low 4 bits are read) */
-  codes: Uint8Array;
-  /** [N, G] */
-  scales: Float32Array;
-  /** [N, G] or null (symmetric: w = s·(q − 8)) */
-  mins: Float32Array | null;
-  N: number;
-  K: number;
-  groupSize: number;
-  /** [K] act-order permutation or null */
-  perm: Int32Array | null;
-}
-
-export interface PackQ8Args {
-  /** [N, K] */
-  codes: Int8Array;
-  /** [N, G] */
-  scales: Float32Array;
-  N: number;
-  K: number;
-  groupSize: number;
-  /** [K] act-order permutation or null */
-  perm: Int32Array | null;
-}
-
-export interface Pack16Args {
-  /** [N, K] bit patterns */
-  data: Uint16Array;
-  dtype: "f16" | "bf16";
-  N: number;
-  K: number;
-}
+export type { Pack16Args, PackQ4Args, PackQ8Args } from "./backend.ts";
 
 export interface MatmulPackedOptions {
   /**
@@ -59,7 +28,7 @@ export interface MatmulPackedOptions {
    * weights dequantized in registers (tight checks; slower). 16-bit weights always
    * use f32 activations.
    */
-  activations?: "int8" | "f32";
+  activations?: PackedActivations;
 }
 
 /** What the addon returns from a pack call. */
@@ -96,7 +65,7 @@ export interface NativePackedAddon {
  * A weight matrix in a packed runtime layout, in native memory (not a JS
  * ArrayBuffer): freed by dispose(), or when the handle is garbage-collected.
  */
-export class PackedWeight {
+export class PackedWeight implements BackendPackedWeight {
   readonly N: number;
   readonly K: number;
   readonly layout: PackedLayoutName;

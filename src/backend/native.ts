@@ -16,7 +16,7 @@
 import { createRequire } from "node:module";
 import { fileURLToPath } from "node:url";
 import { DependencyError, UsageError } from "../util/errors.ts";
-import type { AttentionShape, Backend, GptqKernelArgs, KernelCallOptions, PackInt8Args } from "./backend.ts";
+import { matmulPackedSum, PackedSum, type AttentionShape, type Backend, type GptqKernelArgs, type KernelCallOptions, type PackInt8Args } from "./backend.ts";
 import {
   PackedWeight, packedOrThrow, validateMatmulPacked, validatePack16, validatePackQ4, validatePackQ8,
   type MatmulPackedOptions, type NativePackedAddon, type Pack16Args, type PackQ4Args, type PackQ8Args,
@@ -172,9 +172,9 @@ export class NativeBackend implements Backend {
     return this.#addon.fmaPeak(threads);
   }
 
-  matmul(x: Float32Array, w: Float32Array | PackedWeight | Int8PackedWeight, M: number, K: number, N: number, bias?: Float32Array, out?: Float32Array): Float32Array {
+  matmul(x: Float32Array, w: Float32Array | PackedWeight | Int8PackedWeight | PackedSum, M: number, K: number, N: number, bias?: Float32Array, out?: Float32Array): Float32Array {
     if (w instanceof Int8PackedWeight) return this.int8.matmul(x, w, M, bias, out).y; // LLM.int8(): per-token int8 + outlier columns
-    if (w instanceof PackedWeight) return this.matmulPacked(x, w, M, bias, out); // nn/ passes packed linears here (int8 activations, the default)
+    if (w instanceof PackedWeight || w instanceof PackedSum) return this.matmulPacked(x, w, M, bias, out); // nn/ passes packed linears here (int8 activations, the default)
     const y = checkMatmul("matmul", x, w, M, K, N, bias, out);
     if (M > 0) this.#addon.matmul(x, w, M, K, N, bias ?? null, y);
     return y;
@@ -245,9 +245,10 @@ export class NativeBackend implements Backend {
    * well under a millisecond, where an async hop would cost more than the call;
    * prefill-sized calls should use matmulPackedAsync.
    */
-  matmulPacked(x: Float32Array, w: PackedWeight | Int8PackedWeight, M: number, bias?: Float32Array, out?: Float32Array, opts: MatmulPackedOptions = {}): Float32Array {
+  matmulPacked(x: Float32Array, w: PackedWeight | Int8PackedWeight | PackedSum, M: number, bias?: Float32Array, out?: Float32Array, opts: MatmulPackedOptions = {}): Float32Array {
     // LLM.int8() weights have their own activation rule (per token, outlier columns in f32); `activations` does not apply.
     if (w instanceof Int8PackedWeight) return this.int8.matmul(x, w, M, bias, out).y;
+    if (w instanceof PackedSum) return matmulPackedSum(w, M, bias, out, (p, b, o) => this.matmulPacked(x, p as PackedWeight, M, b, o, opts));
     const { y, f32Acts } = validateMatmulPacked(x, w, M, bias, out, opts);
     const handle = PackedWeight.handleOf(w, "matmulPacked");
     if (M > 0) this.#addon.matmulPacked(x, handle, M, bias ?? null, y, f32Acts);

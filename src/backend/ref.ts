@@ -2,7 +2,7 @@
  * Plain-TypeScript reference backend: the specification the native kernels are
  * tested against. Simple loops, f32 storage, f64 accumulation where it is free.
  */
-import { isPackedWeight, type AttentionShape, type Backend, type LinearWeight } from "./backend.ts";
+import { isPackedWeight, matmulPackedSum, PackedSum, type AttentionShape, type Backend, type LinearWeight, type PackedWeight } from "./backend.ts";
 import { refMatmulPacked, refPack16, refPackQ4, refPackQ8 } from "./ref-packed.ts";
 
 export function refMatmul(
@@ -72,13 +72,18 @@ export function refSyrkAccumulate(
   }
 }
 
+/** A reference-packed weight, or a PackedSum of them. */
+function refMatmulAnyPacked(x: Float32Array, w: PackedWeight, M: number, bias?: Float32Array, out?: Float32Array): Float32Array {
+  return w instanceof PackedSum ? matmulPackedSum(w, M, bias, out, (p, b, o) => refMatmulPacked(x, p, M, b, o)) : refMatmulPacked(x, w, M, bias, out);
+}
+
 // The GPTQ kernels (gptqHinv, gptqQuantize) have no entry here on purpose: their
 // reference is src/methods/gptq.ts as a whole, which gptq-fast.ts falls back to.
 export const refBackend: Backend = {
   name: "ref",
   threads: 1,
   matmul: (x: Float32Array, w: LinearWeight, M: number, K: number, N: number, bias?: Float32Array, out?: Float32Array) =>
-    isPackedWeight(w) ? refMatmulPacked(x, w, M, bias, out) : refMatmul(x, w, M, K, N, bias, out),
+    isPackedWeight(w) ? refMatmulAnyPacked(x, w, M, bias, out) : refMatmul(x, w, M, K, N, bias, out),
   attention: refAttention,
   syrkAccumulate: refSyrkAccumulate,
 };
@@ -94,5 +99,5 @@ export const refPackedBackend: Backend = {
   packQ4: refPackQ4,
   packQ8: refPackQ8,
   pack16: refPack16,
-  matmulPacked: (x, w, M, bias, out) => refMatmulPacked(x, w, M, bias, out),
+  matmulPacked: (x, w, M, bias, out) => refMatmulAnyPacked(x, w, M, bias, out),
 };

@@ -26,7 +26,7 @@ Perplexity of a model (HF, HF-GPTQ or AWQ folder, or .gguf file) on a text file.
   --threads N           CPU threads (default: QLLM_THREADS or the number of cores)
   --backend B           auto | native | ref (default auto)
   --weights W           packed (runtime int4/int8/16-bit layouts) | f32 (dequantized reference)
-                        | auto (default; f32 until the SIMD packed kernels land)
+                        | auto (default: packed on the native backend, f32 on ref)
   --activations A       packed matmuls: int8 (per block, as llama.cpp; default) | f32 (exact)
   --json                print one JSON object as the last line of stdout
 `;

@@ -10,7 +10,7 @@ import type { Checkpoint } from "../io/checkpoint.ts";
 import type { TensorSource } from "../nn/weights.ts";
 import { AWQ_GEMM_BITS, unpackAwqGemm } from "../pack/awq-gemm.ts";
 import { dequantize, type QuantizedLinear } from "../tensor/quantized.ts";
-import { ConfigError, FormatError, invariant } from "../util/errors.ts";
+import { ConfigError, FormatError } from "../util/errors.ts";
 import { fromQuantizedLinear } from "./canonical.ts";
 import { checkpointCanonical } from "./checkpoint-canonical.ts";
 
@@ -117,9 +117,7 @@ export function awqSource(ckpt: Checkpoint, origin: string, q: AwqConfig): Tenso
     readCanonical: (name, buffers) => {
       const base = baseOf(name);
       if (!base) return plain.readCanonical(name, buffers);
-      const c = fromQuantizedLinear(readAwqLinear(ckpt, origin, q, base), { file: origin, field: base });
-      invariant(c !== null, "4-bit AWQ codes always have a q4 form");
-      return c;
+      return fromQuantizedLinear(readAwqLinear(ckpt, origin, q, base), { file: origin, field: base });
     },
     readEmbedding: (name) => plain.readEmbedding(name),
   };

@@ -5,20 +5,24 @@
  *   source                              canonical
  *   HF-GPTQ 4-bit, AWQ GEMM, Q4_0/1/K   q4  codes 0..15, scales [N, G] (+ mins = −s·z or GGUF m)
  *   Q8_0, GPTQ 8-bit sym                q8  codes = q − z
- *   Q6_K, GPTQ 2/3-bit                  q8  int8 expansion, codes = q − z
+ *   Q6_K, GPTQ 2/3-bit                  q8  int8 expansion, codes = q − z (Q6_K: groups of 16)
+ *   GPTQ 8-bit asymmetric               planes  q8 s·(q − 128) + q8 of ones scaled by s·(128 − z)
  *   bitsandbytes 8-bit (LLM.int8())     int8 CB, SCB and the run-time outlier rule
  *   F16 / BF16                          16  the stored bits
  *   F32                                 f32 (kept as it is)
  *
+ * A backend whose int8 layout packs groups of 32 only (native q8x16) runs a q8 with
+ * groups of 16 as two planes of groups of 32 (even sub-blocks, odd sub-blocks, the
+ * other half's codes zero): exact, at twice the int8 bytes (splitGroups16).
+ *
  * Act-order (non-contiguous g_idx): columns are permuted at load so that groups are
  * contiguous, and `perm` makes the kernel gather the activations (x'[k] = x[perm[k]]).
  */
-import type { Backend, LinearWeight, Pack16Args, PackInt8Args, PackQ4Args, PackQ8Args } from "../backend/backend.ts";
+import { isPackedWeight, PackedSum, type Backend, type CanonicalWeight, type LinearWeight, type Pack16Args, type PackInt8Args, type PackQ4Args, type PackQ8Args } from "../backend/backend.ts";
 import type { EmbeddingTable } from "../nn/weights.ts";
 import type { QuantizedLinear } from "../tensor/quantized.ts";
 import { bf16ToF32, f16ToF32 } from "../tensor/dtype.ts";
 import { FormatError, invariant, UsageError } from "../util/errors.ts";
-import { refPackQ8 } from "../backend/ref-packed.ts";
 import { dequantizeInt8 } from "../tensor/int8.ts";
 
 /** f16 bits → f32 value, all 65536 of them (a 256 KiB table: scale conversion at load time). */
@@ -28,22 +32,39 @@ export const F16_TO_F32: Float32Array = (() => {
   return t;
 })();
 
-export type CanonicalWeight =
-  | { kind: "q4"; args: PackQ4Args }
-  | { kind: "q8"; args: PackQ8Args }
-  | { kind: "16"; args: Pack16Args }
-  | { kind: "int8"; args: PackInt8Args }
-  | { kind: "f32"; N: number; K: number; /** [N, K] */ data: Float32Array };
+export type { CanonicalWeight } from "../backend/backend.ts";
 
-/** Bytes of the canonical form's payload (for logs). */
+/** [N, K] of a canonical weight. */
 export function canonicalShape(c: CanonicalWeight): { N: number; K: number } {
-  return c.kind === "f32" ? { N: c.N, K: c.K } : { N: c.args.N, K: c.args.K };
+  return c.kind === "f32" ? { N: c.N, K: c.K } : c.kind === "planes" ? canonicalShape(c.parts[0]!) : { N: c.args.N, K: c.args.K };
 }
 
 /**
- * Pack through the backend; f32 stays f32. A q8 layout whose group size the backend
- * rejects (Q6_K's sub-blocks of 16 on a native build that packs groups of 32 only)
- * falls back to its exact f32 dequantization, with a warning.
+ * int8 groups of 16 → two planes of groups of 32: plane 0 holds the even sub-blocks of
+ * 16 (the odd ones' codes 0) with their scales, plane 1 the odd ones. Σ planes = W exactly.
+ */
+export function splitGroups16(a: PackQ8Args): [PackQ8Args, PackQ8Args] {
+  const { N, K } = a;
+  invariant(a.groupSize === 16 && K % 32 === 0, `splitGroups16: groups of ${a.groupSize}, K ${K}`);
+  const G = K / 16, G2 = K / 32;
+  const planes = [0, 1].map((half) => {
+    const codes = new Int8Array(N * K), scales = new Float32Array(N * G2); // [N, K], [N, K/32]
+    for (let n = 0; n < N; n++) {
+      for (let j = 0; j < G2; j++) {
+        const sub = 2 * j + half, o = n * K + 16 * sub;
+        codes.set(a.codes.subarray(o, o + 16), o);
+        scales[n * G2 + j] = a.scales[n * G + sub]!;
+      }
+    }
+    return { codes, scales, N, K, groupSize: 32, perm: a.perm };
+  });
+  return [planes[0]!, planes[1]!];
+}
+
+/**
+ * Pack through the backend; f32 stays f32, planes become a PackedSum. A q8 layout whose
+ * group size the backend rejects (Q6_K's sub-blocks of 16 on a native build that packs
+ * groups of 32 only) is packed as two exact planes (splitGroups16), with a note.
  */
 export function packWeight(b: Backend, c: CanonicalWeight, warn?: (msg: string) => void): LinearWeight {
   switch (c.kind) {
@@ -53,9 +74,8 @@ export function packWeight(b: Backend, c: CanonicalWeight, warn?: (msg: string) 
         try {
           return b.packQ8(c.args);
         } catch (e) {
-          if (!(e instanceof UsageError) || e.details.field !== "groupSize" || c.args.perm !== null) throw e;
-          warn?.(`the ${b.name} backend cannot pack int8 groups of ${c.args.groupSize} (${e.details.expected ?? ""}); a [${c.args.N}, ${c.args.K}] weight runs in f32`);
-          return refPackQ8(c.args).w; // [N, K] f32 (perm null for every group-16 source)
+          if (!(e instanceof UsageError) || e.details.field !== "groupSize" || c.args.groupSize !== 16 || c.args.K % 32 !== 0) throw e;
+          return packWeight(b, { kind: "planes", parts: splitGroups16(c.args).map((args) => ({ kind: "q8", args })), reason: "int8 groups of 16 as two planes of 32" }, warn);
         }
       }
       break;
@@ -65,6 +85,12 @@ export function packWeight(b: Backend, c: CanonicalWeight, warn?: (msg: string) 
       warn?.(`the ${b.name} backend has no LLM.int8() kernel; a [${c.args.N}, ${c.args.K}] weight runs dequantized in f32`);
       return dequantizeInt8(c.args); // [N, K]
     case "f32": return c.data;
+    case "planes": {
+      const parts = c.parts.map((p) => packWeight(b, p, warn));
+      const packed = parts.filter(isPackedWeight);
+      invariant(packed.length === parts.length, `backend "${b.name}" packed only ${packed.length} of ${parts.length} planes`);
+      return new PackedSum(packed, c.reason);
+    }
   }
   invariant(false, `backend "${b.name}" cannot pack a ${c.kind} weight (check canPack before loading packed)`);
 }
@@ -128,10 +154,11 @@ function gridOf(q: QuantizedLinear, symZero: number | null): { scales: Float32Ar
 
 /**
  * Any unpacked QuantizedLinear (pack/hf-gptq.ts, pack/awq-gemm.ts) → canonical:
- * 4-bit → q4 (symmetric when every zero is 8), 2/3/8-bit → q8 with codes q − z.
- * Returns null when q − z does not fit int8 (asymmetric 8-bit): the caller keeps f32.
+ * 4-bit → q4 (symmetric when every zero is 8), 2/3/8-bit → q8 with codes q − z; when
+ * q − z does not fit int8 (asymmetric 8-bit), two planes: s·(q − 128) and a plane of
+ * ones with scales s·(128 − z), so that their sum is s·(q − z).
  */
-export function fromQuantizedLinear(q: QuantizedLinear, where: { file: string; field: string }): CanonicalWeight | null {
+export function fromQuantizedLinear(q: QuantizedLinear, where: { file: string; field: string }): CanonicalWeight {
   const { N, K, groupSize } = q;
   const G = q.scales.length / N;
   const perm = actOrderPerm(q.gIdx, groupSize, G, { file: where.file, field: `${where.field}.g_idx` });
@@ -139,16 +166,22 @@ export function fromQuantizedLinear(q: QuantizedLinear, where: { file: string; f
     const codes = perm === null ? q.codes : permuteColumns(q.codes, N, K, perm, new Uint8Array(N * K));
     return { kind: "q4", args: { codes, ...gridOf(q, 8), N, K, groupSize, perm } };
   }
-  const codes = new Int8Array(N * K); // [N, K] q − z, permuted order
+  let fits = true;
+  for (let i = 0; i < q.zeros.length && fits; i++) fits = 2 ** q.bits - 1 - q.zeros[i]! <= 127 && q.zeros[i]! <= 128;
+  const offset = fits ? null : 2 ** (q.bits - 1); // codes q − offset, the zero moves into the ones plane
+  const codes = new Int8Array(N * K); // [N, K] q − z (or q − offset), permuted order
   for (let n = 0; n < N; n++) {
     for (let p = 0; p < K; p++) {
       const k = perm === null ? p : perm[p]!;
-      const v = q.codes[n * K + k]! - q.zeros[n * G + q.gIdx[k]!]!;
-      if (v < -128 || v > 127) return null;
-      codes[n * K + p] = v;
+      codes[n * K + p] = q.codes[n * K + k]! - (offset ?? q.zeros[n * G + q.gIdx[k]!]!);
     }
   }
-  return { kind: "q8", args: { codes, scales: q.scales, N, K, groupSize, perm } };
+  const main: CanonicalWeight = { kind: "q8", args: { codes, scales: q.scales, N, K, groupSize, perm } };
+  if (offset === null) return main;
+  const mins = new Float32Array(N * G); // [N, G] s·(offset − z)
+  for (let i = 0; i < mins.length; i++) mins[i] = q.scales[i]! * (offset - q.zeros[i]!);
+  const ones: CanonicalWeight = { kind: "q8", args: { codes: new Int8Array(N * K).fill(1), scales: mins, N, K, groupSize, perm } };
+  return { kind: "planes", parts: [main, ones], reason: `asymmetric ${q.bits}-bit: s·(q − ${offset}) + s·(${offset} − z)` };
 }
 
 /** Rows in a new order: row r of the result is row `from[r]` of the input (codes, scales and mins alike). */
@@ -178,6 +211,7 @@ export function permuteCanonicalRows(c: CanonicalWeight, from: Int32Array): Cano
       const a = c.args;
       return { kind: "int8", args: { ...a, CB: rows(a.CB, a.K, (n) => new Int8Array(n)), SCB: rows(a.SCB, 1, (n) => new Float32Array(n)) } };
     }
+    case "planes": return { ...c, parts: c.parts.map((p) => permuteCanonicalRows(p, from)) };
   }
 }
 
@@ -221,4 +255,4 @@ export const NO_SCRATCH = {
   f32: (_slot: string, n: number): Float32Array => new Float32Array(n),
 };
 
-export type Buffers = Pick<Scratch, "u8" | "i8" | "f32">;
+export type { PackBuffers as Buffers } from "../backend/backend.ts";

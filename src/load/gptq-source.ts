@@ -123,8 +123,8 @@ function gptq4Canonical(ckpt: Checkpoint, origin: string, q: GptqConfig, base: s
 }
 
 /**
- * One GPTQ layer as canonical packing inputs. Asymmetric 8-bit codes (q − z outside
- * int8) have no packed form in the contract yet: they stay f32, with a warning.
+ * One GPTQ layer as canonical packing inputs (4-bit: int4 straight from qweight;
+ * other widths through fromQuantizedLinear: int8, or two int8 planes for asymmetric 8-bit).
  */
 export function readGptqCanonical(ckpt: Checkpoint, origin: string, q: GptqConfig, base: string, warn: (msg: string) => void, m: Buffers = NO_SCRATCH): CanonicalWeight {
   for (const part of ["qzeros", "scales", "g_idx"]) {
@@ -133,11 +133,7 @@ export function readGptqCanonical(ckpt: Checkpoint, origin: string, q: GptqConfi
     }
   }
   if (q.bits === 4) return gptq4Canonical(ckpt, origin, q, base, m);
-  const ql = readGptqLinear(ckpt, origin, q, base);
-  const c = fromQuantizedLinear(ql, { file: origin, field: base });
-  if (c !== null) return c;
-  warn(`${base}: asymmetric ${q.bits}-bit codes do not fit int8 (q − z); this layer runs in f32`);
-  return { kind: "f32", N: ql.N, K: ql.K, data: dequantize(ql) };
+  return fromQuantizedLinear(readGptqLinear(ckpt, origin, q, base), { file: origin, field: base });
 }
 
 /** `<base>.weight` of an HF-GPTQ checkpoint → the layer's HF base name, or null when the layer is not quantized. */

@@ -3,7 +3,7 @@
  * how many bytes its weights hold.
  *   native avx512, 2 threads: 154 linears q4x16 (int4 g128, 4.27 bpw), lm_head bf16x16 (16 bpw); int8 activations; embedding bf16 rows
  */
-import { isPackedWeight, type LinearWeight } from "../backend/backend.ts";
+import { isPackedWeight, PackedSum, type LinearWeight } from "../backend/backend.ts";
 import type { Model } from "../nn/model.ts";
 
 interface LayoutInfo { layout: string; groupSize?: number; bitsPerWeight?: number }
@@ -14,7 +14,7 @@ function describeWeight(w: LinearWeight): string {
   const bpw = info.bitsPerWeight ?? (8 * info.bytes) / (info.N * info.K);
   const g = info.groupSize !== undefined && info.groupSize < info.K ? ` g${info.groupSize}` : "";
   const run = (w as { run?: { threshold: number; staticCols: Int32Array | null } }).run;
-  const kind = /^q4/.test(info.layout) ? `int4${g}, ` : /^q8/.test(info.layout) ? `int8${g}, `
+  const kind = /^q4/.test(info.layout) ? `int4${g}, ` : /q8/.test(info.layout) ? `int8${g}${w instanceof PackedSum ? ` planes: ${w.reason}` : ""}, `
     : run !== undefined ? `LLM.int8() t=${run.threshold}${run.threshold > 0 ? (run.staticCols !== null ? " static columns" : " dynamic") : ""}, ` : "";
   return `${info.layout} (${kind}${bpw.toFixed(2)} bpw)`;
 }

@@ -28,17 +28,14 @@ export interface LoadOptions {
 export const defaultWarn = (msg: string): void => { process.stderr.write(`warning: ${msg}\n`); };
 
 /**
- * What "auto" means today: f32. The native packers and matmulPacked are in (i9-kernels),
- * but only their scalar reference kernels, which run a model several times slower than
- * the f32 AVX GEMM; "auto" switches to packed when the SIMD kernels land. Until then
- * `weights: "packed"` (eval --weights packed) runs the packed path on request.
+ * "auto" packs whenever the backend implements the packing contract (native: every
+ * quantized source on its int4/int8 layouts, 16-bit checkpoints on 16-bit layouts);
+ * the ref backend does not, so `--backend ref` loads the dequantized f32 weights (the
+ * specification path). "packed" refuses a backend that cannot pack.
  */
-const AUTO_PACKS = false;
-
-/** Resolve "auto" (see AUTO_PACKS); "packed" needs a backend implementing the packing contract (the ref backend does not: it is the f32 specification). */
 export function resolveWeightMode(mode: WeightMode | undefined, backend: Backend): "packed" | "f32" {
   const m = mode ?? "auto";
-  if (m === "f32" || (m === "auto" && !AUTO_PACKS)) return "f32";
+  if (m === "f32") return "f32";
   if (canPack(backend)) return "packed";
   if (m === "packed") {
     throw new UsageError(`the ${backend.name} backend cannot run packed weights`, {

@@ -6,8 +6,7 @@
  * matrix or a table that decodes rows on demand from its stored form.
  */
 import type { ModelConfig } from "../arch/config.ts";
-import type { LinearWeight } from "../backend/backend.ts";
-import type { Buffers, CanonicalWeight } from "../load/canonical.ts";
+import type { CanonicalWeight, LinearWeight, PackBuffers as Buffers } from "../backend/backend.ts";
 import { linearTensorName, type LinearName } from "../arch/registry.ts";
 import { FormatError, invariant } from "../util/errors.ts";
 import { hasBias, linearShapes } from "../arch/shapes.ts";

@@ -10,7 +10,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { withPackedActivations, type Backend } from "../../src/backend/backend.ts";
+import { PackedSum, withPackedActivations, type Backend } from "../../src/backend/backend.ts";
 import { refMatmul, refPackedBackend } from "../../src/backend/ref.ts";
 import { selectBackend } from "../../src/backend/select.ts";
 import { openCheckpoint } from "../../src/io/checkpoint.ts";
@@ -62,10 +62,10 @@ function expectMatmulEqual(label: string, W: Float32Array, N: number, K: number,
   for (const t of targets) {
     const warnings: string[] = [];
     const w = packWeight(t.backend, canonical(), (m) => warnings.push(m));
-    // The one allowed fallback: int8 groups of 16 (Q6_K) on a native build that packs groups of 32 only.
-    const fallback = t.name !== "ref" && label === "Q6_K" && w instanceof Float32Array;
-    expect(warnings.length, label).toBe(fallback ? 1 : 0);
-    if (!fallback) expect(w instanceof Float32Array ? "f32" : `packed [${w.N}, ${w.K}]`, label).toBe(`packed [${N}, ${K}]`);
+    expect(warnings, label).toEqual([]);
+    // every source packs (never an f32 copy): int8 groups of 16 (Q6_K) on a backend that packs groups of 32 become two exact planes
+    expect(w instanceof Float32Array ? "f32" : `packed [${w.N}, ${w.K}]`, label).toBe(`packed [${N}, ${K}]`);
+    if (label === "Q6_K" && t.name !== "ref") expect(w instanceof PackedSum ? w.parts.length : 1, label).toBe(2);
     for (const M of [1, 3, 17]) {
       const x = randomArray(M * K, 1, rand);
       const bias = randomArray(N, 0.5, rand);
@@ -103,7 +103,7 @@ const bytes = (a: ArrayBufferView): Uint8Array => new Uint8Array(a.buffer, a.byt
 describe("HF-GPTQ → packed", () => {
   const cases: [bits: number, g: number, sym: boolean, actOrder: boolean, format: "gptq" | "gptq_v2"][] = [
     [4, 32, true, false, "gptq"], [4, 64, false, false, "gptq_v2"], [4, 32, true, true, "gptq"], [4, 32, false, true, "gptq_v2"],
-    [8, 32, true, false, "gptq"], [8, 32, true, true, "gptq"], [3, 32, false, false, "gptq_v2"], [3, 32, true, true, "gptq"], [2, 64, false, true, "gptq_v2"],
+    [8, 32, true, false, "gptq"], [8, 32, true, true, "gptq"], [8, 32, false, false, "gptq_v2"], [8, 32, false, true, "gptq"], [3, 32, false, false, "gptq_v2"], [3, 32, true, true, "gptq"], [2, 64, false, true, "gptq_v2"],
   ];
   for (const [bits, g, sym, actOrder, format] of cases) {
     it(`${bits}-bit g${g} ${sym ? "sym" : "asym"}${actOrder ? " act-order" : ""} (${format})`, async () => {
@@ -123,8 +123,10 @@ describe("HF-GPTQ → packed", () => {
         const src = gptqSource(ckpt, dir, cfg);
         const W = src.readF32Sync(`${base}.weight`); // the existing unpacker's dequantization
         const c = src.readCanonical!(`${base}.weight`);
-        expect(c.kind).toBe(bits === 4 ? "q4" : "q8");
-        if (c.kind === "q4" || c.kind === "q8") expect(c.args.perm !== null).toBe(actOrder);
+        // 8-bit asymmetric: q − z does not fit int8 → two int8 planes, s·(q − 128) + s·(128 − z)·1
+        expect(c.kind).toBe(bits === 4 ? "q4" : bits === 8 && !sym ? "planes" : "q8");
+        const first = c.kind === "planes" ? c.parts[0]! : c;
+        if (first.kind === "q4" || first.kind === "q8") expect(first.args.perm !== null).toBe(actOrder);
         if (c.kind === "q4") expect(c.args.mins === null).toBe(sym);
         expectMatmulEqual(`gptq ${bits}-bit`, W, N, K, () => src.readCanonical!(`${base}.weight`));
       } finally {
