@@ -9,6 +9,9 @@
  *      folder of eval/gen-tinyllama.ts): ours f32, ours int8 (t = 0 and t = 6), and llama.cpp
  *      Q8_0 of the same weights (node-llama-cpp, same threads), int8 and llama.cpp interleaved
  *
+ * The int8 folder and the Q8_0 GGUF of --model are made once under --work (untimed; do it
+ * first under the shared lock, they take minutes):
+ *   flock -s /tmp/qllm-cpu.lock npx tsx eval/bench-int8.ts --prepare [--model DIR]
  *   flock -x /tmp/qllm-cpu.lock npx tsx eval/bench-int8.ts --threads 2 [--model DIR] [--reps 5] [--decode 32] [--write]
  */
 import { execSync } from "node:child_process";
@@ -30,12 +33,28 @@ import { quantizeInt8 } from "../src/quantize/int8-pipeline.ts";
 
 const { values } = parseArgs({ options: {
   threads: { type: "string" }, reps: { type: "string" }, decode: { type: "string" }, model: { type: "string" },
-  work: { type: "string" }, write: { type: "boolean" }, "no-decode": { type: "boolean" },
+  work: { type: "string" }, write: { type: "boolean" }, "no-decode": { type: "boolean" }, prepare: { type: "boolean" },
 } });
 const threads = Number(values.threads ?? 2), reps = Number(values.reps ?? 5), decodeTokens = Number(values.decode ?? 32);
 const modelDir = resolve(values.model ?? "/tmp/qllm-tinyllama/bf16");
 const workDir = resolve(values.work ?? "/tmp/qllm-int8-bench");
 const nb = createNativeBackend({ threads });
+const int8Dir = join(workDir, "int8-t6"), gguf = join(workDir, "q8_0.gguf");
+async function prepare(): Promise<void> {
+  if (!existsSync(join(modelDir, "config.json"))) {
+    throw new Error(`no model at ${modelDir}: generate one with \`npx tsx eval/gen-tinyllama.ts --only bf16\` (TinyLlama shapes, BF16) or pass --model DIR`);
+  }
+  mkdirSync(workDir, { recursive: true });
+  if (!existsSync(int8Dir)) {
+    await quantizeInt8({ modelDir, outDir: int8Dir, backend: nb, settings: { threshold: 6, staticOutliers: false, skipModules: null, calibSamples: 0, calibSeqlen: 16, calibSeed: 0, calibText: null } });
+  }
+  if (!existsSync(gguf)) await exportQuantizedGguf(modelDir, gguf, { type: "q8_0" });
+}
+if (values.prepare === true) {
+  await prepare();
+  console.log(`prepared ${int8Dir} and ${gguf}`);
+  process.exit(0);
+}
 const level = nb.int8.levels()[0]!;
 const COLD_BYTES = 256 * 2 ** 20;
 const lines: string[] = [];
@@ -110,15 +129,7 @@ for (const r of outlierRows) say(r);
 // ---------------------------------------------------------------- 4. decode
 interface Decoder { name: string; run: () => Promise<number> }
 if (values["no-decode"] !== true) {
-  if (!existsSync(join(modelDir, "config.json"))) {
-    throw new Error(`no model at ${modelDir}: generate one with eval/gen-tinyllama.ts (TinyLlama shapes, BF16) or pass --model DIR`);
-  }
-  mkdirSync(workDir, { recursive: true });
-  const int8Dir = join(workDir, "int8-t6"), gguf = join(workDir, "q8_0.gguf");
-  if (!existsSync(int8Dir)) {
-    await quantizeInt8({ modelDir, outDir: int8Dir, backend: nb, settings: { threshold: 6, staticOutliers: false, skipModules: null, calibSamples: 0, calibSeqlen: 16, calibSeed: 0, calibText: null } });
-  }
-  if (!existsSync(gguf)) await exportQuantizedGguf(modelDir, gguf, { type: "q8_0" });
+  await prepare();
   const text = readFileSync(BUNDLED_EVAL_TEXT, "utf8");
   const oursDecoder = (name: string, model: Model, prompt: number[]): Decoder => ({
     name, run: async () => {

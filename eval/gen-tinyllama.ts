@@ -9,7 +9,7 @@
  *   <out>/q4_0.gguf          the same weights as a Q4_0 GGUF (ggml's reference Q4_0
  *                            quantizer; token_embd Q4_0, output Q8_0)
  *
- *   npx tsx eval/gen-tinyllama.ts [--out /tmp/qllm-tinyllama] [--layers 22] [--vocab 32000]
+ *   npx tsx eval/gen-tinyllama.ts [--out /tmp/qllm-tinyllama] [--layers 22] [--vocab 32000] [--only bf16]
  *
  * Existing outputs are kept (delete the folder to regenerate).
  */
@@ -24,7 +24,7 @@ import { mulberry32 } from "../src/util/random.ts";
 import { linearShapes } from "../src/nn/weights.ts";
 import { fromF32 } from "../src/tensor/dtype.ts";
 
-const { values } = parseArgs({ options: { out: { type: "string" }, layers: { type: "string" }, vocab: { type: "string" } }, strict: true });
+const { values } = parseArgs({ options: { out: { type: "string" }, layers: { type: "string" }, vocab: { type: "string" }, only: { type: "string" } }, strict: true });
 const OUT = resolve(values.out ?? "/tmp/qllm-tinyllama");
 const LAYERS = Number(values.layers ?? 22), VOCAB = Number(values.vocab ?? 32000);
 
@@ -82,6 +82,7 @@ const stamp = (what: string, path: string): void => {
 const bf16 = join(OUT, "bf16"), gptq = join(OUT, "gptq-w4g128"), gguf = join(OUT, "q4_0.gguf");
 if (!existsSync(join(bf16, "config.json"))) await writeBf16(bf16);
 stamp("bf16", bf16);
+if (values.only === "bf16") process.exit(0); // eval/bench-int8.ts needs only the BF16 folder
 if (!existsSync(join(gptq, "config.json"))) {
   await quantizeModel({
     modelDir: bf16, outDir: gptq, backend: selectBackend(), overwrite: true,
