@@ -1,6 +1,7 @@
 /**
  * GGUF vocabulary tables shared by the exporter (export/gguf-tokenizer.ts) and the GGUF
- * loader (load/gguf-model.ts): token types and the pre-tokenizers llama.cpp implements.
+ * loader (load/gguf-model.ts): token types, the pre-tokenizers llama.cpp implements, and the
+ * spelling of SentencePiece (`llama`) vocabularies.
  * Architecture data like arch/gguf-tensors.ts, so the loader never imports the exporter.
  */
 
@@ -35,3 +36,11 @@ export const KNOWN_PRE_TOKENIZERS: readonly KnownPre[] = [
   { pre: "llama-bpe", regex: LLAMA3_REGEX, ignoreMerges: true, normalizers: [null] },
   { pre: "qwen2", regex: QWEN2_REGEX, ignoreMerges: false, normalizers: [null, "NFC"] },
 ];
+
+
+/** SentencePiece's space symbol (U+2581), what `llama` (SPM) vocabularies spell a space as. */
+export const SPM_SPACE = "\u2581";
+/** `<0x0A>`: the byte-fallback token of byte `b` in an SPM vocabulary (llama.cpp `byte_to_token`). */
+export function spmByteToken(b: number): string { return `<0x${b.toString(16).toUpperCase().padStart(2, "0")}>`; }
+/** True for a byte-fallback token spelling `<0xHH>` (gguf-py `LlamaHfVocab.get_token_type`). */
+export function isSpmByteToken(t: string): boolean { return /^<0x[0-9A-Fa-f]{2}>$/.test(t); }

@@ -20,7 +20,8 @@ const FORMATS = ["gguf"] as const;
 
 const usage = `usage: quantize-llm export [model] --format gguf [options]
 
-Convert a Hugging Face model folder (llama, mistral, qwen2; byte-level BPE tokenizer) to
+Convert a Hugging Face model folder (llama, mistral, qwen2; byte-level BPE or SentencePiece-
+style byte-fallback BPE tokenizer, written as llama.cpp's gpt2 or llama vocabulary) to
 a single GGUF file for llama.cpp, node-llama-cpp, Ollama or LM Studio. With no model,
 exports the bundled model (models/qllm-tiny).
 

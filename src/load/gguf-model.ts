@@ -1,5 +1,5 @@
 /**
- * Load a GGUF file (ours or llama.cpp's, llama/qwen2 arch, gpt2-model BPE vocabulary) into a
+ * Load a GGUF file (ours or llama.cpp's, llama/qwen2 arch, gpt2 (BPE) or llama (SPM) vocabulary) into a
  * runnable Model by inverting the export plan (arch/gguf-tensors.ts): the config is rebuilt
  * from `<arch>.*` keys, tensors are converted from their blocks to canonical packing inputs
  * (gguf-canonical.ts) and packed, or decoded to f32 (io/gguf.ts; the reference path), and
@@ -11,7 +11,7 @@ import { parseModelConfig, type ModelConfig } from "../arch/config.ts";
 import { ARCHS } from "../arch/registry.ts";
 import type { Backend } from "../backend/backend.ts";
 import { ggufTensorPlan, unpermuteQK, type GgufTensorPlanEntry } from "../arch/gguf-tensors.ts";
-import { KNOWN_PRE_TOKENIZERS, TOKEN_TYPE } from "../arch/gguf-vocab.ts";
+import { isSpmByteToken, KNOWN_PRE_TOKENIZERS, SPM_SPACE, TOKEN_TYPE } from "../arch/gguf-vocab.ts";
 import { openGguf, type GgufFile } from "../io/gguf.ts";
 import { Model } from "../nn/model.ts";
 import type { TensorSource } from "../nn/weights.ts";
@@ -73,13 +73,14 @@ export function ggufConfigJson(f: GgufFile): Record<string, unknown> {
   return raw;
 }
 
-/** HF tokenizer.json + tokenizer_config.json objects from `tokenizer.ggml.*` (gpt2 model only). */
+/** HF tokenizer.json + tokenizer_config.json objects from `tokenizer.ggml.*` (gpt2 or llama model). */
 export function ggufTokenizerJson(f: GgufFile): { json: Record<string, unknown>; config: Record<string, unknown> } {
   const model = f.getString("tokenizer.ggml.model");
+  if (model === "llama") return spmTokenizerJson(f);
   if (model !== "gpt2") {
-    throw new ConfigError("only byte-level BPE (gpt2) GGUF vocabularies can be loaded", {
-      file: f.path, field: "tokenizer.ggml.model", expected: '"gpt2"', found: JSON.stringify(model),
-      hint: "SentencePiece (\"llama\") vocabularies are not implemented yet",
+    throw new ConfigError("unsupported GGUF vocabulary", {
+      file: f.path, field: "tokenizer.ggml.model", expected: '"gpt2" (byte-level BPE) or "llama" (SentencePiece)', found: JSON.stringify(model),
+      hint: "WordPiece, Unigram (t5) and RWKV vocabularies are not implemented",
     });
   }
   const pre = f.get("tokenizer.ggml.pre")?.type === "string" ? f.getString("tokenizer.ggml.pre") : "default";
@@ -104,31 +105,103 @@ export function ggufTokenizerJson(f: GgufFile): { json: Record<string, unknown>;
   const byteLevel = { type: "ByteLevel", add_prefix_space: false, trim_offsets: true, use_regex: known.pre === "gpt-2" };
   const preTokenizer = known.pre === "gpt-2" ? byteLevel
     : { type: "Sequence", pretokenizers: [{ type: "Split", pattern: { Regex: known.regex }, behavior: "Isolated", invert: false }, byteLevel] };
-  const bos = opt(f, "tokenizer.ggml.bos_token_id"), eos = opt(f, "tokenizer.ggml.eos_token_id");
-  const addBos = f.get("tokenizer.ggml.add_bos_token")?.value === true && bos !== undefined;
-  const bosTok = bos !== undefined ? tokens[bos] : undefined;
+  const { postProcessor, config } = specialsJson(f, tokens);
   const json: Record<string, unknown> = {
     version: "1.0", truncation: null, padding: null, added_tokens: added, normalizer: null, pre_tokenizer: preTokenizer,
-    post_processor: addBos && bosTok !== undefined
-      ? {
-          type: "TemplateProcessing",
-          single: [{ SpecialToken: { id: bosTok, type_id: 0 } }, { Sequence: { id: "A", type_id: 0 } }],
-          pair: [{ SpecialToken: { id: bosTok, type_id: 0 } }, { Sequence: { id: "A", type_id: 0 } }, { SpecialToken: { id: bosTok, type_id: 1 } }, { Sequence: { id: "B", type_id: 1 } }],
-          special_tokens: { [bosTok]: { id: bosTok, ids: [bos], tokens: [bosTok] } },
-        }
-      : null,
+    post_processor: postProcessor,
     decoder: { type: "ByteLevel", add_prefix_space: true, trim_offsets: true, use_regex: true },
     model: {
       type: "BPE", dropout: null, unk_token: null, continuing_subword_prefix: null, end_of_word_suffix: null, fuse_unk: false,
       byte_fallback: false, ignore_merges: known.ignoreMerges, vocab, merges: [...f.getStringArray("tokenizer.ggml.merges")],
     },
   };
+  return { json, config };
+}
+
+/**
+ * A `llama` (SPM) vocabulary as the byte-fallback BPE tokenizer.json HF converts SentencePiece
+ * models to (transformers `LlamaConverter`): the merges are every split of a token into two
+ * vocabulary entries, ordered by the token's score, highest first (`SentencePieceExtractor`),
+ * which is the pair llama.cpp's SPM tokenizer joins first; spaces spelled ▁ by the Llama 2
+ * normalizer (with the space prefix when `add_space_prefix`), byte tokens `<0xHH>` as fallback.
+ */
+function spmTokenizerJson(f: GgufFile): { json: Record<string, unknown>; config: Record<string, unknown> } {
+  const tokens = f.getStringArray("tokenizer.ggml.tokens");
+  const types = f.get("tokenizer.ggml.token_type") !== undefined ? f.getNumberArray("tokenizer.ggml.token_type") : [];
+  const scores = f.get("tokenizer.ggml.scores") !== undefined ? f.getNumberArray("tokenizer.ggml.scores") : [];
+  const vocab: Record<string, number> = {};
+  const added: Record<string, unknown>[] = [];
+  tokens.forEach((t, id) => {
+    const type = types[id] ?? TOKEN_TYPE.NORMAL;
+    if (type === TOKEN_TYPE.UNUSED) return;
+    if (type === TOKEN_TYPE.CONTROL || type === TOKEN_TYPE.USER_DEFINED || type === TOKEN_TYPE.UNKNOWN) {
+      added.push({ id, content: t, single_word: false, lstrip: false, rstrip: false, normalized: false, special: type !== TOKEN_TYPE.USER_DEFINED });
+    }
+    if (!(t in vocab)) vocab[t] = id;
+  });
+  const bytes = new Set(tokens.filter(isSpmByteToken).map((t) => parseInt(t.slice(3, 5), 16)));
+  const missing = Array.from({ length: 256 }, (_, b) => b).filter((b) => !bytes.has(b));
+  if (missing.length > 0) {
+    throw new ConfigError("the SentencePiece vocabulary lacks byte-fallback tokens", {
+      file: f.path, field: "tokenizer.ggml.tokens", expected: "<0x00>..<0xFF>", found: `${missing.length} missing (first <0x${missing[0]!.toString(16).toUpperCase().padStart(2, "0")}>)`,
+    });
+  }
+  // merges: every split of a mergeable token into two vocabulary entries, by the token's score
+  const mergeable = (id: number): boolean => { const ty = types[id] ?? TOKEN_TYPE.NORMAL; return ty === TOKEN_TYPE.NORMAL || ty === TOKEN_TYPE.USER_DEFINED; };
+  const merges: { l: string; r: string; score: number; id: number; lid: number; rid: number }[] = [];
+  tokens.forEach((t, id) => {
+    if (!mergeable(id)) return;
+    const cps = [...t];
+    for (let i = 1; i < cps.length; i++) {
+      const l = cps.slice(0, i).join(""), r = cps.slice(i).join("");
+      const lid = vocab[l], rid = vocab[r];
+      if (lid !== undefined && rid !== undefined && mergeable(lid) && mergeable(rid)) merges.push({ l, r, score: scores[id] ?? 0, id, lid, rid });
+    }
+  });
+  merges.sort((a, b) => b.score - a.score || a.id - b.id || a.lid - b.lid || a.rid - b.rid);
+  const addSpacePrefix = f.get("tokenizer.ggml.add_space_prefix")?.value !== false;
+  const unk = opt(f, "tokenizer.ggml.unknown_token_id");
+  const { postProcessor, config } = specialsJson(f, tokens);
+  const json: Record<string, unknown> = {
+    version: "1.0", truncation: null, padding: null, added_tokens: added,
+    normalizer: { type: "Sequence", normalizers: [...(addSpacePrefix ? [{ type: "Prepend", prepend: SPM_SPACE }] : []), { type: "Replace", pattern: { String: " " }, content: SPM_SPACE }] },
+    pre_tokenizer: null,
+    post_processor: postProcessor,
+    decoder: {
+      type: "Sequence",
+      decoders: [
+        { type: "Replace", pattern: { String: SPM_SPACE }, content: " " }, { type: "ByteFallback" }, { type: "Fuse" },
+        ...(addSpacePrefix ? [{ type: "Strip", content: " ", start: 1, stop: 0 }] : []),
+      ],
+    },
+    model: {
+      type: "BPE", dropout: null, unk_token: unk !== undefined ? tokens[unk] ?? null : null, continuing_subword_prefix: null, end_of_word_suffix: null,
+      fuse_unk: true, byte_fallback: true, ignore_merges: false, vocab, merges: merges.map((m) => `${m.l} ${m.r}`),
+    },
+  };
+  if (unk !== undefined && tokens[unk] !== undefined) config["unk_token"] = tokens[unk];
+  return { json, config };
+}
+
+/** The BOS post-processor and tokenizer_config.json fields (bos/eos token, add_bos_token, chat template) of either vocabulary. */
+function specialsJson(f: GgufFile, tokens: readonly string[]): { postProcessor: Record<string, unknown> | null; config: Record<string, unknown> } {
+  const bos = opt(f, "tokenizer.ggml.bos_token_id"), eos = opt(f, "tokenizer.ggml.eos_token_id");
+  const addBos = f.get("tokenizer.ggml.add_bos_token")?.value === true && bos !== undefined;
+  const bosTok = bos !== undefined ? tokens[bos] : undefined;
+  const postProcessor = addBos && bosTok !== undefined
+    ? {
+        type: "TemplateProcessing",
+        single: [{ SpecialToken: { id: bosTok, type_id: 0 } }, { Sequence: { id: "A", type_id: 0 } }],
+        pair: [{ SpecialToken: { id: bosTok, type_id: 0 } }, { Sequence: { id: "A", type_id: 0 } }, { SpecialToken: { id: bosTok, type_id: 1 } }, { Sequence: { id: "B", type_id: 1 } }],
+        special_tokens: { [bosTok]: { id: bosTok, ids: [bos], tokens: [bosTok] } },
+      }
+    : null;
   const config: Record<string, unknown> = { add_bos_token: addBos };
   if (bosTok !== undefined) config["bos_token"] = bosTok;
   if (eos !== undefined && tokens[eos] !== undefined) config["eos_token"] = tokens[eos];
   const ct = f.get("tokenizer.chat_template");
   if (ct?.type === "string") config["chat_template"] = ct.value;
-  return { json, config };
+  return { postProcessor, config };
 }
 
 /** GGUF tensors served under HF names, decoded to f32, q/k rows back in HF order. */

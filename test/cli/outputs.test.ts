@@ -55,6 +55,27 @@ describe("the output target is checked before any compute", () => {
     expect(readFileSync(join(d, "out"), "utf8")).toBe("a file");
   });
 
+  it("--format gguf with a tokenizer GGUF cannot hold is refused before any compute", async () => {
+    const m = await tiny();
+    const bad = join(tmp, "bad-tokenizer");
+    mkdirSync(bad);
+    for (const f of readdirSync(m.dir)) writeFileSync(join(bad, f), readFileSync(join(m.dir, f)));
+    const tj = JSON.parse(readFileSync(join(bad, "tokenizer.json"), "utf8")) as Record<string, unknown>;
+    tj["pre_tokenizer"] = { type: "Sequence", pretokenizers: [{ type: "Split", pattern: { Regex: String.raw`\p{N}{1,5}|\s+` }, behavior: "Isolated", invert: false }, { type: "ByteLevel", add_prefix_space: false, trim_offsets: true, use_regex: false }] };
+    writeFileSync(join(bad, "tokenizer.json"), JSON.stringify(tj));
+    const d = folder("bad-tok-out");
+    const seen: string[] = [];
+    const w = watch(d, (_e, name) => { if (name) seen.push(String(name)); });
+    let r;
+    try {
+      r = await runMain("gptq", bad, "--format", "gguf", "--group-size", "32", "--sym", "--calib-text", BUNDLED_CALIB_TEXT, "-o", join(d, "m.gguf"), "--no-eval");
+    } finally { w.close(); }
+    expect(r.status).toBe(2);
+    expect(r.stderr).toMatch(/cannot export this tokenizer to GGUF: llama.cpp has no built-in pre-tokenizer/);
+    expect(r.stderr).not.toMatch(/calibration:|block 1/);
+    expect(seen).toEqual([]);
+  });
+
   it("--format gguf: only the final file (+ its report) and one <out>.partial work folder ever appear", async () => {
     const m = await tiny();
     const d = folder("gguf-names");

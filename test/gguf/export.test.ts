@@ -245,15 +245,17 @@ describe("tokenizer metadata", () => {
     expect(get("tokenizer.ggml.add_bos_token")).toBe(true);
   });
 
-  test("refusals: SentencePiece models, byte fallback, unknown regexes, add_prefix_space, ids beyond vocab_size", () => {
+  test("refusals: Unigram models, byte fallback without its byte tokens, unknown regexes, add_prefix_space, ids beyond vocab_size", () => {
     const refuse = (json: Record<string, unknown>, vocab = 8): ConfigError => {
       let err: unknown;
       try { ggufTokenizerKv(stubTokenizer(json), vocab, "tokenizer.json"); } catch (e) { err = e; }
       expect(err).toBeInstanceOf(ConfigError);
       return err as ConfigError;
     };
-    expect(refuse(bpeJson(null, { model: { type: "Unigram", vocab: [] } })).message).toMatch(/only byte-level BPE/);
-    expect(refuse(bpeJson(null, { model: { type: "BPE", byte_fallback: true, vocab: {}, merges: [] } })).message).toMatch(/byte-fallback/);
+    expect(refuse(bpeJson(null, { model: { type: "Unigram", vocab: [] } })).message).toMatch(/only BPE tokenizers/);
+    const spmNorm = { type: "Sequence", normalizers: [{ type: "Prepend", prepend: "\u2581" }, { type: "Replace", pattern: { String: " " }, content: "\u2581" }] };
+    expect(refuse(bpeJson(null, { normalizer: spmNorm, model: { type: "BPE", byte_fallback: true, vocab: {}, merges: [] } })).message).toMatch(/byte-fallback token <0x00> is missing/);
+    expect(refuse(bpeJson(null, { model: { type: "BPE", byte_fallback: true, vocab: {}, merges: [] } })).message).toMatch(/spaces are not spelled/);
     const unknown = refuse(bpeJson(split(String.raw`\p{N}{1,5}|\s+`)));
     expect(unknown.message).toMatch(/no built-in pre-tokenizer/);
     expect(unknown.details.found).toContain(String.raw`\p{N}{1,5}`);

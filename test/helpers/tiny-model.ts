@@ -13,7 +13,7 @@ import { join } from "node:path";
 import { parseModelConfig, type ModelConfig } from "../../src/arch/config.ts";
 import { linearTensorName } from "../../src/arch/registry.ts";
 import { writeSafetensors, type TensorSource } from "../../src/io/safetensors.ts";
-import { BUNDLED_MODEL_DIR } from "../../src/load/paths.ts";
+import { BUNDLED_CALIB_TEXT, BUNDLED_MODEL_DIR } from "../../src/load/paths.ts";
 import { mulberry32 } from "../../src/util/random.ts";
 import { hasBias, linearShapes } from "../../src/arch/shapes.ts";
 import { fromF32 } from "../../src/tensor/dtype.ts";
@@ -38,8 +38,11 @@ export interface TinyModelOptions {
   ropeScaling?: Record<string, unknown>;
   /** Storage dtype of the safetensors file (default F32, so every engine sees identical weights). */
   dtype?: "F32" | "F16" | "BF16";
-  /** "bundled": copy models/qllm-tiny's tokenizer; "generated": a small byte-level BPE; "auto": bundled when present. */
-  tokenizer?: "auto" | "bundled" | "generated";
+  /**
+   * "bundled": copy models/qllm-tiny's tokenizer; "generated": a small byte-level BPE; "spm": a
+   * SentencePiece-style byte-fallback BPE in Llama 2's layout (generateSpmTokenizer); "auto": bundled when present.
+   */
+  tokenizer?: "auto" | "bundled" | "generated" | "spm";
   /** Output folder (created); default a fresh temp folder. */
   dir?: string;
   /** Extra config.json fields (override the generated ones). */
@@ -72,7 +75,7 @@ export interface TinyModel {
   cfg: ModelConfig;
   /** The config.json object written. */
   config: Record<string, unknown>;
-  tokenizer: "bundled" | "generated";
+  tokenizer: "bundled" | "generated" | "spm";
   /** Number of entries of the tokenizer's vocabulary (≤ cfg.vocabSize). */
   tokenizerSize: number;
   cleanup(): Promise<void>;
@@ -103,7 +106,7 @@ export async function makeTinyModel(opts: TinyModelOptions): Promise<TinyModel> 
 
 async function writeTinyModel(dir: string, opts: TinyModelOptions): Promise<TinyModel> {
   mkdirSync(dir, { recursive: true });
-  const useBundled = opts.tokenizer === "bundled" || (opts.tokenizer !== "generated" && existsSync(join(BUNDLED_MODEL_DIR, "tokenizer.json")));
+  const useBundled = opts.tokenizer === "bundled" || ((opts.tokenizer ?? "auto") === "auto" && existsSync(join(BUNDLED_MODEL_DIR, "tokenizer.json")));
   let tokenizerSize: number;
   if (useBundled) {
     for (const f of ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"]) {
@@ -111,7 +114,7 @@ async function writeTinyModel(dir: string, opts: TinyModelOptions): Promise<Tiny
     }
     tokenizerSize = tokenizerJsonSize(JSON.parse(readFileSync(join(dir, "tokenizer.json"), "utf8")) as Record<string, unknown>);
   } else {
-    const t = generateByteLevelTokenizer();
+    const t = opts.tokenizer === "spm" ? generateSpmTokenizer() : generateByteLevelTokenizer();
     writeFileSync(join(dir, "tokenizer.json"), JSON.stringify(t.tokenizerJson, null, 1));
     writeFileSync(join(dir, "tokenizer_config.json"), JSON.stringify(t.tokenizerConfig, null, 1));
     tokenizerSize = t.size;
@@ -136,8 +139,8 @@ async function writeTinyModel(dir: string, opts: TinyModelOptions): Promise<Tiny
     vocab_size: vocab,
     tie_word_embeddings: opts.tieEmbeddings ?? false,
     hidden_act: "silu",
-    bos_token_id: 0,
-    eos_token_id: 0,
+    bos_token_id: opts.tokenizer === "spm" ? 1 : 0,
+    eos_token_id: opts.tokenizer === "spm" ? 2 : 0,
     torch_dtype: dtypeName,
     ...(opts.headDim !== undefined ? { head_dim: opts.headDim } : {}),
     ...(opts.ropeScaling !== undefined ? { rope_scaling: opts.ropeScaling } : {}),
@@ -150,7 +153,7 @@ async function writeTinyModel(dir: string, opts: TinyModelOptions): Promise<Tiny
 
   await writeSafetensors(join(dir, "model.safetensors"), randomTensors(cfg, opts.seed ?? 1, { ...DEFAULT_STD, ...opts.std }, opts.dtype ?? "F32"), { format: "pt" });
   return {
-    dir, cfg, config, tokenizer: useBundled ? "bundled" : "generated", tokenizerSize,
+    dir, cfg, config, tokenizer: useBundled ? "bundled" : opts.tokenizer === "spm" ? "spm" : "generated", tokenizerSize,
     cleanup: async () => { if (opts.dir === undefined) rmSync(dir, { recursive: true, force: true }); },
   };
 }
@@ -265,4 +268,88 @@ export function generateByteLevelTokenizer(): { tokenizerJson: Record<string, un
     chat_template: CHAT_TEMPLATE,
   };
   return { tokenizerJson, tokenizerConfig, size: SPECIALS.length + vocab.size };
+}
+
+const SPM_SPACE = "\u2581";
+const LLAMA2_CHAT_TEMPLATE =
+  "{{ bos_token }}{% for message in messages %}{% if message['role'] == 'user' %}{{ '[INST] ' + message['content'] + ' [/INST]' }}" +
+  "{% elif message['role'] == 'assistant' %}{{ message['content'] + eos_token }}{% else %}{{ '<<SYS>>\\n' + message['content'] + '\\n<</SYS>>\\n\\n' }}{% endif %}{% endfor %}";
+
+/**
+ * A SentencePiece-style tokenizer in Llama 2's tokenizer.json layout: `<unk>` `<s>` `</s>` at
+ * 0..2, the 256 byte-fallback tokens `<0x00>`..`<0xFF>` at 3..258, then merged pieces in merge
+ * order and the single characters; BPE with byte_fallback, the Prepend ▁ + Replace " " → ▁
+ * normalizer, a BOS post-processor. The merges are learned by plain BPE (most frequent pair,
+ * within ▁-words) from the bundled calibration text; characters seen fewer than 3 times are
+ * left out, so such text exercises the byte fallback.
+ */
+export function generateSpmTokenizer(merges = 300): { tokenizerJson: Record<string, unknown>; tokenizerConfig: Record<string, unknown>; size: number } {
+  const text = readFileSync(BUNDLED_CALIB_TEXT, "utf8").slice(0, 40_000);
+  const norm = SPM_SPACE + text.replaceAll(" ", SPM_SPACE);
+  const charCount = new Map<string, number>();
+  for (const c of norm) charCount.set(c, (charCount.get(c) ?? 0) + 1);
+  const chars = [...charCount].filter(([, n]) => n >= 3).sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : 1)).map(([c]) => c);
+  const known = new Set(chars);
+  // words: runs starting at ▁ (SentencePiece does not merge across a space)
+  const wordCount = new Map<string, number>();
+  for (const w of norm.split(new RegExp(`(?=${SPM_SPACE})`, "u"))) wordCount.set(w, (wordCount.get(w) ?? 0) + 1);
+  let words = [...wordCount].map(([w, n]) => ({ syms: [...w], n }));
+  const mergeList: string[] = [];
+  const mergedTokens: string[] = [];
+  for (let m = 0; m < merges; m++) {
+    const pairs = new Map<string, number>();
+    for (const { syms, n } of words) {
+      for (let i = 0; i + 1 < syms.length; i++) {
+        if (!known.has(syms[i]!) && [...syms[i]!].length === 1) continue;
+        if (!known.has(syms[i + 1]!) && [...syms[i + 1]!].length === 1) continue;
+        const k = `${syms[i]} ${syms[i + 1]}`;
+        pairs.set(k, (pairs.get(k) ?? 0) + n);
+      }
+    }
+    let best: string | null = null, bestN = 1;
+    for (const [k, n] of pairs) if (n > bestN || (n === bestN && best !== null && k < best)) { best = k; bestN = n; }
+    if (best === null) break;
+    const [l, r] = best.split(" ") as [string, string];
+    mergeList.push(best);
+    if (!mergedTokens.includes(l + r)) mergedTokens.push(l + r);
+    words = words.map(({ syms, n }) => {
+      const out: string[] = [];
+      for (let i = 0; i < syms.length; i++) {
+        if (i + 1 < syms.length && syms[i] === l && syms[i + 1] === r) { out.push(l + r); i++; } else out.push(syms[i]!);
+      }
+      return { syms: out, n };
+    });
+  }
+  const specials = ["<unk>", "<s>", "</s>"];
+  const vocab = new Map<string, number>();
+  for (const t of specials) vocab.set(t, vocab.size);
+  for (let b = 0; b < 256; b++) vocab.set(`<0x${b.toString(16).toUpperCase().padStart(2, "0")}>`, vocab.size);
+  for (const t of mergedTokens) if (!vocab.has(t)) vocab.set(t, vocab.size);
+  for (const c of chars) if (!vocab.has(c)) vocab.set(c, vocab.size);
+  const tokenizerJson = {
+    version: "1.0", truncation: null, padding: null,
+    added_tokens: specials.map((content, id) => ({ id, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true })),
+    normalizer: { type: "Sequence", normalizers: [{ type: "Prepend", prepend: SPM_SPACE }, { type: "Replace", pattern: { String: " " }, content: SPM_SPACE }] },
+    pre_tokenizer: null,
+    post_processor: {
+      type: "TemplateProcessing",
+      single: [{ SpecialToken: { id: "<s>", type_id: 0 } }, { Sequence: { id: "A", type_id: 0 } }],
+      pair: [{ SpecialToken: { id: "<s>", type_id: 0 } }, { Sequence: { id: "A", type_id: 0 } }, { SpecialToken: { id: "<s>", type_id: 1 } }, { Sequence: { id: "B", type_id: 1 } }],
+      special_tokens: { "<s>": { id: "<s>", ids: [1], tokens: ["<s>"] } },
+    },
+    decoder: {
+      type: "Sequence",
+      decoders: [{ type: "Replace", pattern: { String: SPM_SPACE }, content: " " }, { type: "ByteFallback" }, { type: "Fuse" }, { type: "Strip", content: " ", start: 1, stop: 0 }],
+    },
+    model: {
+      type: "BPE", dropout: null, unk_token: "<unk>", continuing_subword_prefix: null, end_of_word_suffix: null,
+      fuse_unk: true, byte_fallback: true, ignore_merges: false, vocab: Object.fromEntries(vocab), merges: mergeList,
+    },
+  };
+  const tokenizerConfig = {
+    add_bos_token: true, add_eos_token: false, bos_token: "<s>", eos_token: "</s>", unk_token: "<unk>", pad_token: null,
+    legacy: true, clean_up_tokenization_spaces: false, model_max_length: 512, tokenizer_class: "LlamaTokenizer",
+    chat_template: LLAMA2_CHAT_TEMPLATE,
+  };
+  return { tokenizerJson, tokenizerConfig, size: vocab.size };
 }
