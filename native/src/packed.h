@@ -99,6 +99,22 @@ struct PackedTileArgs {
   int nValid;
 };
 
+/**
+ * Decode (M = 1, int8 activations) over nrg consecutive row groups starting at rg0;
+ * y is the output of the first one's row 0; every row group but the last has 16
+ * valid rows, the last has lastValid.
+ */
+struct PackedSpanArgs {
+  const PackedLayout* L;
+  const uint8_t* rg0;
+  int64_t nrg;
+  const int8_t* aq;
+  const float* ad;
+  const int32_t* asum;
+  float* y;
+  int lastValid;
+};
+
 struct PackedKernels {
   const char* name;
   int mrQ4, mrQ8, mrF32, mrH16;  // activation rows per tile call: int4, int8, their exact f32 path, 16-bit
@@ -111,6 +127,9 @@ struct PackedKernels {
   void (*quantize)(const float* x, int64_t K, int64_t Kp, int64_t Ba, int8_t* q, float* d, int32_t* sum);
   /** Bandwidth probe: reads `bytes` (a multiple of 256) from each of 4 streams at once; returns a checksum. */
   uint64_t (*readStreams)(const uint8_t* const* streams, size_t bytes);
+  /** M = 1 over a span of row groups (bandwidth-shaped); null: the driver calls q4 / q8 per row group. */
+  void (*q4Span)(const PackedSpanArgs& t);
+  void (*q8Span)(const PackedSpanArgs& t);
 };
 
 const PackedKernels* packedKernelsScalar();

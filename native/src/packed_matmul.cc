@@ -8,7 +8,9 @@
 //      writes whole output lines (no false sharing; KERNELS.md §4). For each row
 //      group (a few KiB to ~100 KiB, L1/L2 resident) the tile sweeps all M rows,
 //      mr at a time: decode (M ≤ 8) reads W from DRAM once, prefill re-reads
-//      each row group from cache for every mr rows;
+//      each row group from cache for every mr rows; M = 1 with int8 activations goes
+//      to the level's span kernel (two DRAM streams per thread + prefetch), which
+//      measured ~1.25× the per-row-group tile on this Zen 3 (packed_avx2.cc);
 //   3. bias, per thread, on its own columns.
 #include <cassert>
 #include <cstring>
@@ -80,7 +82,13 @@ void matmulPacked(Runtime& rt, const float* x, const PackedWeight& w, int64_t M,
     a.L = &L;
     a.ldaf = ldx;
     a.ldy = L.N;
-    for (int64_t rg = rg0; rg < rg1; ++rg) {
+    void (*span)(const PackedSpanArgs&) = !int8Acts || M != 1 ? nullptr : L.kind == PackedKind::Q4 ? pk.q4Span : pk.q8Span;
+    if (span != nullptr && rg1 > rg0) {
+      const PackedSpanArgs s{&L, w.data + rg0 * L.rgStride, rg1 - rg0, aq, ad, asum, y + rg0 * kRowGroup,
+                             static_cast<int>(minI(kRowGroup, L.N - (rg1 - 1) * kRowGroup))};
+      span(s);
+    }
+    for (int64_t rg = span != nullptr ? rg1 : rg0; rg < rg1; ++rg) {
       a.rg = w.data + rg * L.rgStride;
       a.nValid = static_cast<int>(minI(kRowGroup, L.N - rg * kRowGroup));
       for (int64_t m0 = 0; m0 < M; m0 += mrMax) {

@@ -148,7 +148,7 @@ uint64_t readStreamsScalar(const uint8_t* const* s, size_t bytes) {
 
 constexpr PackedKernels kScalar = {
     "scalar", 4, 4, 4, 4, tileInt8Acts<false>, tileInt8Acts<true>, tileF32Acts<false>, tileF32Acts<true>, tileH16, quantizeScalar,
-    readStreamsScalar,
+    readStreamsScalar, nullptr, nullptr,
 };
 
 }  // namespace

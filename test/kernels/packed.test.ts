@@ -30,12 +30,17 @@ const Q4_CASES: Q4Case[] = [
   { N: 37, K: 300, g: 128, mins: true, perm: true, f16: false },   // act-order GPTQ with zeros, f32 scales
   { N: 16, K: 100, g: 100, mins: false, perm: true, f16: true },   // one group per row
   { N: 50, K: 256, g: 64, mins: true, perm: false, f16: true },
+  // 7 row groups (the M = 1 span kernel's two streams + a leftover), Ba = 96 (3 sub-blocks)
+  { N: 100, K: 70, g: 70, mins: false, perm: false, f16: true },
+  { N: 100, K: 96, g: 96, mins: true, perm: false, f16: true },
 ];
 
 interface Q8Case { N: number; K: number; g: number; perm: boolean; f16: boolean }
 const Q8_CASES: Q8Case[] = [
   { N: 37, K: 200, g: 32, perm: false, f16: true },   // Q8_0-like
   { N: 20, K: 300, g: 300, perm: true, f16: false },  // per-row int8 (8-bit GPTQ act-order)
+  { N: 100, K: 96, g: 96, perm: false, f16: true },   // 7 row groups, Ba = 96
+  { N: 90, K: 256, g: 64, perm: false, f16: false },  // Ba = 64, f32 scales
 ];
 
 function check(name: string, got: Float32Array, want: Float64Array, tol: Float64Array): void {
@@ -156,17 +161,22 @@ describe("packed matmul", () => {
 
   it("gives the same bits on two threads as on one", () => {
     const r = rng(99);
-    const N = 300, K = 512, M = 5;
+    const N = 2056, K = 512;  // 2·N·K ≥ the driver's serial threshold even at M = 1; 129 row groups
     const codes = Uint8Array.from({ length: N * K }, () => Math.floor(r() * 16));
     const w = nb.packQ4({ codes, scales: randScales(N * 4, r, true), mins: null, N, K, groupSize: 128, perm: null });
-    const x = randF32(M * K, r);
-    const one = nb.matmulPacked(x, w, M);
-    nb.setThreads(2);
-    try {
-      expect(nb.matmulPacked(x, w, M)).toEqual(one);
-    } finally {
-      nb.setThreads(1);
+    const w8 = nb.packQ8({ codes: Int8Array.from(codes, (c) => 16 * c - 128), scales: randScales(N * 16, r, true), N, K, groupSize: 32, perm: null });
+    for (const M of [1, 5]) {  // M = 1: each thread's span kernel over its own row groups
+      const x = randF32(M * K, r);
+      const one = [nb.matmulPacked(x, w, M), nb.matmulPacked(x, w8, M)];
+      nb.setThreads(2);
+      try {
+        expect(nb.matmulPacked(x, w, M)).toEqual(one[0]);
+        expect(nb.matmulPacked(x, w8, M)).toEqual(one[1]);
+      } finally {
+        nb.setThreads(1);
+      }
     }
+    w8.dispose();
   });
 
   it("matmulPackedAsync gives the bits of matmulPacked, and dispose() waits for it", async () => {
