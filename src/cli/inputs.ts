@@ -7,10 +7,6 @@ import { closeSync, openSync, readSync, statSync } from "node:fs";
 import { readAwqLegacyConfig } from "../load/awq-source.ts";
 import { readQuantizationConfig } from "../load/gptq-source.ts";
 import { UsageError } from "../util/errors.ts";
-import type { ModelConfig } from "../arch/config.ts";
-import { ggufTokenizerKv } from "../export/gguf-tokenizer.ts";
-import { loadTokenizer } from "../tokenizer/tokenizer.ts";
-import { join } from "node:path";
 
 /** True when `path` is a file starting with the GGUF magic (or named *.gguf). */
 export function isGgufFile(path: string): boolean {
@@ -51,7 +47,3 @@ export function refuseQuantizedInput(dir: string, raw: Record<string, unknown>, 
   });
 }
 
-/** `--format gguf`: the tokenizer must be one GGUF can hold; checked before any compute. */
-export function checkGgufTokenizer(dir: string, cfg: ModelConfig): void {
-  ggufTokenizerKv(loadTokenizer(dir, cfg.eosTokenIds), cfg.vocabSize, join(dir, "tokenizer.json"));
-}

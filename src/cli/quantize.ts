@@ -2,24 +2,24 @@
  * `quantize-llm gptq|rtn [model]`: quantize a HF model into an HF-GPTQ checkpoint,
  * with a progress bar, a per-layer report, resume, and perplexity before/after.
  */
-import { basename, join, relative, resolve } from "node:path";
+import { basename, relative, resolve } from "node:path";
 import type { Backend } from "../backend/backend.ts";
 import { selectBackend } from "../backend/select.ts";
 import { loadModel, readModelConfig } from "../load/hf-folder.ts";
-import { exportQuantizedGguf } from "../export/gguf-quant.ts";
 import { BUNDLED_CALIB_TEXT, BUNDLED_EVAL_TEXT, BUNDLED_MODEL_DIR, resolveModelArg } from "../load/paths.ts";
 import { perplexity } from "../metrics/perplexity.ts";
-import { readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { InterruptedError, quantizeModel, type PipelineEvent } from "../quantize/pipeline.ts";
 import { summarise, type LayerReport } from "../quantize/report.ts";
 import { discardFailedRun } from "../quantize/journal.ts";
+import { FORMAT_FLAGS, FORMATS, type FormatFlag } from "../quantize/formats/table.ts";
 import { GROUP_SIZES, type Method, type QuantSettings } from "../quantize/settings.ts";
 import { GPTQ_BITS } from "../pack/hf-gptq.ts";
 import { UsageError } from "../util/errors.ts";
 import { Progress } from "../util/progress.ts";
 import { readTextFile } from "../util/text-file.ts";
 import { checkOutputTarget } from "../util/output-target.ts";
-import { checkGgufTokenizer, refuseGgufInput, refuseQuantizedInput } from "./inputs.ts";
+import { refuseGgufInput, refuseQuantizedInput } from "./inputs.ts";
 import { choiceFlag, groupSizeFlag, intChoiceFlag, intFlag, onePositional, parseFlags } from "./args.ts";
 import type { Command } from "./command.ts";
 
@@ -142,19 +142,12 @@ function makeCommand(method: "rtn" | "gptq" | "awq", summary: string, extra: str
         calibText: calibText ?? "",
         ...(method === "awq" ? { duoScaling: v["no-duo-scaling"] !== true, clip: v["no-clip"] !== true, loadSearch: v["load-search"] !== undefined ? resolve(v["load-search"]) : null } : {}),
       };
-      const format = choiceFlag("format", v.format, ["hf", "gguf"] as const, "hf");
-      const stem = `${basename(modelDir)}-${fullMethod.replace("+", "-")}-w${bits}g${groupSize}`;
-      const ggufPath = format === "gguf" ? resolve(v.out ?? `${stem}.gguf`) : null;
-      if (ggufPath) {
-        checkGgufGrid(settings, ggufPath);
-        checkGgufTokenizer(modelDir, modelCfg); // a tokenizer GGUF cannot hold fails now, not after the compute
-      }
-      // GGUF: ONE work folder <out>.gguf.partial/ holds the pipeline's HF folder (hf/, its own work in
-      // hf.partial/) and the .gguf being written; only the final file is renamed out of it.
-      const ggufWork = ggufPath ? `${ggufPath}.partial` : null;
-      const outDir = ggufWork ? join(ggufWork, "hf") : resolve(v.out ?? stem);
+      const flag = choiceFlag("format", v.format, Object.keys(FORMAT_FLAGS) as FormatFlag[], "hf");
+      const format = FORMATS[FORMAT_FLAGS[flag](fullMethod, bits)];
+      const stem = `${basename(modelDir)}-${fullMethod.replace("+", "-")}-w${bits}g${groupSize}${format.kind === "file" ? `.${format.id}` : ""}`;
+      const outDir = resolve(v.out ?? stem);
       // The target, before any compute: its folder writable, an existing one of the right kind only with --overwrite.
-      checkOutputTarget(ggufPath ?? outDir, ggufPath ? "file" : "folder", { flag: "-o", overwriteFlag: "--overwrite", overwrite: v.overwrite === true });
+      checkOutputTarget(outDir, format.kind, { flag: "-o", overwriteFlag: "--overwrite", overwrite: v.overwrite === true });
 
       const ac = new AbortController();
       let firstSigint = 0;
@@ -180,7 +173,7 @@ function makeCommand(method: "rtn" | "gptq" | "awq", summary: string, extra: str
       let result;
       try {
         result = await quantizeModel({
-          modelDir, outDir, settings, backend, resume: v.resume === true, overwrite: v.overwrite === true,
+          modelDir, outDir, settings, format: format.id, backend, resume: v.resume === true, overwrite: v.overwrite === true,
           ...(v["save-search"] !== undefined ? { saveSearch: resolve(v["save-search"]) } : {}),
           maxShardBytes: intFlag("max-shard-size", v["max-shard-size"], 4096) * 2 ** 20, onEvent: log, signal: ac.signal,
         });
@@ -191,7 +184,6 @@ function makeCommand(method: "rtn" | "gptq" | "awq", summary: string, extra: str
         if (!computing) throw e; // refused up front: an earlier run's journal stays as it was
         const kept = discardFailedRun(`${outDir}.partial`, e);
         if (kept) process.stderr.write(`note: the finished blocks are kept in ${relative(process.cwd(), kept)}: fix the cause and rerun with --resume (or --overwrite to discard them)\n`);
-        else if (ggufWork) rmSync(ggufWork, { recursive: true, force: true });
         throw e;
       } finally {
         process.off("SIGINT", onSigint);
@@ -199,33 +191,20 @@ function makeCommand(method: "rtn" | "gptq" | "awq", summary: string, extra: str
       progress.done();
       process.stdout.write(layerTable(result.layers));
       const sum = summarise(result.layers);
-      let evalTarget = outDir;
-      if (ggufPath && ggufWork) {
-        let g;
-        try {
-          g = await exportQuantizedGguf(outDir, join(ggufWork, "model.gguf"), { exact: true });
-          writeFileSync(`${ggufPath}.quant-report.json`, readFileSync(join(outDir, "quant-report.json")));
-          renameSync(join(ggufWork, "model.gguf"), ggufPath);
-        } finally {
-          rmSync(ggufWork, { recursive: true, force: true });
-        }
-        evalTarget = ggufPath;
-        process.stdout.write(`\nwrote ${relative(process.cwd(), ggufPath)} (${Object.entries(g.types).map(([t, n]) => `${n} ${t}`).join(", ")}; ${g.bitsPerWeight.toFixed(2)} bits/weight; ${g.exactLayers} layers with the quantizer's own codes) in ${result.seconds.toFixed(1)} s; report: ${relative(process.cwd(), `${ggufPath}.quant-report.json`)}\n`);
-      } else {
-        process.stdout.write(`\nwrote ${relative(process.cwd(), outDir) || "."} (${result.files.join(", ")}) in ${result.seconds.toFixed(1)} s; report: ${relative(process.cwd(), join(outDir, "quant-report.json"))}\n`);
-      }
+      const what = result.summary !== "" ? result.summary : result.files.join(", ");
+      process.stdout.write(`\nwrote ${relative(process.cwd(), outDir) || "."} (${what}) in ${result.seconds.toFixed(1)} s; report: ${relative(process.cwd(), result.report)}\n`);
       if (sum.maxDamp !== null && sum.maxDamp > damp) process.stdout.write(`note: damping was raised to ${sum.maxDamp} for some layers (see the report)\n`);
 
       let before: number | null = null, after: number | null = null;
       if (v["no-eval"] !== true && evalText !== undefined) {
         const maxTokens = v["eval-max-tokens"] !== undefined ? intFlag("eval-max-tokens", v["eval-max-tokens"], 1) : undefined;
         before = await evalPpl(modelDir, evalText, backend, maxTokens);
-        after = await evalPpl(evalTarget, evalText, backend, maxTokens);
+        after = await evalPpl(outDir, evalText, backend, maxTokens);
         process.stdout.write(`perplexity (gptq protocol, ${relative(process.cwd(), evalText)}): before ${before.toFixed(4)}, after ${after.toFixed(4)} (${(((after / before) - 1) * 100).toFixed(2)}%)\n`);
       }
       if (v.json) {
         process.stdout.write(JSON.stringify({
-          outDir: ggufPath ?? outDir, method: fullMethod, bits, groupSize, sym, actOrder: settings.actOrder, seconds: result.seconds,
+          outDir, format: format.id, method: fullMethod, bits, groupSize, sym, actOrder: settings.actOrder, seconds: result.seconds,
           meanRelOutputError: sum.meanRelOutputError, maxDamp: sum.maxDamp, pplBefore: before, pplAfter: after,
           peakRssMB: Math.round(process.resourceUsage().maxRSS / 1024),
         }) + "\n");
@@ -233,19 +212,6 @@ function makeCommand(method: "rtn" | "gptq" | "awq", summary: string, extra: str
       return 0;
     },
   };
-}
-
-/** GGUF blocks the quantizer's grid maps onto exactly; checked before any compute (FORMATS.md §4). */
-function checkGgufGrid(s: QuantSettings, path: string): void {
-  const fail = (found: string): never => {
-    throw new UsageError("these settings have no exact GGUF block type", {
-      file: path, field: "--format gguf", expected: "4-bit group 32 (Q4_0 with --sym, Q4_1 with --asym or awq) or 8-bit --sym group 32 (Q8_0), contiguous groups",
-      found, hint: "use --bits 4 --group-size 32 (and drop --act-order or add --static-groups), or write an HF folder and convert it with quantize-llm export",
-    });
-  };
-  if (s.groupSize !== 32) fail(`--group-size ${s.groupSize}`);
-  if (s.bits !== 4 && !(s.bits === 8 && s.sym)) fail(`--bits ${s.bits}${s.sym ? "" : " --asym"}`);
-  if (s.actOrder && !s.staticGroups) fail("--act-order without --static-groups (non-contiguous groups)");
 }
 
 /** Perplexity (gptq protocol) of a model folder or .gguf on a text file (also used by `int8`). */

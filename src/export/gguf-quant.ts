@@ -79,7 +79,8 @@ export interface GgufQuantExportResult {
   warnings: string[];
 }
 
-interface QuantSource {
+/** Where the quantized linears come from: a checkpoint's packed tensors, or the quantizer's own results. */
+export interface QuantSource {
   kind: "gptq" | "awq";
   /** Layer base name of a quantized `<base>.weight`, or null. */
   baseOf(name: string): string | null;
@@ -193,87 +194,112 @@ function relRms(a: Float32Array, b: Float32Array): number {
 
 export async function exportQuantizedGguf(dir: string, outFile: string, opts: GgufQuantExportOptions): Promise<GgufQuantExportResult> {
   const cfg = readModelConfig(dir);
+  const ckpt = await openCheckpoint(dir);
+  try {
+    return await writeQuantizedGguf({ cfg, tokenizerDir: dir, name: basename(resolve(dir)), tensors: ckpt, quant: () => quantSource(dir, cfg, ckpt), where: dir }, outFile, opts);
+  } finally {
+    await ckpt.close();
+  }
+}
+
+/** The inputs of a quantized GGUF: a model's config, tokenizer, unquantized tensors and quantized linears. */
+export interface GgufQuantInput {
+  cfg: ModelConfig;
+  /** Folder holding tokenizer.json (+ tokenizer_config.json). */
+  tokenizerDir: string;
+  /** general.name unless `opts.name` is given. */
+  name: string;
+  /** Tensors by HF name (norms, embeddings, lm_head, biases, and the linears of a plain source). */
+  tensors: Pick<Checkpoint, "has" | "readF32Sync">;
+  /** The quantized linears, or null for a plain source (called after the tokenizer is checked). */
+  quant: () => QuantSource | null;
+  /** For messages: the folder or run the tensors come from. */
+  where: string;
+}
+
+/**
+ * Write a GGUF from `input` (exportQuantizedGguf for a folder; the quantizer's GGUF output
+ * format for its own codes): every tensor's type is decided before any byte is written.
+ */
+export async function writeQuantizedGguf(input: GgufQuantInput, outFile: string, opts: GgufQuantExportOptions): Promise<GgufQuantExportResult> {
+  const { cfg, tensors: ckpt } = input;
+  const dir = input.where;
   const warnings = [...cfg.warnings];
   if (opts.type !== undefined && !(GGUF_QUANT_TYPES as readonly string[]).includes(opts.type)) {
     throw new UsageError("unsupported GGUF export type", { field: "--type", expected: GGUF_QUANT_TYPES.join(" | "), found: JSON.stringify(opts.type) });
   }
-  const tok = loadTokenizer(dir, cfg.eosTokenIds);
-  const tokMeta = ggufTokenizerKv(tok, cfg.vocabSize, resolve(dir, "tokenizer.json"));
+  const tok = loadTokenizer(input.tokenizerDir, cfg.eosTokenIds);
+  const tokMeta = ggufTokenizerKv(tok, cfg.vocabSize, resolve(input.tokenizerDir, "tokenizer.json"));
   warnings.push(...tokMeta.warnings);
   const plan = ggufTensorPlan(cfg, "f16");
-  const ckpt = await openCheckpoint(dir);
-  try {
-    const src = quantSource(dir, cfg, ckpt);
-    if (src !== null && opts.type !== undefined) {
-      throw new UsageError("--type applies to plain (unquantized) model folders", {
-        file: dir, field: "--type", expected: "no --type for a quantized folder", found: `${opts.type} with a ${src.describe} checkpoint`,
-        hint: "the grid of a GPTQ/AWQ checkpoint decides the GGUF type; use --requant-type to force one",
-      });
-    }
-    // Unpack quantized layers up front (small: codes are bytes) so every type is decided before writing.
-    const qls = new Map<string, QuantizedLinear>();
-    if (src !== null) for (const p of plan) { const b = p.hf !== null ? src.baseOf(p.hf) : null; if (b !== null) qls.set(b, src.read(b)); }
-    const typed = planTypes(cfg, plan, src, qls, opts, warnings);
-    for (const t of typed) {
-      if (t.p.hf !== null && t.qbase === null && !ckpt.has(t.p.hf)) {
-        throw new FormatError(`missing tensor "${t.p.hf}"`, { file: dir, field: t.p.hf, expected: `a tensor of shape [${t.p.shape.join(", ")}]`, found: "no such tensor" });
-      }
-    }
-    const ftype: GgufQuantType = opts.type ?? (src === null ? "f16" : majorityType(typed));
-    const kvs: [string, GgufValue][] = ggufModelKv(cfg, "f16", opts.name ?? basename(resolve(dir)));
-    const ft = kvs.find(([k]) => k === "general.file_type");
-    if (ft !== undefined) ft[1] = kv.u32(FILE_TYPE[ftype]);
-    kvs.push(...tokMeta.kvs);
-
-    const w = await GgufWriter.create(outFile, kvs, typed.map((t) => ({ name: t.p.gguf, dims: [...t.p.shape].reverse(), type: t.store })),
-      opts.alignment !== undefined ? { alignment: opts.alignment } : {});
-    let exactLayers = 0, requantizedLayers = 0, maxMRoundingError = 0, params = 0;
-    const types: Record<string, number> = {};
-    try {
-      for (const [i, t] of typed.entries()) {
-        const { p } = t;
-        const K = p.shape[p.shape.length - 1]!;
-        params += p.shape.reduce((x, y) => x * y, 1);
-        types[t.store] = (types[t.store] ?? 0) + 1;
-        let bytes: Uint8Array;
-        if (t.qbase !== null) {
-          let q = qls.get(t.qbase)!;
-          if (t.exact) {
-            if (p.permuteHeads !== undefined) q = permuteQuantized(q, p.permuteHeads);
-            const r = packGridBlocks(q);
-            bytes = r.bytes;
-            maxMRoundingError = Math.max(maxMRoundingError, r.maxAbsError);
-            exactLayers++;
-          } else {
-            let x = dequantize(q);
-            if (p.permuteHeads !== undefined) x = permuteQK(x, p.permuteHeads, K);
-            bytes = encode(t.store, x, K);
-            const back = t.store === "F32" || t.store === "F16" ? x : dequantizeBlocks(GGML_BLOCK_TYPES[t.store], bytes, x.length);
-            const fit = exactBlockType(q);
-            warnings.push(`${t.qbase}: ${"problem" in fit ? fit.problem : "--requant-type given"} → re-quantized to ${t.store}, relative RMS error vs the checkpoint's weights ${relRms(back, x).toExponential(3)}`);
-            requantizedLayers++;
-          }
-        } else {
-          let x = p.hf === null ? llama3RopeFactors(cfg) : ckpt.readF32Sync(p.hf);
-          if (p.permuteHeads !== undefined) x = permuteQK(x, p.permuteHeads, p.shape.length === 2 ? K : 1);
-          bytes = encode(t.store, x, K);
-        }
-        await w.writeTensor(p.gguf, bytes);
-        opts.onTensor?.(i + 1, typed.length, p.gguf);
-      }
-      await w.finish();
-    } catch (err) {
-      await w.abort();
-      throw err;
-    }
-    if (maxMRoundingError > 0) warnings.push(`Q4_1: rounding m = −s·z to f16 changes weights by at most ${maxMRoundingError.toExponential(3)}`);
-    return {
-      path: resolve(outFile), bytes: w.totalBytes, tensorCount: typed.length, source: src?.kind ?? "hf", types,
-      exactLayers, requantizedLayers, maxMRoundingError, bitsPerWeight: ((w.totalBytes - w.dataStart) * 8) / params, warnings,
-    };
-  } finally {
-    await ckpt.close();
+  const src = input.quant();
+  if (src !== null && opts.type !== undefined) {
+    throw new UsageError("--type applies to plain (unquantized) model folders", {
+      file: dir, field: "--type", expected: "no --type for a quantized folder", found: `${opts.type} with a ${src.describe} checkpoint`,
+      hint: "the grid of a GPTQ/AWQ checkpoint decides the GGUF type; use --requant-type to force one",
+    });
   }
+  // Unpack quantized layers up front (small: codes are bytes) so every type is decided before writing.
+  const qls = new Map<string, QuantizedLinear>();
+  if (src !== null) for (const p of plan) { const b = p.hf !== null ? src.baseOf(p.hf) : null; if (b !== null) qls.set(b, src.read(b)); }
+  const typed = planTypes(cfg, plan, src, qls, opts, warnings);
+  for (const t of typed) {
+    if (t.p.hf !== null && t.qbase === null && !ckpt.has(t.p.hf)) {
+      throw new FormatError(`missing tensor "${t.p.hf}"`, { file: dir, field: t.p.hf, expected: `a tensor of shape [${t.p.shape.join(", ")}]`, found: "no such tensor" });
+    }
+  }
+  const ftype: GgufQuantType = opts.type ?? (src === null ? "f16" : majorityType(typed));
+  const kvs: [string, GgufValue][] = ggufModelKv(cfg, "f16", opts.name ?? input.name);
+  const ft = kvs.find(([k]) => k === "general.file_type");
+  if (ft !== undefined) ft[1] = kv.u32(FILE_TYPE[ftype]);
+  kvs.push(...tokMeta.kvs);
+
+  const w = await GgufWriter.create(outFile, kvs, typed.map((t) => ({ name: t.p.gguf, dims: [...t.p.shape].reverse(), type: t.store })),
+    opts.alignment !== undefined ? { alignment: opts.alignment } : {});
+  let exactLayers = 0, requantizedLayers = 0, maxMRoundingError = 0, params = 0;
+  const types: Record<string, number> = {};
+  try {
+    for (const [i, t] of typed.entries()) {
+      const { p } = t;
+      const K = p.shape[p.shape.length - 1]!;
+      params += p.shape.reduce((x, y) => x * y, 1);
+      types[t.store] = (types[t.store] ?? 0) + 1;
+      let bytes: Uint8Array;
+      if (t.qbase !== null) {
+        let q = qls.get(t.qbase)!;
+        if (t.exact) {
+          if (p.permuteHeads !== undefined) q = permuteQuantized(q, p.permuteHeads);
+          const r = packGridBlocks(q);
+          bytes = r.bytes;
+          maxMRoundingError = Math.max(maxMRoundingError, r.maxAbsError);
+          exactLayers++;
+        } else {
+          let x = dequantize(q);
+          if (p.permuteHeads !== undefined) x = permuteQK(x, p.permuteHeads, K);
+          bytes = encode(t.store, x, K);
+          const back = t.store === "F32" || t.store === "F16" ? x : dequantizeBlocks(GGML_BLOCK_TYPES[t.store], bytes, x.length);
+          const fit = exactBlockType(q);
+          warnings.push(`${t.qbase}: ${"problem" in fit ? fit.problem : "--requant-type given"} → re-quantized to ${t.store}, relative RMS error vs the checkpoint's weights ${relRms(back, x).toExponential(3)}`);
+          requantizedLayers++;
+        }
+      } else {
+        let x = p.hf === null ? llama3RopeFactors(cfg) : ckpt.readF32Sync(p.hf);
+        if (p.permuteHeads !== undefined) x = permuteQK(x, p.permuteHeads, p.shape.length === 2 ? K : 1);
+        bytes = encode(t.store, x, K);
+      }
+      await w.writeTensor(p.gguf, bytes);
+      opts.onTensor?.(i + 1, typed.length, p.gguf);
+    }
+    await w.finish();
+  } catch (err) {
+    await w.abort();
+    throw err;
+  }
+  if (maxMRoundingError > 0) warnings.push(`Q4_1: rounding m = −s·z to f16 changes weights by at most ${maxMRoundingError.toExponential(3)}`);
+  return {
+    path: resolve(outFile), bytes: w.totalBytes, tensorCount: typed.length, source: src?.kind ?? "hf", types,
+    exactLayers, requantizedLayers, maxMRoundingError, bitsPerWeight: ((w.totalBytes - w.dataStart) * 8) / params, warnings,
+  };
 }
 
 /** general.file_type of a quantized-source export: the type of most block linears. */

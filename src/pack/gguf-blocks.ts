@@ -1,7 +1,8 @@
 /**
  * ggml block quantization formats (FORMATS.md §4 "Block layouts"; ggml/src/ggml-common.h
- * for the structs, ggml/src/ggml-quants.c for the reference quantizers). One traits table,
- * `GGML_BLOCK_TYPES`, with per type: block size, bytes per block, `quantizeRow` (the
+ * for the structs, ggml/src/ggml-quants.c for the reference quantizers). One codec table,
+ * `GGML_BLOCK_TYPES`, with per type: block size and bytes per block (from ggml-types.ts,
+ * the one table of ggml types), `quantizeRow` (the
  * reference quantizer `quantize_row_<t>_ref`, which IS the specification: reproduced
  * bit-exactly, f32 arithmetic emulated with Math.fround) and `dequantizeRow`
  * (`dequantize_row_<t>`).
@@ -17,7 +18,8 @@
 import type { QuantizedLinear } from "../tensor/quantized.ts";
 import { f16ToF32, f32ToF16 } from "../tensor/dtype.ts";
 import { invariant, UsageError } from "../util/errors.ts";
-import { dequantizeRowQ4K, dequantizeRowQ6K, quantizeRowQ4K, quantizeRowQ6K, QK_K } from "./gguf-kquants.ts";
+import { findGgmlType } from "./ggml-types.ts";
+import { dequantizeRowQ4K, dequantizeRowQ6K, quantizeRowQ4K, quantizeRowQ6K } from "./gguf-kquants.ts";
 
 const F = Math.fround;
 
@@ -150,12 +152,20 @@ export function dequantizeRowQ8_0(src: Uint8Array, y: Float32Array): void {
 
 // ---------------------------------------------------------------- traits table (DATA)
 
+/** A codec entry: sizes from the one ggml type table, functions from this file. */
+function codec(name: GgmlBlockTypeName, quantizeRow: GgmlBlockType["quantizeRow"], dequantizeRow: GgmlBlockType["dequantizeRow"]): GgmlBlockType {
+  const t = findGgmlType(name);
+  invariant(t !== undefined, `${name} is missing from GGML_TYPES`);
+  return { name, id: t.id, blockSize: t.blockSize, bytesPerBlock: t.bytesPerBlock, quantizeRow, dequantizeRow };
+}
+
+/** The ggml types we can encode and decode (the rest of GGML_TYPES is only read or written as bytes). */
 export const GGML_BLOCK_TYPES: Readonly<Record<GgmlBlockTypeName, GgmlBlockType>> = {
-  Q4_0: { name: "Q4_0", id: 2, blockSize: 32, bytesPerBlock: 18, quantizeRow: quantizeRowQ4_0, dequantizeRow: dequantizeRowQ4_0 },
-  Q4_1: { name: "Q4_1", id: 3, blockSize: 32, bytesPerBlock: 20, quantizeRow: quantizeRowQ4_1, dequantizeRow: dequantizeRowQ4_1 },
-  Q8_0: { name: "Q8_0", id: 8, blockSize: 32, bytesPerBlock: 34, quantizeRow: quantizeRowQ8_0, dequantizeRow: dequantizeRowQ8_0 },
-  Q4_K: { name: "Q4_K", id: 12, blockSize: QK_K, bytesPerBlock: 144, quantizeRow: quantizeRowQ4K, dequantizeRow: dequantizeRowQ4K },
-  Q6_K: { name: "Q6_K", id: 14, blockSize: QK_K, bytesPerBlock: 210, quantizeRow: quantizeRowQ6K, dequantizeRow: dequantizeRowQ6K },
+  Q4_0: codec("Q4_0", quantizeRowQ4_0, dequantizeRowQ4_0),
+  Q4_1: codec("Q4_1", quantizeRowQ4_1, dequantizeRowQ4_1),
+  Q8_0: codec("Q8_0", quantizeRowQ8_0, dequantizeRowQ8_0),
+  Q4_K: codec("Q4_K", quantizeRowQ4K, dequantizeRowQ4K),
+  Q6_K: codec("Q6_K", quantizeRowQ6K, dequantizeRowQ6K),
 };
 
 export function findBlockType(name: string): GgmlBlockType | undefined {

@@ -32,7 +32,7 @@ import { QuantizeLlmError, UsageError } from "../util/errors.ts";
 import { calibrationWindows } from "./calibrate.ts";
 import { quantizeInt8Rows } from "../methods/int8.ts";
 import { OutlierCounter, type OutlierReport } from "../methods/int8-outliers.ts";
-import { VERSION } from "./output.ts";
+import { VERSION } from "./formats/hf-folder.ts";
 
 export interface Int8Settings {
   /** llm_int8_threshold: run-time outlier threshold (0 = plain dynamic int8). */

@@ -26,7 +26,6 @@ import { blockForward, type BlockContext, type LayerCache } from "../nn/block.ts
 import { RopeTable } from "../nn/rope.ts";
 import { loadBlock, loadEmbedding, type BlockWeights } from "../nn/weights.ts";
 import { awqQuantizeLinear } from "../methods/awq-grid.ts";
-import { unpackGptq } from "../pack/hf-gptq.ts";
 import { loadTokenizer } from "../tokenizer/tokenizer.ts";
 import { QuantizeLlmError, UsageError } from "../util/errors.ts";
 import { awqSearchBlock } from "../methods/awq.ts";
@@ -36,13 +35,14 @@ import { checkAwqSearchFits, readAwqSearch, writeAwqSearch, type AwqSearchSettin
 import { calibrationWindows } from "./calibrate.ts";
 import { gptqQuantizeLinearFast, HessianAccumulatorF32 } from "../methods/gptq-fast.ts";
 import { checkResumable, JOURNAL_MAGIC, JOURNAL_VERSION, readJournal, writeJournal, type Journal } from "./journal.ts";
-import { blockTensors, writeFinalFolder } from "./output.ts";
+import type { FormatId } from "./formats/format.ts";
+import { FORMAT_FLAGS, FORMATS } from "./formats/table.ts";
 import { relOutputError, relWeightError, type LayerReport } from "./report.ts";
 import { rtnQuantizeLinear } from "../methods/rtn.ts";
 import { usesAwq, validateSettings, type QuantSettings } from "./settings.ts";
 import { dequantize, type QuantizedLinear } from "../tensor/quantized.ts";
 
-export { VERSION } from "./output.ts";
+export { VERSION } from "./formats/hf-folder.ts";
 
 export type PipelineEvent =
   | { type: "calibrated"; samples: number; seqlen: number }
@@ -54,8 +54,11 @@ export type PipelineEvent =
 
 export interface QuantizeJob {
   modelDir: string;
+  /** The output folder, or file for a file format (GGUF). */
   outDir: string;
   settings: QuantSettings;
+  /** Output format (formats/table.ts); default: the HF folder natural to the method (`--format hf`). */
+  format?: FormatId;
   backend: Backend;
   /** Continue an interrupted run from its journal. */
   resume?: boolean;
@@ -72,9 +75,14 @@ export interface QuantizeJob {
 
 export interface QuantizeResult {
   outDir: string;
+  format: FormatId;
   layers: LayerReport[];
   seconds: number;
   files: string[];
+  /** The per-layer report file. */
+  report: string;
+  /** The format's one-line description of what it wrote (may be empty). */
+  summary: string;
 }
 
 export class InterruptedError extends QuantizeLlmError {
@@ -111,17 +119,19 @@ export async function quantizeModel(job: QuantizeJob): Promise<QuantizeResult> {
   const modelDir = resolve(job.modelDir);
   const outDir = resolve(job.outDir);
   const cfg = readModelConfig(modelDir);
+  const format = FORMATS[job.format ?? FORMAT_FLAGS.hf(s.method, s.bits)];
   validateSettings(cfg, s, modelDir);
+  format.check(s, cfg, modelDir, outDir);
   const loaded = usesAwq(s.method) && s.loadSearch ? readAwqSearch(s.loadSearch) : null;
   const searchSettings = usesAwq(s.method) ? awqSettings(s) : null;
   if (loaded) checkAwqSearchFits(cfg, loaded, searchSettings!, s.loadSearch!);
   if (existsSync(outDir) && !job.overwrite) {
-    throw new UsageError("output folder already exists", { file: outDir, hint: "choose another -o, or pass --overwrite" });
+    throw new UsageError(`output ${format.kind} already exists`, { file: outDir, hint: "choose another -o, or pass --overwrite" });
   }
   const work = `${outDir}.partial`;
   const journalPath = join(work, "journal.json");
   const searchPath = join(work, "awq-search.json");
-  const settingsKey = JSON.stringify(s);
+  const settingsKey = JSON.stringify({ ...s, output: format.id });
   let journal: Journal | null = readJournal(journalPath);
   if (journal && !job.resume) {
     // --overwrite discards an interrupted run (issue 10); otherwise say both ways out
@@ -221,14 +231,7 @@ export async function quantizeModel(job: QuantizeJob): Promise<QuantizeResult> {
         if (needsCalibration(s) && !nextX) {
           const f = await openSafetensors(join(work, done.file));
           try {
-            for (const spec of cfg.arch.linears) {
-              const l = w.linears[spec.name];
-              const base = `${cfg.arch.blockPrefix(b)}.${spec.hf}`;
-              l.weight = dequantize(unpackGptq({
-                qweight: int32(f.readRawSync(`${base}.qweight`)), qzeros: int32(f.readRawSync(`${base}.qzeros`)),
-                scales: new Uint16Array(f.readRawSync(`${base}.scales`).slice().buffer), gIdx: int32(f.readRawSync(`${base}.g_idx`)),
-              }, { N: l.N, K: l.K, bits: s.bits, groupSize: s.groupSize, sym: s.sym, format: s.format, name: base, file: done.file }));
-            }
+            for (const spec of cfg.arch.linears) w.linears[spec.name].weight = dequantize(format.readLinear(f, cfg, s, b, spec, done.file));
           } finally { await f.close(); }
           nextX = runBlock(b, w);
         }
@@ -292,7 +295,7 @@ export async function quantizeModel(job: QuantizeJob): Promise<QuantizeResult> {
       }
       await checkAbort();
       const file = `block-${String(b).padStart(4, "0")}.safetensors`;
-      await writeSafetensors(join(work, file), blockTensors(cfg, s, b, w, results));
+      await writeSafetensors(join(work, file), format.blockTensors(cfg, s, b, w, results));
       const seconds = (performance.now() - tb) / 1000;
       journal.blocks.push({ index: b, file, layers: blockLayers, seconds });
       await writeJournal(journalPath, journal);
@@ -302,7 +305,7 @@ export async function quantizeModel(job: QuantizeJob): Promise<QuantizeResult> {
       job.onEvent?.({ type: "block-done", block: b, blocks: cfg.numLayers, seconds, resumed: false });
     }
 
-    // --- assemble the final folder, then rename it into place ---
+    // --- assemble the final output (the format's finish), then rename it into place ---
     job.onEvent?.({ type: "finalize" });
     const final = join(work, "final");
     rmSync(final, { recursive: true, force: true });
@@ -310,15 +313,16 @@ export async function quantizeModel(job: QuantizeJob): Promise<QuantizeResult> {
     const blockFiles: SafetensorsFile[] = [];
     try {
       for (const jb of ordered) blockFiles.push(await openSafetensors(join(work, jb.file)));
-      const files = await writeFinalFolder({
-        dir: final, cfg, s, modelDir, ckpt, blockFiles, maxShardBytes: job.maxShardBytes ?? 4 * 2 ** 30,
+      const done = await format.finish({
+        path: final, out: outDir, cfg, s, modelDir, ckpt, blockFiles, maxShardBytes: job.maxShardBytes ?? 4 * 2 ** 30,
         layers, seconds: (performance.now() - t0) / 1000,
       });
       if (job.saveSearch && usesAwq(s.method)) copyFileSync(searchPath, resolve(job.saveSearch));
       if (existsSync(outDir)) rmSync(outDir, { recursive: true, force: true });
       renameSync(final, outDir);
       rmSync(work, { recursive: true, force: true });
-      return { outDir, layers, seconds: (performance.now() - t0) / 1000, files };
+      const report = format.kind === "folder" ? join(outDir, done.report) : done.report;
+      return { outDir, format: format.id, layers, seconds: (performance.now() - t0) / 1000, files: done.files, report, summary: done.summary };
     } finally {
       await Promise.all(blockFiles.map((f) => f.close()));
     }

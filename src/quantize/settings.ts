@@ -1,23 +1,15 @@
 /**
  * Quantization settings and their validation, done BEFORE any compute: a bad
- * bits/group combination or an unpackable shape fails in milliseconds, not after
- * an hour of calibration.
+ * bits/group combination fails in milliseconds, not after an hour of calibration.
+ * What an output format adds (packable shapes, v1 zero points, ggml blocks) is checked
+ * by its entry in formats/ (`Format.check`), right after these.
  */
 import type { ModelConfig } from "../arch/config.ts";
 import { linearShapes } from "../arch/shapes.ts";
-import { GPTQ_BITS, gptqShapeProblem, type GptqCheckpointFormat } from "../pack/hf-gptq.ts";
-import { awqGemmShapeProblem } from "../pack/awq-gemm.ts";
+import { GPTQ_BITS, type GptqCheckpointFormat } from "../pack/hf-gptq.ts";
 import { UsageError } from "../util/errors.ts";
 
 export type Method = "rtn" | "gptq" | "awq" | "awq+gptq";
-
-/**
- * Output checkpoint format: AWQ alone at 4 bits writes AutoAWQ GEMM (its only width);
- * everything else, AWQ at 2/3/8 bits included, writes HF-GPTQ (asymmetric AWQ grids as gptq_v2).
- */
-export function outputFormat(m: Method, bits: number): "hf-gptq" | "awq-gemm" {
-  return m === "awq" && bits === 4 ? "awq-gemm" : "hf-gptq";
-}
 
 export function usesAwq(m: Method): boolean {
   return m === "awq" || m === "awq+gptq";
@@ -66,18 +58,12 @@ export function validateSettings(cfg: ModelConfig, s: QuantSettings, modelDir: s
   if (!(Number.isInteger(s.blockSize) && s.blockSize >= 1)) {
     throw new UsageError("invalid block size", { field: "--block-size", expected: "a positive integer (128)", found: String(s.blockSize) });
   }
-  if (s.format === "gptq" && !s.sym && outputFormat(s.method, s.bits) === "hf-gptq") {
-    throw new UsageError("asymmetric quantization cannot be written as GPTQ v1", {
-      field: "--checkpoint-format", expected: "gptq_v2 with --asym", found: "gptq (v1)",
-      hint: "v1 stores zero − 1, which wraps for a zero point of 0; use --checkpoint-format gptq_v2 (the default for --asym) or --sym",
-    });
-  }
   if (s.calibSeqlen > cfg.maxPositionEmbeddings) {
     throw new UsageError("calibration windows longer than the model's context", {
       field: "--calib-seqlen", expected: `≤ ${cfg.maxPositionEmbeddings}`, found: String(s.calibSeqlen),
     });
   }
-  for (const [name, [N, K]] of Object.entries(linearShapes(cfg))) {
+  for (const [name, [, K]] of Object.entries(linearShapes(cfg))) {
     if (s.groupSize !== -1 && K % s.groupSize !== 0) {
       throw new UsageError(`group size does not divide the input dimension of ${name}_proj`, {
         file: `${modelDir}/config.json`, field: "--group-size",
@@ -85,35 +71,5 @@ export function validateSettings(cfg: ModelConfig, s: QuantSettings, modelDir: s
         hint: `try --group-size ${[128, 64, 32].find((g) => K % g === 0) ?? -1}`,
       });
     }
-    if (outputFormat(s.method, s.bits) === "awq-gemm") {
-      const problem = awqGemmShapeProblem(N, K, s.bits, s.groupSize);
-      if (problem) throw new UsageError(`${name}_proj cannot be stored as AutoAWQ GEMM`, { field: "--bits/--group-size", found: problem, hint: "AWQ GEMM is 4-bit with a group size dividing in_features; use --then gptq for other widths" });
-    } else {
-      const problem = gptqShapeProblem(N, K, s.bits);
-      if (problem) throw new UsageError(`${name}_proj cannot be stored as HF-GPTQ`, { field: "--bits", found: problem });
-    }
   }
-}
-
-/** AutoAWQ's `quantization_config` (FORMATS.md §3). */
-export function awqQuantizationConfig(s: QuantSettings): Record<string, unknown> {
-  return { quant_method: "awq", bits: s.bits, group_size: s.groupSize, zero_point: true, version: "gemm", modules_to_not_convert: null };
-}
-
-/** The `quantization_config` dict (FORMATS.md §2), written to config.json and quantize_config.json. */
-export function gptqQuantizationConfig(s: QuantSettings, version: string): Record<string, unknown> {
-  return {
-    quant_method: "gptq",
-    bits: s.bits,
-    group_size: s.groupSize,
-    desc_act: s.actOrder,
-    sym: s.sym,
-    true_sequential: s.trueSequential,
-    static_groups: s.staticGroups,
-    damp_percent: s.damp,
-    checkpoint_format: s.format,
-    format: s.format,
-    lm_head: false,
-    meta: { quantizer: [`quantize-llm:${version}`], method: s.method },
-  };
 }

@@ -8,7 +8,7 @@ import { dirname, join, relative, resolve } from "node:path";
 import { describe, expect, test } from "vitest";
 
 /** Bottom up; README states the same order. */
-const ROOMS = ["util", "arch", "tensor", "tokenizer", "pack", "io", "backend", "nn", "metrics", "load", "generate", "serve", "methods", "quantize", "export", "cli"];
+const ROOMS = ["util", "arch", "tensor", "tokenizer", "pack", "io", "backend", "nn", "metrics", "load", "export", "generate", "serve", "methods", "quantize", "cli"];
 const SRC = resolve(import.meta.dirname, "../../src");
 
 function files(d: string): string[] {

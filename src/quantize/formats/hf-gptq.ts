@@ -1,0 +1,71 @@
+/**
+ * HF-GPTQ folder (FORMATS.md §2): qweight/qzeros/scales/g_idx per linear, any of 2/3/4/8
+ * bits, act-order included; checkpoint_format "gptq" (v1, stores zero − 1) or "gptq_v2".
+ */
+import { linearShapes } from "../../arch/shapes.ts";
+import { GPTQ_BITS, gptqShapeProblem, packGptq, unpackGptq } from "../../pack/hf-gptq.ts";
+import { UsageError } from "../../util/errors.ts";
+import type { QuantSettings } from "../settings.ts";
+import type { Format } from "./format.ts";
+import { bytesOf, hfBlockTensors, int32Of, VERSION, writeHfFolder } from "./hf-folder.ts";
+
+/** The `quantization_config` dict (FORMATS.md §2), written to config.json and quantize_config.json. */
+export function gptqQuantizationConfig(s: QuantSettings, version: string): Record<string, unknown> {
+  return {
+    quant_method: "gptq",
+    bits: s.bits,
+    group_size: s.groupSize,
+    desc_act: s.actOrder,
+    sym: s.sym,
+    true_sequential: s.trueSequential,
+    static_groups: s.staticGroups,
+    damp_percent: s.damp,
+    checkpoint_format: s.format,
+    format: s.format,
+    lm_head: false,
+    meta: { quantizer: [`quantize-llm:${version}`], method: s.method },
+  };
+}
+
+export const hfGptqFormat: Format = {
+  id: "hf-gptq",
+  title: "HF-GPTQ folder",
+  kind: "folder",
+  check(s, cfg) {
+    if (s.format === "gptq" && !s.sym) {
+      throw new UsageError("asymmetric quantization cannot be written as GPTQ v1", {
+        field: "--checkpoint-format", expected: "gptq_v2 with --asym", found: "gptq (v1)",
+        hint: "v1 stores zero − 1, which wraps for a zero point of 0; use --checkpoint-format gptq_v2 (the default for --asym) or --sym",
+      });
+    }
+    for (const [name, [N, K]] of Object.entries(linearShapes(cfg))) {
+      const problem = gptqShapeProblem(N, K, s.bits);
+      if (problem) throw new UsageError(`${name}_proj cannot be stored as HF-GPTQ`, { field: "--bits", expected: `one of ${GPTQ_BITS.join(", ")} with packable shapes`, found: problem });
+    }
+  },
+  blockTensors(cfg, s, b, w, q) {
+    return hfBlockTensors(cfg, b, w, q, (base, ql) => {
+      const t = packGptq(ql, s.format); // qweight [K·b/32, N], qzeros [G, N·b/32], scales [G, N], g_idx [K]
+      const G = t.scales.length / ql.N;
+      return [
+        { name: `${base}.qweight`, dtype: "I32", shape: [(ql.K * s.bits) / 32, ql.N], data: bytesOf(t.qweight) },
+        { name: `${base}.qzeros`, dtype: "I32", shape: [G, (ql.N * s.bits) / 32], data: bytesOf(t.qzeros) },
+        { name: `${base}.scales`, dtype: "F16", shape: [G, ql.N], data: bytesOf(t.scales) },
+        { name: `${base}.g_idx`, dtype: "I32", shape: [ql.K], data: bytesOf(t.gIdx) },
+      ];
+    });
+  },
+  readLinear(f, cfg, s, b, spec, file) {
+    const base = `${cfg.arch.blockPrefix(b)}.${spec.hf}`;
+    const [N, K] = linearShapes(cfg)[spec.name];
+    return unpackGptq({
+      qweight: int32Of(f.readRawSync(`${base}.qweight`)), qzeros: int32Of(f.readRawSync(`${base}.qzeros`)),
+      scales: new Uint16Array(f.readRawSync(`${base}.scales`).slice().buffer), gIdx: int32Of(f.readRawSync(`${base}.g_idx`)),
+    }, { N, K, bits: s.bits, groupSize: s.groupSize, sym: s.sym, format: s.format, name: base, file });
+  },
+  async finish(o) {
+    const qc = gptqQuantizationConfig(o.s, VERSION);
+    const files = await writeHfFolder(o, { "config.json": { ...o.cfg.raw, quantization_config: qc }, "quantize_config.json": qc });
+    return { files, report: "quant-report.json", summary: "" };
+  },
+};
