@@ -11,12 +11,12 @@
  * model's torch_dtype, biases to f16), which keeps the file identical to the former
  * "HF folder, then export" route.
  */
-import { basename, join } from "node:path";
+import { renameSync, writeFileSync } from "node:fs";
+import { basename, dirname, join } from "node:path";
 import type { ModelConfig } from "../../arch/config.ts";
 import { linearShapes } from "../../arch/shapes.ts";
 import { writeQuantizedGguf, type QuantSource } from "../../export/gguf-quant.ts";
 import { ggufTokenizerKv } from "../../export/gguf-tokenizer.ts";
-import { writeFileAtomic } from "../../io/atomic.ts";
 import type { Checkpoint } from "../../io/checkpoint.ts";
 import type { SafetensorsFile, TensorSource as WriteSource } from "../../io/safetensors.ts";
 import { fromF32, toF32, type DType } from "../../tensor/dtype.ts";
@@ -125,8 +125,11 @@ export const ggufFormat: Format = {
     const g = await writeQuantizedGguf({
       cfg, tokenizerDir: o.modelDir, name: `${basename(o.out)}.hf`, tensors: runTensors(cfg, o.ckpt, o.blockFiles), quant: () => quant, where: o.modelDir,
     }, o.path, { exact: true });
+    // The report is written inside the work folder and renamed next to the output: only final names appear there.
     const report = `${o.out}.quant-report.json`;
-    await writeFileAtomic(report, reportJson(o));
+    const draft = join(dirname(o.path), "quant-report.json");
+    writeFileSync(draft, reportJson(o));
+    renameSync(draft, report);
     const summary = `${Object.entries(g.types).map(([t, n]) => `${n} ${t}`).join(", ")}; ${g.bitsPerWeight.toFixed(2)} bits/weight; ${g.exactLayers} layers with the quantizer's own codes`;
     return { files: [basename(o.out)], report, summary };
   },
