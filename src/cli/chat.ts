@@ -2,7 +2,8 @@
 import { selectBackend } from "../backend/select.ts";
 import { Conversation, endOfTurnIds, type TurnOptions } from "../generate/conversation.ts";
 import { generate, Session, type GenerateResult } from "../generate/engine.ts";
-import { kernelPath, runFigures, speedLine } from "../generate/report.ts";
+import { runFigures, speedLine } from "../generate/report.ts";
+import { describeKernelPath } from "../load/kernel-path.ts";
 import { loadModel } from "../load/hf-folder.ts";
 import { resolveModelArg } from "../load/paths.ts";
 import { UsageError } from "../util/errors.ts";
@@ -56,7 +57,8 @@ export const chatCommand: Command = {
       ...(values.threads !== undefined ? { threads: intFlag("threads", values.threads, 1) } : {}),
     });
     const { tokenizer, model } = await loadModel(path, backend);
-    process.stderr.write(`kernel path: ${kernelPath(backend)}\n`);
+    const kernels = describeKernelPath(model);
+    process.stderr.write(`kernel path: ${kernels}\n`);
     const session = new Session(model);
     const conv = new Conversation(session, tokenizer, values.system);
     const out = process.stdout;
@@ -78,7 +80,7 @@ export const chatCommand: Command = {
         process.off("SIGINT", stop);
       }
       out.write("\n");
-      if (values.json) out.write(`${JSON.stringify(runFigures(r.stats, r.finishReason, kernelPath(backend)))}\n`);
+      if (values.json) out.write(`${JSON.stringify(runFigures(r.stats, r.finishReason, kernels))}\n`);
       else process.stderr.write(`${speedLine(r.stats)}\n`);
       return r.finishReason === "cancelled" ? 130 : 0;
     }

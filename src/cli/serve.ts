@@ -1,7 +1,7 @@
 /** `quantize-llm serve [model]`: an OpenAI-compatible HTTP server on our engine (src/serve/). */
 import { basename } from "node:path";
 import { selectBackend } from "../backend/select.ts";
-import { kernelPath } from "../generate/report.ts";
+import { describeKernelPath } from "../load/kernel-path.ts";
 import { loadModel } from "../load/hf-folder.ts";
 import { resolveModelArg } from "../load/paths.ts";
 import { startServer } from "../serve/server.ts";
@@ -66,7 +66,7 @@ export const serveCommand: Command = {
       }
       throw e;
     }
-    process.stderr.write(`serving ${modelId} (${path}) on ${server.url} — kernel path: ${kernelPath(backend)}; ` +
+    process.stderr.write(`serving ${modelId} (${path}) on ${server.url} — kernel path: ${describeKernelPath(model)}; ` +
       `${parallel} slot${parallel === 1 ? "" : "s"}, queue ${maxQueue}${apiKey !== undefined ? ", API key required" : ""}\n` +
       `  try: curl ${server.url}/v1/chat/completions -H 'content-type: application/json' -d '{"model":"${modelId}","messages":[{"role":"user","content":"Hello"}]}'\n`);
     const srv = server;
