@@ -116,7 +116,15 @@ export function unpackGptq(t: GptqTensors, o: UnpackGptqOptions): QuantizedLinea
     unpackStream(t.qzeros, g * colsPacked, 1, N, bits, zRow, 0, 1);
     for (let n = 0; n < N; n++) {
       // v1 stores zero − 1 and kernels add the 1 back without wrapping, so a stored maxq means 2^b.
-      zeros[n * G + g] = o.format === "gptq" ? zRow[n]! + 1 : zRow[n]!;
+      const zero = o.format === "gptq" ? zRow[n]! + 1 : zRow[n]!;
+      if (zero > 255) {
+        // 8-bit v1 with stored 255: the true zero is 256, which a Uint8Array would wrap to 0 (silently wrong weights).
+        throw new FormatError("GPTQ v1 zero point 256 (stored 255) at 8 bits is outside the grid this reader holds", {
+          ...where, field: `${o.name ?? "layer"}.qzeros[group ${g}, column ${n}]`, expected: "a stored zero ≤ 254 (true zero ≤ 255)", found: "stored 255 (true zero 256)",
+          hint: "re-save the checkpoint as gptq_v2 (true zeros) or re-quantize it; a v1 writer only produces 256 for an all-negative asymmetric group",
+        });
+      }
+      zeros[n * G + g] = zero;
       scales[n * G + g] = f16ToF32(t.scales[g * N + n]!);
     }
   }

@@ -4,7 +4,7 @@ import { packStream } from "../../src/pack/bits.ts";
 import { rtnQuantizeLinear } from "../../src/methods/rtn.ts";
 import { gptqQuantizeLinear } from "../../src/methods/gptq.ts";
 import { mulberry32 } from "../../src/util/random.ts";
-import { UsageError } from "../../src/util/errors.ts";
+import { FormatError, UsageError } from "../../src/util/errors.ts";
 import { randn } from "../helpers/random-weights.ts";
 
 describe("bit streams", () => {
@@ -75,5 +75,29 @@ describe("HF-GPTQ pack ∘ unpack", () => {
     expect(gptqShapeProblem(64, 80, 3)).toMatch(/multiple of 32/);
     expect(gptqShapeProblem(64, 128, 5)).toMatch(/bits must be one of/);
     expect(gptqShapeProblem(64, 128, 4)).toBeNull();
+  });
+});
+
+describe("HF-GPTQ v1 zero points at 8 bits", () => {
+  // One 8-bit layer, N = 4, K = 32, one group; qzeros [1, N·8/32 = 1] holds four stored zeros, byte n for column n.
+  const N = 4, K = 32;
+  const tensors = (storedZeros: number[]) => ({
+    qweight: new Int32Array((K * 8 / 32) * N),
+    qzeros: Int32Array.of(storedZeros.reduce((w, z, n) => w | (z << (8 * n)), 0)),
+    scales: new Uint16Array(N).fill(0x3c00), // 1.0
+    gIdx: new Int32Array(K),
+  });
+  const opts = { N, K, bits: 8, groupSize: -1, sym: false, format: "gptq" as const, name: "model.layers.0.mlp.down_proj", file: "model.safetensors" };
+
+  it("stored 254 reads back as true zero 255 (v1 adds the 1 back)", () => {
+    expect(Array.from(unpackGptq(tensors([0, 127, 200, 254]), opts).zeros)).toEqual([1, 128, 201, 255]);
+  });
+
+  it("stored 255 (true zero 256) is refused naming the layer and column, not wrapped to 0", () => {
+    let err: unknown;
+    try { unpackGptq(tensors([127, 255, 127, 127]), opts); } catch (e) { err = e; }
+    expect(err).toBeInstanceOf(FormatError);
+    expect((err as FormatError).message).toMatch(/zero point 256/);
+    expect((err as FormatError).details.field).toBe("model.layers.0.mlp.down_proj.qzeros[group 0, column 1]");
   });
 });
