@@ -33,7 +33,7 @@ import { quantizeInt8 } from "../src/quantize/int8-pipeline.ts";
 
 const { values } = parseArgs({ options: {
   threads: { type: "string" }, reps: { type: "string" }, decode: { type: "string" }, model: { type: "string" },
-  work: { type: "string" }, write: { type: "boolean" }, "no-decode": { type: "boolean" }, prepare: { type: "boolean" },
+  work: { type: "string" }, write: { type: "boolean" }, "no-decode": { type: "boolean" }, "no-gemv": { type: "boolean" }, out: { type: "string" }, prepare: { type: "boolean" },
 } });
 const threads = Number(values.threads ?? 2), reps = Number(values.reps ?? 5), decodeTokens = Number(values.decode ?? 32);
 const modelDir = resolve(values.model ?? "/tmp/qllm-tinyllama/bf16");
@@ -93,7 +93,8 @@ say("");
 say("| GEMV (M = 1), cold | int8 µs | int8 GB/s | % of probe | f32 µs | f32 GB/s | int8 speed-up |");
 say("|---|---:|---:|---:|---:|---:|---:|");
 const outlierRows: string[] = [];
-for (const [N, K] of [[2048, 2048], [5632, 2048], [2048, 5632], [4096, 4096]] as const) {
+const GEMV_SHAPES = values["no-gemv"] === true ? [] : [[2048, 2048], [5632, 2048], [2048, 5632], [4096, 4096]] as const;
+for (const [N, K] of GEMV_SHAPES) {
   const copies = Math.max(2, Math.ceil(COLD_BYTES / (N * K)));
   const SCB = Float32Array.from({ length: N }, (_, i) => 0.5 + (i % 7) / 7);
   const packs: Int8PackedWeight[] = [];
@@ -194,9 +195,10 @@ let commit = "unknown";
 try { commit = execSync("git rev-parse --short HEAD", { stdio: ["ignore", "pipe", "ignore"] }).toString().trim(); } catch { /* not a git checkout */ }
 if (values.write) {
   const thp = existsSync("/sys/kernel/mm/transparent_hugepage/enabled") ? readFileSync("/sys/kernel/mm/transparent_hugepage/enabled", "utf8").trim() : "?";
-  writeFileSync(join("eval", "reports", "bench-int8.md"), [
+  const flags = process.argv.slice(2).join(" ");
+  writeFileSync(values.out ?? join("eval", "reports", "bench-int8.md"), [
     "# LLM.int8() speed", "",
-    `\`flock -x /tmp/qllm-cpu.lock npx tsx eval/bench-int8.ts --threads ${threads} --reps ${reps} --decode ${decodeTokens} --write\`, ${new Date().toISOString()}, commit ${commit}.`,
+    `\`flock -x /tmp/qllm-cpu.lock npx tsx eval/bench-int8.ts ${flags}\`, ${new Date().toISOString()}, commit ${commit}.`,
     `CPU: ${execSync("lscpu | grep 'Model name' | cut -d: -f2").toString().trim()}; int8 kernel level ${level} (levels here: ${nb.int8.levels().join(", ")}); THP: ${thp}; load average at the end ${loadavg().map((v) => v.toFixed(2)).join(" ")}.`,
     "", ...lines, "",
   ].join("\n"));
