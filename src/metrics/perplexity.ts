@@ -68,7 +68,27 @@ export function perplexityWindows(tokens: readonly number[], protocol: Protocol,
   return { windows, first: protocol === "llama.cpp" ? Math.floor(ctx / 2) : 0 };
 }
 
+/** The part of a model perplexity needs: Model, or the GPU runner (async forward). */
+export interface ScoringModel<C extends { reset(): void }> {
+  readonly cfg: { maxPositionEmbeddings: number; vocabSize: number };
+  newCache(capacity: number): C;
+  forward(tokens: readonly number[], cache: C, opts: { logits: "all" }): Float32Array | Promise<Float32Array>;
+}
+
 export function perplexity(model: Model, tokens: readonly number[], opts: PerplexityOptions): PerplexityResult {
+  const run = scoring(model, tokens, opts);
+  for (const win of run.windows) { run.cache.reset(); run.add(win, model.forward(win, run.cache, { logits: "all" })); }
+  return run.result();
+}
+
+/** perplexity() for a model whose forward is asynchronous (the WebGPU runner); same windows, same scoring. */
+export async function perplexityAsync<C extends { reset(): void }>(model: ScoringModel<C>, tokens: readonly number[], opts: PerplexityOptions): Promise<PerplexityResult> {
+  const run = scoring(model, tokens, opts);
+  for (const win of run.windows) { run.cache.reset(); run.add(win, await model.forward(win, run.cache, { logits: "all" })); }
+  return run.result();
+}
+
+function scoring<C extends { reset(): void }>(model: ScoringModel<C>, tokens: readonly number[], opts: PerplexityOptions) {
   const { protocol, ctx } = opts;
   if (ctx > model.cfg.maxPositionEmbeddings) {
     throw new UsageError("context longer than the model supports", {
@@ -81,16 +101,21 @@ export function perplexity(model: Model, tokens: readonly number[], opts: Perple
   const t0 = performance.now();
   let sumNll = 0;
   let scored = 0;
-  windows.forEach((win, w) => {
-    cache.reset();
-    const logits = model.forward(win, cache, { logits: "all" }); // [ctx, V]
-    for (let j = first; j < ctx - 1; j++) { sumNll += tokenNll(logits, j * V, V, win[j + 1]!); scored++; }
-    opts.onWindow?.(w + 1, windows.length, Math.exp(sumNll / scored));
-  });
-  const seconds = (performance.now() - t0) / 1000;
-  const nll = sumNll / scored;
+  let done = 0;
   return {
-    protocol, ppl: Math.exp(nll), nll, ctx, windows: windows.length, tokensScored: scored,
-    tokensProcessed: windows.length * ctx, seconds, tokensPerSecond: (windows.length * ctx) / seconds,
+    windows, cache,
+    /** Score one window from its logits [ctx, V]. */
+    add(win: number[], logits: Float32Array): void {
+      for (let j = first; j < ctx - 1; j++) { sumNll += tokenNll(logits, j * V, V, win[j + 1]!); scored++; }
+      opts.onWindow?.(++done, windows.length, Math.exp(sumNll / scored));
+    },
+    result(): PerplexityResult {
+      const seconds = (performance.now() - t0) / 1000;
+      const nll = sumNll / scored;
+      return {
+        protocol, ppl: Math.exp(nll), nll, ctx, windows: windows.length, tokensScored: scored,
+        tokensProcessed: windows.length * ctx, seconds, tokensPerSecond: (windows.length * ctx) / seconds,
+      };
+    },
   };
 }
