@@ -84,7 +84,7 @@ export const exportCommand: Command = {
       warnings = r.warnings;
       lines.push(`wrote:      ${relative(process.cwd(), r.path) || r.path}`, `size:       ${(r.bytes / 2 ** 20).toFixed(2)} MiB (${r.bytes} bytes)`,
         `tensors:    ${r.tensorCount} (${ft === "f16" ? "2-D weights f16" : "all f32"}, norms and biases f32), ${r.kvCount} metadata keys`,
-        `model:      GGUF arch ${r.architecture}, tokenizer gpt2 / pre "${r.pre}"`);
+        `model:      GGUF arch ${r.architecture}, tokenizer ${r.pre === "default" ? "llama (SentencePiece, scores + byte fallback)" : `gpt2 / pre "${r.pre}"`}`);
     } else {
       const r = await exportQuantizedGguf(dir, out, {
         ...(type !== undefined ? { type } : {}), ...(embedType !== undefined ? { embedType } : {}), ...(headType !== undefined ? { headType } : {}),

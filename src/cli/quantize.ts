@@ -27,7 +27,7 @@ const COMMON_FLAGS = `  -o, --out DIR           output folder (default ./<model>
   --format F              hf (HF-GPTQ / AutoAWQ folder, default) | gguf (one .gguf for llama.cpp, written
                           from the quantizer's own grid: 4-bit g32 → Q4_0 (sym) / Q4_1 (asym), 8-bit sym g32 → Q8_0)
   --bits N                2, 3, 4 or 8 (default 4)
-  --group-size N          32, 64, 128 or -1 for one group per row (default 128)
+  --group-size N          32, 64, 128 or -1 for one group per row (default 128; 32 with --format gguf)
   --sym | --asym          symmetric (default) or asymmetric grid
   --checkpoint-format F   gptq (v1, symmetric only) | gptq_v2 (default: gptq for --sym, gptq_v2 for --asym)
   --resume                continue an interrupted run (same command line)
@@ -106,7 +106,9 @@ function makeCommand(method: "rtn" | "gptq" | "awq", summary: string, extra: str
       const maxPos = modelCfg.maxPositionEmbeddings;
       const bits = intChoiceFlag("bits", v.bits, GPTQ_BITS, 4, "unsupported bit width",
         "HF-GPTQ packs 2, 3, 4 and 8 bits (what transformers/vLLM kernels read): 4 is the usual choice, 3 smaller at some quality cost, 8 near-lossless");
-      const groupSize = groupSizeFlag(v["group-size"], 128, GROUP_SIZES);
+      const flag = choiceFlag("format", v.format, Object.keys(FORMAT_FLAGS) as FormatFlag[], "hf");
+      // --format gguf: the default group is 32, the one GGUF's Q4_0/Q4_1/Q8_0 blocks hold exactly (issue 10)
+      const groupSize = groupSizeFlag(v["group-size"], flag === "gguf" ? 32 : 128, GROUP_SIZES);
       const sym = fullMethod === "awq" ? false : !v.asym; // AutoAWQ GEMM is always zero-point (asymmetric)
       const damp = v.damp !== undefined ? Number(v.damp) : 0.01;
       if (!(damp > 0 && damp < 1)) {
@@ -142,7 +144,6 @@ function makeCommand(method: "rtn" | "gptq" | "awq", summary: string, extra: str
         calibText: calibText ?? "",
         ...(method === "awq" ? { duoScaling: v["no-duo-scaling"] !== true, clip: v["no-clip"] !== true, loadSearch: v["load-search"] !== undefined ? resolve(v["load-search"]) : null } : {}),
       };
-      const flag = choiceFlag("format", v.format, Object.keys(FORMAT_FLAGS) as FormatFlag[], "hf");
       const format = FORMATS[FORMAT_FLAGS[flag](fullMethod, bits)];
       const stem = `${basename(modelDir)}-${fullMethod.replace("+", "-")}-w${bits}g${groupSize}${format.kind === "file" ? `.${format.id}` : ""}`;
       const outDir = resolve(v.out ?? stem);

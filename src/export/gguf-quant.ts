@@ -70,8 +70,10 @@ export interface GgufQuantExportResult {
   types: Record<string, number>;
   /** Linears written with their own codes (no second rounding). */
   exactLayers: number;
-  /** Linears dequantized and re-quantized (each also in `warnings`). */
+  /** Linears dequantized and re-quantized (summarised in one line of `warnings`). */
   requantizedLayers: number;
+  /** Each re-quantized linear: why its grid does not map, the type written, its measured error. */
+  requantized: RequantizedLayer[];
   /** Q4_1 only: largest |dequant(GGUF) − dequant(ours)| from rounding m = −s·z to f16. */
   maxMRoundingError: number;
   /** Bits per weight over all tensors (file data bytes · 8 / parameter count). */
@@ -257,6 +259,7 @@ export async function writeQuantizedGguf(input: GgufQuantInput, outFile: string,
   const w = await GgufWriter.create(outFile, kvs, typed.map((t) => ({ name: t.p.gguf, dims: [...t.p.shape].reverse(), type: t.store })),
     opts.alignment !== undefined ? { alignment: opts.alignment } : {});
   let exactLayers = 0, requantizedLayers = 0, maxMRoundingError = 0, params = 0;
+  const requantized: RequantizedLayer[] = [];
   const types: Record<string, number> = {};
   try {
     for (const [i, t] of typed.entries()) {
@@ -279,7 +282,7 @@ export async function writeQuantizedGguf(input: GgufQuantInput, outFile: string,
           bytes = encode(t.store, x, K);
           const back = t.store === "F32" || t.store === "F16" ? x : dequantizeBlocks(GGML_BLOCK_TYPES[t.store], bytes, x.length);
           const fit = exactBlockType(q);
-          warnings.push(`${t.qbase}: ${"problem" in fit ? fit.problem : "--requant-type given"} → re-quantized to ${t.store}, relative RMS error vs the checkpoint's weights ${relRms(back, x).toExponential(3)}`);
+          requantized.push({ layer: t.qbase, store: t.store, reason: "problem" in fit ? fit.problem : "--requant-type given", relRms: relRms(back, x) });
           requantizedLayers++;
         }
       } else {
@@ -295,11 +298,27 @@ export async function writeQuantizedGguf(input: GgufQuantInput, outFile: string,
     await w.abort();
     throw err;
   }
+  if (requantized.length > 0) warnings.push(requantSummary(requantized));
   if (maxMRoundingError > 0) warnings.push(`Q4_1: rounding m = −s·z to f16 changes weights by at most ${maxMRoundingError.toExponential(3)}`);
   return {
     path: resolve(outFile), bytes: w.totalBytes, tensorCount: typed.length, source: src?.kind ?? "hf", types,
-    exactLayers, requantizedLayers, maxMRoundingError, bitsPerWeight: ((w.totalBytes - w.dataStart) * 8) / params, warnings,
+    exactLayers, requantizedLayers, requantized, maxMRoundingError, bitsPerWeight: ((w.totalBytes - w.dataStart) * 8) / params, warnings,
   };
+}
+
+export interface RequantizedLayer { layer: string; store: string; reason: string; relRms: number }
+
+/**
+ * One line for all re-quantized layers (issue 10: it was one warning per layer): how many, to
+ * which types, why (the distinct reasons), the relative RMS error vs the checkpoint's own
+ * weights (mean and worst layer), and the settings that would have given an exact GGUF.
+ */
+export function requantSummary(r: readonly RequantizedLayer[]): string {
+  const stores = [...new Set(r.map((x) => x.store))].map((v) => `${r.filter((x) => x.store === v).length} ${v}`).join(", ");
+  const worst = r.reduce((a, b) => (b.relRms > a.relRms ? b : a));
+  const mean = r.reduce((a, b) => a + b.relRms, 0) / r.length;
+  return `${r.length} layers re-quantized (${stores}; grid: ${[...new Set(r.map((x) => x.reason))].join("; ")}): relative RMS error vs the checkpoint's weights mean ${mean.toExponential(3)}, max ${worst.relRms.toExponential(3)} (${worst.layer}); ` +
+    "an exact GGUF needs 4-bit --sym group 32 (Q4_0), 4-bit asymmetric/AWQ group 32 (Q4_1) or 8-bit --sym group 32 (Q8_0), without --act-order (gptq --format gguf picks group 32)";
 }
 
 /** general.file_type of a quantized-source export: the type of most block linears. */

@@ -76,6 +76,30 @@ describe("the output target is checked before any compute", () => {
     expect(seen).toEqual([]);
   });
 
+  it("gptq --format gguf without --group-size picks group 32, which maps exactly (Q4_0, every layer with its own codes)", async () => {
+    const m = await tiny();
+    const d = folder("gguf-default-group");
+    const r = await runMain("gptq", m.dir, "--format", "gguf", "--calib-text", BUNDLED_CALIB_TEXT, "--calib-samples", "4", "--calib-seqlen", "32", "--no-eval", "-o", join(d, "m.gguf"));
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/21 Q4_0.*21 layers with the quantizer's own codes/);
+    expect(r.stderr).not.toMatch(/re-quantiz/i);
+    const { openGguf } = await import("../../src/io/gguf.ts");
+    const f = openGguf(join(d, "m.gguf"));
+    try { expect(f.tensors.get("blk.2.ffn_down.weight")?.type.name).toBe("Q4_0"); } finally { f.close(); }
+  });
+
+  it("export of a group-64 folder summarises the re-quantization in one line with its measured error", async () => {
+    const m = await tiny();
+    const d = folder("requant");
+    let r = await runMain("rtn", m.dir, "-o", join(d, "g128"), "--group-size", "64", "--no-eval");
+    expect(r.status, r.stderr).toBe(0);
+    r = await runMain("export", join(d, "g128"), "--format", "gguf", "-o", join(d, "g128.gguf"));
+    expect(r.status, r.stderr).toBe(0);
+    const warn = r.stderr.split("\n").filter((l) => l.startsWith("warning:"));
+    expect(warn.filter((l) => /re-quantized/.test(l))).toHaveLength(1);
+    expect(warn.join("\n")).toMatch(/21 layers re-quantized \(21 Q[0-9A-Z_]+; grid: group size 64 \(ggml 4\/8-bit blocks hold 32 weights\)\): relative RMS error vs the checkpoint's weights mean \d\.\d{3}e-\d+, max \d\.\d{3}e-\d+ \(model\.layers\.\d\.[a-z_.]+\); an exact GGUF needs 4-bit --sym group 32/);
+  });
+
   it("--format gguf: only the final file (+ its report) and one <out>.partial work folder ever appear", async () => {
     const m = await tiny();
     const d = folder("gguf-names");
