@@ -8,7 +8,7 @@ import { BUNDLED_EVAL_TEXT, BUNDLED_MODEL_DIR, resolveModelArg } from "../load/p
 import { perplexity, perplexityAsync, PROTOCOLS, type Protocol } from "../metrics/perplexity.ts";
 import { DependencyError, UsageError } from "../util/errors.ts";
 import { DEVICE_CHOICES, GpuError, openGpu, type DeviceChoice, type GpuContext } from "../backend/webgpu-device.ts";
-import { loadGpuModel } from "../backend/webgpu-load.ts";
+import { loadGpuModel } from "../load/webgpu-load.ts";
 import { Progress } from "../util/progress.ts";
 import { readTextFile } from "../util/text-file.ts";
 import { choiceFlag, intFlag, onePositional, parseFlags } from "./args.ts";

@@ -1,5 +1,5 @@
 /**
- * The whole forward pass on the GPU (src/backend/webgpu.ts) against the CPU path on the
+ * The whole forward pass on the GPU (src/nn/webgpu-model.ts) against the CPU path on the
  * bundled model and its 4-bit outputs (GPTQ act-order, AWQ, GGUF Q4_0):
  *   - perplexity within PPL_TOL (relative) of the CPU's f32-weight perplexity;
  *   - 16 greedy ids identical.
@@ -13,8 +13,8 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { selectBackend } from "../../src/backend/select.ts";
 import type { GpuContext } from "../../src/backend/webgpu-device.ts";
-import { loadGpuModel } from "../../src/backend/webgpu-load.ts";
-import { generateGpu } from "../../src/backend/webgpu.ts";
+import { loadGpuModel } from "../../src/load/webgpu-load.ts";
+import { generateGpu } from "../../src/nn/webgpu-model.ts";
 import { exportQuantizedGguf } from "../../src/export/gguf-quant.ts";
 import { loadModel } from "../../src/load/hf-folder.ts";
 import { BUNDLED_CALIB_TEXT, BUNDLED_EVAL_TEXT, BUNDLED_MODEL_DIR } from "../../src/load/paths.ts";

@@ -17,14 +17,14 @@
  */
 import type { ModelConfig } from "../arch/config.ts";
 import { LINEAR_NAMES, type LinearName } from "../arch/registry.ts";
-import { sample, type GenerateOptions } from "../nn/generate.ts";
-import { RopeTable } from "../nn/rope.ts";
+import { sample, type GenerateOptions } from "./generate.ts";
+import { RopeTable } from "./rope.ts";
 import { mulberry32 } from "../util/random.ts";
 import { invariant, UsageError } from "../util/errors.ts";
-import { GpuError, type GpuContext } from "./webgpu-device.ts";
-import { GpuKernels, grid2d, UniformArena, type Op } from "./webgpu-kernels.ts";
-import { MatmulOp, matmulPipelines, setPlan, simpleOp, uploadLinear, type GpuLinear, type MatmulPipelines } from "./webgpu-ops.ts";
-import type { GpuWeightLayout } from "./webgpu-weights.ts";
+import { GpuError, type GpuContext } from "../backend/webgpu-device.ts";
+import { GpuKernels, grid2d, UniformArena, type Op } from "../backend/webgpu-kernels.ts";
+import { MatmulOp, matmulPipelines, setPlan, simpleOp, uploadLinear, type GpuLinear, type MatmulPipelines } from "../backend/webgpu-ops.ts";
+import type { GpuWeightLayout } from "../backend/webgpu-weights.ts";
 
 export interface GpuLinearWeights { layout: GpuWeightLayout; bias?: Float32Array | undefined }
 

@@ -5,18 +5,18 @@
  * (webgpu-weights.ts): int4 with f16 scales/zeros for every 4-bit source, f16 for the
  * rest. The host-side layouts are then uploaded once (GpuModel.create) and dropped.
  */
-import type { Backend, Pack16Args, PackedWeight, PackQ4Args, PackQ8Args } from "./backend.ts";
+import type { Backend, Pack16Args, PackedWeight, PackQ4Args, PackQ8Args } from "../backend/backend.ts";
 import { LINEAR_NAMES } from "../arch/registry.ts";
-import { loadModel, type LoadedModel } from "../load/hf-folder.ts";
-import type { LoadOptions } from "../load/packed-weights.ts";
+import { loadModel, type LoadedModel } from "./hf-folder.ts";
+import type { LoadOptions } from "./packed-weights.ts";
 import { embeddingRow, type ModelWeights } from "../nn/weights.ts";
-import type { LinearWeight } from "./backend.ts";
+import type { LinearWeight } from "../backend/backend.ts";
 import { f32ToF16 } from "../tensor/dtype.ts";
 import { invariant } from "../util/errors.ts";
-import { refBackend } from "./ref.ts";
-import type { GpuContext } from "./webgpu-device.ts";
-import { GpuModel, type GpuModelOptions, type GpuModelWeights } from "./webgpu.ts";
-import { layoutBytes, pack16Gpu, packF16Gpu, packQ4Gpu, packQ8AsF16Gpu, type GpuWeightLayout } from "./webgpu-weights.ts";
+import { refBackend } from "../backend/ref.ts";
+import type { GpuContext } from "../backend/webgpu-device.ts";
+import { GpuModel, type GpuModelOptions, type GpuModelWeights } from "../nn/webgpu-model.ts";
+import { layoutBytes, pack16Gpu, packF16Gpu, packQ4Gpu, packQ8AsF16Gpu, type GpuWeightLayout } from "../backend/webgpu-weights.ts";
 
 /** A host-side GPU layout, handed through the loaders as a PackedWeight. */
 export class GpuHostWeight implements PackedWeight {
