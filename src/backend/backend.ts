@@ -255,6 +255,10 @@ export interface Backend {
   // Optional GPTQ kernels (src/methods/gptq-fast.ts uses them when present, else the TS reference).
   /** sum[K, K] = beta·sum + alpha · x[T, K]ᵀ · x, both triangles (no transposed copy of x; beta 0 ignores sum). */
   syrkAccumulate?(x: Float32Array, T: number, K: number, sum: Float32Array | Float64Array, alpha: number, beta: number): void;
+  /** syrkAccumulate off the JS thread (native backend; KernelCallOptions). */
+  syrkAccumulateAsync?(x: Float32Array, T: number, K: number, sum: Float32Array | Float64Array, alpha: number, beta: number, opts?: KernelCallOptions): Promise<void>;
+  /** matmul (f32 weights) off the JS thread, for big GEMMs (≳ 1 ms); same contract. */
+  matmulAsync?(x: Float32Array, w: Float32Array, M: number, K: number, N: number, bias?: Float32Array, out?: Float32Array, opts?: KernelCallOptions): Promise<Float32Array>;
   /**
    * out [K, K] = Hinv, the upper Cholesky factor of A⁻¹ (strictly lower part zeroed),
    * as gptqHinv in src/methods/linalg.ts, where A[i][j] = h[perm[i]][perm[j]] off the
@@ -264,6 +268,9 @@ export interface Backend {
    */
   gptqHinv?(h: Float32Array | Float64Array, K: number, perm: Int32Array | null, diag: Float64Array, out: Float32Array): boolean;
   gptqQuantize?(args: GptqKernelArgs): number;
+  /** The same two calls off the JS thread (native backend): the event loop (progress, Ctrl-C) runs meanwhile; KernelCallOptions. */
+  gptqHinvAsync?(h: Float32Array | Float64Array, K: number, perm: Int32Array | null, diag: Float64Array, out: Float32Array, opts?: KernelCallOptions): Promise<boolean>;
+  gptqQuantizeAsync?(args: GptqKernelArgs, opts?: KernelCallOptions): Promise<number>;
 }
 
 /**

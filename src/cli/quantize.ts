@@ -157,7 +157,7 @@ function makeCommand(method: "rtn" | "gptq" | "awq", summary: string, extra: str
         // bin/quantize-llm.js's forwarded one), not a second Ctrl-C.
         if (ac.signal.aborted) { if (performance.now() - firstSigint > 1000) process.exit(130); return; }
         firstSigint = performance.now();
-        process.stderr.write("\ninterrupt: stopping after the current layer (Ctrl-C again to quit at once)\n");
+        process.stderr.write("\ninterrupt: stopping (the running layer is cancelled; Ctrl-C again to quit at once)\n");
         ac.abort();
       };
       process.on("SIGINT", onSigint);

@@ -17,16 +17,16 @@
  * error carried to the rest of that row. test/quant/gptq-native.test.ts bounds
  * the fraction of differing codes and the output error against the reference.
  */
-import type { Backend } from "../backend/backend.ts";
+import type { Backend, GptqKernelArgs, KernelCallOptions } from "../backend/backend.ts";
 import { DAMP_STEP, gptqQuantizeLinear, type GptqOptions, type GptqResult } from "./gptq.ts";
 import { gptqGrid } from "./grid.ts";
 import { numGroups } from "../tensor/quantized.ts";
 
 export type GptqFastOptions = GptqOptions & { backend: Backend };
 
-export function gptqQuantizeLinearFast(o: GptqFastOptions): GptqResult {
-  const { backend, rows: N, cols: K, bits, sym } = o;
-  if (!backend.gptqHinv || !backend.gptqQuantize) return gptqQuantizeLinear(o);
+/** Everything before the Hinv factorisation: dead columns, act-order permutation, static grids, the damping mean. */
+function prepare(o: GptqFastOptions) {
+  const { rows: N, cols: K, bits, sym } = o;
   const g = o.groupSize === -1 ? K : o.groupSize;
   const G = numGroups(K, g);
   const H = o.hessian; // [K, K], read only: the pristine copy for damping retries
@@ -61,25 +61,53 @@ export function gptqQuantizeLinearFast(o: GptqFastOptions): GptqResult {
   let mean = 0;
   for (let i = 0; i < K; i++) mean += diag[perm[i]!]!;
   mean /= K;
-  let dampUsed = o.damp;
   const hinv = new Float32Array(K * K); // [K, K] permuted order
   const diagP = new Float64Array(K); // [K] damped diagonal, permuted order
-  for (;;) {
-    for (let i = 0; i < K; i++) diagP[i] = diag[perm[i]!]! + dampUsed * mean;
-    if (backend.gptqHinv(H, K, o.actOrder ? perm : null, diagP, hinv)) break;
-    if (dampUsed >= 1) throw new Error("GPTQ: the Hessian is not positive definite even with damp = 1");
-    dampUsed = Math.round((dampUsed + DAMP_STEP) * 1e6) / 1e6;
-  }
-
+  const damped = (damp: number): Float64Array => {
+    for (let i = 0; i < K; i++) diagP[i] = diag[perm[i]!]! + damp * mean;
+    return diagP;
+  };
   const codes = new Uint8Array(N * K); // [N, K]
   const dequantized = new Float32Array(N * K); // [N, K]
-  const loss = backend.gptqQuantize({
+  const args: GptqKernelArgs = {
     w: o.weight, perm: o.actOrder ? perm : null, dead: anyDead ? dead : null, hinv, N, K, bits, groupSize: g, sym,
     colGroup, scales, zeros, codes, dequantized, blockSize: o.blockSize,
-  });
-  const gIdx = new Int32Array(K); // [K]
-  for (let i = 0; i < K; i++) gIdx[perm[i]!] = colGroup || !o.actOrder ? Math.floor(perm[i]! / g) : Math.floor(i / g);
-  return { N, K, bits, groupSize: g, sym, codes, scales, zeros, gIdx, dequantized, loss, dampUsed };
+  };
+  const result = (loss: number, dampUsed: number): GptqResult => {
+    const gIdx = new Int32Array(K); // [K]
+    for (let i = 0; i < K; i++) gIdx[perm[i]!] = colGroup || !o.actOrder ? Math.floor(perm[i]! / g) : Math.floor(i / g);
+    return { N, K, bits, groupSize: g, sym, codes, scales, zeros, gIdx, dequantized, loss, dampUsed };
+  };
+  return { H, K, hinv, damped, args, result, hinvPerm: o.actOrder ? perm : null };
+}
+
+function nextDamp(damp: number): number {
+  if (damp >= 1) throw new Error("GPTQ: the Hessian is not positive definite even with damp = 1");
+  return Math.round((damp + DAMP_STEP) * 1e6) / 1e6;
+}
+
+export function gptqQuantizeLinearFast(o: GptqFastOptions): GptqResult {
+  const { backend } = o;
+  if (!backend.gptqHinv || !backend.gptqQuantize) return gptqQuantizeLinear(o);
+  const p = prepare(o);
+  let dampUsed = o.damp;
+  while (!backend.gptqHinv(p.H, p.K, p.hinvPerm, p.damped(dampUsed), p.hinv)) dampUsed = nextDamp(dampUsed);
+  return p.result(backend.gptqQuantize(p.args), dampUsed);
+}
+
+/**
+ * gptqQuantizeLinearFast with the Hinv and the sweep off the JS thread (the backend's …Async
+ * calls, where it has them), so progress and Ctrl-C are honoured within a layer: aborting
+ * `signal` cancels the running kernel at its next work unit and the promise rejects with
+ * `signal.reason`. Same results, bit for bit (the same native kernels).
+ */
+export async function gptqQuantizeLinearAsync(o: GptqFastOptions, call: KernelCallOptions = {}): Promise<GptqResult> {
+  const { backend } = o;
+  if (!backend.gptqHinvAsync || !backend.gptqQuantizeAsync) return gptqQuantizeLinearFast(o);
+  const p = prepare(o);
+  let dampUsed = o.damp;
+  while (!(await backend.gptqHinvAsync(p.H, p.K, p.hinvPerm, p.damped(dampUsed), p.hinv, call))) dampUsed = nextDamp(dampUsed);
+  return p.result(await backend.gptqQuantizeAsync(p.args, call), dampUsed);
 }
 
 /** Grids of every (row, group) from the original weights, dead columns counted as 0 (gptq.ts, static groups). */
@@ -116,6 +144,14 @@ export class HessianAccumulatorF32 {
 
   constructor(readonly K: number) {
     this.H = new Float32Array(K * K);
+  }
+
+  /** add() off the JS thread when the backend can (the same native kernel, so the same sums). */
+  async addAsync(backend: Backend, x: Float32Array, T: number, opts: KernelCallOptions = {}): Promise<void> {
+    if (!backend.syrkAccumulateAsync) { this.add(backend, x, T); return; }
+    const n = this.sequences;
+    await backend.syrkAccumulateAsync(x, T, this.K, this.H, 2 / (n + 1), n / (n + 1), opts);
+    this.sequences++;
   }
 
   /** Add one sequence's inputs x [T, K]. */

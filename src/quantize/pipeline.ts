@@ -33,11 +33,11 @@ import type { AwqBlockSearch } from "../methods/awq-types.ts";
 import { applyAwqClip, applyAwqScales } from "../methods/awq-apply.ts";
 import { checkAwqSearchFits, readAwqSearch, writeAwqSearch, type AwqSearchSettings } from "../methods/awq-result.ts";
 import { calibrationWindows } from "./calibrate.ts";
-import { gptqQuantizeLinearFast, HessianAccumulatorF32 } from "../methods/gptq-fast.ts";
+import { gptqQuantizeLinearAsync, HessianAccumulatorF32 } from "../methods/gptq-fast.ts";
 import { checkResumable, JOURNAL_MAGIC, JOURNAL_VERSION, readJournal, writeJournal, type Journal } from "./journal.ts";
 import type { FormatId } from "./formats/format.ts";
 import { FORMAT_FLAGS, FORMATS } from "./formats/table.ts";
-import { relOutputError, relWeightError, type LayerReport } from "./report.ts";
+import { relOutputErrorAsync, relWeightError, type LayerReport } from "./report.ts";
 import { rtnQuantizeLinear } from "../methods/rtn.ts";
 import { usesAwq, validateSettings, type QuantSettings } from "./settings.ts";
 import { dequantize, type QuantizedLinear } from "../tensor/quantized.ts";
@@ -48,6 +48,7 @@ export type PipelineEvent =
   | { type: "calibrated"; samples: number; seqlen: number }
   | { type: "block-start"; block: number; blocks: number }
   | { type: "awq-search"; block: number; seconds: number; alphas: number[]; loaded: boolean }
+  | { type: "layer-start"; block: number; layer: LinearName }
   | { type: "layer"; report: LayerReport }
   | { type: "block-done"; block: number; blocks: number; seconds: number; resumed: boolean }
   | { type: "finalize" };
@@ -185,19 +186,28 @@ export async function quantizeModel(job: QuantizeJob): Promise<QuantizeResult> {
       X.map((x) => blockForward({ ...ctx, tap }, b, w, x, L, 0, scratch));
     // Capture the inputs of `needed` taps, stopping each forward as soon as the last one was seen.
     const STOP = Symbol("stop");
-    const capture = (b: number, w: BlockWeights, needed: Map<LinearInput, HessianAccumulatorF32>): void => {
+    // The tapped inputs are copied (the forward may reuse its buffers) and their Hessian updates
+    // (syrk) run off the JS thread after each forward, so a Ctrl-C is honoured between them.
+    const capture = async (b: number, w: BlockWeights, needed: Map<LinearInput, HessianAccumulatorF32>): Promise<void> => {
       for (const x of X) {
-        let seen = 0;
+        const got: { acc: HessianAccumulatorF32; x: Float32Array; T: number }[] = [];
         try {
           blockForward({ ...ctx, tap: (ev) => {
             const acc = needed.get(ev.input);
             if (!acc) return;
-            acc.add(backend, ev.x, ev.T);
-            if (++seen === needed.size) throw STOP; // the rest of the block is not needed for these Hessians
+            got.push({ acc, x: ev.x.slice(), T: ev.T });
+            if (got.length === needed.size) throw STOP; // the rest of the block is not needed for these Hessians
           } }, b, w, x, L, 0, scratch);
         } catch (e) {
           if (e !== STOP) throw e;
         }
+        try {
+          for (const g of got) await g.acc.addAsync(backend, g.x, g.T, { signal: job.signal });
+        } catch (e) {
+          if (job.signal?.aborted) throw new InterruptedError(work);
+          throw e;
+        }
+        if (job.signal?.aborted) throw new InterruptedError(work);
       }
     };
 
@@ -267,10 +277,11 @@ export async function quantizeModel(job: QuantizeJob): Promise<QuantizeResult> {
           const hess = new Map<LinearInput, HessianAccumulatorF32>();
           if (needsCalibration(s)) {
             for (const sp of specs) if (!hess.has(sp.input)) hess.set(sp.input, new HessianAccumulatorF32(w.linears[sp.name].K));
-            capture(b, w, hess);
+            await capture(b, w, hess);
           }
           for (const sp of specs) {
             await checkAbort();
+            job.onEvent?.({ type: "layer-start", block: b, layer: sp.name });
             const tl = performance.now();
             const l = w.linears[sp.name];
             const Hm = hess.get(sp.input)?.hessian() ?? null;
@@ -281,13 +292,24 @@ export async function quantizeModel(job: QuantizeJob): Promise<QuantizeResult> {
               q = rtnQuantizeLinear({ weight: l.weight, rows: l.N, cols: l.K, bits: s.bits, groupSize: s.groupSize, sym: s.sym });
               Q = dequantize(q);
             } else {
-              const { dequantized, ...r } = gptqQuantizeLinearFast({
-                backend, weight: l.weight, rows: l.N, cols: l.K, hessian: Hm!, bits: s.bits, groupSize: s.groupSize, sym: s.sym,
-                actOrder: s.actOrder, staticGroups: s.staticGroups, damp: s.damp, blockSize: s.blockSize,
-              });
+              let res;
+              try {
+                // Off the JS thread: a Ctrl-C within this layer cancels the kernel (issue 8 item 7).
+                res = await gptqQuantizeLinearAsync({
+                  backend, weight: l.weight, rows: l.N, cols: l.K, hessian: Hm!, bits: s.bits, groupSize: s.groupSize, sym: s.sym,
+                  actOrder: s.actOrder, staticGroups: s.staticGroups, damp: s.damp, blockSize: s.blockSize,
+                }, { signal: job.signal });
+              } catch (e) {
+                if (job.signal?.aborted) throw new InterruptedError(work);
+                throw e;
+              }
+              const { dequantized, ...r } = res;
               q = r; Q = dequantized; loss = r.loss; damp = r.dampUsed;
             }
-            record(sp.name, q, l.weight, Q, { loss, damp, relOutputError: Hm ? relOutputError(backend, l.weight, Q, Hm, l.N, l.K) : null }, tl);
+            record(sp.name, q, l.weight, Q, { loss, damp, relOutputError: Hm ? await relOutputErrorAsync(backend, l.weight, Q, Hm, l.N, l.K, { signal: job.signal }).catch((e: unknown) => {
+              if (job.signal?.aborted) throw new InterruptedError(work);
+              throw e;
+            }) : null }, tl);
             l.weight = Q; // later groups see the quantized layer (true-sequential)
             collectGarbage();
           }

@@ -1,5 +1,5 @@
 /** Per-layer quantization report: what each layer cost, in numbers a user can act on. */
-import type { Backend } from "../backend/backend.ts";
+import type { Backend, KernelCallOptions } from "../backend/backend.ts";
 import type { LinearName } from "../arch/registry.ts";
 
 export interface LayerReport {
@@ -25,6 +25,25 @@ export function relWeightError(W: Float32Array, Q: Float32Array): number {
 }
 
 /** tr(D·H·Dᵀ) / tr(W·H·Wᵀ) with D = W − Q: the relative output error on the calibration set. */
+/** relOutputError with its two GEMMs off the JS thread when the backend can (same kernel, same value). */
+export async function relOutputErrorAsync(
+  backend: Backend, W: Float32Array, Q: Float32Array, H: Float32Array | Float64Array, N: number, K: number, opts: KernelCallOptions = {},
+): Promise<number> {
+  if (!backend.matmulAsync) return relOutputError(backend, W, Q, H, N, K);
+  const Hf = H instanceof Float32Array ? H : Float32Array.from(H); // [K, K]
+  const AH = new Float32Array(N * K); // [N, K] scratch, reused
+  const quad = async (A: Float32Array): Promise<number> => {
+    await backend.matmulAsync!(A, Hf, N, K, K, undefined, AH, opts); // A·Hᵀ = A·H
+    let s = 0;
+    for (let i = 0; i < A.length; i++) s += A[i]! * AH[i]!;
+    return s;
+  };
+  const den = await quad(W);
+  const D = new Float32Array(N * K); // [N, K]
+  for (let i = 0; i < D.length; i++) D[i] = W[i]! - Q[i]!;
+  return den > 0 ? (await quad(D)) / den : 0;
+}
+
 export function relOutputError(backend: Backend, W: Float32Array, Q: Float32Array, H: Float32Array | Float64Array, N: number, K: number): number {
   const Hf = H instanceof Float32Array ? H : Float32Array.from(H); // [K, K]
   const D = new Float32Array(N * K); // [N, K]
