@@ -18,7 +18,7 @@
  * the fraction of differing codes and the output error against the reference.
  */
 import type { Backend, GptqKernelArgs, KernelCallOptions } from "../backend/backend.ts";
-import { DAMP_STEP, gptqQuantizeLinear, type GptqOptions, type GptqResult } from "./gptq.ts";
+import { DAMP_STEP, gptqQuantizeLinear, notPositiveDefinite, type GptqOptions, type GptqResult } from "./gptq.ts";
 import { gptqGrid } from "./grid.ts";
 import { numGroups } from "../tensor/quantized.ts";
 
@@ -82,7 +82,7 @@ function prepare(o: GptqFastOptions) {
 }
 
 function nextDamp(damp: number): number {
-  if (damp >= 1) throw new Error("GPTQ: the Hessian is not positive definite even with damp = 1");
+  if (damp >= 1) throw notPositiveDefinite();
   return Math.round((damp + DAMP_STEP) * 1e6) / 1e6;
 }
 

@@ -14,6 +14,7 @@
  */
 import { gptqGrid, minMax, quantizeValue, type GridParams } from "./grid.ts";
 import { gptqHinv } from "./linalg.ts";
+import { NumericError } from "../util/errors.ts";
 import { numGroups, type QuantizedLinear } from "../tensor/quantized.ts";
 
 export interface GptqOptions {
@@ -46,6 +47,15 @@ export interface GptqResult extends QuantizedLinear {
 
 /** Damping retries: like GPTQModel, step up by this much until the factorisation succeeds. */
 export const DAMP_STEP = 0.0025;
+
+/** The failure after damping reached 1 (the caller adds the layer's name as `field`). */
+export function notPositiveDefinite(): NumericError {
+  return new NumericError("the Hessian is not positive definite even with damp = 1", {
+    expected: "a Hessian whose Cholesky factorisation succeeds once mean(diag H) is added to its diagonal",
+    found: "a failed factorisation at damp = 1 (NaN/Inf or a degenerate calibration input)",
+    hint: "check the calibration text (enough distinct windows, --calib-samples ≥ 32) and that the model's activations are finite (quantize-llm eval)",
+  });
+}
 
 export function gptqQuantizeLinear(o: GptqOptions): GptqResult {
   const { rows: N, cols: K, bits, sym } = o;
@@ -96,7 +106,7 @@ export function gptqQuantizeLinear(o: GptqOptions): GptqResult {
     if (Hinv || dampUsed >= 1) break;
     dampUsed = Math.round((dampUsed + DAMP_STEP) * 1e6) / 1e6;
   }
-  if (!Hinv) throw new Error("GPTQ: the Hessian is not positive definite even with damp = 1");
+  if (!Hinv) throw notPositiveDefinite();
 
   const codes = new Uint8Array(N * K); // [N, K] original column order
   const scales = new Float32Array(N * G); // [N, G]

@@ -27,7 +27,7 @@ import { RopeTable } from "../nn/rope.ts";
 import { loadBlock, loadEmbedding, type BlockWeights } from "../nn/weights.ts";
 import { awqQuantizeLinear } from "../methods/awq-grid.ts";
 import { loadTokenizer } from "../tokenizer/tokenizer.ts";
-import { QuantizeLlmError, UsageError } from "../util/errors.ts";
+import { InterruptedError, NumericError, QuantizeLlmError, UsageError } from "../util/errors.ts";
 import { awqSearchBlock } from "../methods/awq.ts";
 import type { AwqBlockSearch } from "../methods/awq-types.ts";
 import { applyAwqClip, applyAwqScales } from "../methods/awq-apply.ts";
@@ -86,13 +86,7 @@ export interface QuantizeResult {
   summary: string;
 }
 
-export class InterruptedError extends QuantizeLlmError {
-  constructor(work: string) {
-    super("E_INTERRUPTED", "quantization interrupted", {
-      file: work, hint: "run the same command with --resume to continue from the last finished block",
-    });
-  }
-}
+export { InterruptedError } from "../util/errors.ts";
 
 /** Calibration inputs are needed by every method but plain RTN, which uses them only for its report. */
 function needsCalibration(s: QuantSettings): boolean {
@@ -301,6 +295,8 @@ export async function quantizeModel(job: QuantizeJob): Promise<QuantizeResult> {
                 }, { signal: job.signal });
               } catch (e) {
                 if (job.signal?.aborted) throw new InterruptedError(work);
+                // name the layer (the method knows only the matrix)
+                if (e instanceof NumericError && e.details.field === undefined) throw new NumericError(e.message.split("\n")[0]!, { ...e.details, file: modelDir, field: linearTensorName(cfg.arch, b, sp) });
                 throw e;
               }
               const { dequantized, ...r } = res;

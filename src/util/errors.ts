@@ -63,6 +63,22 @@ export class DependencyError extends QuantizeLlmError {
   }
 }
 
+/** A computation could not go on with the numbers it got (NaN/Inf, a Hessian not positive definite at any damping). */
+export class NumericError extends QuantizeLlmError {
+  constructor(summary: string, details: ErrorDetails = {}) {
+    super("E_NUMERIC", summary, details);
+  }
+}
+
+/** The user interrupted a long run (Ctrl-C / an aborted signal); `file` is the work folder kept for --resume. */
+export class InterruptedError extends QuantizeLlmError {
+  constructor(work: string) {
+    super("E_INTERRUPTED", "quantization interrupted", {
+      file: work, hint: "run the same command with --resume to continue from the last finished block",
+    });
+  }
+}
+
 /** An internal invariant was violated: a bug in quantize-llm, not bad input. */
 export class InvariantError extends Error {
   constructor(message: string) {
