@@ -11,8 +11,9 @@ import { awqCommand, gptqCommand, rtnCommand } from "./quantize.ts";
 import { exportCommand } from "./export.ts";
 import { int8Command } from "./int8.ts";
 import { serveCommand } from "./serve.ts";
+import { inspectCommand } from "./inspect.ts";
 
-const COMMANDS: readonly Command[] = [gptqCommand, awqCommand, rtnCommand, int8Command, evalCommand, exportCommand, chatCommand, serveCommand];
+const COMMANDS: readonly Command[] = [gptqCommand, awqCommand, rtnCommand, int8Command, evalCommand, exportCommand, chatCommand, serveCommand, inspectCommand];
 
 function help(): string {
   const w = Math.max(...COMMANDS.map((c) => c.name.length));
