@@ -49,6 +49,22 @@ export function sample(logits: Float32Array, opts: SampleOptions, rand: () => nu
   return idx[cut - 1]!;
 }
 
+/**
+ * Step i of the decode rule every runner shares (CPU generate, GPU generateGpu): sample
+ * from `logits` [1, V], stop on a stop id, emit the id; returns the id to feed next, or
+ * null when generation ends here (stop id, maxTokens reached, cache full).
+ */
+export function decodeStep(
+  logits: Float32Array, opts: GenerateOptions | Omit<GenerateOptions, "cache">, rand: () => number, out: number[], i: number,
+  cache: { readonly pos: number; readonly capacity: number },
+): number | null {
+  const id = sample(logits, opts, rand);
+  if (opts.stopIds?.includes(id)) return null;
+  out.push(id);
+  opts.onToken?.(id);
+  return i === opts.maxTokens - 1 || cache.pos >= cache.capacity ? null : id;
+}
+
 /** Feed `prompt`, then produce up to maxTokens new ids. */
 export function generate(model: Model, prompt: readonly number[], opts: GenerateOptions): number[] {
   const cache = opts.cache ?? model.newCache(Math.min(model.cfg.maxPositionEmbeddings, prompt.length + opts.maxTokens));
@@ -56,11 +72,8 @@ export function generate(model: Model, prompt: readonly number[], opts: Generate
   const out: number[] = [];
   let logits = model.forward(prompt, cache, { logits: "last" }); // [1, V]
   for (let i = 0; i < opts.maxTokens; i++) {
-    const id = sample(logits, opts, rand);
-    if (opts.stopIds?.includes(id)) break;
-    out.push(id);
-    opts.onToken?.(id);
-    if (i === opts.maxTokens - 1 || cache.pos >= cache.capacity) break;
+    const id = decodeStep(logits, opts, rand, out, i, cache);
+    if (id === null) break;
     logits = model.forward([id], cache, { logits: "last" });
   }
   return out;

@@ -17,7 +17,7 @@
  */
 import type { ModelConfig } from "../arch/config.ts";
 import { LINEAR_NAMES, type LinearName } from "../arch/registry.ts";
-import { sample, type GenerateOptions } from "./generate.ts";
+import { decodeStep, type GenerateOptions } from "./generate.ts";
 import { RopeTable } from "./rope.ts";
 import { mulberry32 } from "../util/random.ts";
 import { invariant, UsageError } from "../util/errors.ts";
@@ -262,11 +262,8 @@ export async function generateGpu(model: GpuModel, prompt: readonly number[], op
   const out: number[] = [];
   let logits = await model.forward(prompt, cache, { logits: "last" }); // [1, V]
   for (let i = 0; i < opts.maxTokens; i++) {
-    const id = sample(logits, opts, rand);
-    if (opts.stopIds?.includes(id)) break;
-    out.push(id);
-    opts.onToken?.(id);
-    if (i === opts.maxTokens - 1 || cache.pos >= cache.capacity) break;
+    const id = decodeStep(logits, opts, rand, out, i, cache);
+    if (id === null) break;
     logits = await model.forward([id], cache, { logits: "last" });
   }
   return out;
