@@ -13,6 +13,7 @@ import { chatPromptIds, endOfTurnIds } from "../generate/conversation.ts";
 import { generate, Session, type GenerateResult } from "../generate/engine.ts";
 import { ApiError, invalid, parseRequest, type ParsedRequest } from "./openai-request.ts";
 import { QueueFullError, Scheduler } from "./scheduler.ts";
+import { SseWriter } from "./sse.ts";
 
 export interface ServerOptions {
   model: Model;
@@ -167,22 +168,26 @@ export async function startServer(o: ServerOptions): Promise<RunningServer> {
     reply.hijack();
     const res = reply.raw;
     res.writeHead(200, sseHeaders);
-    const send = (data: unknown): void => { if (!res.writableEnded) res.write(`data: ${typeof data === "string" ? data : JSON.stringify(data)}\n\n`); };
+    const sse = new SseWriter(res);
+    const send = (data: unknown): void => sse.send(data);
     const extra = p.includeUsage ? { usage: null } : {};
     const chunk = (delta: Record<string, unknown>, finish: string | null) => kind === "chat"
       ? { id, object, created: now, model: modelId, choices: [{ index: 0, delta, logprobs: null, finish_reason: finish }], ...extra }
       : { id, object, created: now, model: modelId, choices: [{ index: 0, text: (delta["content"] as string | undefined) ?? "", logprobs: null, finish_reason: finish }], ...extra };
     if (kind === "chat") send(chunk({ role: "assistant", content: "" }, null));
-    const r = await gen((d) => send(chunk({ content: d }, null)));
+    // A text chunk is the same JSON every time but for its text: stringify the rest once.
+    const MARK = "\u0001text\u0001";
+    const [head, tail] = JSON.stringify(chunk({ content: MARK }, null)).split(JSON.stringify(MARK)) as [string, string];
+    const r = await gen((d) => send(head + JSON.stringify(d) + tail));
     if (r.finishReason === "cancelled") {
       if (signal.reason instanceof Timeout) { send(timeoutError.body()); send("[DONE]"); }
-      res.end();
+      sse.end();
       return;
     }
     send(chunk({}, r.finishReason));
     if (p.includeUsage) send({ id, object, created: now, model: modelId, choices: [], usage: usage(r) });
     send("[DONE]");
-    res.end();
+    sse.end();
   };
 
   app.post("/v1/chat/completions", handle("chat"));
