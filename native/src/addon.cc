@@ -19,6 +19,10 @@
 //   matmulPacked(x, handle, M, bias | null, out, f32Acts): void
 //   matmulPackedAsync(x, handle, M, bias | null, out, f32Acts, ctl): Promise<void>
 //   readBandwidth(bytes, threads, reps): Float64Array   GB/s of each pass (benchmark probe)
+//   convertRows(src, srcType, rows | null, N, K, dst, dstType): number         (convert.h; types 0 F32, 1 F16, 2 BF16)
+//   ggmlQuantizeRows(src, srcType, rows | null, N, K, type (0 Q4_0, 1 Q8_0), out): void
+//   rtnQuantize(src, srcType, N, K, bits, g, sym, codes, scales, zeros, err (f64 [2])): number
+//   gptqPackCodes(codes, N, K, bits, qweight): void
 //
 // …Async variants (async.h): the same call on a libuv worker thread, returning a Promise;
 // the last argument is the ctl Int32Array [3] (cancel, progress done, progress total) or null:
@@ -43,6 +47,7 @@
 
 #include "async.h"
 #include "awq.h"
+#include "convert.h"
 #include "gptq.h"
 #include "packed.h"
 #include "llm_int8_napi.h"  // int8Pack/int8Matmul/...: LLM.int8() (documented there)
@@ -98,6 +103,10 @@ class Addon : public Napi::Addon<Addon> {
                              InstanceMethod("awqFakeQuantizeAsync", &Addon::AwqFakeQuantizeAsync, napi_enumerable),
                              InstanceMethod("awqClipSearchAsync", &Addon::AwqClipSearchAsync, napi_enumerable),
                              InstanceMethod("readBandwidth", &Addon::ReadBandwidth, napi_enumerable),
+                             InstanceMethod("convertRows", &Addon::ConvertRows, napi_enumerable),
+                             InstanceMethod("ggmlQuantizeRows", &Addon::GgmlQuantizeRows, napi_enumerable),
+                             InstanceMethod("rtnQuantize", &Addon::RtnQuantize, napi_enumerable),
+                             InstanceMethod("gptqPackCodes", &Addon::GptqPackCodes, napi_enumerable),
                          });
   }
 
@@ -451,6 +460,42 @@ class Addon : public Napi::Addon<Addon> {
     auto lock = calls_.lock();
     readBandwidth(rt_, static_cast<size_t>(i64(info[0])), threads, reps, out.Data());
     return out;
+  }
+
+  // ---------------------------------------------------------------- conversions (convert.h)
+
+  static void* taData(const Napi::Value& v) {
+    const auto a = v.As<Napi::TypedArray>();
+    return static_cast<uint8_t*>(a.ArrayBuffer().Data()) + a.ByteOffset();
+  }
+  static WType wtype(const Napi::Value& v) { return static_cast<WType>(i64(v)); }
+
+  Napi::Value ConvertRows(const Napi::CallbackInfo& info) {
+    const int32_t* rows = optI32(info[2]);
+    auto lock = calls_.lock();
+    const int64_t bad = convertRows(rt_, taData(info[0]), wtype(info[1]), rows, i64(info[3]), i64(info[4]), taData(info[5]), wtype(info[6]));
+    return Napi::Number::New(info.Env(), static_cast<double>(bad));
+  }
+
+  void GgmlQuantizeRows(const Napi::CallbackInfo& info) {
+    const int32_t* rows = optI32(info[2]);
+    auto lock = calls_.lock();
+    ggmlQuantizeRows(rt_, taData(info[0]), wtype(info[1]), rows, i64(info[3]), i64(info[4]), static_cast<int>(i64(info[5])),
+                     static_cast<uint8_t*>(taData(info[6])));
+  }
+
+  Napi::Value RtnQuantize(const Napi::CallbackInfo& info) {
+    auto lock = calls_.lock();
+    const int64_t bad = rtnQuantize(rt_, taData(info[0]), wtype(info[1]), i64(info[2]), i64(info[3]), static_cast<int>(i64(info[4])), i64(info[5]),
+                                    info[6].As<Napi::Boolean>().Value(), static_cast<uint8_t*>(taData(info[7])), static_cast<float*>(taData(info[8])),
+                                    static_cast<uint8_t*>(taData(info[9])), static_cast<double*>(taData(info[10])));
+    return Napi::Number::New(info.Env(), static_cast<double>(bad));
+  }
+
+  void GptqPackCodes(const Napi::CallbackInfo& info) {
+    auto lock = calls_.lock();
+    gptqPackCodes(rt_, static_cast<const uint8_t*>(taData(info[0])), i64(info[1]), i64(info[2]), static_cast<int>(i64(info[3])),
+                  static_cast<int32_t*>(taData(info[4])));
   }
 
   std::vector<const KernelTable*> levels_;

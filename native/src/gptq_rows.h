@@ -10,31 +10,7 @@
 //   - dq = scale·(q − zero) is exact in f32 (11-bit scale × ≤ 8-bit integer).
 // The running weights and errors are f32 (the reference keeps them in f64).
 
-// roundToF16 / f16BitsToF32: grid_round.h (included by each gptq_rows_<level>.cc before its namespaces).
-constexpr double kRneShift = 6755399441055744.0;  // 1.5·2^52: (t + s) − s rounds |t| < 2^51 to nearest even
-
-/** gptqGrid of src/methods/grid.ts for a group with min lo and max hi. */
-inline void gptqGrid(float lo, float hi, int maxq, bool sym, float* scale, int* zero) {
-  double xmin = lo < 0.0f ? static_cast<double>(lo) : 0.0;
-  double xmax = hi > 0.0f ? static_cast<double>(hi) : 0.0;
-  if (sym) {
-    xmax = -xmin > xmax ? -xmin : xmax;
-    if (xmin < 0) xmin = -xmax;
-  }
-  if (xmin == 0 && xmax == 0) {
-    xmin = -1;
-    xmax = 1;
-  }
-  float s = roundToF16((xmax - xmin) / maxq);
-  if (s == 0.0f) s = 0x1p-24f;  // range below f16 resolution: the smallest subnormal keeps codes finite
-  *scale = s;
-  if (sym) {
-    *zero = (maxq + 1) / 2;
-  } else {
-    const double z = nearbyint(-xmin / s);
-    *zero = z < 0 ? 0 : z > maxq ? maxq : static_cast<int>(z);
-  }
-}
+// roundToF16, gptqGrid and kRneShift: grid_round.h (included by each gptq_rows_<level>.cc before its namespaces).
 
 /** New grids for every lane at group start i (block-relative): min/max of the current weights of the group. */
 template <int L>

@@ -1,5 +1,5 @@
-// f16 rounding of grid scales, shared by the GPTQ lanes (gptq_rows.h) and the AWQ
-// kernels (awq.cc): toF16 of src/methods/grid.ts, bit for bit. Internal linkage on
+// f16 rounding of grid scales and the GPTQ grid, shared by the GPTQ lanes (gptq_rows.h), the AWQ
+// kernels (awq.cc) and RTN (convert_impl.h): toF16 of src/methods/grid.ts, bit for bit. Internal linkage on
 // purpose: the per-SIMD-level files compile these with different target flags, and a
 // shared inline copy could hand AVX-512 code to a CPU without it.
 #pragma once
@@ -44,6 +44,31 @@ inline float roundToF16(double x) {
   uint32_t h = (static_cast<uint32_t>(e) << 10) | (mant >> 13);
   if (rest > 0x1000 || (rest == 0x1000 && (h & 1))) h++;
   return f16BitsToF32(sign | h);
+}
+
+constexpr double kRneShift = 6755399441055744.0;  // 1.5·2^52: (t + s) − s rounds |t| < 2^51 to nearest even
+
+/** gptqGrid of src/methods/grid.ts for a group with min lo and max hi. */
+inline void gptqGrid(float lo, float hi, int maxq, bool sym, float* scale, int* zero) {
+  double xmin = lo < 0.0f ? static_cast<double>(lo) : 0.0;
+  double xmax = hi > 0.0f ? static_cast<double>(hi) : 0.0;
+  if (sym) {
+    xmax = -xmin > xmax ? -xmin : xmax;
+    if (xmin < 0) xmin = -xmax;
+  }
+  if (xmin == 0 && xmax == 0) {
+    xmin = -1;
+    xmax = 1;
+  }
+  float s = roundToF16((xmax - xmin) / maxq);
+  if (s == 0.0f) s = 0x1p-24f;  // range below f16 resolution: the smallest subnormal keeps codes finite
+  *scale = s;
+  if (sym) {
+    *zero = (maxq + 1) / 2;
+  } else {
+    const double z = nearbyint(-xmin / s);
+    *zero = z < 0 ? 0 : z > maxq ? maxq : static_cast<int>(z);
+  }
 }
 
 }  // namespace

@@ -4,6 +4,8 @@
  * `native.ts` the fast C++ addon, kept equal by test/backend.test.ts.
  */
 
+import type { WeightKernels } from "./weight-kernels.ts";
+
 export interface AttentionShape {
   /** Number of new query positions in this call. */
   T: number;
@@ -233,6 +235,9 @@ export interface Backend {
    * Writes into `out` when given (length ≥ M·N), else allocates.
    */
   matmul(x: Float32Array, w: LinearWeight, M: number, K: number, N: number, bias?: Float32Array, out?: Float32Array): Float32Array;
+
+  /** Per-weight conversions (weight-kernels.ts); callers use weightKernels(b), the TS references without it. */
+  readonly weights?: WeightKernels;
 
   // Optional packing (src/load uses it when present; otherwise weights load as f32).
   packQ4?(a: PackQ4Args): PackedWeight;

@@ -25,12 +25,13 @@ import {
 export { PackedWeight } from "./native-packed.ts";
 export type { MatmulPackedOptions, Pack16Args, PackedLayoutName, PackQ4Args, PackQ8Args } from "./native-packed.ts";
 import { Int8Kernels, Int8PackedWeight, type Int8Addon } from "./native-int8.ts";
+import { NativeWeightKernels, type NativeConvertAddon } from "./native-convert.ts";
 
 /** SIMD levels the addon can be built with, fastest first. */
 export type KernelLevel = "avx512" | "avx2" | "scalar";
 
 /** The addon's exports, as native/src/addon.cc defines them. */
-interface NativeAddon extends NativePackedAddon, Int8Addon {
+interface NativeAddon extends NativePackedAddon, Int8Addon, NativeConvertAddon {
   /** y[M, N] = x[M, K] · W[N, K]ᵀ (+ bias) into out; synchronous. */
   matmul(x: Float32Array, w: Float32Array, M: number, K: number, N: number, bias: Float32Array | null, out: Float32Array): void;
   attention(
@@ -121,10 +122,13 @@ export class NativeBackend implements Backend {
   readonly #addon: NativeAddon;
   /** LLM.int8() kernels (packed int8 weights, outlier decomposition): native-int8.ts. */
   readonly int8: Int8Kernels;
+  /** Per-weight conversions (RTN, GGUF export, 16-bit decode): native-convert.ts, native/src/convert.h. */
+  readonly weights: NativeWeightKernels;
 
   constructor(addon: NativeAddon) {
     this.#addon = addon;
     this.int8 = new Int8Kernels(addon);
+    this.weights = new NativeWeightKernels(addon);
   }
 
   /** Threads of the (process-wide) pool, the calling thread included. */

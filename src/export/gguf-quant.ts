@@ -35,6 +35,11 @@ import { loadTokenizer } from "../tokenizer/tokenizer.ts";
 import { ConfigError, FormatError, UsageError } from "../util/errors.ts";
 import { ggufModelKv } from "./gguf.ts";
 import { gatherRows, ggufTensorPlan, llama3RopeFactors, permuteQK, qkRowOrder, type GgufTensorPlanEntry } from "../arch/gguf-tensors.ts";
+import type { Backend } from "../backend/backend.ts";
+import { selectBackend } from "../backend/select.ts";
+import { weightKernels, type WeightDType, type WeightKernels } from "../backend/weight-kernels.ts";
+import { Scratch } from "../load/canonical.ts";
+import { readStored } from "../load/raw-read.ts";
 import { ggufTokenizerKv } from "./gguf-tokenizer.ts";
 
 export const GGUF_QUANT_TYPES = ["q4_0", "q4_1", "q8_0", "q4_k_m", "f16", "f32"] as const;
@@ -59,6 +64,8 @@ export interface GgufQuantExportOptions {
   name?: string;
   alignment?: number;
   onTensor?: (done: number, total: number, name: string) => void;
+  /** Whose conversion kernels run (default: the native backend when it loads, else the TS references). */
+  backend?: Backend;
 }
 
 export interface GgufQuantExportResult {
@@ -183,6 +190,34 @@ function permuteQuantized(q: QuantizedLinear, heads: number): QuantizedLinear {
   };
 }
 
+/** Stored types the conversion kernels write (weight-kernels.ts); Q4_K/Q6_K go through the per-element reference. */
+const KERNEL_STORES: ReadonlySet<StoreType> = new Set(["F16", "F32", "Q4_0", "Q8_0"]);
+
+/**
+ * A plain matrix from its stored elements to `store` bytes in one kernel pass (the llama Q/K
+ * permutation as a row order), into a reused buffer: bit-identical to `encode` of the permuted
+ * f32 matrix (test/kernels/convert.test.ts). `f32` reads the tensor for an F16 overflow message.
+ */
+function storedBytes(k: WeightKernels, src: { data: Uint16Array | Float32Array; dtype: WeightDType }, p: GgufTensorPlanEntry, store: StoreType, buffers: Scratch, dir: string, f32: () => Float32Array): Uint8Array {
+  const [N, K] = p.shape as [number, number];
+  const rows = p.permuteHeads !== undefined ? qkRowOrder(N, p.permuteHeads) : null;
+  if (store === "Q4_0" || store === "Q8_0") {
+    const out = buffers.u8("out", (N * K / 32) * GGML_BLOCK_TYPES[store].bytesPerBlock);
+    k.ggmlQuantizeRows(src.data, src.dtype, rows, N, K, store, out);
+    return out;
+  }
+  const bytes = buffers.u8("out", N * K * (store === "F16" ? 2 : 4));
+  const out = store === "F16" ? new Uint16Array(bytes.buffer, 0, N * K) : new Float32Array(bytes.buffer, 0, N * K);
+  const bad = k.convertRows(src.data, src.dtype, rows, N, K, out, store as "F16" | "F32");
+  if (bad >= 0) {
+    const r = Math.floor(bad / K);
+    throw new FormatError(`tensor "${p.hf}" does not fit in F16`, {
+      file: dir, field: p.hf ?? p.gguf, expected: "|values| ≤ 65504", found: String(f32()[(rows?.[r] ?? r) * K + (bad % K)]), hint: "export with --type f32",
+    });
+  }
+  return bytes;
+}
+
 function encode(store: StoreType, x: Float32Array, K: number): Uint8Array {
   return store === "F32" || store === "F16" ? fromF32(store, x) : quantizeMatrix(GGML_BLOCK_TYPES[store], x, K);
 }
@@ -198,7 +233,10 @@ export async function exportQuantizedGguf(dir: string, outFile: string, opts: Gg
   const cfg = readModelConfig(dir);
   const ckpt = await openCheckpoint(dir);
   try {
-    return await writeQuantizedGguf({ cfg, tokenizerDir: dir, name: basename(resolve(dir)), tensors: ckpt, quant: () => quantSource(dir, cfg, ckpt), where: dir }, outFile, opts);
+    return await writeQuantizedGguf({
+      cfg, tokenizerDir: dir, name: basename(resolve(dir)), tensors: ckpt, stored: (name, buffers) => readStored(ckpt, name, buffers),
+      quant: () => quantSource(dir, cfg, ckpt), where: dir,
+    }, outFile, opts);
   } finally {
     await ckpt.close();
   }
@@ -213,6 +251,11 @@ export interface GgufQuantInput {
   name: string;
   /** Tensors by HF name (norms, embeddings, lm_head, biases, and the linears of a plain source). */
   tensors: Pick<Checkpoint, "has" | "readF32Sync">;
+  /**
+   * A tensor's stored elements (F16/BF16/F32, viewed in `buffers`), when the tensors come from a
+   * checkpoint: plain matrices then go through the conversion kernels without an f32 copy.
+   */
+  stored?: (name: string, buffers: Scratch) => { data: Uint16Array | Float32Array; dtype: WeightDType };
   /** The quantized linears, or null for a plain source (called after the tokenizer is checked). */
   quant: () => QuantSource | null;
   /** For messages: the folder or run the tensors come from. */
@@ -259,6 +302,8 @@ export async function writeQuantizedGguf(input: GgufQuantInput, outFile: string,
   const w = await GgufWriter.create(outFile, kvs, typed.map((t) => ({ name: t.p.gguf, dims: [...t.p.shape].reverse(), type: t.store })),
     opts.alignment !== undefined ? { alignment: opts.alignment } : {});
   let exactLayers = 0, requantizedLayers = 0, maxMRoundingError = 0, params = 0;
+  const kernels = weightKernels(opts.backend ?? selectBackend({ backend: "auto" }));
+  const buffers = new Scratch();
   const requantized: RequantizedLayer[] = [];
   const types: Record<string, number> = {};
   try {
@@ -285,6 +330,8 @@ export async function writeQuantizedGguf(input: GgufQuantInput, outFile: string,
           requantized.push({ layer: t.qbase, store: t.store, reason: "problem" in fit ? fit.problem : "--requant-type given", relRms: relRms(back, x) });
           requantizedLayers++;
         }
+      } else if (input.stored !== undefined && p.hf !== null && p.shape.length === 2 && KERNEL_STORES.has(t.store)) {
+        bytes = storedBytes(kernels, input.stored(p.hf, buffers), p, t.store, buffers, dir, () => ckpt.readF32Sync(p.hf!));
       } else {
         let x = p.hf === null ? llama3RopeFactors(cfg) : ckpt.readF32Sync(p.hf);
         if (p.permuteHeads !== undefined) x = permuteQK(x, p.permuteHeads, p.shape.length === 2 ? K : 1);

@@ -14,7 +14,12 @@ import { readModelConfig } from "../load/hf-folder.ts";
 import { fromF32 } from "../tensor/dtype.ts";
 import { loadTokenizer } from "../tokenizer/tokenizer.ts";
 import { ConfigError, FormatError, UsageError } from "../util/errors.ts";
-import { ggufTensorPlan, llama3RopeFactors, permuteQK, type GgufFloatType, type GgufTensorPlanEntry } from "../arch/gguf-tensors.ts";
+import { ggufTensorPlan, llama3RopeFactors, permuteQK, qkRowOrder, type GgufFloatType, type GgufTensorPlanEntry } from "../arch/gguf-tensors.ts";
+import type { Backend } from "../backend/backend.ts";
+import { selectBackend } from "../backend/select.ts";
+import { weightKernels, type WeightKernels } from "../backend/weight-kernels.ts";
+import { Scratch } from "../load/canonical.ts";
+import { readStored } from "../load/raw-read.ts";
 import { ggufTokenizerKv } from "./gguf-tokenizer.ts";
 
 /** `LlamaFileType` in gguf-py (llama.h `llama_ftype`). */
@@ -26,6 +31,8 @@ const F16_MAX = 65504;
 
 export interface GgufExportOptions {
   type: GgufFloatType;
+  /** Whose conversion kernels run (default: the native backend when it loads, else the TS references). */
+  backend?: Backend;
   /** general.name (default: the model folder's name). */
   name?: string;
   /** Data alignment (default 32). */
@@ -101,9 +108,11 @@ export async function exportGguf(hfDir: string, outFile: string, opts: GgufExpor
     checkCheckpoint(cfg, ckpt, plan, hfDir, warnings);
     const w = await GgufWriter.create(outFile, kvs, plan.map((p) => ({ name: p.gguf, dims: [...p.shape].reverse(), type: p.ggmlType })),
       opts.alignment !== undefined ? { alignment: opts.alignment } : {});
+    const kernels = weightKernels(opts.backend ?? selectBackend({ backend: "auto" }));
+    const buffers = new Scratch();
     try {
       for (const [i, p] of plan.entries()) {
-        await w.writeTensor(p.gguf, tensorBytes(cfg, ckpt, p, hfDir));
+        await w.writeTensor(p.gguf, tensorBytes(cfg, ckpt, p, hfDir, kernels, buffers));
         opts.onTensor?.(i + 1, plan.length, p.gguf);
       }
       await w.finish();
@@ -157,18 +166,37 @@ function checkCheckpoint(cfg: ModelConfig, ckpt: Checkpoint, plan: readonly Gguf
   }
 }
 
-/** One planned tensor's GGUF bytes: read, permute (llama q/k), encode. */
-function tensorBytes(cfg: ModelConfig, ckpt: Checkpoint, p: GgufTensorPlanEntry, dir: string): Uint8Array {
+/**
+ * One planned tensor's GGUF bytes: read, permute (llama q/k), encode. Matrices go from their
+ * stored elements to F16/F32 in one kernel pass (convertRows: the permutation as a row order,
+ * the F16 range check included), into a reused buffer; vectors take the per-element path.
+ */
+function tensorBytes(cfg: ModelConfig, ckpt: Checkpoint, p: GgufTensorPlanEntry, dir: string, kernels: WeightKernels, buffers: Scratch): Uint8Array {
+  if (p.hf !== null && p.shape.length === 2) {
+    const [N, K] = p.shape as [number, number];
+    const { data, dtype } = readStored(ckpt, p.hf, buffers);
+    const rows = p.permuteHeads !== undefined ? qkRowOrder(N, p.permuteHeads) : null;
+    const bytes = buffers.u8("out", N * K * (p.ggmlType === "F16" ? 2 : 4));
+    const out = p.ggmlType === "F16" ? new Uint16Array(bytes.buffer, 0, N * K) : new Float32Array(bytes.buffer, 0, N * K);
+    const bad = kernels.convertRows(data, dtype, rows, N, K, out, p.ggmlType);
+    if (bad >= 0) {
+      const src = (rows?.[Math.floor(bad / K)] ?? Math.floor(bad / K)) * K + (bad % K);
+      throw f16Overflow(p, dir, ckpt.readF32Sync(p.hf)[src]!);
+    }
+    return bytes;
+  }
   let x = p.hf === null ? llama3RopeFactors(cfg) : ckpt.readF32Sync(p.hf);
   if (p.permuteHeads !== undefined) x = permuteQK(x, p.permuteHeads, p.shape.length === 2 ? p.shape[1]! : 1);
   if (p.ggmlType === "F16") {
     for (let i = 0; i < x.length; i++) {
-      if (Math.abs(x[i]!) > F16_MAX) {
-        throw new FormatError(`tensor "${p.hf}" does not fit in F16`, {
-          file: dir, field: p.hf ?? p.gguf, expected: `|values| ≤ ${F16_MAX}`, found: String(x[i]), hint: "export with --type f32",
-        });
-      }
+      if (Math.abs(x[i]!) > F16_MAX) throw f16Overflow(p, dir, x[i]!);
     }
   }
   return fromF32(p.ggmlType, x);
+}
+
+function f16Overflow(p: GgufTensorPlanEntry, dir: string, value: number): FormatError {
+  return new FormatError(`tensor "${p.hf}" does not fit in F16`, {
+    file: dir, field: p.hf ?? p.gguf, expected: `|values| ≤ ${F16_MAX}`, found: String(value), hint: "export with --type f32",
+  });
 }

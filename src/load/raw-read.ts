@@ -8,6 +8,7 @@ import type { Checkpoint } from "../io/checkpoint.ts";
 import type { GgufFile } from "../io/gguf.ts";
 import { FormatError } from "../util/errors.ts";
 import type { Buffers } from "./canonical.ts";
+import type { WeightDType } from "../backend/weight-kernels.ts";
 
 const IO_CHUNK = 1 << 30;
 
@@ -38,4 +39,17 @@ export function checkpointRaw(ckpt: Checkpoint, name: string, m: Buffers, slot =
 export function ggufRaw(f: GgufFile, name: string, m: Buffers, slot = "raw"): Uint8Array {
   const t = f.tensor(name);
   return readRange(f.path, f.dataStart + t.offset, t.byteSize, m, slot, name);
+}
+
+/**
+ * A checkpoint tensor as its stored elements, for the kernels that read them directly
+ * (backend/weight-kernels.ts): F16/BF16 bits or F32 values viewed in `buffers` slot `slot`
+ * (valid until that slot's next use), any other dtype decoded to a fresh f32 array.
+ */
+export function readStored(ckpt: Checkpoint, name: string, buffers: Buffers, slot = "raw"): { data: Uint16Array | Float32Array; dtype: WeightDType } {
+  const { dtype } = ckpt.info(name);
+  if (dtype !== "F16" && dtype !== "BF16" && dtype !== "F32") return { data: ckpt.readF32Sync(name), dtype: "F32" };
+  const raw = checkpointRaw(ckpt, name, buffers, slot);
+  return dtype === "F32" ? { data: new Float32Array(raw.buffer, raw.byteOffset, raw.byteLength / 4), dtype }
+    : { data: new Uint16Array(raw.buffer, raw.byteOffset, raw.byteLength / 2), dtype };
 }

@@ -103,7 +103,11 @@ function read(src: TensorSource, name: string, shape: readonly number[]): Float3
   return src.readF32Sync(name);
 }
 
-export function loadBlock(cfg: ModelConfig, src: TensorSource, i: number): BlockWeights {
+/**
+ * One block in f32. `linearWeights: false` leaves every linear's weight empty (shapes checked,
+ * biases and norms read): for callers that read the matrices in their stored form themselves.
+ */
+export function loadBlock(cfg: ModelConfig, src: TensorSource, i: number, opts: { linearWeights?: boolean } = {}): BlockWeights {
   const a = cfg.arch;
   const H = cfg.hiddenSize;
   const p = a.blockPrefix(i);
@@ -111,7 +115,9 @@ export function loadBlock(cfg: ModelConfig, src: TensorSource, i: number): Block
   const linears = {} as Record<LinearName, Linear>;
   for (const spec of a.linears) {
     const [N, K] = shapes[spec.name];
-    const l: Linear = { weight: read(src, linearTensorName(a, i, spec), [N, K]), N, K };
+    const name = linearTensorName(a, i, spec);
+    const weight = opts.linearWeights === false ? (expectShape(src, name, [N, K]), new Float32Array(0)) : read(src, name, [N, K]);
+    const l: Linear = { weight, N, K };
     if (hasBias(cfg, spec.name)) l.bias = read(src, linearTensorName(a, i, spec, "bias"), [N]);
     linears[spec.name] = l;
   }

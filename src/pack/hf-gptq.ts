@@ -39,7 +39,11 @@ export function gptqShapeProblem(N: number, K: number, bits: number): string | n
   return null;
 }
 
-export function packGptq(q: QuantizedLinear, format: GptqCheckpointFormat): GptqTensors {
+/**
+ * `packCodes` packs qweight for 2/4/8 bits (the native kernel, WeightKernels.gptqPackCodes);
+ * without it, and for 3 bits, packStream does.
+ */
+export function packGptq(q: QuantizedLinear, format: GptqCheckpointFormat, packCodes?: (codes: Uint8Array, N: number, K: number, bits: 2 | 4 | 8, out: Int32Array) => void): GptqTensors {
   const { N, K, bits } = q;
   const problem = gptqShapeProblem(N, K, bits);
   if (problem) throw new UsageError("layer cannot be packed as HF-GPTQ", { expected: "a packable shape", found: problem });
@@ -47,7 +51,8 @@ export function packGptq(q: QuantizedLinear, format: GptqCheckpointFormat): Gptq
   const maxq = 2 ** bits - 1;
   const rowsPacked = (K * bits) / 32;
   const qweight = new Int32Array(rowsPacked * N); // [K·b/32, N]
-  for (let n = 0; n < N; n++) packStream(q.codes, n * K, 1, K, bits, qweight, n, N);
+  if (packCodes !== undefined && (bits === 2 || bits === 4 || bits === 8)) packCodes(q.codes, N, K, bits, qweight);
+  else for (let n = 0; n < N; n++) packStream(q.codes, n * K, 1, K, bits, qweight, n, N);
 
   const colsPacked = (N * bits) / 32;
   const z = new Uint8Array(G * N); // [G, N] stored zeros

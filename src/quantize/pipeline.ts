@@ -20,6 +20,9 @@ import type { ModelConfig } from "../arch/config.ts";
 import { linearTensorName, type LinearInput, type LinearName } from "../arch/registry.ts";
 import type { Backend } from "../backend/backend.ts";
 import { openCheckpoint } from "../io/checkpoint.ts";
+import { weightKernels } from "../backend/weight-kernels.ts";
+import { Scratch } from "../load/canonical.ts";
+import { readStored } from "../load/raw-read.ts";
 import { openSafetensors, writeSafetensors, type SafetensorsFile } from "../io/safetensors.ts";
 import { checkpointSource, readModelConfig } from "../load/hf-folder.ts";
 import { blockForward, type BlockContext, type LayerCache } from "../nn/block.ts";
@@ -38,7 +41,7 @@ import { checkResumable, JOURNAL_MAGIC, JOURNAL_VERSION, readJournal, writeJourn
 import type { FormatId } from "./formats/format.ts";
 import { FORMAT_FLAGS, FORMATS } from "./formats/table.ts";
 import { relOutputErrorAsync, relWeightError, type LayerReport } from "./report.ts";
-import { rtnQuantizeLinear } from "../methods/rtn.ts";
+import { rtnQuantizeLinear, rtnQuantizeRows } from "../methods/rtn.ts";
 import { usesAwq, validateSettings, type QuantSettings } from "./settings.ts";
 import { dequantize, type QuantizedLinear } from "../tensor/quantized.ts";
 
@@ -150,6 +153,11 @@ export async function quantizeModel(job: QuantizeJob): Promise<QuantizeResult> {
   const ckpt = await openCheckpoint(modelDir);
   const src = checkpointSource(ckpt, modelDir);
   const { backend } = job;
+  const kernels = weightKernels(backend);
+  // Plain RTN (no calibration): each linear goes from its stored bytes to codes in one kernel
+  // pass (rtnQuantizeRows), with no f32 copy, no dequantized copy and no second scan.
+  const rtnDirect = s.method === "rtn" && !needsCalibration(s);
+  const rawBuffers = new Scratch();
   const ctx: BlockContext = { cfg, backend, rope: new RopeTable(cfg) };
   const H = cfg.hiddenSize;
   const L = s.calibSeqlen;
@@ -209,7 +217,8 @@ export async function quantizeModel(job: QuantizeJob): Promise<QuantizeResult> {
       const tb = performance.now();
       job.onEvent?.({ type: "block-start", block: b, blocks: cfg.numLayers });
       const done = journal.blocks.find((x) => x.index === b);
-      const w = loadBlock(cfg, src, b); // f32 weights of this block only
+      // f32 weights of this block only; plain RTN reads each matrix in its stored dtype (rtnDirect)
+      const w = loadBlock(cfg, src, b, { linearWeights: !rtnDirect });
 
       // --- AWQ: search (or re-apply) scales and clips, keep the original block's outputs ---
       let nextX: Float32Array[] | null = null;
@@ -246,9 +255,9 @@ export async function quantizeModel(job: QuantizeJob): Promise<QuantizeResult> {
 
       const results = new Map<LinearName, QuantizedLinear>();
       const blockLayers: LayerReport[] = [];
-      const record = (name: LinearName, q: QuantizedLinear, W: Float32Array, Q: Float32Array, extra: Pick<LayerReport, "loss" | "damp" | "relOutputError">, tl: number): void => {
+      const record = (name: LinearName, q: QuantizedLinear, relWeightErr: number, extra: Pick<LayerReport, "loss" | "damp" | "relOutputError">, tl: number): void => {
         const l = w.linears[name];
-        const report: LayerReport = { block: b, layer: name, shape: [l.N, l.K], ...extra, relWeightError: relWeightError(W, Q), seconds: (performance.now() - tl) / 1000 };
+        const report: LayerReport = { block: b, layer: name, shape: [l.N, l.K], ...extra, relWeightError: relWeightErr, seconds: (performance.now() - tl) / 1000 };
         results.set(name, l.bias ? { ...q, bias: l.bias } : q);
         blockLayers.push(report);
         job.onEvent?.({ type: "layer", report });
@@ -261,7 +270,7 @@ export async function quantizeModel(job: QuantizeJob): Promise<QuantizeResult> {
           const l = w.linears[spec.name];
           assertFinite(l.weight, linearTensorName(cfg.arch, b, spec), modelDir);
           const q = awqQuantizeLinear({ weight: l.weight, rows: l.N, cols: l.K, bits: s.bits, groupSize: s.groupSize });
-          record(spec.name, q, l.weight, dequantize(q), { loss: null, damp: null, relOutputError: null }, tl);
+          record(spec.name, q, relWeightError(l.weight, dequantize(q)), { loss: null, damp: null, relOutputError: null }, tl);
         }
       } else {
         for (const group of groupsOf(cfg, s)) {
@@ -278,6 +287,14 @@ export async function quantizeModel(job: QuantizeJob): Promise<QuantizeResult> {
             job.onEvent?.({ type: "layer-start", block: b, layer: sp.name });
             const tl = performance.now();
             const l = w.linears[sp.name];
+            if (rtnDirect) {
+              const name = linearTensorName(cfg.arch, b, sp);
+              const { data, dtype } = readStored(ckpt, name, rawBuffers);
+              const r = rtnQuantizeRows(kernels, data, dtype, l.N, l.K, s.bits, s.groupSize, s.sym);
+              if (r.nonFinite >= 0) throw nonFiniteError(name, r.nonFinite, dtype === "F32" ? data[r.nonFinite]! : ckpt.readF32Sync(name)[r.nonFinite]!, modelDir);
+              record(sp.name, r.q, r.den > 0 ? r.num / r.den : 0, { loss: null, damp: null, relOutputError: null }, tl);
+              continue;
+            }
             const Hm = hess.get(sp.input)?.hessian() ?? null;
             assertFinite(l.weight, linearTensorName(cfg.arch, b, sp), modelDir);
             if (Hm) assertFinite(Hm, `Hessian of ${linearTensorName(cfg.arch, b, sp)}`, modelDir);
@@ -302,7 +319,7 @@ export async function quantizeModel(job: QuantizeJob): Promise<QuantizeResult> {
               const { dequantized, ...r } = res;
               q = r; Q = dequantized; loss = r.loss; damp = r.dampUsed;
             }
-            record(sp.name, q, l.weight, Q, { loss, damp, relOutputError: Hm ? await relOutputErrorAsync(backend, l.weight, Q, Hm, l.N, l.K, { signal: job.signal }).catch((e: unknown) => {
+            record(sp.name, q, relWeightError(l.weight, Q), { loss, damp, relOutputError: Hm ? await relOutputErrorAsync(backend, l.weight, Q, Hm, l.N, l.K, { signal: job.signal }).catch((e: unknown) => {
               if (job.signal?.aborted) throw new InterruptedError(work);
               throw e;
             }) : null }, tl);
@@ -313,7 +330,7 @@ export async function quantizeModel(job: QuantizeJob): Promise<QuantizeResult> {
       }
       await checkAbort();
       const file = `block-${String(b).padStart(4, "0")}.safetensors`;
-      await writeSafetensors(join(work, file), format.blockTensors(cfg, s, b, w, results));
+      await writeSafetensors(join(work, file), format.blockTensors(cfg, s, b, w, results, kernels));
       const seconds = (performance.now() - tb) / 1000;
       journal.blocks.push({ index: b, file, layers: blockLayers, seconds });
       await writeJournal(journalPath, journal);
@@ -359,12 +376,12 @@ function collectGarbage(): void {
 }
 
 function assertFinite(a: Float32Array | Float64Array, what: string, file: string): void {
-  for (let i = 0; i < a.length; i++) {
-    if (!Number.isFinite(a[i]!)) {
-      throw new QuantizeLlmError("E_NONFINITE", `${what} contains NaN or Inf`, {
-        file, field: `${what}[${i}]`, expected: "finite values", found: String(a[i]),
-        hint: "the checkpoint is corrupt or overflowed in its dtype; check it with quantize-llm eval before quantizing",
-      });
-    }
-  }
+  for (let i = 0; i < a.length; i++) if (!Number.isFinite(a[i]!)) throw nonFiniteError(what, i, a[i]!, file);
+}
+
+function nonFiniteError(what: string, i: number, value: number, file: string): QuantizeLlmError {
+  return new QuantizeLlmError("E_NONFINITE", `${what} contains NaN or Inf`, {
+    file, field: `${what}[${i}]`, expected: "finite values", found: String(value),
+    hint: "the checkpoint is corrupt or overflowed in its dtype; check it with quantize-llm eval before quantizing",
+  });
 }

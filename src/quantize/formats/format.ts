@@ -21,6 +21,7 @@ import type { LinearSpec, LinearName } from "../../arch/registry.ts";
 import type { Checkpoint } from "../../io/checkpoint.ts";
 import type { SafetensorsFile, TensorSource as WriteSource } from "../../io/safetensors.ts";
 import type { BlockWeights } from "../../nn/weights.ts";
+import type { WeightKernels } from "../../backend/weight-kernels.ts";
 import type { QuantizedLinear } from "../../tensor/quantized.ts";
 import type { LayerReport } from "../report.ts";
 import type { QuantSettings } from "../settings.ts";
@@ -61,7 +62,7 @@ export interface Format {
   /** Throws a UsageError naming the flag (and the layer) at fault. */
   check(s: QuantSettings, cfg: ModelConfig, modelDir: string, out: string): void;
   /** The block file's tensors for block `b`: its norms from `w` (AWQ scales them) and every linear of `q`. */
-  blockTensors(cfg: ModelConfig, s: QuantSettings, b: number, w: BlockWeights, q: ReadonlyMap<LinearName, QuantizedLinear>): WriteSource[];
+  blockTensors(cfg: ModelConfig, s: QuantSettings, b: number, w: BlockWeights, q: ReadonlyMap<LinearName, QuantizedLinear>, kernels?: WeightKernels): WriteSource[];
   /** One linear of block `b` back from its block file (`file` for messages). */
   readLinear(f: SafetensorsFile, cfg: ModelConfig, s: QuantSettings, b: number, spec: LinearSpec, file: string): QuantizedLinear;
   finish(o: FinishInput): Promise<FinishResult>;

@@ -43,9 +43,9 @@ export const hfGptqFormat: Format = {
       if (problem) throw new UsageError(`${name}_proj cannot be stored as HF-GPTQ`, { field: "--bits", expected: `one of ${GPTQ_BITS.join(", ")} with packable shapes`, found: problem });
     }
   },
-  blockTensors(cfg, s, b, w, q) {
+  blockTensors(cfg, s, b, w, q, kernels) {
     return hfBlockTensors(cfg, b, w, q, (base, ql) => {
-      const t = packGptq(ql, s.format); // qweight [K·b/32, N], qzeros [G, N·b/32], scales [G, N], g_idx [K]
+      const t = packGptq(ql, s.format, kernels !== undefined ? (c, N, K, bits, out) => kernels.gptqPackCodes(c, N, K, bits, out) : undefined); // qweight [K·b/32, N], qzeros [G, N·b/32], scales [G, N], g_idx [K]
       const G = t.scales.length / ql.N;
       return [
         { name: `${base}.qweight`, dtype: "I32", shape: [(ql.K * s.bits) / 32, ql.N], data: bytesOf(t.qweight) },
