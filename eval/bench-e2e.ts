@@ -1,0 +1,228 @@
+/**
+ * End-to-end speed on the TinyLlama-shaped model (issue 9): prompt of --prompt tokens,
+ * then --gen greedy tokens with end-of-sequence ignored, ours (library API: loadModel +
+ * generate/engine.ts, as `chat --json` runs it) against llama.cpp (node-llama-cpp) on the
+ * Q4_0 GGUF of the same weights, same threads, in ONE process, interleaved in rounds;
+ * plus this run's read-bandwidth probe (bench-quantized's probe section), so generation
+ * can be stated as a share of the bandwidth measured in the same run:
+ *   generation GB/s = bytes of weights read per token (every linear + lm_head) × tokens/s.
+ *
+ *   /work/bin/bench npx tsx eval/bench-e2e.ts [--dir /tmp/qllm-tinyllama] [--threads 2]
+ *         [--prompt 512] [--gen 128] [--reps 2] [--engines llama-q4_0,ours-q4_0,ours-gptq]
+ *         [--out eval/reports/bench-e2e.md]
+ *
+ * Models: `npx tsx eval/gen-tinyllama.ts` (gptq-w4g128/ and q4_0.gguf: the same random
+ * weights). Prompt ids are seeded pseudo-random ids (random weights: text means nothing);
+ * both engines get exactly the same ids, no BOS added.
+ *
+ * llama.cpp: prefill = one controlledEvaluate of the whole prompt (batch size = prompt,
+ * so one ubatch), the first token sampled from its last logits; generation = --gen − 1
+ * single-token evaluations, each greedy (temperature 0), timed as a whole. Ours: the same
+ * split (engine.ts stats: prefillMs; decodeSteps = --gen − 1 single-token forwards).
+ */
+import { execSync } from "node:child_process";
+import { existsSync, readFileSync, renameSync, statSync, writeFileSync } from "node:fs";
+import { cpus, loadavg } from "node:os";
+import { join, resolve } from "node:path";
+import { parseArgs } from "node:util";
+import { getLlama, LlamaLogLevel, type LlamaContextSequence, type Token } from "node-llama-cpp";
+import { createNativeBackend } from "../src/backend/native.ts";
+import { generate, Session } from "../src/generate/engine.ts";
+import { GREEDY } from "../src/generate/sampler.ts";
+import { openGguf } from "../src/io/gguf.ts";
+import { loadModel, type LoadedModel } from "../src/load/hf-folder.ts";
+import { describeKernelPath } from "../src/load/kernel-path.ts";
+import { isPackedWeight } from "../src/backend/backend.ts";
+import { mulberry32 } from "../src/util/random.ts";
+import { createContext, median, table } from "./bench-quantized/context.ts";
+import { probeSection } from "./bench-quantized/matmul.ts";
+
+const ENGINES = ["llama-q4_0", "ours-q4_0", "ours-gptq"] as const;
+type EngineName = (typeof ENGINES)[number];
+
+const { values: opts } = parseArgs({
+  options: {
+    dir: { type: "string", default: "/tmp/qllm-tinyllama" }, threads: { type: "string", default: "2" },
+    prompt: { type: "string", default: "512" }, gen: { type: "string", default: "128" }, reps: { type: "string", default: "2" },
+    engines: { type: "string", default: ENGINES.join(",") }, out: { type: "string", default: "eval/reports/bench-e2e.md" },
+  },
+});
+const dir = resolve(opts.dir), threads = Number(opts.threads), promptLen = Number(opts.prompt), genLen = Number(opts.gen), reps = Number(opts.reps);
+const engines = opts.engines.split(",") as EngineName[];
+for (const e of engines) if (!ENGINES.includes(e)) throw new Error(`unknown engine ${e}; known: ${ENGINES.join(", ")}`);
+const GGUF = join(dir, "q4_0.gguf"), GPTQ = join(dir, "gptq-w4g128");
+for (const p of [GGUF, GPTQ]) if (!existsSync(p)) throw new Error(`no ${p}: generate the models with \`npx tsx eval/gen-tinyllama.ts --out ${dir}\``);
+
+const log = (l: string): void => { console.log(l); };
+const load0 = loadavg(), started = new Date().toISOString();
+const uptime = (): string => { try { return execSync("uptime", { encoding: "utf8" }).trim(); } catch { return loadavg().map((v) => v.toFixed(2)).join(" "); } };
+log(uptime());
+
+interface Run { prefillTps: number; decodeTps: number }
+interface Engine {
+  name: EngineName;
+  label: string;
+  /** Bytes of weights one generated token reads (every linear and lm_head; one embedding row is left out). */
+  bytesPerToken: number;
+  /** Weights per token (for bpw). */
+  params: number;
+  describe: string;
+  run(prompt: readonly number[], gen?: number): Promise<Run>;
+  close(): Promise<void>;
+}
+
+const nb = createNativeBackend({ threads });
+const bctx = createContext(nb, threads, 3, log);
+
+/** Ours: as `chat --json` runs a prompt (engine.ts generate on a Session), ids instead of text. */
+async function oursEngine(name: EngineName, path: string): Promise<Engine> {
+  const t0 = performance.now();
+  const loaded: LoadedModel = await loadModel(path, nb, { weights: "packed" });
+  const loadS = (performance.now() - t0) / 1000;
+  const w = loaded.model.weights;
+  const linears = [...w.blocks.flatMap((b) => Object.values(b.linears).map((l) => l.weight)), w.lmHead];
+  let bytes = 0, params = 0;
+  for (const lw of linears) {
+    if (!isPackedWeight(lw)) throw new Error(`${path}: a linear is not packed`);
+    bytes += lw.bytes;
+    params += lw.N * lw.K;
+  }
+  const session = new Session(loaded.model, promptLen + genLen + 1);
+  return {
+    name, label: `ours, ${path.endsWith(".gguf") ? "Q4_0 GGUF" : "4-bit g128 HF-GPTQ folder"}`, bytesPerToken: bytes, params,
+    describe: `${describeKernelPath(loaded.model)} (loaded in ${loadS.toFixed(2)} s)`,
+    async run(prompt, gen = genLen) {
+      session.reset();
+      const r = await generate(session, loaded.tokenizer, { prompt, maxTokens: gen, sampler: GREEDY, stopIds: [], ignoreEos: true });
+      if (r.ids.length !== gen) throw new Error(`ours generated ${r.ids.length} tokens, expected ${gen}`);
+      const s = r.stats;
+      return { prefillTps: (s.prefillTokens * 1000) / s.prefillMs, decodeTps: (s.decodeSteps * 1000) / s.decodeMs };
+    },
+    async close() { /* packed weights are freed by their finalizers */ },
+  };
+}
+
+/** llama.cpp through node-llama-cpp: the prompt in one batch, then single-token greedy steps. */
+async function llamaEngine(): Promise<Engine> {
+  const llama = await getLlama({ gpu: false, build: "never", skipDownload: true, progressLogs: false, logLevel: LlamaLogLevel.error, maxThreads: threads });
+  const t0 = performance.now();
+  const model = await llama.loadModel({ modelPath: GGUF, gpuLayers: 0 });
+  const loadS = (performance.now() - t0) / 1000;
+  const ctx = await model.createContext({
+    contextSize: promptLen + genLen + 64, batchSize: promptLen, threads: { ideal: threads, min: threads }, flashAttention: false,
+  });
+  const seq: LlamaContextSequence = ctx.getSequence();
+  const greedy = { generateNext: { token: true, options: { temperature: 0 } } };
+  type EvalInput = Parameters<LlamaContextSequence["controlledEvaluate"]>[0];
+  // Bytes per token: the GGUF tensors of every linear and the output head (token_embd: one row per token).
+  const g = openGguf(GGUF);
+  const tensors = [...g.tensors.values()];
+  g.close();
+  let bytes = 0, params = 0;
+  for (const t of tensors) {
+    if (t.dims.length !== 2 || t.name === "token_embd.weight") continue;
+    bytes += t.byteSize;
+    params += t.dims[0]! * t.dims[1]!;
+  }
+  const types = [...new Set(tensors.filter((t) => t.dims.length === 2).map((t) => `${t.name.replace(/^blk\.\d+\./, "")} ${t.type.name}`))].join(", ");
+  return {
+    name: "llama-q4_0", label: "llama.cpp (node-llama-cpp), Q4_0 GGUF", bytesPerToken: bytes, params,
+    describe: `node-llama-cpp ${nlcVersion()}, CPU, ${threads} threads, batch ${promptLen}, flash attention off; loaded in ${loadS.toFixed(2)} s; tensors: ${types}`,
+    async run(prompt, gen = genLen) {
+      await seq.clearHistory();
+      const tp = performance.now();
+      let res = await seq.controlledEvaluate(prompt.map((t, i) => (i === prompt.length - 1 ? [t as Token, greedy] : (t as Token))) as EvalInput);
+      const prefillMs = performance.now() - tp;
+      const td = performance.now();
+      for (let i = 1; i < gen; i++) res = await seq.controlledEvaluate([[res.at(-1)!.next.token!, greedy]] as EvalInput);
+      const decodeMs = performance.now() - td;
+      return { prefillTps: (prompt.length * 1000) / prefillMs, decodeTps: ((gen - 1) * 1000) / decodeMs };
+    },
+    async close() { await ctx.dispose(); await model.dispose(); },
+  };
+}
+
+function nlcVersion(): string {
+  try { return (JSON.parse(readFileSync(join(import.meta.dirname, "..", "node_modules", "node-llama-cpp", "package.json"), "utf8")) as { version: string }).version; } catch { return "?"; }
+}
+
+// ---------------------------------------------------------------- run
+const probeMd = await probeSection(bctx);
+const probe = bctx.probeGBs;
+const rand = mulberry32(512);
+const all: Engine[] = [];
+for (const e of engines) all.push(e === "llama-q4_0" ? await llamaEngine() : await oursEngine(e, e === "ours-q4_0" ? GGUF : GPTQ));
+const V = 32000;
+const prompt = Array.from({ length: promptLen }, () => 3 + Math.floor(rand() * (V - 3)));
+const runs = new Map<EngineName, Run[]>(all.map((e) => [e.name, []]));
+// Warm-up: the whole prompt once (first-use costs: llama.cpp's compute buffers for a batch this size, our forward buffers).
+for (const e of all) { log(`warm-up ${e.name}`); await e.run(prompt, 4); }
+for (let r = 0; r < reps; r++) {
+  for (const e of all) {
+    const x = await e.run(prompt);
+    runs.get(e.name)!.push(x);
+    log(`round ${r + 1} ${e.name}: prefill ${x.prefillTps.toFixed(1)} tokens/s, decode ${x.decodeTps.toFixed(2)} tokens/s`);
+  }
+}
+for (const e of all) await e.close();
+await bctx.close();
+
+// ---------------------------------------------------------------- report
+const med = (e: Engine, k: keyof Run): number => median(runs.get(e.name)!.map((x) => x[k]));
+const ref = all.find((e) => e.name === "llama-q4_0");
+const gbs = (e: Engine): number => (e.bytesPerToken * med(e, "decodeTps")) / 1e9;
+const rows = all.map((e) => {
+  const vs = (k: keyof Run): string => (ref === undefined ? "–" : `${(med(e, k) / med(ref, k)).toFixed(2)}×`);
+  return [
+    e.label, ((8 * e.bytesPerToken) / e.params).toFixed(2), (e.bytesPerToken / 2 ** 20).toFixed(0),
+    med(e, "prefillTps").toFixed(1), vs("prefillTps"), med(e, "decodeTps").toFixed(2), vs("decodeTps"),
+    gbs(e).toFixed(1), `${((100 * gbs(e)) / probe).toFixed(0)}%`,
+  ];
+});
+const head = ["engine, weights", "bpw (linears + lm_head)", "MiB read / token", `prefill tokens/s (${promptLen})`, "vs llama.cpp", `decode tokens/s (${genLen})`, "vs llama.cpp", "decode GB/s", "% of probe"];
+const flags = process.argv.slice(2).join(" ");
+const target = (): string[] => {
+  if (ref === undefined) return [];
+  const out: string[] = [];
+  const oq = all.find((e) => e.name === "ours-q4_0"), og = all.find((e) => e.name === "ours-gptq");
+  if (oq) {
+    const p = med(oq, "prefillTps") / med(ref, "prefillTps"), d = (100 * gbs(oq)) / probe;
+    out.push(`- prompt, ours / llama.cpp on the same Q4_0 GGUF: **${p.toFixed(2)}×** (target ≥ 1.5×: ${p >= 1.5 ? "met" : "not met"})`);
+    out.push(`- generation, ours on the Q4_0 GGUF: **${d.toFixed(0)}% of the probe** (target ≥ 90%: ${d >= 90 ? "met" : "not met"}); ${(med(oq, "decodeTps") / med(ref, "decodeTps")).toFixed(2)}× llama.cpp`);
+  }
+  if (og) {
+    const d = med(og, "decodeTps") / med(ref, "decodeTps");
+    out.push(`- generation, ours on the 4-bit g128 folder (${((8 * og.bytesPerToken) / og.params).toFixed(2)} bpw over linears + lm_head) / llama.cpp Q4_0 (${((8 * ref.bytesPerToken) / ref.params).toFixed(2)} bpw): **${d.toFixed(2)}×** (target ≥ 1.25×: ${d >= 1.25 ? "met" : "not met"})`);
+  }
+  out.push(`- llama.cpp generation: ${((100 * gbs(ref)) / probe).toFixed(0)}% of the probe`);
+  return out;
+};
+const sh = (cmd: string): string => { try { return execSync(cmd, { stdio: ["ignore", "pipe", "ignore"] }).toString().trim(); } catch { return "unknown"; } };
+const report = [
+  "# End to end: TinyLlama-shaped model, ours vs llama.cpp", "",
+  "```", `/work/bin/bench npx tsx eval/bench-e2e.ts ${flags}`.trim(), "```", "",
+  "| | |", "|---|---|",
+  `| date | ${started} |`, `| commit | ${sh("git rev-parse --short HEAD")} |`,
+  `| CPU | ${cpus()[0]?.model ?? "?"}, ${cpus().length} cores |`,
+  `| threads | ${threads} (ours and llama.cpp) |`,
+  `| models | ${dir}: gptq-w4g128/ (${(fileBytes(GPTQ) / 2 ** 20).toFixed(0)} MiB) and q4_0.gguf (${(fileBytes(GGUF) / 2 ** 20).toFixed(0)} MiB), same random weights (eval/gen-tinyllama.ts) |`,
+  `| run | prompt ${promptLen} seeded random ids, then ${genLen} greedy tokens, EOS ignored; ${reps} rounds interleaved, medians |`,
+  `| loadavg before / after | ${load0.map((v) => v.toFixed(2)).join(" ")} / ${loadavg().map((v) => v.toFixed(2)).join(" ")} |`,
+  "",
+  probeMd,
+  "## Prompt and generation", "",
+  table(head, rows), "",
+  "decode GB/s = MiB read per token (the packed bytes of every linear and lm_head: what one decode step streams; KV-cache reads, a few % at 600 positions, are not counted) × decode tokens/s.",
+  "Prefill = the whole prompt in one call (llama.cpp: one batch of the prompt; ours: engine.ts chunks of 256); decode = single-token steps after the first generated token.",
+  "", ...target(), "",
+  "Engines:", ...all.map((e) => `- ${e.label}: ${e.describe}`), "",
+].join("\n");
+function fileBytes(p: string): number {
+  const st = statSync(p);
+  return st.isDirectory() ? statSync(join(p, "model.safetensors")).size : st.size;
+}
+log(`\n${report}`);
+const tmp = `${opts.out}.tmp${process.pid}`;
+writeFileSync(tmp, report);
+renameSync(tmp, opts.out);
+log(`wrote ${opts.out}; ${uptime()}`);
