@@ -5,18 +5,29 @@
  * rasterizer), feature detection (shader-f16 required; subgroups and subgroup matrices used
  * when offered) and errors that name the missing piece and the fix.
  *
- * Dawn toggles: `allow_unsafe_apis` (the experimental subgroup-matrix feature is only
- * exposed with it) and `use_vulkan_memory_model` (Dawn's own subgroup-matrix tests run the
- * Vulkan backend with it; cooperative-matrix SPIR-V needs the Vulkan memory model).
+ * Dawn toggles (DAWN_TOGGLES; passed as dawn.node's `enable-dawn-features`, which Dawn applies
+ * to the instance, the adapter and the device alike), checked against the Dawn inside the
+ * `webgpu` npm package 0.6.2 (its dawn.node carries these toggle names and messages):
+ *   - `vulkan_enable_f16_on_nvidia`: Dawn's Vulkan backend hides `shader-f16` on NVIDIA GPUs
+ *     unless this toggle is on (crbug.com/42251215, f16 CTS failures), even when the driver has
+ *     VK_KHR_shader_float16_int8 and 16-bit storage. Without it an H100/H200 adapter would be
+ *     refused here for "lacks shader-f16". No effect on other vendors.
+ *   - `use_vulkan_memory_model`: on Vulkan, `chromium-experimental-subgroup-matrix` is only
+ *     offered (and only accepted by requestDevice) with it ("Feature %s requires VulkanMemoryModel
+ *     toggle on Vulkan"); the adapter must also have VK_KHR_cooperative_matrix for compute,
+ *     vulkanMemoryModel + DeviceScope and computeFullSubgroups.
+ *   - `allow_unsafe_apis`: the chromium-experimental features are guarded by it ("Feature %s is
+ *     guarded by toggle allow_unsafe_apis").
+ * The subgroup-matrix shapes come from adapter.info.subgroupMatrixConfigs ({componentType,
+ * resultComponentType, M, N, K}); dawn.node fills it only when the adapter has the feature.
  */
 import { createRequire } from "node:module";
 import { DependencyError, QuantizeLlmError } from "../util/errors.ts";
 
 /** The feature name Dawn gives subgroup matrices today (a standard name may replace it). */
 export const SUBGROUP_MATRIX_FEATURES = ["chromium-experimental-subgroup-matrix", "subgroup-matrix"] as const;
-export const DAWN_TOGGLES = ["allow_unsafe_apis", "use_vulkan_memory_model"] as const;
+export const DAWN_TOGGLES = ["allow_unsafe_apis", "use_vulkan_memory_model", "vulkan_enable_f16_on_nvidia"] as const;
 
-/** No usable GPU: no adapter, a missing feature, a limit too small. */
 export class GpuError extends QuantizeLlmError {
   constructor(summary: string, details: ConstructorParameters<typeof QuantizeLlmError>[2] = {}) {
     super("E_GPU", summary, details);
@@ -140,7 +151,8 @@ export async function openGpu(opts: OpenGpuOptions): Promise<GpuContext> {
   if (!info.features.includes("shader-f16")) {
     throw new GpuError("the GPU adapter lacks shader-f16", {
       field: "--device", expected: "the WebGPU feature shader-f16 (f16 weights and scales)", found: `${info.description || info.device}: ${info.features.join(", ") || "no features"}`,
-      hint: "update the GPU driver (Vulkan: VK_KHR_shader_float16_int8 and 16-bit storage), or use --device cpu",
+      hint: "update the GPU driver (Vulkan: VK_KHR_shader_float16_int8, shaderFloat16 and storageBuffer16BitAccess; " +
+        "on NVIDIA Dawn also needs the toggle vulkan_enable_f16_on_nvidia, which openGpu sets), or use --device cpu",
     });
   }
   const wanted: string[] = ["shader-f16"];

@@ -3,19 +3,19 @@ import { selectBackend } from "../backend/select.ts";
 import { Conversation, endOfTurnIds, type TurnOptions } from "../generate/conversation.ts";
 import { generate, Session, type GenerateResult } from "../generate/engine.ts";
 import { runFigures, speedLine } from "../generate/report.ts";
-import { describeKernelPath } from "../load/kernel-path.ts";
-import { loadModel } from "../load/hf-folder.ts";
 import { resolveModelArg } from "../load/paths.ts";
+import type { TextTokenizer } from "../tokenizer/tokenizer.ts";
 import { UsageError } from "../util/errors.ts";
 import { choiceFlag, intFlag, onePositional, parseFlags } from "./args.ts";
 import { SAMPLER_FLAG_SPECS, SAMPLER_USAGE, samplerFromFlags } from "./chat-flags.ts";
 import { runLlamaCppChat } from "./chat-llamacpp.ts";
 import { repl } from "./chat-repl.ts";
 import type { Command } from "./command.ts";
+import { DEVICE_USAGE, deviceFlag, loadOnDevice } from "./device.ts";
 
 const usage = `usage: quantize-llm chat [model] [options]
 
-Chat with a model on the CPU (HF, HF-GPTQ or AWQ folder, or .gguf). With no model, uses the bundled model.
+Chat with a model on the CPU or the GPU (HF, HF-GPTQ or AWQ folder, or .gguf). With no model, uses the bundled model.
 Interactive: /reset starts over, /exit (or Ctrl-D) quits, Ctrl-C stops an answer (twice: quits).
 
   --engine E            native (default) | llama.cpp (a .gguf through node-llama-cpp, an optional
@@ -27,7 +27,7 @@ Interactive: /reset starts over, /exit (or Ctrl-D) quits, Ctrl-C stops an answer
   --stop TEXT           stop when the answer contains TEXT (repeatable)
   --ignore-eos          do not stop at end-of-turn tokens (fixed-length timing)
   --json                with --prompt: print the run's figures as a JSON last line
-${SAMPLER_USAGE}  --threads N, --backend auto|native|ref
+${DEVICE_USAGE}${SAMPLER_USAGE}  --threads N, --backend auto|native|ref
 `;
 
 export const chatCommand: Command = {
@@ -38,7 +38,7 @@ export const chatCommand: Command = {
     const { values, positionals } = parseFlags("chat", argv, {
       prompt: { type: "string" }, raw: { type: "boolean" }, system: { type: "string" }, "max-tokens": { type: "string" },
       stop: { type: "string", multiple: true }, "ignore-eos": { type: "boolean" }, json: { type: "boolean" },
-      threads: { type: "string" }, backend: { type: "string" }, engine: { type: "string" }, help: { type: "boolean", short: "h" },
+      threads: { type: "string" }, backend: { type: "string" }, device: { type: "string" }, engine: { type: "string" }, help: { type: "boolean", short: "h" },
       ...SAMPLER_FLAG_SPECS,
     });
     if (values.help) { process.stdout.write(usage); return 0; }
@@ -56,34 +56,46 @@ export const chatCommand: Command = {
       backend: choiceFlag("backend", values.backend, ["auto", "native", "ref"] as const, "auto"),
       ...(values.threads !== undefined ? { threads: intFlag("threads", values.threads, 1) } : {}),
     });
-    const { tokenizer, model } = await loadModel(path, backend);
-    const kernels = describeKernelPath(model);
+    const loaded = await loadOnDevice(path, deviceFlag(values.device), backend);
+    const { tokenizer, kernels } = loaded;
     process.stderr.write(`kernel path: ${kernels}\n`);
-    const session = new Session(model);
-    const conv = new Conversation(session, tokenizer, values.system);
-    const out = process.stdout;
-    const turn: TurnOptions = {
-      ...common, onText: (d) => { out.write(d); },
-      onDropped: (n) => process.stderr.write(`(context full: dropped the ${n} oldest turn${n === 1 ? "" : "s"}; the system prompt is kept)\n`),
-    };
-
-    if (values.prompt !== undefined) {
-      const ac = new AbortController();
-      const stop = (): void => ac.abort();
-      process.once("SIGINT", stop);
-      let r: GenerateResult;
-      try {
-        r = values.raw
-          ? await generate(session, tokenizer, { ...turn, prompt: tokenizer.encode(values.prompt, { addSpecial: true }), stopIds: endOfTurnIds(tokenizer), signal: ac.signal })
-          : await conv.ask(values.prompt, { ...turn, signal: ac.signal });
-      } finally {
-        process.off("SIGINT", stop);
-      }
-      out.write("\n");
-      if (values.json) out.write(`${JSON.stringify(runFigures(r.stats, r.finishReason, kernels))}\n`);
-      else process.stderr.write(`${speedLine(r.stats)}\n`);
-      return r.finishReason === "cancelled" ? 130 : 0;
+    const session = new Session(loaded.device === "gpu" ? loaded.gpu : loaded.model);
+    try {
+      return await converse(session, tokenizer, kernels, path, values, common);
+    } finally {
+      if (loaded.device === "gpu") loaded.gpu.destroy();
     }
-    return repl(conv, turn, path);
   },
 };
+
+async function converse(
+  session: Session, tokenizer: TextTokenizer, kernels: string, path: string,
+  values: { prompt?: string | undefined; raw?: boolean | undefined; json?: boolean | undefined; system?: string | undefined },
+  common: Omit<TurnOptions, "onText" | "onDropped">,
+): Promise<number> {
+  const conv = new Conversation(session, tokenizer, values.system);
+  const out = process.stdout;
+  const turn: TurnOptions = {
+    ...common, onText: (d) => { out.write(d); },
+    onDropped: (n) => process.stderr.write(`(context full: dropped the ${n} oldest turn${n === 1 ? "" : "s"}; the system prompt is kept)\n`),
+  };
+
+  if (values.prompt !== undefined) {
+    const ac = new AbortController();
+    const stop = (): void => ac.abort();
+    process.once("SIGINT", stop);
+    let r: GenerateResult;
+    try {
+      r = values.raw
+        ? await generate(session, tokenizer, { ...turn, prompt: tokenizer.encode(values.prompt, { addSpecial: true }), stopIds: endOfTurnIds(tokenizer), signal: ac.signal })
+        : await conv.ask(values.prompt, { ...turn, signal: ac.signal });
+    } finally {
+      process.off("SIGINT", stop);
+    }
+    out.write("\n");
+    if (values.json) out.write(`${JSON.stringify(runFigures(r.stats, r.finishReason, kernels))}\n`);
+    else process.stderr.write(`${speedLine(r.stats)}\n`);
+    return r.finishReason === "cancelled" ? 130 : 0;
+  }
+  return repl(conv, turn, path);
+}

@@ -2,17 +2,15 @@
 import { relative } from "node:path";
 import { withPackedActivations } from "../backend/backend.ts";
 import { selectBackend } from "../backend/select.ts";
-import { describeKernelPath } from "../load/kernel-path.ts";
-import { loadModel, readModelConfig } from "../load/hf-folder.ts";
+import { readModelConfig } from "../load/hf-folder.ts";
 import { BUNDLED_EVAL_TEXT, BUNDLED_MODEL_DIR, resolveModelArg } from "../load/paths.ts";
 import { perplexity, perplexityAsync, PROTOCOLS, type Protocol } from "../metrics/perplexity.ts";
-import { DependencyError, UsageError } from "../util/errors.ts";
-import { DEVICE_CHOICES, GpuError, openGpu, type DeviceChoice, type GpuContext } from "../backend/webgpu-device.ts";
-import { loadGpuModel } from "../load/webgpu-load.ts";
+import { UsageError } from "../util/errors.ts";
 import { Progress } from "../util/progress.ts";
 import { readTextFile } from "../util/text-file.ts";
 import { choiceFlag, intFlag, onePositional, parseFlags } from "./args.ts";
 import type { Command } from "./command.ts";
+import { DEVICE_USAGE, deviceFlag, loadOnDevice } from "./device.ts";
 
 const usage = `usage: quantize-llm eval [model] [options]
 
@@ -30,9 +28,7 @@ Perplexity of a model (HF, HF-GPTQ or AWQ folder, or .gguf file) on a text file.
   --weights W           packed (runtime int4/int8/16-bit layouts) | f32 (dequantized reference)
                         | auto (default: packed on the native backend, f32 on ref)
   --activations A       packed matmuls: int8 (per block, as llama.cpp; default) | f32 (exact)
-  --device D            cpu (default) | gpu (WebGPU: any adapter, software ones included)
-                        | auto (a hardware GPU adapter when there is one, else the CPU)
-  --json                print one JSON object as the last line of stdout
+${DEVICE_USAGE}  --json                print one JSON object as the last line of stdout
 `;
 
 export const evalCommand: Command = {
@@ -66,9 +62,9 @@ export const evalCommand: Command = {
     }
     const text = readTextFile(textFile, "--text");
 
-    const gpuCtx = await openDevice(choiceFlag<DeviceChoice>("device", values.device, DEVICE_CHOICES, "cpu"));
+    const device = deviceFlag(values.device);
     const t0 = performance.now();
-    const loaded = gpuCtx !== null ? await loadGpuModel(dir, gpuCtx) : await loadModel(dir, backend, { weights });
+    const loaded = await loadOnDevice(dir, device, backend, { weights, activations });
     const { cfg, tokenizer } = loaded;
     for (const w of cfg.warnings) process.stderr.write(`warning: ${w}\n`);
     const loadSeconds = (performance.now() - t0) / 1000;
@@ -79,15 +75,12 @@ export const evalCommand: Command = {
 
     const progress = new Progress("eval", { stream: process.stderr });
     const pplOpts = { protocol, ctx, bosId: tokenizer.bosId, onWindow: (done: number, total: number, p: number) => progress.update(done, total, `ppl ${p.toFixed(3)}`) };
-    const r = "gpu" in loaded ? await perplexityAsync(loaded.gpu, tokens, pplOpts) : perplexity(loaded.model, tokens, pplOpts);
+    const r = loaded.device === "gpu" ? await perplexityAsync(loaded.gpu, tokens, pplOpts) : perplexity(loaded.model, tokens, pplOpts);
     progress.done();
 
     const nParams = countParams(cfg);
-    const kernels = "gpu" in loaded
-      ? `webgpu on ${gpuCtx!.info.description || gpuCtx!.info.device}${gpuCtx!.info.software ? " (software adapter)" : ""}, ` +
-        `${gpuCtx!.info.subgroups ? "subgroup" : "workgroup-memory"} reductions, ${loaded.q4Linears} int4 / ${loaded.f16Linears} f16 linears, f32 activations`
-      : describeKernelPath(loaded.model, { activations });
-    if ("gpu" in loaded) loaded.gpu.destroy();
+    const { kernels } = loaded;
+    if (loaded.device === "gpu") loaded.gpu.destroy();
     const shown = relative(process.cwd(), dir) || ".";
     const lines = [
       `model:      ${shown} (${cfg.modelType}, ${cfg.numLayers} layers, ${(nParams / 1e6).toFixed(2)}M parameters, loaded in ${loadSeconds.toFixed(2)} s)`,
@@ -102,28 +95,12 @@ export const evalCommand: Command = {
       process.stdout.write(JSON.stringify({
         model: dir, text: textFile, protocol: r.protocol, ctx: r.ctx, windows: r.windows, tokensScored: r.tokensScored,
         tokensTotal: totalTokens, ppl: r.ppl, nll: r.nll, seconds: r.seconds, tokensPerSecond: r.tokensPerSecond,
-        device: gpuCtx !== null ? "gpu" : "cpu", backend: gpuCtx !== null ? "webgpu" : backend.name, threads: backend.threads, kernels,
+        device: loaded.device, backend: loaded.device === "gpu" ? "webgpu" : backend.name, threads: backend.threads, kernels,
       }) + "\n");
     }
     return 0;
   },
 };
-
-/**
- * --device: null for the CPU; a GPU device for gpu, or for auto when a hardware adapter
- * opens (auto never takes a software one, and says on stderr why it stays on the CPU).
- */
-async function openDevice(device: DeviceChoice): Promise<GpuContext | null> {
-  if (device === "cpu") return null;
-  if (device === "gpu") return openGpu({ choice: "gpu" });
-  try {
-    return await openGpu({ choice: "auto" });
-  } catch (e) {
-    if (!(e instanceof GpuError) && !(e instanceof DependencyError)) throw e;
-    process.stderr.write(`note: --device auto runs on the CPU: ${e.message.split("\n")[0]}\n`);
-    return null;
-  }
-}
 
 function countParams(cfg: import("../arch/config.ts").ModelConfig): number {
   const { hiddenSize: H, intermediateSize: I, numHeads, numKvHeads, headDim, vocabSize: V, numLayers } = cfg;

@@ -1,13 +1,12 @@
 /** `quantize-llm serve [model]`: an OpenAI-compatible HTTP server on our engine (src/serve/). */
 import { basename } from "node:path";
 import { selectBackend } from "../backend/select.ts";
-import { describeKernelPath } from "../load/kernel-path.ts";
-import { loadModel } from "../load/hf-folder.ts";
 import { resolveModelArg } from "../load/paths.ts";
 import { startServer } from "../serve/server.ts";
 import { UsageError } from "../util/errors.ts";
 import { choiceFlag, intFlag, onePositional, parseFlags } from "./args.ts";
 import type { Command } from "./command.ts";
+import { DEVICE_USAGE, deviceFlag, loadOnDevice } from "./device.ts";
 
 const usage = `usage: quantize-llm serve [model] [options]
 
@@ -24,7 +23,7 @@ With no model, serves the bundled model.
   --timeout S           per-request limit in seconds, queueing included (default 600)
   --max-body BYTES      largest request body (default 1048576); larger gets 413
   --model-id ID         the id clients pass as "model" (default: the model folder's name)
-  --threads N, --backend auto|native|ref
+${DEVICE_USAGE}  --threads N, --backend auto|native|ref
 `;
 
 export const serveCommand: Command = {
@@ -35,7 +34,7 @@ export const serveCommand: Command = {
     const { values, positionals } = parseFlags("serve", argv, {
       host: { type: "string" }, port: { type: "string" }, "api-key": { type: "string" }, parallel: { type: "string" },
       queue: { type: "string" }, timeout: { type: "string" }, "max-body": { type: "string" }, "model-id": { type: "string" },
-      threads: { type: "string" }, backend: { type: "string" }, help: { type: "boolean", short: "h" },
+      threads: { type: "string" }, backend: { type: "string" }, device: { type: "string" }, help: { type: "boolean", short: "h" },
     });
     if (values.help) { process.stdout.write(usage); return 0; }
     const path = resolveModelArg(onePositional("serve", positionals));
@@ -46,7 +45,10 @@ export const serveCommand: Command = {
       ...(values.threads !== undefined ? { threads: intFlag("threads", values.threads, 1) } : {}),
     });
     const apiKey = values["api-key"] ?? (process.env["QLLM_API_KEY"] || undefined);
-    const { model, tokenizer } = await loadModel(path, backend);
+    const device = deviceFlag(values.device);
+    const loaded = await loadOnDevice(path, device, backend);
+    const { tokenizer, kernels } = loaded;
+    const model = loaded.device === "gpu" ? loaded.gpu : loaded.model;
     const modelId = values["model-id"] ?? basename(path).replace(/\.gguf$/i, "");
     const parallel = intFlag("parallel", values.parallel, 1);
     const maxQueue = intFlag("queue", values.queue, 16, 0);
@@ -58,6 +60,7 @@ export const serveCommand: Command = {
         ...(apiKey !== undefined ? { apiKey } : {}), log: (l) => process.stderr.write(`${new Date().toISOString()} ${l}\n`),
       });
     } catch (e) {
+      if (loaded.device === "gpu") loaded.gpu.destroy();
       const se = e as NodeJS.ErrnoException;
       if (se.code === "EADDRINUSE" || se.code === "EACCES" || se.code === "EADDRNOTAVAIL") {
         throw new UsageError(`cannot listen on ${values.host ?? "127.0.0.1"}:${port}`, {
@@ -66,12 +69,15 @@ export const serveCommand: Command = {
       }
       throw e;
     }
-    process.stderr.write(`serving ${modelId} (${path}) on ${server.url} — kernel path: ${describeKernelPath(model)}; ` +
+    process.stderr.write(`serving ${modelId} (${path}) on ${server.url} — kernel path: ${kernels}; ` +
       `${parallel} slot${parallel === 1 ? "" : "s"}, queue ${maxQueue}${apiKey !== undefined ? ", API key required" : ""}\n` +
       `  try: curl ${server.url}/v1/chat/completions -H 'content-type: application/json' -d '{"model":"${modelId}","messages":[{"role":"user","content":"Hello"}]}'\n`);
     const srv = server;
     await new Promise<void>((resolve) => {
-      const stop = (): void => { process.stderr.write("shutting down\n"); void srv.close().then(resolve); };
+      const stop = (): void => {
+        process.stderr.write("shutting down\n");
+        void srv.close().then(() => { if (loaded.device === "gpu") loaded.gpu.destroy(); resolve(); });
+      };
       process.once("SIGINT", stop);
       process.once("SIGTERM", stop);
     });

@@ -6,8 +6,13 @@
  * The loop yields to the event loop after every token (and every prefill chunk), so
  * a server can stream, notice a disconnected client, and interleave sessions, and a
  * terminal can react to Ctrl-C.
+ *
+ * The model is the CPU Model (a synchronous forward) or the WebGPU runner (GpuModel: its
+ * forward is async, one logits read-back per call); a Session binds either to its own
+ * cache, and generation awaits a step only when it is a promise.
  */
 import type { KvCache, Model } from "../nn/model.ts";
+import { GpuModel, type GpuKvCache } from "../nn/webgpu-model.ts";
 import { UsageError } from "../util/errors.ts";
 import { Sampler, type SamplerOptions } from "./sampler.ts";
 import { IncrementalDecoder, StopMatcher, type Detokenizer } from "./text-stream.ts";
@@ -15,13 +20,29 @@ import { IncrementalDecoder, StopMatcher, type Detokenizer } from "./text-stream
 /** Prompt tokens fed per forward call during prefill (bounds event-loop stalls). */
 export const PREFILL_CHUNK = 256;
 
+/** What the engine runs: the CPU model or the GPU runner. */
+export type EngineModel = Model | GpuModel;
+
+/** Logits of the last position [1, V] ("last") or none, after feeding `tokens` at cache.pos. */
+type Step = (tokens: number[], logits: "last" | "none") => Float32Array | Promise<Float32Array>;
+
 /** One model context: a KV cache and the ids whose keys/values it holds. */
 export class Session {
-  readonly cache: KvCache;
+  readonly cache: KvCache | GpuKvCache;
   /** ids in the cache, [cache.pos] */
   readonly cached: number[] = [];
-  constructor(readonly model: Model, capacity = model.cfg.maxPositionEmbeddings) {
-    this.cache = model.newCache(capacity);
+  /** The model's forward on this session's cache. */
+  readonly step: Step;
+  constructor(readonly model: EngineModel, capacity = model.cfg.maxPositionEmbeddings) {
+    if (model instanceof GpuModel) {
+      const cache = model.newCache(capacity);
+      this.cache = cache;
+      this.step = (tokens, logits) => model.forward(tokens, cache, { logits });
+    } else {
+      const cache = model.newCache(capacity);
+      this.cache = cache;
+      this.step = (tokens, logits) => model.forward(tokens, cache, { logits });
+    }
   }
   get capacity(): number { return this.cache.capacity; }
   /** Forget everything (the next prompt is prefilled from position 0). */
@@ -73,7 +94,7 @@ export interface GenerateResult {
 const nextTick = (): Promise<void> => new Promise((r) => setImmediate(r));
 
 export async function generate(session: Session, tok: Detokenizer, req: GenerateRequest): Promise<GenerateResult> {
-  const { model, cache, cached } = session;
+  const { cache, cached } = session;
   const prompt = req.prompt;
   if (prompt.length === 0) throw new UsageError("empty prompt", { field: "prompt", expected: "at least one token", found: "0 tokens" });
   if (prompt.length >= cache.capacity) {
@@ -92,7 +113,8 @@ export async function generate(session: Session, tok: Detokenizer, req: Generate
   let logits: Float32Array = new Float32Array(0); // [V] of the last position
   for (let s = common; s < prompt.length; s += PREFILL_CHUNK) {
     const chunk = prompt.slice(s, Math.min(s + PREFILL_CHUNK, prompt.length));
-    logits = model.forward(chunk, cache, { logits: s + chunk.length === prompt.length ? "last" : "none" });
+    const r = session.step(chunk, s + chunk.length === prompt.length ? "last" : "none");
+    logits = r instanceof Promise ? await r : r;
     cached.push(...chunk);
     if (s + chunk.length < prompt.length) await nextTick();
   }
@@ -120,7 +142,8 @@ export async function generate(session: Session, tok: Detokenizer, req: Generate
     if (ids.length >= req.maxTokens || cache.pos >= cache.capacity) break; // "length"
     await nextTick();
     if (req.signal?.aborted) { finishReason = "cancelled"; break; }
-    logits = model.forward([id], cache, { logits: "last" });
+    const r = session.step([id], "last");
+    logits = r instanceof Promise ? await r : r;
     cached.push(id);
     decodeSteps++;
   }

@@ -95,3 +95,12 @@ export async function loadGpuModel(path: string, ctx: GpuContext, opts: GpuModel
   const { model: _cpu, ...rest } = loaded;
   return { ...rest, gpu, q4Linears: q4, f16Linears: f16 };
 }
+
+/** e.g. "webgpu on NVIDIA H200, subgroup reductions, subgroup-matrix GEMM 16×16×16, 28 int4 / 1 f16 linears, f32 activations". */
+export function describeGpuPath(ctx: GpuContext, m: Pick<GpuLoadedModel, "q4Linears" | "f16Linears" | "gpu">): string {
+  const i = ctx.info;
+  const sg = m.gpu.kernels.sgmatConfig;
+  return `webgpu on ${i.description || i.device}${i.software ? " (software adapter)" : ""}, ` +
+    `${i.subgroups ? "subgroup" : "workgroup-memory"} reductions, ${sg !== null && m.gpu.usesSubgroupMatrix ? `subgroup-matrix GEMM ${sg.M}×${sg.N}×${sg.K}, ` : ""}` +
+    `${m.q4Linears} int4 / ${m.f16Linears} f16 linears, f32 activations`;
+}

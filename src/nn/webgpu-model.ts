@@ -66,6 +66,8 @@ export class GpuModel {
   readonly maxRows: number;
   /** Bytes of weights on the GPU. */
   readonly weightBytes: number;
+  /** Whether prefill GEMMs (M ≥ SGMAT_MIN_ROWS) run on the subgroup-matrix kernel. */
+  get usesSubgroupMatrix(): boolean { return this.pipes.q4.sgmat !== null; }
   private readonly rope: RopeTable;
   private ropeBufs: [GPUBuffer, GPUBuffer] | null = null;
   private readonly programs = new WeakMap<GpuKvCache, Program>();

@@ -7,16 +7,16 @@
 import { randomUUID, timingSafeEqual } from "node:crypto";
 import type { ServerResponse } from "node:http";
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
-import type { Model } from "../nn/model.ts";
 import type { TextTokenizer } from "../tokenizer/tokenizer.ts";
 import { chatPromptIds, endOfTurnIds } from "../generate/conversation.ts";
-import { generate, Session, type GenerateResult } from "../generate/engine.ts";
+import { generate, Session, type EngineModel, type GenerateResult } from "../generate/engine.ts";
 import { ApiError, invalid, parseRequest, type ParsedRequest } from "./openai-request.ts";
 import { QueueFullError, Scheduler } from "./scheduler.ts";
 import { SseWriter } from "./sse.ts";
 
 export interface ServerOptions {
-  model: Model;
+  /** The CPU model or the GPU runner (GPU slots share its activation buffers: steps are serialized by the GPU queue). */
+  model: EngineModel;
   tokenizer: TextTokenizer;
   /** The id clients pass as `model` (GET /v1/models lists it). */
   modelId: string;
