@@ -9,30 +9,15 @@
  * --write saves eval/reports/gptq-results.{md,json}.
  */
 import { execSync } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { parseArgs } from "node:util";
-import {
-  BUNDLED_CALIB_TEXT, BUNDLED_EVAL_TEXT, BUNDLED_MODEL_DIR, loadHfModel, perplexity, selectBackend,
-} from "../src/index.ts";
-import { quantizeModel } from "../src/quantize/pipeline.ts";
-import type { QuantSettings } from "../src/quantize/settings.ts";
+import { BUNDLED_CALIB_TEXT, BUNDLED_MODEL_DIR, quantizeModel, type QuantSettings } from "../src/index.ts";
+import { qualityRun } from "./heldout.ts";
 
-const { values } = parseArgs({ options: {
-  threads: { type: "string" }, "calib-samples": { type: "string" }, write: { type: "boolean" }, quick: { type: "boolean" },
-} });
-const threads = Number(values.threads ?? 2);
-const backend = selectBackend({ threads });
-const calibSamples = Number(values["calib-samples"] ?? 128);
+const { values, threads, backend, calibSamples, ppl } = qualityRun();
 
 interface Row { method: string; bits: number | null; group: number | null; actOrder: boolean | null; ppl: number; seconds: number | null }
-
-async function ppl(dir: string): Promise<number> {
-  const { model, tokenizer } = await loadHfModel(dir, backend);
-  const tokens = tokenizer.encode(readFileSync(BUNDLED_EVAL_TEXT, "utf8"), { addSpecial: true });
-  return perplexity(model, tokens, { protocol: "gptq", ctx: 512, bosId: tokenizer.bosId }).ppl;
-}
 
 const configs: Array<Pick<QuantSettings, "method" | "bits" | "groupSize" | "actOrder">> = [];
 for (const bits of values.quick ? [3] : [4, 3]) {

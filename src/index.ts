@@ -15,7 +15,7 @@ export { loadModelWeights, type ModelWeights, type BlockWeights, type Linear, ty
 export { perplexity, PROTOCOLS, type Protocol, type PerplexityResult } from "./metrics/perplexity.ts";
 export { loadTokenizer, TextTokenizer, type ChatMessage } from "./tokenizer/tokenizer.ts";
 export { QuantizeLlmError, FormatError, ConfigError, UsageError, DependencyError } from "./util/errors.ts";
-export { gptqQuantizeLinear, type GptqOptions, type GptqResult } from "./methods/gptq.ts";
+export { gptqQuantizeLinear, GROUP_GRIDS, type GptqOptions, type GptqResult, type GroupGrid } from "./methods/gptq.ts";
 export { rtnQuantizeLinear, type RtnOptions } from "./methods/rtn.ts";
 export { dequantize, type QuantizedLinear } from "./tensor/quantized.ts";
 export { quantizeModel, type QuantizeJob, type QuantizeResult, type PipelineEvent } from "./quantize/pipeline.ts";

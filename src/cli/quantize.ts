@@ -13,6 +13,7 @@ import { InterruptedError, quantizeModel, type PipelineEvent } from "../quantize
 import { summarise, type LayerReport } from "../quantize/report.ts";
 import { discardFailedRun } from "../quantize/journal.ts";
 import { FORMAT_FLAGS, FORMATS, type FormatFlag } from "../quantize/formats/table.ts";
+import { GROUP_GRIDS } from "../methods/gptq.ts";
 import { GROUP_SIZES, type Method, type QuantSettings } from "../quantize/settings.ts";
 import { GPTQ_BITS } from "../pack/hf-gptq.ts";
 import { UsageError } from "../util/errors.ts";
@@ -45,6 +46,9 @@ const GPTQ_FLAGS = `  --act-order             quantize columns by decreasing Hes
   --damp X                fraction of mean(diag H) added to the diagonal (default 0.01; raised automatically
                           when the Cholesky factorisation fails, the value used is reported)
   --block-size N          lazy-update block size (default 128)
+  --group-grid R          where a dynamic group's grid is read from: current (the fully updated weights at
+                          the group start, default) | block-start (the lazy block's start snapshot, as
+                          IST-DASLab gptq.py); they differ only when --group-size < --block-size
   --no-true-sequential    quantize all layers of a block from the same inputs
   --calib-text FILE       calibration text (default: the bundled model's calibration split)
   --calib-samples N       windows (default 128)
@@ -75,14 +79,14 @@ function makeCommand(method: "rtn" | "gptq" | "awq", summary: string, extra: str
         "eval-text": { type: "string" }, "eval-max-tokens": { type: "string" }, "no-eval": { type: "boolean" },
         threads: { type: "string" }, backend: { type: "string" }, json: { type: "boolean" }, help: { type: "boolean", short: "h" },
         "act-order": { type: "boolean" }, "static-groups": { type: "boolean" }, damp: { type: "string" },
-        "block-size": { type: "string" }, "no-true-sequential": { type: "boolean" }, "true-sequential": { type: "boolean" },
+        "block-size": { type: "string" }, "group-grid": { type: "string" }, "no-true-sequential": { type: "boolean" }, "true-sequential": { type: "boolean" },
         "calib-text": { type: "string" }, "calib-samples": { type: "string" }, "calib-seqlen": { type: "string" }, seed: { type: "string" },
         then: { type: "string" }, format: { type: "string" }, "no-duo-scaling": { type: "boolean" }, "no-clip": { type: "boolean" },
         "save-search": { type: "string" }, "load-search": { type: "string" },
       });
       if (v.help) { process.stdout.write(usage); return 0; }
       if (method === "rtn") {
-        for (const f of ["act-order", "static-groups", "damp", "block-size", "calib-text", "calib-samples", "calib-seqlen", "seed"] as const) {
+        for (const f of ["act-order", "static-groups", "damp", "block-size", "group-grid", "calib-text", "calib-samples", "calib-seqlen", "seed"] as const) {
           if (v[f] !== undefined) throw new UsageError(`--${f} does not apply to rtn`, { field: `--${f}`, hint: "round-to-nearest uses no calibration data; use quantize-llm gptq" });
         }
       }
@@ -92,7 +96,7 @@ function makeCommand(method: "rtn" | "gptq" | "awq", summary: string, extra: str
         }
       }
       if (method === "awq") {
-        for (const f of ["act-order", "static-groups", "damp", "block-size"] as const) {
+        for (const f of ["act-order", "static-groups", "damp", "block-size", "group-grid"] as const) {
           if (v[f] !== undefined && v.then !== "gptq") throw new UsageError(`--${f} needs --then gptq`, { field: `--${f}`, hint: "these are GPTQ options; add --then gptq to run GPTQ after AWQ" });
         }
         if (v.then !== undefined && v.then !== "gptq") throw new UsageError("invalid value for --then", { field: "--then", expected: "gptq", found: JSON.stringify(v.then) });
@@ -136,6 +140,7 @@ function makeCommand(method: "rtn" | "gptq" | "awq", summary: string, extra: str
         method: fullMethod, bits, groupSize, sym,
         actOrder: v["act-order"] === true, staticGroups: v["static-groups"] === true, damp,
         blockSize: intFlag("block-size", v["block-size"], 128),
+        ...(v["group-grid"] !== undefined ? { groupGrid: choiceFlag("group-grid", v["group-grid"], GROUP_GRIDS, "current") } : {}),
         trueSequential: v["no-true-sequential"] !== true,
         format: choiceFlag("checkpoint-format", v["checkpoint-format"], ["gptq", "gptq_v2"] as const, sym ? "gptq" : "gptq_v2"),
         calibSamples: method === "rtn" ? 0 : intFlag("calib-samples", v["calib-samples"], 128),

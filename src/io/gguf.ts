@@ -12,6 +12,11 @@
  * The reader validates the whole header with bounded allocations (every count and
  * length is checked against the bytes left in the file before anything is allocated)
  * and reads tensor bytes lazily with one positioned read per tensor.
+ *
+ * Why one file of ~415 lines: the reader and the writer are the two halves of one byte
+ * layout (the header encoding, alignment and offset rules must stay in lockstep); the
+ * shared definitions and value encodings already live in gguf-types.ts and the streaming
+ * file writer in gguf-write.ts, and what is left here is the header codec itself.
  */
 import { closeSync, fstatSync, openSync, readSync } from "node:fs";
 import { dequantizeBlocks, findBlockType, GGML_BLOCK_TYPES } from "../pack/gguf-blocks.ts";

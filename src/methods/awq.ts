@@ -27,6 +27,12 @@
  * + 10·T_clip·N·K multiply-adds per clipped layer. Memory: one input capture at a time,
  * n·L·K floats (K = H, or the intermediate size for down_proj), + n·L·H floats of
  * reference outputs, + one copy of the block's weights during the clip search.
+ *
+ * Why one file of ~440 lines: it is the whole AWQ search of one block, in the order of
+ * the steps above (scale search, then clip search, sharing the captured inputs and the
+ * token sample), as STYLE.md asks of an algorithm core; the grid (awq-grid.ts), the
+ * result type (awq-types.ts), its persistence (awq-result.ts) and folding the scales
+ * into the weights (awq-apply.ts) are already separate rooms.
  */
 import type { ModelConfig } from "../arch/config.ts";
 import { linearTensorName, type Arch, type AwqPrev, type AwqScalingGroup, type LinearInput, type LinearName } from "../arch/registry.ts";

@@ -71,7 +71,7 @@ function prepare(o: GptqFastOptions) {
   const dequantized = new Float32Array(N * K); // [N, K]
   const args: GptqKernelArgs = {
     w: o.weight, perm: o.actOrder ? perm : null, dead: anyDead ? dead : null, hinv, N, K, bits, groupSize: g, sym,
-    colGroup, scales, zeros, codes, dequantized, blockSize: o.blockSize,
+    colGroup, scales, zeros, codes, dequantized, blockSize: o.blockSize, blockStartGrids: o.groupGrid === "block-start",
   };
   const result = (loss: number, dampUsed: number): GptqResult => {
     const gIdx = new Int32Array(K); // [K]

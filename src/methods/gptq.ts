@@ -9,8 +9,15 @@
  * a time over all K columns: quantize column i, spread its error over the
  * remaining columns along Hinv[i, i+1:]. The lazy block update of the paper
  * (§4, "Lazy Batch-Updates") is the same arithmetic reordered for speed; the
- * native kernel does it that way. Group parameters are computed from the
- * CURRENT (already error-updated) weights at each group start (ALGORITHMS.md §2.7).
+ * native kernel does it that way.
+ *
+ * Dynamic group grids, two rules (`groupGrid`, ALGORITHMS.md §2.7):
+ *   "current"      from the CURRENT weights at the group start, every earlier error applied;
+ *   "block-start"  from the weights as they were at the start of the lazy block of
+ *                  `blockSize` columns holding the group start — IST-DASLab gptq.py reads
+ *                  W[:, i1+i : i1+i+g], which it updates only between blocks. The rules
+ *                  differ only for groups that start inside a block (g < blockSize), and
+ *                  only there does the result depend on blockSize.
  */
 import { gptqGrid, minMax, quantizeValue, type GridParams } from "./grid.ts";
 import { gptqHinv } from "./linalg.ts";
@@ -32,9 +39,15 @@ export interface GptqOptions {
   staticGroups: boolean;
   /** Fraction of mean(diag H) added to the diagonal (percdamp). */
   damp: number;
-  /** Lazy-update block size (the result does not depend on it in this reference). */
+  /** Lazy-update block size (the result depends on it only with groupGrid "block-start"). */
   blockSize: number;
+  /** Where dynamic group grids are read from (default "current"). */
+  groupGrid?: GroupGrid | undefined;
 }
+
+/** Dynamic group grid rule: the current weights, or gptq.py's block-start snapshot. */
+export type GroupGrid = "current" | "block-start";
+export const GROUP_GRIDS: readonly GroupGrid[] = ["current", "block-start"];
 
 export interface GptqResult extends QuantizedLinear {
   /** [N, K] f32 dequantized weights */
@@ -118,6 +131,9 @@ export function gptqQuantizeLinear(o: GptqOptions): GptqResult {
   let loss = 0;
   const w = new Float64Array(K); // one row, permuted
   const wf = new Float32Array(K);
+  const blockStart = o.groupGrid === "block-start" && !staticParams && g !== K;
+  const B = Math.max(1, o.blockSize);
+  const snap = blockStart ? new Float64Array(K) : w; // the row at the start of the current lazy block
   for (let n = 0; n < N; n++) {
     for (let i = 0; i < K; i++) w[i] = W[n * K + perm[i]!]!;
     let p: GridParams | undefined;
@@ -125,10 +141,11 @@ export function gptqQuantizeLinear(o: GptqOptions): GptqResult {
     for (let i = 0; i < K; i++) {
       const col = perm[i]!;
       const grp = gIdx[col]!;
+      if (blockStart && i % B === 0) snap.set(w);
       if (staticParams) p = staticParams[n * G + grp]!;
       else if (g !== K && i % g === 0) {
         const len = Math.min(g, K - i);
-        for (let j = 0; j < len; j++) wf[j] = w[i + j]!;
+        for (let j = 0; j < len; j++) wf[j] = snap[i + j]!;
         const [lo, hi] = minMax(wf, 0, len);
         p = gptqGrid(lo, hi, bits, sym);
       }

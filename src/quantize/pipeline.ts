@@ -308,7 +308,7 @@ export async function quantizeModel(job: QuantizeJob): Promise<QuantizeResult> {
                 // Off the JS thread: a Ctrl-C within this layer cancels the kernel (issue 8 item 7).
                 res = await gptqQuantizeLinearAsync({
                   backend, weight: l.weight, rows: l.N, cols: l.K, hessian: Hm!, bits: s.bits, groupSize: s.groupSize, sym: s.sym,
-                  actOrder: s.actOrder, staticGroups: s.staticGroups, damp: s.damp, blockSize: s.blockSize,
+                  actOrder: s.actOrder, staticGroups: s.staticGroups, damp: s.damp, blockSize: s.blockSize, groupGrid: s.groupGrid,
                 }, { signal: job.signal });
               } catch (e) {
                 if (job.signal?.aborted) throw new InterruptedError(work);

@@ -5,6 +5,7 @@
  * by its entry in formats/ (`Format.check`), right after these.
  */
 import type { ModelConfig } from "../arch/config.ts";
+import { GROUP_GRIDS, type GroupGrid } from "../methods/gptq.ts";
 import { linearShapes } from "../arch/shapes.ts";
 import { GPTQ_BITS, type GptqCheckpointFormat } from "../pack/hf-gptq.ts";
 import { UsageError } from "../util/errors.ts";
@@ -25,6 +26,8 @@ export interface QuantSettings {
   staticGroups: boolean;
   damp: number;
   blockSize: number;
+  /** GPTQ dynamic group grids: "current" weights (default) or gptq.py's "block-start" snapshot (methods/gptq.ts). */
+  groupGrid?: GroupGrid;
   trueSequential: boolean;
   /** HF-GPTQ checkpoint_format: v1 ("gptq") for symmetric, v2 for asymmetric by default. */
   format: GptqCheckpointFormat;
@@ -57,6 +60,9 @@ export function validateSettings(cfg: ModelConfig, s: QuantSettings, modelDir: s
   }
   if (!(Number.isInteger(s.blockSize) && s.blockSize >= 1)) {
     throw new UsageError("invalid block size", { field: "--block-size", expected: "a positive integer (128)", found: String(s.blockSize) });
+  }
+  if (s.groupGrid !== undefined && !GROUP_GRIDS.includes(s.groupGrid)) {
+    throw new UsageError("invalid group grid rule", { field: "--group-grid", expected: GROUP_GRIDS.join(" | "), found: String(s.groupGrid) });
   }
   if (s.calibSeqlen > cfg.maxPositionEmbeddings) {
     throw new UsageError("calibration windows longer than the model's context", {

@@ -1,25 +1,41 @@
 /** The CLI as a user runs it: exit codes, the --json last line, typed errors without stack traces. */
 import { spawnSync } from "node:child_process";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { PACKAGE_ROOT } from "../../src/load/paths.ts";
+import { BUNDLED_MODEL_DIR, PACKAGE_ROOT } from "../../src/load/paths.ts";
 
 const BIN = join(PACKAGE_ROOT, "bin", "quantize-llm.js");
 function run(...args: string[]): { status: number | null; stdout: string; stderr: string } {
   const r = spawnSync(process.execPath, [BIN, ...args], { encoding: "utf8", env: { ...process.env, QLLM_THREADS: "1" } });
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
+/** run() on 2 threads, for the whole-text evaluations. */
+function run2(...args: string[]): { status: number | null; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, [BIN, ...args], { encoding: "utf8", env: { ...process.env, QLLM_THREADS: "2" } });
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
 
 describe("quantize-llm CLI", () => {
-  it("eval on the bundled model prints the protocol and a JSON last line", () => {
-    const r = run("eval", "--protocol", "llama.cpp", "--max-tokens", "2048", "--json");
+  it("eval on the bundled model prints the protocol and the committed PyTorch perplexity", () => {
+    // models/qllm-tiny/eval_results.json: the training recipe's own PyTorch evaluation (f32) of the whole held-out text
+    const ref = JSON.parse(readFileSync(join(BUNDLED_MODEL_DIR, "eval_results.json"), "utf8")) as { gptq: { ppl: number; scored_tokens: number } };
+    const r = run2("eval", "--protocol", "gptq", "--json");
     expect(r.status, r.stderr).toBe(0);
-    expect(r.stdout).toMatch(/protocol: +llama\.cpp, ctx 512, 4 windows, 1020 tokens scored/);
+    expect(r.stdout).toMatch(/protocol: +gptq, ctx 512, 67 windows/);
     const last = JSON.parse(r.stdout.trim().split("\n").at(-1)!);
-    expect(last).toMatchObject({ protocol: "llama.cpp", ctx: 512, windows: 4, tokensScored: 1020 });
-    // a trained model: far below the unigram baseline of the held-out text (~978, models/README.md)
-    expect(last.ppl).toBeGreaterThan(20);
-    expect(last.ppl).toBeLessThan(300);
+    expect(last).toMatchObject({ protocol: "gptq", ctx: 512, windows: 67, tokensScored: ref.gptq.scored_tokens });
+    expect(Math.abs(last.ppl / ref.gptq.ppl - 1)).toBeLessThan(1e-6); // measured 1.4e-8
+  });
+
+  it("chat --raw --temperature 0 continues each committed prompt with PyTorch's greedy text", () => {
+    const ref = JSON.parse(readFileSync(join(BUNDLED_MODEL_DIR, "eval_results.json"), "utf8")) as { greedy: { prompt: string; generated_ids: number[]; text: string }[] };
+    for (const g of ref.greedy) {
+      const r = run2("chat", "--raw", "--prompt", g.prompt, "--max-tokens", String(g.generated_ids.length), "--temperature", "0");
+      expect(r.status, r.stderr).toBe(0);
+      expect(g.text.startsWith(g.prompt)).toBe(true);
+      expect(r.stdout.replace(/\n$/, "")).toBe(g.text.slice(g.prompt.length));
+    }
   });
 
   it("chat --raw continues a prompt greedily; chat --prompt answers through the chat template", () => {
@@ -57,6 +73,8 @@ describe("quantize-llm CLI", () => {
     [["eval", "--bogus"], /bad arguments for "eval"[\s\S]*--bogus/],
     [["gptq", "--bits", "5", "-o", "/tmp/qllm-never"], /unsupported bit width[\s\S]*2, 3, 4, 8/],
     [["rtn", "--damp", "0.1"], /--damp does not apply to rtn/],
+    [["gptq", "--group-grid", "start", "-o", "/tmp/qllm-never"], /invalid value for --group-grid[\s\S]*current, block-start/],
+    [["rtn", "--group-grid", "block-start"], /--group-grid does not apply to rtn/],
     [["frobnicate"], /unknown command "frobnicate"/],
   ])("%j is a clear error, exit 2, no stack trace", (args, message) => {
     const r = run(...(args as string[]));
