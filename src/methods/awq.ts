@@ -42,7 +42,7 @@ import { mulberry32 } from "../util/random.ts";
 import type { RopeTable } from "../nn/rope.ts";
 import { type BlockWeights, type Linear } from "../nn/weights.ts";
 import { linearShapes } from "../arch/shapes.ts";
-import { invariant, QuantizeLlmError, UsageError } from "../util/errors.ts";
+import { assertFinite, invariant, NumericError, UsageError } from "../util/errors.ts";
 import { applyAwqScales } from "./awq-apply.ts";
 import { awqFakeQuantize, awqFakeQuantizeGroup } from "./awq-grid.ts";
 import type { AwqBlockSearch, AwqGroupScales, AwqLayerClip } from "./awq-types.ts";
@@ -257,7 +257,7 @@ function searchGroupScales(o: GroupSearchInput): AwqGroupScales {
     if (loss < bestLoss) { bestLoss = loss; best = i; bestScales = s; }
   }
   if (best < 0 || !bestScales) {
-    throw new QuantizeLlmError("E_NONFINITE", `AWQ scale search found no finite loss for ${o.where} (the classic "NaN in AWQ")`, {
+    throw new NumericError(`AWQ scale search found no finite loss for ${o.where} (the classic "NaN in AWQ")`, {
       field: o.where, expected: `a finite output error for at least one of the ${AWQ_N_GRID} values of α`, found: `NaN/Inf for every α`,
       hint: "the block's activations or weights overflow; check the model with quantize-llm eval, or exclude this block",
     });
@@ -435,15 +435,4 @@ export function awqSearchBlock(o: AwqSearchOptions): AwqBlockSearch {
     result.clips.push({ layer: spec.name, N: l.N, G: l.K / g, groupSize: g, maxVal });
   }
   return result;
-}
-
-function assertFinite(a: Float32Array, what: string): void {
-  for (let i = 0; i < a.length; i++) {
-    if (!Number.isFinite(a[i]!)) {
-      throw new QuantizeLlmError("E_NONFINITE", `${what} contains NaN or Inf`, {
-        field: `${what}[${i}]`, expected: "finite values", found: String(a[i]),
-        hint: "the checkpoint is corrupt or overflowed in its dtype; check it with quantize-llm eval before quantizing",
-      });
-    }
-  }
 }

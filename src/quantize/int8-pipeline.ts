@@ -28,7 +28,7 @@ import { bnbQuantizationConfig, packBnbInt8 } from "../pack/bnb-int8.ts";
 import { writeInt8Outliers } from "../pack/bnb-int8-outliers.ts";
 import { fromF32 } from "../tensor/dtype.ts";
 import { loadTokenizer } from "../tokenizer/tokenizer.ts";
-import { QuantizeLlmError, UsageError } from "../util/errors.ts";
+import { assertFinite, UsageError } from "../util/errors.ts";
 import { calibrationWindows } from "./calibrate.ts";
 import { quantizeInt8Rows } from "../methods/int8.ts";
 import { OutlierCounter, type OutlierReport } from "../methods/int8-outliers.ts";
@@ -163,14 +163,7 @@ function outputTensors(cfg: ModelConfig, ckpt: Checkpoint, s: Int8Settings, orig
       } else {
         const quantize = (): { CB: Int8Array; SCB: Float32Array } => {
           const W = ckpt.readF32Sync(wName); // [N, K]
-          for (let i = 0; i < W.length; i++) {
-            if (!Number.isFinite(W[i]!)) {
-              throw new QuantizeLlmError("E_NONFINITE", `${wName} contains NaN or Inf`, {
-                file: origin, field: `${wName}[${i}]`, expected: "finite values", found: String(W[i]),
-                hint: "the checkpoint is corrupt or overflowed in its dtype; check it with quantize-llm eval before quantizing",
-              });
-            }
-          }
+          assertFinite(W, wName, origin);
           return quantizeInt8Rows(W, N, K);
         };
         out.push(

@@ -30,7 +30,7 @@ import { RopeTable } from "../nn/rope.ts";
 import { loadBlock, loadEmbedding, type BlockWeights } from "../nn/weights.ts";
 import { awqQuantizeLinear } from "../methods/awq-grid.ts";
 import { loadTokenizer } from "../tokenizer/tokenizer.ts";
-import { InterruptedError, NumericError, QuantizeLlmError, UsageError } from "../util/errors.ts";
+import { assertFinite, InterruptedError, nonFiniteError, NumericError, UsageError } from "../util/errors.ts";
 import { awqSearchBlock } from "../methods/awq.ts";
 import type { AwqBlockSearch } from "../methods/awq-types.ts";
 import { applyAwqClip, applyAwqScales } from "../methods/awq-apply.ts";
@@ -373,15 +373,4 @@ export async function quantizeModel(job: QuantizeJob): Promise<QuantizeResult> {
  */
 function collectGarbage(): void {
   (globalThis as { gc?: () => void }).gc?.();
-}
-
-function assertFinite(a: Float32Array | Float64Array, what: string, file: string): void {
-  for (let i = 0; i < a.length; i++) if (!Number.isFinite(a[i]!)) throw nonFiniteError(what, i, a[i]!, file);
-}
-
-function nonFiniteError(what: string, i: number, value: number, file: string): QuantizeLlmError {
-  return new QuantizeLlmError("E_NONFINITE", `${what} contains NaN or Inf`, {
-    file, field: `${what}[${i}]`, expected: "finite values", found: String(value),
-    hint: "the checkpoint is corrupt or overflowed in its dtype; check it with quantize-llm eval before quantizing",
-  });
 }

@@ -70,6 +70,23 @@ export class NumericError extends QuantizeLlmError {
   }
 }
 
+/**
+ * The one finiteness check of arrays that flow into or out of the quantizers: a NaN or Inf
+ * is a NumericError naming what was checked, the first bad index and value, and `file`
+ * (the checkpoint) when known.
+ */
+export function assertFinite(a: ArrayLike<number>, what: string, file?: string): void {
+  for (let i = 0; i < a.length; i++) if (!Number.isFinite(a[i]!)) throw nonFiniteError(what, i, a[i]!, file);
+}
+
+/** The error assertFinite throws, for checks made elsewhere (a native scan reports the index). */
+export function nonFiniteError(what: string, i: number, value: number, file?: string): NumericError {
+  return new NumericError(`${what} contains NaN or Inf`, {
+    ...(file !== undefined ? { file } : {}), field: `${what}[${i}]`, expected: "finite values", found: String(value),
+    hint: "the checkpoint is corrupt or overflowed in its dtype; check it with quantize-llm eval before quantizing",
+  });
+}
+
 /** The user interrupted a long run (Ctrl-C / an aborted signal); `file` is the work folder kept for --resume. */
 export class InterruptedError extends QuantizeLlmError {
   constructor(work: string) {
