@@ -5,6 +5,13 @@
 // q4_0_8x8 on AVX2 / AVX-512), a persistent ggml threadpool (llama.cpp's default
 // spinning, poll 50), and ggml_backend_graph_compute of one GGML_OP_MUL_MAT.
 //
+// Between commands the threadpool is paused (ggml_threadpool_pause: the workers wait
+// on a condition variable). Without it, after each `run` ggml's idle workers keep
+// polling for new work (1024·128·poll = 6.5 M pause loops, tens of ms on one of the
+// 2 cores) while the benchmark times OUR kernel in the same round. `run` resumes the
+// pool before its untimed warm-up, so llama.cpp's own timed calls keep its default
+// spinning between graphs.
+//
 // Driven over stdin, one command a line, so that the benchmark can interleave it
 // with our kernels (the harness idles in a blocking read between commands):
 //   load TYPE N K COPIES FILE   TYPE q4_0 | q8_0; FILE = N rows of ggml blocks; COPIES distinct tensors
@@ -12,11 +19,13 @@
 //   run M REPS                  y = W_c · x for c cycling over the copies → "t US US ..." (µs per call)
 //   quit
 // argv: BINS_DIR THREADS
+#define _GNU_SOURCE  // dladdr
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <dlfcn.h>
 
 #include "ggml-alloc.h"
 #include "ggml-backend.h"
@@ -26,6 +35,7 @@ typedef void (*set_n_threads_t)(ggml_backend_t, int);
 typedef ggml_backend_buffer_type_t* (*extra_bufts_t)(ggml_backend_dev_t);
 typedef struct ggml_threadpool* (*tp_new_t)(struct ggml_threadpool_params*);
 typedef void (*set_tp_t)(ggml_backend_t, struct ggml_threadpool*);
+typedef void (*tp_pause_t)(struct ggml_threadpool*);
 
 #define MAX_COPIES 64
 static ggml_backend_t be;
@@ -34,6 +44,8 @@ static struct ggml_context* wctx;
 static ggml_backend_buffer_t wbuf;
 static struct ggml_tensor* W[MAX_COPIES];
 static int copies, N, K;
+static struct ggml_threadpool* tp;
+static tp_pause_t tpPause, tpResume;  // from the CPU backend library (not in its proc-address table)
 
 static double nowUs(void) {
   struct timespec ts;
@@ -87,6 +99,7 @@ static void run(int M, int reps) {
   for (size_t i = 0; i < (size_t)K * M; ++i) xs[i] = (float)((i * 2654435761u) % 2001) / 1000.0f - 1.0f;
   ggml_backend_tensor_set(x, xs, 0, sizeof(float) * (size_t)K * M);
   free(xs);
+  if (tpResume != NULL) tpResume(tp);
   for (int i = 0; i < copies; ++i) ggml_backend_graph_compute(be, g[i]);  // untimed warm-up, every buffer touched
   printf("t");
   for (int r = 0; r < reps; ++r) {
@@ -95,6 +108,7 @@ static void run(int M, int reps) {
     printf(" %.1f", nowUs() - t0);
   }
   printf("\n");
+  if (tpPause != NULL) tpPause(tp);  // idle until the next run: no polling while the benchmark times ours
   ggml_backend_buffer_free(buf);
   ggml_free(ctx);
 }
@@ -108,8 +122,20 @@ int main(int argc, char** argv) {
   ggml_backend_reg_t reg = ggml_backend_dev_backend_reg(dev);
   ((set_n_threads_t)ggml_backend_reg_get_proc_address(reg, "ggml_backend_set_n_threads"))(be, threads);
   struct ggml_threadpool_params tpp = ggml_threadpool_params_default(threads);
-  struct ggml_threadpool* tp = ((tp_new_t)ggml_backend_reg_get_proc_address(reg, "ggml_threadpool_new"))(&tpp);
+  tp_new_t tpNew = (tp_new_t)ggml_backend_reg_get_proc_address(reg, "ggml_threadpool_new");
+  tp = tpNew(&tpp);
   ((set_tp_t)ggml_backend_reg_get_proc_address(reg, "ggml_backend_cpu_set_threadpool"))(be, tp);
+  Dl_info info;
+  void* lib = dladdr((void*)tpNew, &info) != 0 ? dlopen(info.dli_fname, RTLD_NOW | RTLD_NOLOAD) : NULL;
+  if (lib != NULL) {
+    tpPause = (tp_pause_t)dlsym(lib, "ggml_threadpool_pause");
+    tpResume = (tp_pause_t)dlsym(lib, "ggml_threadpool_resume");
+  }
+  if (tpPause == NULL || tpResume == NULL) {
+    printf("error ggml_threadpool_pause/resume not found in the CPU backend library\n");
+    return 1;
+  }
+  tpPause(tp);
   printf("ready %s\n", ggml_backend_dev_description(dev));
   fflush(stdout);
   char line[4096], type[16], file[3000];

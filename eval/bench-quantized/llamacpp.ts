@@ -59,7 +59,7 @@ export function buildHarness(bins: string): string {
   execFileSync("gcc", [
     "-O2", "-std=gnu11", HARNESS_SRC, `-I${join(src, "ggml", "include")}`, `-L${bins}`,
     "-l:libggml-base.so", `-l:${readdirSync(bins).find((f) => /^libggml\.v?[\d.]*so$|^libggml\.so/.test(f)) ?? "libggml.so"}`,
-    `-Wl,-rpath,${bins}`, "-o", tmpExe,
+    `-Wl,-rpath,${bins}`, "-ldl", "-o", tmpExe,
   ]);
   renameSync(tmpExe, exe);
   return exe;

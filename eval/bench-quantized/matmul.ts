@@ -11,7 +11,10 @@ import type { BenchContext } from "./context.ts";
 import { median, ratio, table } from "./context.ts";
 import { randomWeights, writeGgmlBlocks } from "./weights.ts";
 
-const COLD_BYTES = 64e6;             // more distinct weight bytes than 2 × the 32 MiB L3
+// Distinct weight bytes each GEMV case cycles through. 64 MB (2× the 32 MiB L3) is not
+// enough on this Zen 3: its L3 is a victim cache and still served part of a 64 MB cycle
+// (ours read 110–125% of the DRAM probe there, node-only, same day), so cycle 256 MB.
+const COLD_BYTES = 256e6;
 const PROBE_BYTES = 512 << 20;
 const GEMV_SHAPES: [number, number][] = [[4096, 4096], [11008, 4096], [4096, 11008]];  // [N, K]
 
@@ -34,12 +37,16 @@ interface Side {
   bytes: number;
 }
 
-/** Interleaved rounds: ours `calls` times, then llama.cpp `calls` times; per-call µs of each. */
+/**
+ * Interleaved rounds: ours `calls` times, then llama.cpp `calls` times; per-call µs of each.
+ * Each side starts its round with an untimed pass over every copy (the harness's `run`
+ * does the same for llama.cpp), so neither is timed while waking from the other's turn.
+ */
 async function abRounds(ctx: BenchContext, ws: PackedWeight[], x: Float32Array, M: number, calls: number): Promise<[number[], number[]]> {
   const ours: number[] = [], llama: number[] = [];
   const out = new Float32Array(M * ws[0]!.N);
-  for (const w of ws) ctx.nb.matmulPacked(x, w, M, undefined, out);  // warm-up: every copy touched
   for (let round = 0; round < ctx.reps; round++) {
+    for (const w of ws) ctx.nb.matmulPacked(x, w, M, undefined, out);  // untimed warm-up: every copy touched
     for (let i = 0; i < calls; i++) {
       const t0 = performance.now();
       ctx.nb.matmulPacked(x, ws[i % ws.length]!, M, undefined, out);
