@@ -5,7 +5,10 @@
 //   packed_pack.cc        canonical inputs → layout, in a 2 MiB-aligned huge-page arena
 //   packed_matmul.cc      the driver: activation quantization, threads, tiles, bias
 //   packed_scalar.cc      the scalar reference tiles (the specification of each layout)
-//   packed_avx2.cc        AVX2 tiles (vpmaddubsw), selected at run time
+//   packed_avx2.h         AVX2 (vpmaddubsw), selected at run time: what its files share
+//   packed_avx2_gemv.cc     M = 1 spans (decode, DRAM-bandwidth shaped)
+//   packed_avx2_gemm.cc     int8-activation tiles (prefill, M = 2…8)
+//   packed_avx2.cc          f32-activation and 16-bit tiles, quantizer, the table
 //
 // Every layout interleaves 16 rows ("a row group"): the 16 outputs of a row group
 // are one zmm of int32 or two ymm, and the row group is the unit of the static N

@@ -33,6 +33,8 @@ const Q4_CASES: Q4Case[] = [
   // 7 row groups (the M = 1 span kernel's two streams + a leftover), Ba = 96 (3 sub-blocks)
   { N: 100, K: 70, g: 70, mins: false, perm: false, f16: true },
   { N: 100, K: 96, g: 96, mins: true, perm: false, f16: true },
+  // long K (385 activation blocks), mins, M = 17 = 4 GEMM tiles of 4 rows + 1
+  { N: 20, K: 12300, g: 32, mins: true, perm: false, f16: true },
 ];
 
 interface Q8Case { N: number; K: number; g: number; perm: boolean; f16: boolean }
@@ -41,6 +43,7 @@ const Q8_CASES: Q8Case[] = [
   { N: 20, K: 300, g: 300, perm: true, f16: false },  // per-row int8 (8-bit GPTQ act-order)
   { N: 100, K: 96, g: 96, perm: false, f16: true },   // 7 row groups, Ba = 96
   { N: 90, K: 256, g: 64, perm: false, f16: false },  // Ba = 64, f32 scales
+  { N: 20, K: 12300, g: 128, perm: true, f16: true }, // long K, act-order
 ];
 
 function check(name: string, got: Float32Array, want: Float64Array, tol: Float64Array): void {
