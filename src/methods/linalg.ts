@@ -3,12 +3,24 @@
  * has the fast versions). Matrices are row-major Float64Array [n, n].
  */
 
-/** In-place lower Cholesky A = L·Lᵀ (upper triangle zeroed). Returns false if A is not positive definite. */
-export function choleskyLower(A: Float64Array, n: number): boolean {
+/**
+ * A pivot of the Hessian's factorisation must exceed this fraction of its diagonal entry,
+ * the same rule as the native kernel (native/src/gptq_hinv.cc kPivotRelTol): below it the
+ * Schur complement is rounding noise at f32 (the precision H is accumulated and used in),
+ * so the matrix counts as singular and the damping grows, on both backends alike.
+ */
+export const PIVOT_REL_TOL = 2 ** -21;
+
+/**
+ * In-place lower Cholesky A = L·Lᵀ (upper triangle zeroed). Returns false if A is not
+ * positive definite: a pivot that is not above relTol × its original diagonal entry.
+ */
+export function choleskyLower(A: Float64Array, n: number, relTol = 0): boolean {
   for (let j = 0; j < n; j++) {
-    let d = A[j * n + j]!;
+    const a0 = A[j * n + j]!;
+    let d = a0;
     for (let k = 0; k < j; k++) d -= A[j * n + k]! * A[j * n + k]!;
-    if (!(d > 0) || !Number.isFinite(d)) return false;
+    if (!(d > 0 && d > relTol * a0) || !Number.isFinite(d)) return false;
     const ljj = Math.sqrt(d);
     A[j * n + j] = ljj;
     for (let i = j + 1; i < n; i++) {
@@ -39,7 +51,7 @@ export function invertLower(L: Float64Array, n: number): void {
  */
 export function gptqHinv(H: Float64Array, n: number): Float64Array | null {
   const L = H.slice();
-  if (!choleskyLower(L, n)) return null;
+  if (!choleskyLower(L, n, PIVOT_REL_TOL)) return null;
   invertLower(L, n); // L⁻¹
   // H⁻¹ = L⁻ᵀ · L⁻¹
   const Hi = new Float64Array(n * n);

@@ -226,6 +226,21 @@ describe("native GPTQ kernels", () => {
     expectMatchesReference(main, oi, gptqQuantizeLinearFast({ ...oi, backend: nb }), want, "indefinite H");
   });
 
+  it("both backends call a Hessian singular at the same point: damp 0 on a rank-deficient H", () => {
+    // H = XᵀX of 8 tokens in 24 dimensions (rank 8) + 1e-9·mean(diag)·I: positive definite
+    // in f64 (pivots ~1e-9 of their diagonal: a plain "> 0" test passes them), singular at
+    // the f32 precision the native kernel factors in (pivots below 2^-21 of the diagonal).
+    const K = 24, T = 8;
+    const H = hessianOf(activations(T, K, 5), T, K);
+    let mean = 0;
+    for (let i = 0; i < K; i++) mean += H[i * K + i]! / K;
+    for (let i = 0; i < K; i++) H[i * K + i] = H[i * K + i]! + 1e-9 * mean;
+    const o = { ...options(main), weight: Float32Array.from({ length: 2 * K }, (_, i) => Math.sin(i)), rows: 2, cols: K, hessian: H, groupSize: -1, damp: 0 };
+    const want = gptqQuantizeLinear(o);
+    expect(want.dampUsed).toBeGreaterThan(0); // the reference raised it too
+    expect(gptqQuantizeLinearFast({ ...o, backend: nb }).dampUsed).toBe(want.dampUsed);
+  });
+
   it("the native Hinv equals gptqHinv of linalg.ts, with and without a permutation", () => {
     for (const [K, T, damp, permuted] of [
       [300, 1024, 0.01, false], [300, 1024, 0.01, true], [129, 200, 0.001, false], [1, 4, 0.01, false], [2, 8, 0.01, true], [260, 2048, 0.01, true],
