@@ -319,7 +319,7 @@ export async function quantizeModel(job: QuantizeJob): Promise<QuantizeResult> {
               const { dequantized, ...r } = res;
               q = r; Q = dequantized; loss = r.loss; damp = r.dampUsed;
             }
-            record(sp.name, q, relWeightError(l.weight, Q), { loss, damp, relOutputError: Hm ? await relOutputErrorAsync(backend, l.weight, Q, Hm, l.N, l.K, { signal: job.signal }).catch((e: unknown) => {
+            record(sp.name, q, relWeightError(l.weight, Q), { loss, damp, relOutputError: Hm ? await relOutputErrorAsync(backend, l.weight, Q, Hm, l.N, l.K, { signal: job.signal }, loss !== null && damp !== null ? { loss, dampUsed: damp } : undefined).catch((e: unknown) => {
               if (job.signal?.aborted) throw new InterruptedError(work);
               throw e;
             }) : null }, tl);

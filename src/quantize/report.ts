@@ -24,12 +24,22 @@ export function relWeightError(W: Float32Array, Q: Float32Array): number {
   return den > 0 ? num / den : 0;
 }
 
-/** tr(D·H·Dᵀ) / tr(W·H·Wᵀ) with D = W − Q: the relative output error on the calibration set. */
-/** relOutputError with its two GEMMs off the JS thread when the backend can (same kernel, same value). */
+/**
+ * tr(D·H·Dᵀ) / tr(W·H·Wᵀ) with D = W − Q: the relative output error on the calibration set,
+ * with its GEMMs off the JS thread when the backend can (same kernel, same value).
+ *
+ * After GPTQ the numerator is free: GPTQ's error e_i = (w_i − q_i)/U_ii spread along the
+ * rows of U (H'⁻¹ = UᵀU, H' = H with dead columns' diagonal set to 1, + λI) makes
+ * D = e·U, so tr(D·H'·Dᵀ) = Σ e_i² = 2·loss exactly, and with the undamped H
+ * tr(D·H·Dᵀ) = 2·loss − λ·‖D‖² over live columns (λ = dampUsed · mean of that diagonal).
+ * Only the denominator's GEMM is left: half the cost (test/quant/report.test.ts keeps the
+ * two ways equal to f32 rounding).
+ */
 export async function relOutputErrorAsync(
   backend: Backend, W: Float32Array, Q: Float32Array, H: Float32Array | Float64Array, N: number, K: number, opts: KernelCallOptions = {},
+  gptq?: { loss: number; dampUsed: number },
 ): Promise<number> {
-  if (!backend.matmulAsync) return relOutputError(backend, W, Q, H, N, K);
+  if (!backend.matmulAsync) return relOutputError(backend, W, Q, H, N, K, gptq);
   const Hf = H instanceof Float32Array ? H : Float32Array.from(H); // [K, K]
   const AH = new Float32Array(N * K); // [N, K] scratch, reused
   const quad = async (A: Float32Array): Promise<number> => {
@@ -39,12 +49,30 @@ export async function relOutputErrorAsync(
     return s;
   };
   const den = await quad(W);
+  if (den <= 0) return 0;
+  if (gptq) return gptqNumerator(W, Q, H, N, K, gptq) / den;
   const D = new Float32Array(N * K); // [N, K]
   for (let i = 0; i < D.length; i++) D[i] = W[i]! - Q[i]!;
-  return den > 0 ? (await quad(D)) / den : 0;
+  return (await quad(D)) / den;
 }
 
-export function relOutputError(backend: Backend, W: Float32Array, Q: Float32Array, H: Float32Array | Float64Array, N: number, K: number): number {
+/** tr(D·H·Dᵀ) from GPTQ's loss (relOutputErrorAsync): 2·loss − λ·‖D‖² over the live columns. */
+function gptqNumerator(W: Float32Array, Q: Float32Array, H: Float32Array | Float64Array, N: number, K: number, g: { loss: number; dampUsed: number }): number {
+  let mean = 0;
+  for (let i = 0; i < K; i++) mean += H[i * K + i] === 0 ? 1 : H[i * K + i]!;
+  mean /= K;
+  let d2 = 0;
+  for (let n = 0; n < N; n++) {
+    for (let k = 0; k < K; k++) {
+      if (H[k * K + k] === 0) continue; // dead column: no output error, and GPTQ zeroed it
+      const d = W[n * K + k]! - Q[n * K + k]!;
+      d2 += d * d;
+    }
+  }
+  return Math.max(0, 2 * g.loss - g.dampUsed * mean * d2);
+}
+
+export function relOutputError(backend: Backend, W: Float32Array, Q: Float32Array, H: Float32Array | Float64Array, N: number, K: number, gptq?: { loss: number; dampUsed: number }): number {
   const Hf = H instanceof Float32Array ? H : Float32Array.from(H); // [K, K]
   const D = new Float32Array(N * K); // [N, K]
   const AH = new Float32Array(N * K); // [N, K] scratch, reused
@@ -55,8 +83,10 @@ export function relOutputError(backend: Backend, W: Float32Array, Q: Float32Arra
     return s;
   };
   const den = quad(W);
+  if (den <= 0) return 0;
+  if (gptq) return gptqNumerator(W, Q, H, N, K, gptq) / den;
   for (let i = 0; i < D.length; i++) D[i] = W[i]! - Q[i]!;
-  return den > 0 ? quad(D) / den : 0;
+  return quad(D) / den;
 }
 
 export function summarise(layers: LayerReport[]): { layers: number; meanRelOutputError: number | null; worst: LayerReport | null; maxDamp: number | null } {
