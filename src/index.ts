@@ -1,5 +1,8 @@
 /**
- * quantize-llm public API. Everything outside src/ imports only this file.
+ * quantize-llm public API: what users import (the package's entry point). The tests and
+ * the eval/ programs also import internal modules (kernels, byte layouts, the pipeline's
+ * parts) on purpose, because those are what they test and measure; the README's library
+ * example imports only this file (test/cli/readme-example.test.ts runs it).
  */
 export { parseModelConfig, type ModelConfig, type RopeScaling } from "./arch/config.ts";
 export { ARCHS, archFor, LINEAR_NAMES, type Arch, type LinearName, type LinearSpec } from "./arch/registry.ts";
