@@ -237,7 +237,7 @@ export interface Backend {
   matmul(x: Float32Array, w: LinearWeight, M: number, K: number, N: number, bias?: Float32Array, out?: Float32Array): Float32Array;
 
   /** Per-weight conversions (weight-kernels.ts); callers use weightKernels(b), the TS references without it. */
-  readonly weights?: WeightKernels;
+  readonly weights?: WeightKernels | undefined;
 
   // Optional packing (src/load uses it when present; otherwise weights load as f32).
   packQ4?(a: PackQ4Args): PackedWeight;

@@ -122,13 +122,13 @@ export class NativeBackend implements Backend {
   readonly #addon: NativeAddon;
   /** LLM.int8() kernels (packed int8 weights, outlier decomposition): native-int8.ts. */
   readonly int8: Int8Kernels;
-  /** Per-weight conversions (RTN, GGUF export, 16-bit decode): native-convert.ts, native/src/convert.h. */
-  readonly weights: NativeWeightKernels;
+  /** Per-weight conversions (RTN, GGUF export, 16-bit decode): native-convert.ts, native/src/convert.h; absent in an addon built before them. */
+  readonly weights: NativeWeightKernels | undefined;
 
   constructor(addon: NativeAddon) {
     this.#addon = addon;
     this.int8 = new Int8Kernels(addon);
-    this.weights = new NativeWeightKernels(addon);
+    this.weights = typeof addon.convertRows === "function" ? new NativeWeightKernels(addon) : undefined;
   }
 
   /** Threads of the (process-wide) pool, the calling thread included. */

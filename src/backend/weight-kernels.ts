@@ -79,6 +79,6 @@ export const refWeightKernels: WeightKernels = {
 };
 
 /** A backend's kernels, or the references. */
-export function weightKernels(b: { weights?: WeightKernels } | undefined): WeightKernels {
+export function weightKernels(b: { weights?: WeightKernels | undefined } | undefined): WeightKernels {
   return b?.weights ?? refWeightKernels;
 }

@@ -198,15 +198,15 @@ const KERNEL_STORES: ReadonlySet<StoreType> = new Set(["F16", "F32", "Q4_0", "Q8
  * permutation as a row order), into a reused buffer: bit-identical to `encode` of the permuted
  * f32 matrix (test/kernels/convert.test.ts). `f32` reads the tensor for an F16 overflow message.
  */
-function storedBytes(k: WeightKernels, src: { data: Uint16Array | Float32Array; dtype: WeightDType }, p: GgufTensorPlanEntry, store: StoreType, buffers: Scratch, dir: string, f32: () => Float32Array): Uint8Array {
+function storedBytes(k: WeightKernels, src: { data: Uint16Array | Float32Array; dtype: WeightDType }, p: GgufTensorPlanEntry, store: StoreType, buffers: Scratch, slot: string, dir: string, f32: () => Float32Array): Uint8Array {
   const [N, K] = p.shape as [number, number];
   const rows = p.permuteHeads !== undefined ? qkRowOrder(N, p.permuteHeads) : null;
   if (store === "Q4_0" || store === "Q8_0") {
-    const out = buffers.u8("out", (N * K / 32) * GGML_BLOCK_TYPES[store].bytesPerBlock);
+    const out = buffers.u8(slot, (N * K / 32) * GGML_BLOCK_TYPES[store].bytesPerBlock);
     k.ggmlQuantizeRows(src.data, src.dtype, rows, N, K, store, out);
     return out;
   }
-  const bytes = buffers.u8("out", N * K * (store === "F16" ? 2 : 4));
+  const bytes = buffers.u8(slot, N * K * (store === "F16" ? 2 : 4));
   const out = store === "F16" ? new Uint16Array(bytes.buffer, 0, N * K) : new Float32Array(bytes.buffer, 0, N * K);
   const bad = k.convertRows(src.data, src.dtype, rows, N, K, out, store as "F16" | "F32");
   if (bad >= 0) {
@@ -306,6 +306,8 @@ export async function writeQuantizedGguf(input: GgufQuantInput, outFile: string,
   const buffers = new Scratch();
   const requantized: RequantizedLayer[] = [];
   const types: Record<string, number> = {};
+  // Tensor i + 1 is read and encoded while tensor i is being written (two output slots).
+  let writing: Promise<void> = Promise.resolve();
   try {
     for (const [i, t] of typed.entries()) {
       const { p } = t;
@@ -331,17 +333,19 @@ export async function writeQuantizedGguf(input: GgufQuantInput, outFile: string,
           requantizedLayers++;
         }
       } else if (input.stored !== undefined && p.hf !== null && p.shape.length === 2 && KERNEL_STORES.has(t.store)) {
-        bytes = storedBytes(kernels, input.stored(p.hf, buffers), p, t.store, buffers, dir, () => ckpt.readF32Sync(p.hf!));
+        bytes = storedBytes(kernels, input.stored(p.hf, buffers), p, t.store, buffers, `out${i % 2}`, dir, () => ckpt.readF32Sync(p.hf!));
       } else {
         let x = p.hf === null ? llama3RopeFactors(cfg) : ckpt.readF32Sync(p.hf);
         if (p.permuteHeads !== undefined) x = permuteQK(x, p.permuteHeads, p.shape.length === 2 ? K : 1);
         bytes = encode(t.store, x, K);
       }
-      await w.writeTensor(p.gguf, bytes);
-      opts.onTensor?.(i + 1, typed.length, p.gguf);
+      await writing;
+      writing = w.writeTensor(p.gguf, bytes).then(() => opts.onTensor?.(i + 1, typed.length, p.gguf));
     }
+    await writing;
     await w.finish();
   } catch (err) {
+    await writing.catch(() => {});
     await w.abort();
     throw err;
   }

@@ -110,13 +110,18 @@ export async function exportGguf(hfDir: string, outFile: string, opts: GgufExpor
       opts.alignment !== undefined ? { alignment: opts.alignment } : {});
     const kernels = weightKernels(opts.backend ?? selectBackend({ backend: "auto" }));
     const buffers = new Scratch();
+    // Tensor i + 1 is read and converted while tensor i is being written (two output slots).
+    let writing: Promise<void> = Promise.resolve();
     try {
       for (const [i, p] of plan.entries()) {
-        await w.writeTensor(p.gguf, tensorBytes(cfg, ckpt, p, hfDir, kernels, buffers));
-        opts.onTensor?.(i + 1, plan.length, p.gguf);
+        const bytes = tensorBytes(cfg, ckpt, p, hfDir, kernels, buffers, `out${i % 2}`);
+        await writing;
+        writing = w.writeTensor(p.gguf, bytes).then(() => opts.onTensor?.(i + 1, plan.length, p.gguf));
       }
+      await writing;
       await w.finish();
     } catch (err) {
+      await writing.catch(() => {});
       await w.abort();
       throw err;
     }
@@ -171,12 +176,12 @@ function checkCheckpoint(cfg: ModelConfig, ckpt: Checkpoint, plan: readonly Gguf
  * stored elements to F16/F32 in one kernel pass (convertRows: the permutation as a row order,
  * the F16 range check included), into a reused buffer; vectors take the per-element path.
  */
-function tensorBytes(cfg: ModelConfig, ckpt: Checkpoint, p: GgufTensorPlanEntry, dir: string, kernels: WeightKernels, buffers: Scratch): Uint8Array {
+function tensorBytes(cfg: ModelConfig, ckpt: Checkpoint, p: GgufTensorPlanEntry, dir: string, kernels: WeightKernels, buffers: Scratch, slot: string): Uint8Array {
   if (p.hf !== null && p.shape.length === 2) {
     const [N, K] = p.shape as [number, number];
     const { data, dtype } = readStored(ckpt, p.hf, buffers);
     const rows = p.permuteHeads !== undefined ? qkRowOrder(N, p.permuteHeads) : null;
-    const bytes = buffers.u8("out", N * K * (p.ggmlType === "F16" ? 2 : 4));
+    const bytes = buffers.u8(slot, N * K * (p.ggmlType === "F16" ? 2 : 4));
     const out = p.ggmlType === "F16" ? new Uint16Array(bytes.buffer, 0, N * K) : new Float32Array(bytes.buffer, 0, N * K);
     const bad = kernels.convertRows(data, dtype, rows, N, K, out, p.ggmlType);
     if (bad >= 0) {

@@ -4,7 +4,7 @@
  */
 import { open, type FileHandle } from "node:fs/promises";
 import { UsageError, invariant, type ErrorDetails } from "../util/errors.ts";
-import { removeTempFile, renameAtomic, tempPathFor } from "./atomic.ts";
+import { BackgroundFlush, removeTempFile, renameAtomic, tempPathFor } from "./atomic.ts";
 import {
   GGUF_MAGIC, GGUF_VERSION, GGUF_DEFAULT_ALIGNMENT, GGUF_ALIGNMENT_KEY, GGML_MAX_DIMS, MAX_KEY_BYTES, MAX_STRING_BYTES, MAX_ARRAY_ITEMS, READ_CHUNK, IO_CHUNK, GGML_TYPES, TYPE_BY_ID, TYPE_BY_NAME, findGgmlType, ggmlTensorBytes, GGUF_VALUE_TYPES, kv, FIXED, NUMBER_RANGE, BIGINT_RANGE, ByteBuilder, alignUp, valueProblem,
   type GgmlTypeInfo, type GgufValueTypeName, type GgufNumberType, type GgufBigIntType, type GgufItemType, type GgufValue, type GgufArray,
@@ -117,6 +117,7 @@ export function encodeGgufHeader(
  */
 export class GgufWriter {
   #handle: FileHandle | undefined;
+  #flush: BackgroundFlush | undefined;
   #next = 0;
   #pos: number;
 
@@ -127,6 +128,7 @@ export class GgufWriter {
     readonly totalBytes: number,
   ) {
     this.#handle = handle;
+    this.#flush = new BackgroundFlush(handle);
     this.#pos = dataStart;
   }
 
@@ -181,6 +183,7 @@ export class GgufWriter {
       });
     }
     const h = this.#handleOrFail();
+    await this.#flush?.settle();
     await h.sync();
     this.#handle = undefined;
     await h.close();
@@ -192,6 +195,7 @@ export class GgufWriter {
     const h = this.#handle;
     this.#handle = undefined;
     try {
+      await this.#flush?.settle();
       await h?.close();
     } finally {
       await removeTempFile(this.tmpPath);
@@ -205,6 +209,7 @@ export class GgufWriter {
       invariant(bytesWritten > 0, `write to ${this.tmpPath} made no progress`);
       off += bytesWritten;
     }
+    await this.#flush?.wrote(data.byteLength);
   }
 
   #handleOrFail(): FileHandle {

@@ -6,7 +6,7 @@
 import { open, type FileHandle } from "node:fs/promises";
 import type { DType } from "../tensor/dtype.ts";
 import { UsageError, invariant } from "../util/errors.ts";
-import { removeTempFile, renameAtomic, tempPathFor } from "./atomic.ts";
+import { BackgroundFlush, removeTempFile, renameAtomic, tempPathFor } from "./atomic.ts";
 import { HEADER_ALIGN, IO_CHUNK, isCount, isDType, show, tensorByteSize, type TensorInfo } from "./safetensors-types.ts";
 
 export interface TensorDecl {
@@ -67,10 +67,12 @@ export function buildSafetensorsHeader(
  */
 export class SafetensorsWriter {
   #handle: FileHandle | undefined;
+  #flush: BackgroundFlush | undefined;
   #next = 0;
 
   private constructor(readonly path: string, readonly tmpPath: string, handle: FileHandle, readonly infos: readonly TensorInfo[]) {
     this.#handle = handle;
+    this.#flush = new BackgroundFlush(handle);
   }
 
   static async create(path: string, decls: readonly TensorDecl[], metadata?: Record<string, string>): Promise<SafetensorsWriter> {
@@ -115,6 +117,7 @@ export class SafetensorsWriter {
       throw new UsageError(`finish() before every tensor was written`, { file: this.path, expected: `"${t.name}" and ${this.infos.length - this.#next - 1} more` });
     }
     const h = this.#handleOrFail();
+    await this.#flush?.settle();
     await h.sync();
     this.#handle = undefined;
     await h.close();
@@ -126,6 +129,7 @@ export class SafetensorsWriter {
     const h = this.#handle;
     this.#handle = undefined;
     try {
+      await this.#flush?.settle();
       await h?.close();
     } finally {
       await removeTempFile(this.tmpPath);
@@ -139,6 +143,7 @@ export class SafetensorsWriter {
       invariant(bytesWritten > 0, `write to ${this.tmpPath} made no progress`);
       off += bytesWritten;
     }
+    await this.#flush?.wrote(data.byteLength);
   }
 
   #handleOrFail(): FileHandle {
@@ -147,13 +152,24 @@ export class SafetensorsWriter {
   }
 }
 
-/** Write tensors (back to back, in the given order) to `path` atomically. */
+/**
+ * Write tensors (back to back, in the given order) to `path` atomically. The next tensor's
+ * producer runs while the previous tensor is being written (at most two tensors in memory).
+ */
 export async function writeSafetensors(path: string, tensors: readonly TensorSource[], metadata?: Record<string, string>): Promise<void> {
   const w = await SafetensorsWriter.create(path, tensors, metadata);
+  const produce = (t: TensorSource): Uint8Array | Promise<Uint8Array> => (typeof t.data === "function" ? t.data() : t.data);
+  let writing: Promise<void> = Promise.resolve();
   try {
-    for (const t of tensors) await w.write(t.name, typeof t.data === "function" ? await t.data() : t.data);
+    for (const t of tensors) {
+      const data = await produce(t);
+      await writing;
+      writing = w.write(t.name, data);
+    }
+    await writing;
     await w.finish();
   } catch (err) {
+    await writing.catch(() => {});
     await w.abort();
     throw err;
   }

@@ -170,6 +170,7 @@ export async function quantizeModel(job: QuantizeJob): Promise<QuantizeResult> {
     if (job.signal?.aborted) throw new InterruptedError(work);
   };
 
+  let blockWrite: Promise<void> = Promise.resolve();
   try {
     // --- calibration: X [samples][L·H] entering block 0 ---
     let X: Float32Array[] = [];
@@ -330,16 +331,25 @@ export async function quantizeModel(job: QuantizeJob): Promise<QuantizeResult> {
       }
       await checkAbort();
       const file = `block-${String(b).padStart(4, "0")}.safetensors`;
-      await writeSafetensors(join(work, file), format.blockTensors(cfg, s, b, w, results, kernels));
+      const tensors = format.blockTensors(cfg, s, b, w, results, kernels);
       const seconds = (performance.now() - tb) / 1000;
-      journal.blocks.push({ index: b, file, layers: blockLayers, seconds });
-      await writeJournal(journalPath, journal);
+      // The block file is written (and fsynced) while the next block computes; the journal lists it only once it is on disk.
+      await blockWrite;
+      const entry = { index: b, file, layers: blockLayers, seconds };
+      blockWrite = writeSafetensors(join(work, file), tensors).then(async () => {
+        journal!.blocks.push(entry);
+        await writeJournal(journalPath, journal!);
+      });
+      blockWrite.catch(() => {}); // handled where it is awaited (the next block, or before finishing)
       layers.push(...blockLayers);
       if (needsCalibration(s)) X = nextX ?? runBlock(b, w);
-      collectGarbage(); // the finished block's arrays are garbage now: free them before the next block loads
+      // the finished block's arrays are garbage now: free them before the next block loads (plain RTN holds
+      // only codes and packed tensors, which V8's external-memory accounting frees without a full collection)
+      if (!rtnDirect) collectGarbage();
       job.onEvent?.({ type: "block-done", block: b, blocks: cfg.numLayers, seconds, resumed: false });
     }
 
+    await blockWrite;
     // --- assemble the final output (the format's finish), then rename it into place ---
     job.onEvent?.({ type: "finalize" });
     const final = join(work, "final");
@@ -362,6 +372,7 @@ export async function quantizeModel(job: QuantizeJob): Promise<QuantizeResult> {
       await Promise.all(blockFiles.map((f) => f.close()));
     }
   } finally {
+    await blockWrite.catch(() => {}); // an interrupted run keeps the block being written (journaled once on disk)
     await ckpt.close();
   }
 }

@@ -41,7 +41,7 @@ describe.each(levels())("convert kernels, level %s", (level) => {
 
   it.each(["F16", "BF16"] as const)("decode %s of all 65536 patterns = toF32", (t) => {
     const got = new Float32Array(65536);
-    expect(nb.weights.convertRows(ALL16, t, null, 2048, 32, got, "F32")).toBe(-1);
+    expect(nb.weights!.convertRows(ALL16, t, null, 2048, 32, got, "F32")).toBe(-1);
     const want = toF32(t, new Uint8Array(ALL16.buffer));
     expect(new Uint32Array(got.buffer)).toEqual(new Uint32Array(want.buffer));
   });
@@ -50,11 +50,11 @@ describe.each(levels())("convert kernels, level %s", (level) => {
     const fits = ALL16.filter((h) => !(Math.abs(toF32("BF16", new Uint8Array(Uint16Array.of(h).buffer))[0]!) > 65504));
     const n = Math.floor(fits.length / 32) * 32, src = fits.subarray(0, n);
     const got = new Uint16Array(n), want = new Uint16Array(n);
-    expect(nb.weights.convertRows(src, "BF16", null, n / 32, 32, got, "F16")).toBe(-1);
+    expect(nb.weights!.convertRows(src, "BF16", null, n / 32, 32, got, "F16")).toBe(-1);
     expect(refWeightKernels.convertRows(src, "BF16", null, n / 32, 32, want, "F16")).toBe(-1);
     expect(got).toEqual(want);
     const x = Float32Array.from({ length: 4 * 40 }, (_, i) => (i === 101 || i === 150 ? 70000 : i)); // rows of 40: a tail
-    expect(nb.weights.convertRows(x, "F32", null, 4, 40, new Uint16Array(160), "F16")).toBe(101);
+    expect(nb.weights!.convertRows(x, "F32", null, 4, 40, new Uint16Array(160), "F16")).toBe(101);
     expect(refWeightKernels.convertRows(x, "F32", null, 4, 40, new Uint16Array(160), "F16")).toBe(101);
   });
 
@@ -62,7 +62,7 @@ describe.each(levels())("convert kernels, level %s", (level) => {
     const src = weights(64, 96, "BF16", 3) as Uint16Array, rows = Int32Array.from({ length: 64 }, (_, r) => (r * 37) % 64);
     for (const dt of ["F16", "F32"] as const) {
       const got = dt === "F16" ? new Uint16Array(64 * 96) : new Float32Array(64 * 96), want = got.slice();
-      nb.weights.convertRows(src, "BF16", rows, 64, 96, got, dt);
+      nb.weights!.convertRows(src, "BF16", rows, 64, 96, got, dt);
       refWeightKernels.convertRows(src, "BF16", rows, 64, 96, want, dt);
       expect(got).toEqual(want);
     }
@@ -74,7 +74,7 @@ describe.each(levels())("convert kernels, level %s", (level) => {
       const rows = Int32Array.from({ length: N }, (_, r) => N - 1 - r);
       for (const order of [null, rows]) {
         const got = new Uint8Array(N * K / 32 * bpb), want = got.slice();
-        nb.weights.ggmlQuantizeRows(src, dt, order, N, K, type, got);
+        nb.weights!.ggmlQuantizeRows(src, dt, order, N, K, type, got);
         refWeightKernels.ggmlQuantizeRows(src, dt, order, N, K, type, want);
         expect(Buffer.from(got).equals(Buffer.from(want))).toBe(true);
       }
@@ -87,7 +87,7 @@ describe.each(levels())("convert kernels, level %s", (level) => {
         const N = 37, src = weights(N, K, dt, bits * 1000 + K);
         const W = dt === "F32" ? (src as Float32Array) : toF32(dt, new Uint8Array(src.buffer, src.byteOffset, src.byteLength));
         const want = rtnQuantizeLinear({ weight: W, rows: N, cols: K, bits, groupSize: g, sym });
-        const got = rtnQuantizeRows(nb.weights, src, dt, N, K, bits, g, sym);
+        const got = rtnQuantizeRows(nb.weights!, src, dt, N, K, bits, g, sym);
         expect(got.nonFinite).toBe(-1);
         expect(got.q.codes).toEqual(want.codes);
         expect(got.q.scales).toEqual(want.scales);
@@ -106,7 +106,7 @@ describe.each(levels())("convert kernels, level %s", (level) => {
     const src = weights(16, 64, "F32", 5) as Float32Array;
     src[5 * 64 + 9] = Infinity;
     src[9 * 64 + 1] = NaN;
-    expect(rtnQuantizeRows(nb.weights, src, "F32", 16, 64, 4, 32, true).nonFinite).toBe(5 * 64 + 9);
+    expect(rtnQuantizeRows(nb.weights!, src, "F32", 16, 64, 4, 32, true).nonFinite).toBe(5 * 64 + 9);
     expect(rtnQuantizeRows(refWeightKernels, src, "F32", 16, 64, 4, 32, true).nonFinite).toBe(5 * 64 + 9);
   });
 
@@ -114,7 +114,7 @@ describe.each(levels())("convert kernels, level %s", (level) => {
     const N = 48, K = 256, r = mulberry32(bits);
     const codes = Uint8Array.from({ length: N * K }, () => Math.floor(r() * 2 ** bits));
     const got = new Int32Array(K * bits / 32 * N), want = got.slice();
-    nb.weights.gptqPackCodes(codes, N, K, bits, got);
+    nb.weights!.gptqPackCodes(codes, N, K, bits, got);
     refWeightKernels.gptqPackCodes(codes, N, K, bits, want);
     expect(got).toEqual(want);
   });
@@ -124,13 +124,13 @@ describe("convert kernels: threads and arguments", () => {
   it("1 and 2 threads give the same bits", () => {
     const src = weights(300, 512, "BF16", 11);
     const one = createNativeBackend({ threads: 1 });
-    const a = rtnQuantizeRows(one.weights, src, "BF16", 300, 512, 4, 128, true);
+    const a = rtnQuantizeRows(one.weights!, src, "BF16", 300, 512, 4, 128, true);
     const qa = new Uint8Array(300 * 512 / 32 * 18);
-    one.weights.ggmlQuantizeRows(src, "BF16", null, 300, 512, "Q4_0", qa);
+    one.weights!.ggmlQuantizeRows(src, "BF16", null, 300, 512, "Q4_0", qa);
     const two = createNativeBackend({ threads: 2 });
-    const b = rtnQuantizeRows(two.weights, src, "BF16", 300, 512, 4, 128, true);
+    const b = rtnQuantizeRows(two.weights!, src, "BF16", 300, 512, 4, 128, true);
     const qb = new Uint8Array(qa.length);
-    two.weights.ggmlQuantizeRows(src, "BF16", null, 300, 512, "Q4_0", qb);
+    two.weights!.ggmlQuantizeRows(src, "BF16", null, 300, 512, "Q4_0", qb);
     expect(b.q.codes).toEqual(a.q.codes);
     expect([b.num, b.den]).toEqual([a.num, a.den]);
     expect(qb).toEqual(qa);
@@ -138,9 +138,9 @@ describe("convert kernels: threads and arguments", () => {
 
   it("short arrays and bad rows are UsageErrors, not crashes", () => {
     const src = new Uint16Array(64);
-    expect(() => nb.weights.convertRows(src, "BF16", null, 2, 64, new Float32Array(128), "F32")).toThrow(UsageError);
-    expect(() => nb.weights.convertRows(src, "BF16", Int32Array.of(0, 5), 2, 32, new Float32Array(64), "F32")).toThrow(/row index/);
-    expect(() => nb.weights.ggmlQuantizeRows(src, "BF16", null, 1, 48, "Q4_0", new Uint8Array(100))).toThrow(/multiple of 32/);
-    expect(() => nb.weights.convertRows(new Float32Array(64), "BF16", null, 2, 32, new Float32Array(64), "F32")).toThrow(/dtype/);
+    expect(() => nb.weights!.convertRows(src, "BF16", null, 2, 64, new Float32Array(128), "F32")).toThrow(UsageError);
+    expect(() => nb.weights!.convertRows(src, "BF16", Int32Array.of(0, 5), 2, 32, new Float32Array(64), "F32")).toThrow(/row index/);
+    expect(() => nb.weights!.ggmlQuantizeRows(src, "BF16", null, 1, 48, "Q4_0", new Uint8Array(100))).toThrow(/multiple of 32/);
+    expect(() => nb.weights!.convertRows(new Float32Array(64), "BF16", null, 2, 32, new Float32Array(64), "F32")).toThrow(/dtype/);
   });
 });
