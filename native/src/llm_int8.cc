@@ -143,35 +143,64 @@ void int8Matmul(Runtime& rt, const Int8MatmulArgs& A) {
   // 3. Groups of 16 rows: int32 dots, then the f32 epilogue and the outlier columns.
   const bool parallel = rt.pool.threads() > 1 && static_cast<double>(M) * N * K >= kSerialMacs;
   const int64_t nTasks = parallel ? std::min<int64_t>(w.groups, 4 * rt.pool.threads()) : 1;
+  // Decode (M ≤ kI8PairRows) on a level with the two-stream kernel: each task's groups
+  // are cut into two contiguous halves walked side by side (two DRAM streams).
+  const bool pairs = kt.dot16x2 != nullptr && M <= kI8PairRows;
   auto task = [&](int ti, int tid) {
     const int64_t g0 = ti * w.groups / nTasks, g1 = (ti + 1) * w.groups / nTasks;
-    float* wt = rt.local[static_cast<size_t>(tid)].get(static_cast<size_t>(nCols > 0 ? nCols : 1) * kI8Rows);  // [nCols][16]
-    int32_t acc[kI8MaxM * kI8Rows];
-    for (int64_t g = g0; g < g1; ++g) {
+    const size_t wtFloats = static_cast<size_t>(nCols > 0 ? nCols : 1) * kI8Rows;
+    float* wtBuf = rt.local[static_cast<size_t>(tid)].get(2 * wtFloats);  // [2][nCols][16]
+    int32_t accBuf[2][kI8MaxM * kI8Rows];
+    // Dequantized weight columns of the outliers, W̃ = CB·SCB·(1/127), for group g.
+    auto outlierColumns = [&](int64_t g, float* wt) {
       const int8_t* wg = w.codes + g * KQ * kI8Rows * kI8Quad;
       const int64_t n0 = g * kI8Rows;
       const int rowsN = static_cast<int>(std::min<int64_t>(kI8Rows, N - n0));
-      // Dequantized weight columns of the outliers, W̃ = CB·SCB·(1/127), for this group.
       for (int64_t c = 0; c < nCols; ++c) {
         const int64_t k = cols[c];
         const int8_t* q = wg + (k / kI8Quad) * kI8Rows * kI8Quad + k % kI8Quad;
         for (int r = 0; r < rowsN; ++r) wt[c * kI8Rows + r] = static_cast<float>(q[r * kI8Quad]) * w.scb[n0 + r] * kInv127;
       }
+    };
+    // The f32 epilogue of rows m0..m0+rows−1 of group g from its int32 dots.
+    auto epilogue = [&](int64_t g, int64_t m0, int rows, const int32_t* acc, const float* wt) {
+      const int64_t n0 = g * kI8Rows;
+      const int rowsN = static_cast<int>(std::min<int64_t>(kI8Rows, N - n0));
+      for (int i = 0; i < rows; ++i) {
+        const int64_t m = m0 + i;
+        const float* xr = A.x + m * K;
+        float* yr = A.y + m * N + n0;
+        for (int r = 0; r < rowsN; ++r) {
+          float v = static_cast<float>(acc[i * kI8Rows + r]) * (sca[m] * w.scb[n0 + r]) * kInv127Sq;
+          if (A.bias != nullptr) v = v + A.bias[n0 + r];
+          float o = 0.0f;
+          for (int64_t c = 0; c < nCols; ++c) o += xr[cols[c]] * wt[c * kI8Rows + r];
+          yr[r] = v + o;
+        }
+      }
+    };
+    auto dots = [&](int64_t g, int64_t m0, int rows, int32_t* acc) {
+      return Int8DotArgs{w.codes + g * KQ * kI8Rows * kI8Quad, KQ, aq + m0 * Kp, Kp, rows, w.rowSum + g * kI8Rows, acc};
+    };
+    int64_t g = g0;
+    if (pairs) {
+      const int64_t half = (g1 - g0) / 2;
+      for (int64_t i = 0; i < half; ++i) {
+        const int64_t ga = g0 + i, gb = g0 + half + i;
+        outlierColumns(ga, wtBuf);
+        outlierColumns(gb, wtBuf + wtFloats);
+        kt.dot16x2(dots(ga, 0, static_cast<int>(M), accBuf[0]), dots(gb, 0, static_cast<int>(M), accBuf[1]));
+        epilogue(ga, 0, static_cast<int>(M), accBuf[0], wtBuf);
+        epilogue(gb, 0, static_cast<int>(M), accBuf[1], wtBuf + wtFloats);
+      }
+      g = g0 + 2 * half;  // an odd group left over runs alone
+    }
+    for (; g < g1; ++g) {
+      outlierColumns(g, wtBuf);
       for (int64_t m0 = 0; m0 < M; m0 += kI8MaxM) {
         const int rows = static_cast<int>(std::min<int64_t>(kI8MaxM, M - m0));
-        kt.dot16(Int8DotArgs{wg, KQ, aq + m0 * Kp, Kp, rows, w.rowSum + n0, acc});
-        for (int i = 0; i < rows; ++i) {
-          const int64_t m = m0 + i;
-          const float* xr = A.x + m * K;
-          float* yr = A.y + m * N + n0;
-          for (int r = 0; r < rowsN; ++r) {
-            float v = static_cast<float>(acc[i * kI8Rows + r]) * (sca[m] * w.scb[n0 + r]) * kInv127Sq;
-            if (A.bias != nullptr) v = v + A.bias[n0 + r];
-            float o = 0.0f;
-            for (int64_t c = 0; c < nCols; ++c) o += xr[cols[c]] * wt[c * kI8Rows + r];
-            yr[r] = v + o;
-          }
-        }
+        kt.dot16(dots(g, m0, rows, accBuf[0]));
+        epilogue(g, m0, rows, accBuf[0], wtBuf);
       }
     }
   };

@@ -58,7 +58,15 @@ struct Int8KernelTable {
   /** Activations as u8 = s8 + 128 (VNNI) instead of s8. */
   bool unsignedActivations;
   void (*dot16)(const Int8DotArgs& d);
+  /**
+   * Decode form, or null: dot16 of two groups walked side by side (rows ≤ kI8PairRows,
+   * same activations), with software prefetch, so that each thread keeps two DRAM
+   * streams in flight. Exact int32 like dot16, so the results are the same bits.
+   */
+  void (*dot16x2)(const Int8DotArgs& a, const Int8DotArgs& b);
 };
+
+constexpr int kI8PairRows = 2;  // activation rows the two-stream kernel takes
 
 const Int8KernelTable* int8KernelsScalar();
 const Int8KernelTable* int8KernelsAvx2();  // null when not compiled in

@@ -19,7 +19,7 @@ void dot16(const Int8DotArgs& d) {
   }
 }
 
-constexpr Int8KernelTable kTable{"scalar", false, dot16};
+constexpr Int8KernelTable kTable{"scalar", false, dot16, nullptr};
 
 }  // namespace
 

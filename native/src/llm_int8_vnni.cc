@@ -39,7 +39,7 @@ void dot16(const Int8DotArgs& d) {
   }
 }
 
-constexpr Int8KernelTable kTable{"vnni", true, dot16};
+constexpr Int8KernelTable kTable{"vnni", true, dot16, nullptr};
 
 }  // namespace
 
