@@ -117,7 +117,7 @@ export interface OpenGpuOptions {
   choice: "gpu" | "auto";
   /** Use subgroup operations when offered (default true); false forces the workgroup-memory fallback. */
   subgroups?: boolean;
-  /** Enable subgroup matrices when offered (default true). */
+  /** Enable subgroup matrices when offered (default true; env QLLM_WEBGPU_SUBGROUP_MATRIX=0 turns them off). */
   subgroupMatrix?: boolean;
   /** Dawn backend (default: Dawn's choice; env QLLM_DAWN_BACKEND, e.g. vulkan). */
   backend?: string;
@@ -158,7 +158,10 @@ export async function openGpu(opts: OpenGpuOptions): Promise<GpuContext> {
   const wanted: string[] = ["shader-f16"];
   if (info.subgroups && opts.subgroups !== false) wanted.push("subgroups");
   else info.subgroups = false;
-  if (info.subgroupMatrixFeature !== null && opts.subgroupMatrix !== false && info.subgroupMatrixConfigs.length > 0) wanted.push(info.subgroupMatrixFeature);
+  // Subgroup matrices only together with subgroups (the kernel is one subgroup per workgroup);
+  // QLLM_WEBGPU_SUBGROUP_MATRIX=0 turns them off.
+  const sgmOff = opts.subgroupMatrix === false || process.env["QLLM_WEBGPU_SUBGROUP_MATRIX"] === "0";
+  if (info.subgroupMatrixFeature !== null && info.subgroups && !sgmOff && info.subgroupMatrixConfigs.length > 0) wanted.push(info.subgroupMatrixFeature);
   else { info.subgroupMatrixFeature = null; info.subgroupMatrixConfigs = []; }
   const device = await adapter.requestDevice({
     requiredFeatures: wanted as GPUFeatureName[],

@@ -29,6 +29,9 @@ export type WeightFormat = "q4" | "f16";
 export type MatmulKind = "gemv" | "gemm" | "sgmat";
 export type KernelName = `${MatmulKind}-${WeightFormat}` | "rmsnorm" | "rope" | "attention" | "embed" | "silu_mul" | "gather_cols";
 
+/** The kernel file of each matmul kind. */
+const MATMUL_FILES: Record<MatmulKind, string> = { gemv: "gemv.wgsl", gemm: "gemm.wgsl", sgmat: "gemm-sgmat.wgsl" };
+
 /** A kernel parameter: a u32, or an f32 when wrapped. */
 export type Param = number | { f: number };
 
@@ -91,6 +94,8 @@ export class GpuKernels {
   private readonly layouts = new Map<WeightFormat, GPUBindGroupLayout>();
   /** A 16-byte storage buffer bound where a kernel's optional input is absent. */
   readonly dummy: GPUBuffer;
+  /** Weight format → why its subgroup-matrix kernel could not be built (the tiled kernel is used instead). */
+  readonly sgmatErrors = new Map<WeightFormat, string>();
 
   constructor(readonly ctx: GpuContext) {
     this.device = ctx.device;
@@ -123,7 +128,7 @@ export class GpuKernels {
       head.push("enable chromium_experimental_subgroup_matrix;");
       Object.assign(slots, { SM: String(c.M), SN: String(c.N), SK: String(c.K), SG: String(this.ctx.info.subgroupMaxSize) });
     }
-    return [...head, fill(source(`${kind}.wgsl`), slots)].join("\n");
+    return [...head, fill(source(MATMUL_FILES[kind]), slots)].join("\n");
   }
 
   matmulLayout(fmt: WeightFormat): GPUBindGroupLayout {

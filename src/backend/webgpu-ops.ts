@@ -6,6 +6,7 @@
  * parameters and grid for one step.
  */
 import { invariant } from "../util/errors.ts";
+import { GpuError } from "./webgpu-device.ts";
 import { GpuKernels, grid2d, UniformArena, type KernelName, type Op, type WeightFormat } from "./webgpu-kernels.ts";
 import { layoutBytes, type GpuWeightLayout } from "./webgpu-weights.ts";
 
@@ -42,12 +43,24 @@ export const SGMAT_MIN_ROWS = 16;
 
 export interface MatmulPipelines { gemv: GPUComputePipeline; gemm: GPUComputePipeline; sgmat: GPUComputePipeline | null }
 
+/**
+ * The matmul pipelines of one weight format. The subgroup-matrix kernel is compiled only where
+ * the device offers the feature; if it does not compile there (it has never run on a real
+ * GPU yet), the tiled kernel stands in and the reason is kept in k.sgmatErrors (reported by
+ * eval/bench-webgpu.ts and failed by test/webgpu/kernels.test.ts) rather than taking the whole
+ * GPU path down.
+ */
 export async function matmulPipelines(k: GpuKernels, fmt: WeightFormat, useSgmat: boolean): Promise<MatmulPipelines> {
-  return {
-    gemv: await k.pipeline(`gemv-${fmt}`),
-    gemm: await k.pipeline(`gemm-${fmt}`),
-    sgmat: useSgmat && k.sgmatConfig !== null ? await k.pipeline(`sgmat-${fmt}`) : null,
-  };
+  let sgmat: GPUComputePipeline | null = null;
+  if (useSgmat && k.sgmatConfig !== null) {
+    try {
+      sgmat = await k.pipeline(`sgmat-${fmt}`);
+    } catch (e) {
+      if (!(e instanceof GpuError)) throw e;
+      k.sgmatErrors.set(fmt, e.message);
+    }
+  }
+  return { gemv: await k.pipeline(`gemv-${fmt}`), gemm: await k.pipeline(`gemm-${fmt}`), sgmat };
 }
 
 export class MatmulOp {

@@ -102,5 +102,6 @@ export function describeGpuPath(ctx: GpuContext, m: Pick<GpuLoadedModel, "q4Line
   const sg = m.gpu.kernels.sgmatConfig;
   return `webgpu on ${i.description || i.device}${i.software ? " (software adapter)" : ""}, ` +
     `${i.subgroups ? "subgroup" : "workgroup-memory"} reductions, ${sg !== null && m.gpu.usesSubgroupMatrix ? `subgroup-matrix GEMM ${sg.M}×${sg.N}×${sg.K}, ` : ""}` +
+    `${m.gpu.kernels.sgmatErrors.size > 0 ? "subgroup-matrix GEMM offered but not built (tiled GEMM instead), " : ""}` +
     `${m.q4Linears} int4 / ${m.f16Linears} f16 linears, f32 activations`;
 }

@@ -79,9 +79,9 @@ export class GpuModel {
     readonly ctx: GpuContext, readonly cfg: ModelConfig, private readonly embedTable: GPUBuffer, private readonly norms: GPUBuffer[],
     private readonly linears: Record<LinearName, GpuLinear>[], private readonly head: GpuLinear,
     private readonly pipes: Record<"q4" | "f16", MatmulPipelines>, private readonly small: Record<"rmsnorm" | "rope" | "attention" | "embed" | "silu_mul" | "gather_cols", GPUComputePipeline>,
-    maxRows: number,
+    maxRows: number, kernels: GpuKernels,
   ) {
-    this.kernels = new GpuKernels(ctx);
+    this.kernels = kernels;
     this.maxRows = maxRows;
     this.rope = new RopeTable(cfg);
     const { hiddenSize: H, intermediateSize: I, numHeads: nH, headDim: d, vocabSize: V } = cfg;
@@ -125,7 +125,7 @@ export class GpuModel {
     void H;
     const err = ctx.takeError();
     if (err !== null) throw err;
-    return new GpuModel(ctx, cfg, embed, norms, linears, head, pipes, small, maxRows);
+    return new GpuModel(ctx, cfg, embed, norms, linears, head, pipes, small, maxRows, k);
   }
 
   newCache(capacity = this.cfg.maxPositionEmbeddings): GpuKvCache {

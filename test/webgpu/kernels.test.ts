@@ -5,11 +5,14 @@
  * fallback. Tolerances (named):
  *   F32_ACC    GPU f32 accumulation vs the f64 reference, relative to Σ|x·w| of the dot product
  *   F16_WEIGHT f16 weights vs the original f32 weights: the f16 unit roundoff 2⁻¹¹ (+ F32_ACC)
+ *   SGMAT_ACC  the subgroup-matrix kernel (where the adapter offers it; M ≥ SGMAT_MIN_ROWS) vs
+ *              refMatmul on x and weights rounded to f16, as the kernel stages them: f16 products
+ *              are exact in f32, what is left is f32 accumulation in the matrix units' order
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { refAttention, refMatmul } from "../../src/backend/ref.ts";
 import { GpuKernels, UniformArena, grid2d } from "../../src/backend/webgpu-kernels.ts";
-import { GEMV_MAX_ROWS, MatmulOp, matmulPipelines, setPlan, simpleOp, uploadLinear } from "../../src/backend/webgpu-ops.ts";
+import { GEMV_MAX_ROWS, SGMAT_MIN_ROWS, MatmulOp, matmulPipelines, setPlan, simpleOp, uploadLinear } from "../../src/backend/webgpu-ops.ts";
 import { dequantizeGpuLayout, gatherColumns, packF16Gpu, packQ4Gpu } from "../../src/backend/webgpu-weights.ts";
 import type { GpuContext } from "../../src/backend/webgpu-device.ts";
 import { rmsNorm } from "../../src/nn/block.ts";
@@ -23,6 +26,8 @@ import { dotScale, maxRelErr, tryOpenGpu } from "./gpu.ts";
 
 const F32_ACC = 2e-6;
 const F16_WEIGHT = 2 ** -11 + F32_ACC;
+const SGMAT_ACC = 1e-4;
+const round16 = (a: Float32Array): Float32Array => a.map((v) => f16ToF32(f32ToF16(v)));
 
 function randomQ4(N: number, K: number, groupSize: number, seed: number, actOrder = false): QuantizedLinear {
   const rand = mulberry32(seed);
@@ -58,10 +63,23 @@ for (const subgroups of [true, false]) {
       expect(code.includes("enable subgroups;")).toBe(subgroups);
     });
 
+    /** Whether an M-row matmul runs on the subgroup-matrix kernel on this device. */
+    const onSgmat = (M: number): boolean => M >= SGMAT_MIN_ROWS && k.sgmatConfig !== null;
+
+    it("builds the subgroup-matrix kernels where the adapter offers them", async (t) => {
+      if (!ctx) return t.skip();
+      if (k.sgmatConfig === null) return t.skip(`subgroup matrices not offered by ${ctx.info.description || ctx.info.device}`);
+      const q4 = await matmulPipelines(k, "q4", true), f16 = await matmulPipelines(k, "f16", true);
+      expect([...k.sgmatErrors.entries()]).toEqual([]);
+      expect(q4.sgmat).not.toBeNull();
+      expect(f16.sgmat).not.toBeNull();
+    });
+
     async function matmul(layout: ReturnType<typeof packF16Gpu> | NonNullable<ReturnType<typeof packQ4Gpu>>, x: Float32Array, M: number, bias?: Float32Array, acc?: Float32Array): Promise<Float32Array> {
       const arena = new UniformArena(k.device, 4);
       const lin = uploadLinear(k, layout, "w", bias);
       const pipes = await matmulPipelines(k, lin.format, true);
+      expect(pipes.sgmat !== null).toBe(k.sgmatConfig !== null);
       const xb = k.buffer(x, "x"), yb = k.buffer(acc ?? new Float32Array(M * lin.N + 3), "y");
       const op = new MatmulOp(k, arena, pipes, await k.pipeline("gather_cols"), lin, xb, yb, k.buffer(x.byteLength, "xp"), "mm");
       op.plan(arena, M, acc ? 3 : 0, acc !== undefined);
@@ -80,6 +98,10 @@ for (const subgroups of [true, false]) {
         const layout = packF16Gpu(w, N, K);
         const y = await matmul(layout, x, M, bias);
         const w16 = dequantizeGpuLayout(layout);
+        if (onSgmat(M)) {
+          expect(maxRelErr(y, refMatmul(round16(x), w16, M, K, N, bias), dotScale(x, w16, M, K, N))).toBeLessThan(SGMAT_ACC);
+          return;
+        }
         const scale = dotScale(x, w16, M, K, N);
         expect(maxRelErr(y, refMatmul(x, w16, M, K, N, bias), scale)).toBeLessThan(F32_ACC);
         expect(maxRelErr(y, refMatmul(x, w, M, K, N, bias), dotScale(x, w, M, K, N))).toBeLessThan(F16_WEIGHT);
@@ -100,6 +122,11 @@ for (const subgroups of [true, false]) {
         const w = dequantize(q); // [N, K], original column order (the CPU path's weights)
         expect(gatherColumns(w, N, K, layout.perm ?? Uint32Array.from({ length: K }, (_, i) => i))).toEqual(dequantizeGpuLayout(layout));
         const y = await matmul(layout, x, M);
+        if (onSgmat(M)) {
+          const wg = round16(dequantizeGpuLayout(layout)), xg = round16(layout.perm ? gatherColumns(x, M, K, layout.perm) : x);
+          expect(maxRelErr(y, refMatmul(xg, wg, M, K, N), dotScale(xg, wg, M, K, N))).toBeLessThan(SGMAT_ACC);
+          return;
+        }
         expect(maxRelErr(y, refMatmul(x, w, M, K, N), dotScale(x, w, M, K, N))).toBeLessThan(F32_ACC);
       });
     }
@@ -111,7 +138,7 @@ for (const subgroups of [true, false]) {
       const w = randomArray(N * K, 0.05, rand), x = randomArray(M * K, 1, rand), y0 = randomArray(M * N + 3, 1, rand);
       const layout = packF16Gpu(w, N, K);
       const y = await matmul(layout, x, M, undefined, y0.slice());
-      const ref = refMatmul(x, dequantizeGpuLayout(layout), M, K, N);
+      const ref = refMatmul(onSgmat(M) ? round16(x) : x, dequantizeGpuLayout(layout), M, K, N);
       for (let i = 0; i < M * N; i++) ref[i] = y0[3 + i]! + ref[i]!;
       expect(maxRelErr(y, ref, 1)).toBeLessThan(1e-5);
     });
