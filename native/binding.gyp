@@ -28,6 +28,7 @@
         "src/matmul.cc",
         "src/packed_matmul.cc",
         "src/packed_pack.cc",
+        "src/packed_repack.cc",
         "src/packed_probe.cc",
         "src/packed_scalar.cc",
         "src/pool.cc"

@@ -16,6 +16,9 @@
 //   packQ8(codes, scales, N, K, groupSize, perm | null): PackedInfo
 //   pack16(data, isBf16, N, K): PackedInfo
 //   packedFree(handle): void      frees now; the handle's finalizer frees otherwise
+//   repack(source, data, qzeros | null, scales | null, perm | null, rows | null, N, K, groupSize, zeroAdd): PackedInfo | [status, index]
+//                                 stored quantized bytes → layout (packed_repack.h; status 1 no memory, 2 unsupported, 3/4 non-finite scale/min)
+//   packedBytes(handle): Uint8Array   a copy of the layout's bytes (tests)
 //   matmulPacked(x, handle, M, bias | null, out, f32Acts): void
 //   matmulPackedAsync(x, handle, M, bias | null, out, f32Acts, ctl): Promise<void>
 //   readBandwidth(bytes, threads, reps): Float64Array   GB/s of each pass (benchmark probe)
@@ -48,6 +51,7 @@
 #include "async.h"
 #include "awq.h"
 #include "convert.h"
+#include "packed_repack.h"
 #include "gptq.h"
 #include "packed.h"
 #include "llm_int8_napi.h"  // int8Pack/int8Matmul/...: LLM.int8() (documented there)
@@ -92,6 +96,8 @@ class Addon : public Napi::Addon<Addon> {
                              InstanceMethod("packQ8", &Addon::PackQ8, napi_enumerable),
                              InstanceMethod("pack16", &Addon::Pack16, napi_enumerable),
                              InstanceMethod("packedFree", &Addon::PackedFree, napi_enumerable),
+                             InstanceMethod("repack", &Addon::Repack, napi_enumerable),
+                             InstanceMethod("packedBytes", &Addon::PackedBytes, napi_enumerable),
                              InstanceMethod("matmulPacked", &Addon::MatmulPacked, napi_enumerable),
                              InstanceMethod("matmulPackedAsync", &Addon::MatmulPackedAsync, napi_enumerable),
                              InstanceMethod("int8Pack", &Addon::Int8Pack, napi_enumerable),
@@ -360,6 +366,35 @@ class Addon : public Napi::Addon<Addon> {
   Napi::Value Pack16(const Napi::CallbackInfo& info) {
     const H16Type t = info[1].As<Napi::Boolean>().Value() ? H16Type::BF16 : H16Type::F16;
     return WrapPacked(info.Env(), pack16(info[0].As<Napi::Uint16Array>().Data(), t, i64(info[2]), i64(info[3])));
+  }
+
+  static const uint8_t* optBytes(const Napi::Value& v) {
+    if (!v.IsTypedArray()) return nullptr;
+    const auto a = v.As<Napi::TypedArray>();
+    return static_cast<const uint8_t*>(a.ArrayBuffer().Data()) + a.ByteOffset();
+  }
+
+  Napi::Value Repack(const Napi::CallbackInfo& info) {
+    RepackArgs a{static_cast<RepackSource>(i64(info[0])), optBytes(info[1]), optBytes(info[2]), optBytes(info[3]), optI32(info[4]),
+                 optI32(info[5]), i64(info[6]), i64(info[7]), i64(info[8]), static_cast<int32_t>(i64(info[9]))};
+    RepackResult r;
+    {
+      auto lock = calls_.lock();
+      r = repackSource(rt_, a);
+    }
+    if (r.w != nullptr) return WrapPacked(info.Env(), r.w);
+    Napi::Array out = Napi::Array::New(info.Env(), 2);
+    out.Set(0u, Napi::Number::New(info.Env(), static_cast<double>(r.status)));
+    out.Set(1u, Napi::Number::New(info.Env(), static_cast<double>(r.index)));
+    return out;
+  }
+
+  Napi::Value PackedBytes(const Napi::CallbackInfo& info) {
+    const PackedWeight* w = info[0].As<Napi::External<PackedHolder>>().Data()->w;
+    assert(w != nullptr);
+    Napi::Uint8Array out = Napi::Uint8Array::New(info.Env(), w->bytes);
+    std::memcpy(out.Data(), w->data, w->bytes);
+    return out;
   }
 
   void PackedFree(const Napi::CallbackInfo& info) {

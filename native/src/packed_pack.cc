@@ -15,6 +15,7 @@
 #include <cstring>
 
 #include "packed.h"
+#include "packed_build.h"
 #include "packed_f16.h"
 
 namespace qllm {
@@ -26,6 +27,10 @@ constexpr size_t kMapMin = size_t{1} << 20;
 
 int64_t roundUp(int64_t a, int64_t b) { return (a + b - 1) / b * b; }
 int64_t gcd(int64_t a, int64_t b) { return b == 0 ? a : gcd(b, a % b); }
+
+}  // namespace
+
+namespace packbuild {
 
 /** 64-byte aligned, zeroed memory for `bytes`; sets w.data, w.mapBytes. */
 bool allocData(PackedWeight& w, size_t bytes) {
@@ -112,6 +117,11 @@ void writeScales(const PackedLayout& L, uint8_t* rgp, int64_t rg, const float* s
     }
   }
 }
+
+}  // namespace packbuild
+
+namespace {
+using namespace packbuild;
 
 /**
  * Allocates w's data (deleting w and returning false when that fails), then for every

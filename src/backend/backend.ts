@@ -148,6 +148,46 @@ export type CanonicalWeight =
   /** W = Σ parts (PackedSum), each an exact int8 plane of the same shape */
   | { kind: "planes"; parts: CanonicalWeight[]; reason: string };
 
+/**
+ * A quantized tensor in its stored bytes, for a backend that repacks them straight into
+ * its runtime layout (Backend.repack; native: native/src/packed_repack.cc) instead of
+ * the two passes through the canonical inputs. The result equals packing the canonical
+ * form byte for byte (test/load/repack.test.ts). The views may be scratch buffers.
+ */
+export type SourceBlocks =
+  | {
+    kind: "gguf"; type: "Q4_0" | "Q4_1" | "Q4_K" | "Q8_0";
+    /** [N, K] in the type's blocks, rows as stored */
+    bytes: Uint8Array;
+    /** [N] layout row n = stored row rows[n] (llama Q/K rows back in HF order), or null */
+    rows: Int32Array | null;
+    N: number; K: number;
+  }
+  | {
+    kind: "gptq"; bits: 4 | 8;
+    /** [K·bits/32, N] int32 words */
+    qweight: Uint8Array;
+    /** [G, N·bits/32] int32 words */
+    qzeros: Uint8Array;
+    /** [G, N] f16 */
+    scales: Uint8Array;
+    /** act-order: as PackQ4Args.perm (canonical.ts actOrderPerm of g_idx), or null */
+    perm: Int32Array | null;
+    N: number; K: number; groupSize: number;
+    /** 1 for checkpoint_format "gptq" (v1 stores zero − 1), 0 for gptq_v2 */
+    zeroAdd: 0 | 1;
+  }
+  | {
+    kind: "awq";
+    /** [K, N/8] int32 words, AWQ nibble order */
+    qweight: Uint8Array;
+    /** [G, N/8] int32 words */
+    qzeros: Uint8Array;
+    /** [G, N] f16 */
+    scales: Uint8Array;
+    N: number; K: number; groupSize: number;
+  };
+
 /** Reusable typed-array slots for load-time conversions (src/load/canonical.ts Scratch). */
 export interface PackBuffers {
   u8(slot: string, n: number): Uint8Array;
@@ -245,6 +285,12 @@ export interface Backend {
   pack16?(a: Pack16Args): PackedWeight;
   /** LLM.int8() weights (bitsandbytes folders); loaders fall back to the dequantized f32 weights without it. */
   packInt8?(a: PackInt8Args): PackedWeight;
+  /**
+   * Stored quantized bytes straight into the layout packQ4 / packQ8 would build from their
+   * canonical form; null when this source is not one it repacks (the loader then goes
+   * through the canonical inputs). Loaders use it when present (load time).
+   */
+  repack?(s: SourceBlocks): PackedWeight | null;
   /** y[M, N] = x[M, K] · Wᵀ (+ bias) for a packed W, with a chosen activation precision (matmul uses the backend's default). */
   matmulPacked?(x: Float32Array, w: PackedWeight, M: number, bias?: Float32Array, out?: Float32Array, opts?: { activations?: PackedActivations }): Float32Array;
   /**

@@ -14,7 +14,7 @@
  * groupSize must be a multiple of 32, or ≥ K (one group per row).
  */
 import { UsageError } from "../util/errors.ts";
-import type { Pack16Args, PackedActivations, PackedWeight as BackendPackedWeight, PackQ4Args, PackQ8Args } from "./backend.ts";
+import type { Pack16Args, PackedActivations, PackedWeight as BackendPackedWeight, PackQ4Args, PackQ8Args, SourceBlocks } from "./backend.ts";
 
 /** Runtime layouts (native/LAYOUTS.md): 16 interleaved rows each. */
 export type PackedLayoutName = "q4x16" | "q8x16" | "f16x16" | "bf16x16";
@@ -53,6 +53,13 @@ export interface NativePackedAddon {
   packQ8(codes: Int8Array, scales: Float32Array, N: number, K: number, g: number, perm: Int32Array | null): NativePackedInfo | null;
   pack16(data: Uint16Array, isBf16: boolean, N: number, K: number): NativePackedInfo | null;
   packedFree(handle: unknown): void;
+  /** Stored bytes → layout (native/src/packed_repack.h): the PackedInfo, or [status, index] (1 no memory, 2 unsupported, 3/4 non-finite scale/min). */
+  repack(
+    source: number, data: Uint8Array, qzeros: Uint8Array | null, scales: Uint8Array | null, perm: Int32Array | null, rows: Int32Array | null,
+    N: number, K: number, g: number, zeroAdd: number,
+  ): NativePackedInfo | [number, number];
+  /** A copy of a packed weight's bytes (tests: the repackers equal the packers). */
+  packedBytes(handle: unknown): Uint8Array;
   /** y[M, N] = x[M, K] · Wᵀ (+ bias) into out; synchronous. */
   matmulPacked(x: Float32Array, handle: unknown, M: number, bias: Float32Array | null, out: Float32Array, f32Acts: boolean): void;
   /** GB/s of each of `reps` streaming-read passes over `bytes` on `threads` pool threads (benchmark probe). */
@@ -220,6 +227,52 @@ export function validatePack16(a: Pack16Args): void {
     throw new UsageError(`${op}: unknown dtype`, { field: "dtype", expected: '"f16" or "bf16"', found: String(a.dtype) });
   }
   checkArray(op, "data", a.data, Uint16Array, a.N * a.K, `[N=${a.N}, K=${a.K}]`);
+}
+
+/** native/src/packed_repack.h RepackSource. */
+export const REPACK_SOURCE = { gptq4: 0, gptq8: 1, awq: 2, Q4_0: 3, Q4_1: 4, Q4_K: 5, Q8_0: 6 } as const;
+
+/** Bytes per block of the GGUF types repack reads ([elements, bytes]). */
+const GGUF_BLOCKS = { Q4_0: [32, 18], Q4_1: [32, 20], Q4_K: [256, 144], Q8_0: [32, 34] } as const;
+
+function checkBytes(op: string, name: string, a: unknown, bytes: number, shape: string): void {
+  if (!(a instanceof Uint8Array) || a.length !== bytes) {
+    throw new UsageError(`${op}: ${name} has the wrong size`, { field: name, expected: `a Uint8Array of ${bytes} bytes, ${shape}`, found: describe(a) });
+  }
+}
+
+/**
+ * Checks a SourceBlocks (shapes and byte sizes: the addon trusts them); returns the
+ * addon's source code, group size and G.
+ */
+export function validateRepack(s: SourceBlocks): { source: number; g: number; G: number; q8: boolean } {
+  const op = "repack";
+  const { N, K } = s;
+  if (s.kind === "gguf") {
+    const blk = GGUF_BLOCKS[s.type];
+    if (blk === undefined) throw new UsageError(`${op}: unknown GGUF type`, { field: "type", expected: Object.keys(GGUF_BLOCKS).join(", "), found: String(s.type) });
+    checkInt(op, "N", N, 1);
+    checkInt(op, "K", K, 1);
+    if (K % blk[0] !== 0) throw new UsageError(`${op}: K is not whole ${s.type} blocks`, { field: "K", expected: `a multiple of ${blk[0]}`, found: String(K) });
+    checkBytes(op, "bytes", s.bytes, (N * K / blk[0]) * blk[1], `[N=${N}, K=${K}] in ${s.type} blocks`);
+    if (s.rows !== null) checkPerm(op, s.rows, N);
+    return { source: REPACK_SOURCE[s.type], g: 32, G: K / 32, q8: s.type === "Q8_0" };
+  }
+  const bits = s.kind === "gptq" ? s.bits : 4;
+  if (bits !== 4 && bits !== 8) throw new UsageError(`${op}: unsupported bit width`, { field: "bits", expected: "4 or 8", found: String(bits) });
+  const G = checkQuantShape(op, N, K, s.groupSize), per = 32 / bits;
+  if (s.kind === "gptq") {
+    if (K % per !== 0 || N % per !== 0) throw new UsageError(`${op}: GPTQ shape is not whole words`, { field: "N, K", expected: `multiples of ${per}`, found: `${N}, ${K}` });
+    checkBytes(op, "qweight", s.qweight, 4 * (K / per) * N, `[K/${per}, N] int32`);
+    checkBytes(op, "qzeros", s.qzeros, 4 * G * (N / per), `[G=${G}, N/${per}] int32`);
+    checkPerm(op, s.perm, K);
+  } else {
+    if (N % 8 !== 0) throw new UsageError(`${op}: AWQ N is not whole words`, { field: "N", expected: "a multiple of 8", found: String(N) });
+    checkBytes(op, "qweight", s.qweight, 4 * K * (N / 8), "[K, N/8] int32");
+    checkBytes(op, "qzeros", s.qzeros, 4 * G * (N / 8), `[G=${G}, N/8] int32`);
+  }
+  checkBytes(op, "scales", s.scales, 2 * G * N, `[G=${G}, N] f16`);
+  return { source: s.kind === "awq" ? REPACK_SOURCE.awq : bits === 8 ? REPACK_SOURCE.gptq8 : REPACK_SOURCE.gptq4, g: Math.min(s.groupSize, K), G, q8: bits === 8 };
 }
 
 /** Throws when the addon could not allocate the layout. */

@@ -16,9 +16,9 @@
 import { createRequire } from "node:module";
 import { fileURLToPath } from "node:url";
 import { DependencyError, UsageError } from "../util/errors.ts";
-import { matmulPackedSum, PackedSum, type AttentionShape, type Backend, type GptqKernelArgs, type KernelCallOptions, type PackInt8Args } from "./backend.ts";
+import { matmulPackedSum, PackedSum, type AttentionShape, type Backend, type GptqKernelArgs, type KernelCallOptions, type PackInt8Args, type SourceBlocks } from "./backend.ts";
 import {
-  PackedWeight, packedOrThrow, validateMatmulPacked, validatePack16, validatePackQ4, validatePackQ8,
+  PackedWeight, packedOrThrow, validateMatmulPacked, validatePack16, validatePackQ4, validatePackQ8, validateRepack,
   type MatmulPackedOptions, type NativePackedAddon, type Pack16Args, type PackQ4Args, type PackQ8Args,
 } from "./native-packed.ts";
 
@@ -236,6 +236,34 @@ export class NativeBackend implements Backend {
     validatePack16(a);
     const info = this.#addon.pack16(a.data, a.dtype === "bf16", a.N, a.K);
     return new PackedWeight(a.dtype === "bf16" ? "bf16x16" : "f16x16", packedOrThrow("pack16", info, a.N, a.K), (h) => this.#addon.packedFree(h));
+  }
+
+  /**
+   * Stored GPTQ / AWQ / GGUF bytes straight into the q4x16 / q8x16 layout (native/src/packed_repack.cc,
+   * on the pool): the same bytes packQ4 / packQ8 build from the canonical form. Null when the source
+   * is not one the repacker reads (8-bit GPTQ zeros other than 128: two planes, canonical.ts).
+   */
+  repack(s: SourceBlocks): PackedWeight | null {
+    const { source, g, q8 } = validateRepack(s);
+    const r = s.kind === "gguf"
+      ? this.#addon.repack(source, s.bytes, null, null, null, s.rows, s.N, s.K, g, 0)
+      : this.#addon.repack(source, s.qweight, s.qzeros, s.scales, s.kind === "gptq" ? s.perm : null, null, s.N, s.K, g, s.kind === "gptq" ? s.zeroAdd : 0);
+    if (Array.isArray(r)) {
+      const [status, index] = r;
+      if (status === 2) return null;
+      if (status === 3 || status === 4) {
+        const name = status === 3 ? "scales" : "mins";
+        throw new UsageError(`repack: ${name} holds a non-finite value`, { field: `${name}[${index}]`, expected: "a finite number", found: "NaN or ±Infinity" });
+      }
+      packedOrThrow("repack", null, s.N, s.K);
+      throw new Error("unreachable");
+    }
+    return new PackedWeight(q8 ? "q8x16" : "q4x16", r, (h) => this.#addon.packedFree(h));
+  }
+
+  /** A copy of a packed weight's layout bytes (tests hold the repackers equal to the packers with it). */
+  packedBytes(w: PackedWeight): Uint8Array {
+    return this.#addon.packedBytes(PackedWeight.handleOf(w, "packedBytes"));
   }
 
   /** LLM.int8() weights (bitsandbytes CB/SCB) with their outlier rule: native-int8.ts, native/src/llm_int8*.cc. */

@@ -8,10 +8,12 @@ import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import type { Checkpoint } from "../io/checkpoint.ts";
 import type { TensorSource } from "../nn/weights.ts";
-import { AWQ_GEMM_BITS, unpackAwqGemm } from "../pack/awq-gemm.ts";
+import type { SourceBlocks } from "../backend/backend.ts";
+import { AWQ_GEMM_BITS, awqGemmShapeProblem, unpackAwqGemm } from "../pack/awq-gemm.ts";
 import { dequantize, type QuantizedLinear } from "../tensor/quantized.ts";
 import { ConfigError, FormatError } from "../util/errors.ts";
-import { fromQuantizedLinear } from "./canonical.ts";
+import { fromQuantizedLinear, type Buffers } from "./canonical.ts";
+import { checkpointRaw } from "./raw-read.ts";
 import { checkpointCanonical } from "./checkpoint-canonical.ts";
 
 export interface AwqConfig {
@@ -78,10 +80,10 @@ export function awqLayerBase(ckpt: Checkpoint, name: string): string | null {
 }
 
 /** Unpack one AWQ GEMM layer (`<base>.qweight/qzeros/scales`) to our QuantizedLinear. */
-export function readAwqLinear(ckpt: Checkpoint, origin: string, q: AwqConfig, base: string): QuantizedLinear {
+/** [N, K] of an AWQ layer, after checking its three tensors exist with their dtypes. */
+function awqLayerShape(ckpt: Checkpoint, origin: string, base: string): { N: number; K: number } {
   const qs = ckpt.info(`${base}.qweight`).shape; // [K, N/8]
   if (qs.length !== 2) throw new FormatError("AWQ qweight must be 2-D", { file: origin, field: `${base}.qweight`, expected: "[in_features, out_features/8]", found: `[${qs.join(", ")}]` });
-  const N = qs[1]! * 8, K = qs[0]!;
   for (const [part, dtype] of [["qweight", "I32"], ["qzeros", "I32"], ["scales", "F16"]] as const) {
     if (!ckpt.has(`${base}.${part}`)) {
       throw new FormatError(`AWQ layer is missing ${part}`, { file: origin, field: `${base}.${part}`, expected: "qweight, qzeros and scales", found: "no such tensor" });
@@ -89,6 +91,25 @@ export function readAwqLinear(ckpt: Checkpoint, origin: string, q: AwqConfig, ba
     const got = ckpt.info(`${base}.${part}`).dtype;
     if (got !== dtype) throw new FormatError(`AWQ tensor ${part} has the wrong dtype`, { file: origin, field: `${base}.${part}`, expected: dtype, found: got });
   }
+  return { N: qs[1]! * 8, K: qs[0]! };
+}
+
+/**
+ * An AWQ layer's stored bytes for Backend.repack (native/src/packed_repack.cc: the layout of
+ * packing readCanonical's result); null when its shape is not one the GEMM layout allows
+ * (readCanonical then reports it).
+ */
+export function readAwqSource(ckpt: Checkpoint, origin: string, q: AwqConfig, base: string, m: Buffers): SourceBlocks | null {
+  const { N, K } = awqLayerShape(ckpt, origin, base);
+  if (awqGemmShapeProblem(N, K, AWQ_GEMM_BITS, q.groupSize) !== null) return null;
+  const raw = (part: string): Uint8Array => checkpointRaw(ckpt, `${base}.${part}`, m, `raw-${part}`);
+  const G = K / q.groupSize;
+  const s: SourceBlocks = { kind: "awq", qweight: raw("qweight"), qzeros: raw("qzeros"), scales: raw("scales"), N, K, groupSize: q.groupSize };
+  return s.qweight.length === 4 * K * (N / 8) && s.qzeros.length === 4 * G * (N / 8) && s.scales.length === 2 * G * N ? s : null;
+}
+
+export function readAwqLinear(ckpt: Checkpoint, origin: string, q: AwqConfig, base: string): QuantizedLinear {
+  const { N, K } = awqLayerShape(ckpt, origin, base);
   return unpackAwqGemm({
     qweight: int32(ckpt.readRawSync(`${base}.qweight`)),
     qzeros: int32(ckpt.readRawSync(`${base}.qzeros`)),
@@ -118,6 +139,10 @@ export function awqSource(ckpt: Checkpoint, origin: string, q: AwqConfig): Tenso
       const base = baseOf(name);
       if (!base) return plain.readCanonical(name, buffers);
       return fromQuantizedLinear(readAwqLinear(ckpt, origin, q, base), { file: origin, field: base });
+    },
+    readSource: (name, buffers) => {
+      const base = baseOf(name);
+      return base ? readAwqSource(ckpt, origin, q, base, buffers) : null;
     },
     readEmbedding: (name) => plain.readEmbedding(name),
   };

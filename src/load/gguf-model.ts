@@ -204,6 +204,10 @@ function specialsJson(f: GgufFile, tokens: readonly string[]): { postProcessor: 
   return { postProcessor, config };
 }
 
+/** GGML types Backend.repack reads straight from the blocks (the rest go through gguf-canonical.ts). */
+const REPACK_TYPES = ["Q4_0", "Q4_1", "Q4_K", "Q8_0"] as const;
+const isRepackType = (t: string): t is (typeof REPACK_TYPES)[number] => (REPACK_TYPES as readonly string[]).includes(t);
+
 /** GGUF tensors served under HF names, decoded to f32, q/k rows back in HF order. */
 export function ggufSource(f: GgufFile, cfg: ModelConfig): TensorSource {
   const byHf = new Map<string, GgufTensorPlanEntry>();
@@ -232,6 +236,14 @@ export function ggufSource(f: GgufFile, cfg: ModelConfig): TensorSource {
       const bytes = buffers !== undefined ? ggufRaw(f, p.gguf, buffers) : f.readBytesSync(p.gguf);
       const c = ggufToCanonical(f.tensor(p.gguf).type.name, bytes, N, K, { file: f.path, field: p.gguf }, buffers);
       return p.permuteHeads === undefined ? c : permuteCanonicalRows(c, qkUnpermuteRows(N, p.permuteHeads));
+    },
+    readSource: (name, buffers) => {
+      const p = need(name);
+      const type = f.tensor(p.gguf).type.name;
+      if (!isRepackType(type)) return null;
+      const [N, K] = f.shape(p.gguf) as [number, number];
+      const rows = p.permuteHeads === undefined ? null : qkUnpermuteRows(N, p.permuteHeads);
+      return { kind: "gguf", type, bytes: ggufRaw(f, p.gguf, buffers), rows, N, K };
     },
     readEmbedding: (name) => {
       const p = need(name);

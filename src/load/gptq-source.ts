@@ -6,6 +6,7 @@
  */
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
+import type { SourceBlocks } from "../backend/backend.ts";
 import type { Checkpoint } from "../io/checkpoint.ts";
 import type { TensorSource } from "../nn/weights.ts";
 import { unpackGptq, type GptqCheckpointFormat } from "../pack/hf-gptq.ts";
@@ -70,15 +71,20 @@ const spread4 = (x: number): number => {
  * 4-bit GPTQ layer → canonical q4 without going through QuantizedLinear: qweight words
  * [K/8, N] are transposed into codes [N, K] two u32 stores per word (little-endian).
  */
-function gptq4Canonical(ckpt: Checkpoint, origin: string, q: GptqConfig, base: string, m: Buffers): CanonicalWeight {
-  const qs = ckpt.info(`${base}.qweight`).shape; // [K/8, N]
-  const R = qs[0]!, N = qs[1]!, K = R * 8;
+interface GptqRaw {
+  N: number; K: number; G: number; groupSize: number;
+  /** the stored bytes of qweight [K·b/32, N], qzeros [G, N·b/32] (int32), scales [G, N] (f16), g_idx [K] (int32) */
+  qweight: Uint8Array; qzeros: Uint8Array; scales: Uint8Array; gIdx: Int32Array;
+}
+
+/** One layer's four tensors (bits 4 or 8: whole words per column) read into scratch slots, sizes checked. */
+function readGptqRaw(ckpt: Checkpoint, origin: string, q: GptqConfig, base: string, m: Buffers): GptqRaw {
+  const qs = ckpt.info(`${base}.qweight`).shape; // [K·b/32, N]
+  const per = 32 / q.bits, N = qs[1]!, K = qs[0]! * per;
   const raw = (part: string): Uint8Array => checkpointRaw(ckpt, `${base}.${part}`, m, `raw-${part}`);
-  const qw = int32(raw("qweight")); // [K/8, N]
-  const qz = int32(raw("qzeros")); // [G, N/8]
-  const sc = u16(raw("scales")); // [G, N] f16
+  const qweight = raw("qweight"), qzeros = raw("qzeros"), scales = raw("scales");
   const gIdx = int32(raw("g_idx")); // [K]
-  const G = sc.length / N;
+  const G = scales.length / 2 / N;
   const check = (what: string, got: number, want: number): void => {
     if (got !== want) {
       throw new FormatError(`GPTQ tensor ${what} has the wrong size`, {
@@ -86,10 +92,33 @@ function gptq4Canonical(ckpt: Checkpoint, origin: string, q: GptqConfig, base: s
       });
     }
   };
-  if (!Number.isInteger(G) || G < 1) check("scales", sc.length, N);
-  check("qzeros", qz.length, G * (N / 8));
+  if (!Number.isInteger(G) || G < 1) check("scales", scales.length / 2, N);
+  check("qzeros", qzeros.length / 4, G * (N / per));
   check("g_idx", gIdx.length, K);
-  const groupSize = q.groupSize === -1 ? K : q.groupSize;
+  return { N, K, G, groupSize: q.groupSize === -1 ? K : q.groupSize, qweight, qzeros, scales, gIdx };
+}
+
+/**
+ * A 4- or 8-bit layer's stored bytes for Backend.repack (native/src/packed_repack.cc:
+ * the same layout as packing readGptqCanonical's result); null for other widths.
+ */
+export function readGptqSource(ckpt: Checkpoint, origin: string, q: GptqConfig, base: string, m: Buffers): SourceBlocks | null {
+  if (q.bits !== 4 && q.bits !== 8) return null;
+  const r = readGptqRaw(ckpt, origin, q, base, m);
+  const perm = actOrderPerm(r.gIdx, r.groupSize, r.G, { file: origin, field: `${base}.g_idx` });
+  return {
+    kind: "gptq", bits: q.bits, qweight: r.qweight, qzeros: r.qzeros, scales: r.scales, perm,
+    N: r.N, K: r.K, groupSize: r.groupSize, zeroAdd: q.format === "gptq" ? 1 : 0,
+  };
+}
+
+function gptq4Canonical(ckpt: Checkpoint, origin: string, q: GptqConfig, base: string, m: Buffers): CanonicalWeight {
+  const r = readGptqRaw(ckpt, origin, q, base, m);
+  const { N, K, G, gIdx, groupSize } = r;
+  const R = K / 8;
+  const qw = int32(r.qweight); // [K/8, N]
+  const qz = int32(r.qzeros); // [G, N/8]
+  const sc = u16(r.scales); // [G, N] f16
   const codes = m.u8("codes", N * K); // [N, K]
   const c32 = new Uint32Array(codes.buffer, 0, (N * K) >> 2);
   const K4 = K / 4;
@@ -178,6 +207,10 @@ export function gptqSource(ckpt: Checkpoint, origin: string, q: GptqConfig, warn
     readCanonical: (name, buffers) => {
       const base = baseOf(name);
       return base ? readGptqCanonical(ckpt, origin, q, base, warn, buffers) : plain.readCanonical(name, buffers);
+    },
+    readSource: (name, buffers) => {
+      const base = baseOf(name);
+      return base ? readGptqSource(ckpt, origin, q, base, buffers) : null;
     },
     readEmbedding: (name) => plain.readEmbedding(name),
   };

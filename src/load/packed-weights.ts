@@ -50,6 +50,12 @@ interface PackContext { src: TensorSource; backend: Backend; warn: (msg: string)
 
 function readPacked(c: PackContext, name: string, N: number, K: number): LinearWeight {
   expectShape(c.src, name, [N, K]);
+  if (c.backend.repack !== undefined && c.src.readSource !== undefined) {
+    // Stored bytes straight into the layout (native/src/packed_repack.cc); the canonical path is the fallback.
+    const s = c.src.readSource(name, c.scratch);
+    const w = s === null ? null : c.backend.repack(s);
+    if (w !== null) return w;
+  }
   // A source without a canonical reader (e.g. bitsandbytes folders) serves its f32 weights.
   const cw = c.src.readCanonical !== undefined ? c.src.readCanonical(name, c.scratch) : { kind: "f32" as const, N, K, data: c.src.readF32Sync(name) };
   return packWeight(c.backend, cw, (msg) => c.warn(`${name}: ${msg}`));

@@ -6,7 +6,7 @@
  * matrix or a table that decodes rows on demand from its stored form.
  */
 import type { ModelConfig } from "../arch/config.ts";
-import type { CanonicalWeight, LinearWeight, PackBuffers as Buffers } from "../backend/backend.ts";
+import type { CanonicalWeight, LinearWeight, PackBuffers as Buffers, SourceBlocks } from "../backend/backend.ts";
 import { linearTensorName, type LinearName } from "../arch/registry.ts";
 import { FormatError, invariant } from "../util/errors.ts";
 import { hasBias, linearShapes } from "../arch/shapes.ts";
@@ -78,6 +78,11 @@ export interface TensorSource {
    * from its stored form; with `buffers`, the arrays are views of them (valid until the next call).
    */
   readCanonical?(name: string, buffers?: Buffers): CanonicalWeight;
+  /**
+   * A quantized 2-D weight's stored bytes for Backend.repack (views of `buffers`), or null
+   * when its stored form is not one the repackers read (then readCanonical is used).
+   */
+  readSource?(name: string, buffers: Buffers): SourceBlocks | null;
   /** The embedding [V, H] in its stored form (f32, or rows decoded on demand). */
   readEmbedding?(name: string): Float32Array | EmbeddingTable;
 }

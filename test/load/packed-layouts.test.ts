@@ -14,7 +14,6 @@ import { PackedSum, withPackedActivations, type Backend } from "../../src/backen
 import { refMatmul, refPackedBackend } from "../../src/backend/ref.ts";
 import { selectBackend } from "../../src/backend/select.ts";
 import { openCheckpoint } from "../../src/io/checkpoint.ts";
-import { writeSafetensors, type TensorSource as WriteSource } from "../../src/io/safetensors.ts";
 import { awqSource } from "../../src/load/awq-source.ts";
 import { canPack, packWeight } from "../../src/load/canonical.ts";
 import { checkpointCanonical } from "../../src/load/checkpoint-canonical.ts";
@@ -27,9 +26,9 @@ import { mulberry32 } from "../../src/util/random.ts";
 import { packAwqGemm } from "../../src/pack/awq-gemm.ts";
 import { dequantizeBlocks, GGML_BLOCK_TYPES, quantizeMatrix, type GgmlBlockTypeName } from "../../src/pack/gguf-blocks.ts";
 import { packGptq } from "../../src/pack/hf-gptq.ts";
-import type { QuantizedLinear } from "../../src/tensor/quantized.ts";
-import { f16ToF32, f32ToF16, fromF32 } from "../../src/tensor/dtype.ts";
+import { fromF32 } from "../../src/tensor/dtype.ts";
 import { randomArray } from "../helpers/random-weights.ts";
+import { bytes, randomQuantized, writeFolder as writeFolderIn, type FolderTensors } from "../helpers/quant-sources.ts";
 
 /** Reference packer vs the f32 reference matmul: both f64 sums of the same f32 products, except asymmetric grids (s·q + m vs s·(q − z): ~1 ulp per weight). */
 const REF_TOL = 1e-6;
@@ -76,29 +75,7 @@ function expectMatmulEqual(label: string, W: Float32Array, N: number, K: number,
   }
 }
 
-/** A random grid: codes, f16-rounded scales, zeros (sym: 2^(b−1)), g_idx contiguous or act-order. */
-function randomQuantized(N: number, K: number, bits: number, g: number, sym: boolean, actOrder: boolean, seed: number): QuantizedLinear {
-  const rand = mulberry32(seed);
-  const G = Math.ceil(K / g), maxq = 2 ** bits - 1;
-  const codes = new Uint8Array(N * K).map(() => Math.floor(rand() * (maxq + 1)));
-  const scales = new Float32Array(N * G).map(() => f16ToF32(f32ToF16(0.01 + 0.05 * rand())));
-  const zeros = new Uint8Array(N * G).map(() => (sym ? 2 ** (bits - 1) : 1 + Math.floor(rand() * maxq)));
-  const order = Array.from({ length: K }, (_, k) => k);
-  if (actOrder) for (let i = K - 1; i > 0; i--) { const j = Math.floor(rand() * (i + 1)); [order[i], order[j]] = [order[j]!, order[i]!]; }
-  const gIdx = new Int32Array(K);
-  order.forEach((k, pos) => { gIdx[k] = Math.floor(pos / g); });
-  return { N, K, bits, groupSize: g, sym, codes, scales, zeros, gIdx };
-}
-
-async function writeFolder(name: string, tensors: Record<string, { dtype: "I32" | "F16" | "BF16" | "F32"; shape: number[]; data: Uint8Array }>): Promise<string> {
-  const dir = join(tmp, name);
-  const { mkdirSync } = await import("node:fs");
-  mkdirSync(dir, { recursive: true });
-  const list: WriteSource[] = Object.entries(tensors).map(([n, t]) => ({ name: n, dtype: t.dtype, shape: t.shape, data: t.data }));
-  await writeSafetensors(join(dir, "model.safetensors"), list);
-  return dir;
-}
-const bytes = (a: ArrayBufferView): Uint8Array => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
+const writeFolder = (name: string, tensors: FolderTensors): Promise<string> => writeFolderIn(tmp, name, tensors);
 
 describe("HF-GPTQ → packed", () => {
   const cases: [bits: number, g: number, sym: boolean, actOrder: boolean, format: "gptq" | "gptq_v2"][] = [
