@@ -37,7 +37,7 @@
 import type { ModelConfig } from "../arch/config.ts";
 import { linearTensorName, type Arch, type AwqPrev, type AwqScalingGroup, type LinearInput, type LinearName } from "../arch/registry.ts";
 import type { Backend } from "../backend/backend.ts";
-import { blockForward, type LayerCache } from "../nn/block.ts";
+import { attentionHalf, blockForward, mlpHalf, type LayerCache } from "../nn/block.ts";
 import { mulberry32 } from "../util/random.ts";
 import type { RopeTable } from "../nn/rope.ts";
 import { type BlockWeights, type Linear } from "../nn/weights.ts";
@@ -122,34 +122,19 @@ interface ModuleContext {
 }
 
 /**
- * Output of the module a scaling group is judged by, on x [T, K] (the group's input).
- * attention mirrors the attention half of `blockForward` (without the norm and the
- * residual); mlp its MLP half. test/quant/awq.test.ts checks both against blockForward.
+ * Output of the module a scaling group is judged by, on x [T, K] (the group's input):
+ * the layer itself, or the attention / MLP half of the forward pass (nn/block.ts
+ * attentionHalf / mlpHalf: the norm and the residual are outside the module). No
+ * workspace: every call returns a new array, which the search keeps as a reference.
  */
 export function runAwqModule(m: ModuleContext, inspect: AwqScalingGroup["inspect"], layer: LinearName, lin: Readonly<Record<LinearName, Linear>>, x: Float32Array, T: number): Float32Array {
-  const { cfg, backend, rope, cache } = m;
-  const H = cfg.hiddenSize;
   if (inspect === "layer") {
     const l = lin[layer];
-    return backend.matmul(x, l.weight, T, l.K, l.N, l.bias); // [T, N]
+    return m.backend.matmul(x, l.weight, T, l.K, l.N, l.bias); // [T, N]
   }
-  if (inspect === "attention") {
-    const { numHeads: nH, numKvHeads: nKv, headDim: d } = cfg;
-    const kvDim = nKv * d;
-    const q = backend.matmul(x, lin.q.weight, T, H, nH * d, lin.q.bias); // [T, nH·d]
-    const k = backend.matmul(x, lin.k.weight, T, H, kvDim, lin.k.bias, cache.k.subarray(0, T * kvDim)); // [T, nKv·d]
-    backend.matmul(x, lin.v.weight, T, H, kvDim, lin.v.bias, cache.v.subarray(0, T * kvDim)); // [T, nKv·d]
-    rope.apply(q, T, nH, 0);
-    rope.apply(k, T, nKv, 0);
-    const att = new Float32Array(T * nH * d); // [T, nH·d]
-    backend.attention(q, cache.k, cache.v, { T, pos0: 0, nHead: nH, nKvHead: nKv, headDim: d }, att);
-    return backend.matmul(att, lin.o.weight, T, nH * d, H, lin.o.bias); // [T, H]
-  }
-  const I = cfg.intermediateSize;
-  const g = backend.matmul(x, lin.gate.weight, T, H, I, lin.gate.bias); // [T, I]
-  const u = backend.matmul(x, lin.up.weight, T, H, I, lin.up.bias); // [T, I]
-  for (let i = 0; i < g.length; i++) { const a = g[i]!; g[i] = (a / (1 + Math.exp(-a))) * u[i]!; }
-  return backend.matmul(g, lin.down.weight, T, I, H, lin.down.bias); // [T, H]
+  const ctx = { cfg: m.cfg, backend: m.backend, rope: m.rope };
+  if (inspect === "attention") return attentionHalf(ctx, -1, lin, x, T, 0, m.cache, new Float32Array(T * m.cfg.hiddenSize)); // [T, H]
+  return mlpHalf(ctx, -1, lin, x, T, new Float32Array(T * m.cfg.hiddenSize)); // [T, H]
 }
 
 // ---------------------------------------------------------------- scale search
