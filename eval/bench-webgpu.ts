@@ -7,6 +7,7 @@
  *      workgroup-memory kernel and, where offered, on the subgroup-matrix kernel
  *   4. the subgroup-matrix GEMM against the reference (refMatmul on f16-rounded x and
  *      weights; error relative to Σ|x·w|), or "not offered" with what Dawn needs for it
+ *   4b. GPTQ's Hessian (Σ xᵀx) on the GPU against the CPU's HessianAccumulatorF32 (all cores)
  *   5. end to end on --model (default: the bundled model): prefill and decode tokens/s
  *      through generate/engine.ts (what chat/serve run), GPU and our CPU engine, and
  *      llama.cpp (node-llama-cpp: CUDA, then Vulkan build, all layers offloaded) when
@@ -32,6 +33,8 @@ import { GpuKernels, UniformArena } from "../src/backend/webgpu-kernels.ts";
 import { MatmulOp, matmulPipelines, uploadLinear, type MatmulPipelines } from "../src/backend/webgpu-ops.ts";
 import { dequantizeGpuLayout, packF16Gpu, type GpuWeightLayout, type Q4Layout } from "../src/backend/webgpu-weights.ts";
 import { generate, Session, type EngineModel } from "../src/generate/engine.ts";
+import { HessianAccumulatorF32 } from "../src/methods/gptq-fast.ts";
+import { GpuHessianAccumulator } from "../src/methods/gptq-webgpu.ts";
 import { GREEDY } from "../src/generate/sampler.ts";
 import { loadModel } from "../src/load/hf-folder.ts";
 import { BUNDLED_MODEL_DIR } from "../src/load/paths.ts";
@@ -233,6 +236,45 @@ if (k.sgmatErrors.size > 0) {
 }
 json["subgroupMatrix"] = { offered: info.subgroupMatrixFeature !== null, built: pipesQ4.sgmat !== null && pipesF16.sgmat !== null, buildErrors: Object.fromEntries(k.sgmatErrors), why: sgmWhy, check: sgmatCheck, tolerance: SGMAT_TOL };
 say();
+
+// 4b. GPTQ Hessian -----------------------------------------------------------------------
+{
+  const [HK, HT, HS] = large ? [4096, 2048, 4] : [256, 128, 2];
+  say("## GPTQ Hessian H = (2/n)·Σ xᵀx (issue 13 item 4, first half)");
+  say();
+  const xs = Array.from({ length: HS }, (_, i) => randomX(HT * HK, 100 + i)); // [T, K] each
+  const cpuB = selectBackend({ threads: cpus().length });
+  const cpuTimes: number[] = [], gpuTimes: number[] = [];
+  let hc: Float32Array = new Float32Array(0), hg: Float32Array = new Float32Array(0);
+  for (let r = 0; r < reps; r++) {
+    const c = new HessianAccumulatorF32(HK);
+    let t = performance.now();
+    for (const x of xs) c.add(cpuB, x, HT);
+    cpuTimes.push((performance.now() - t) / 1000);
+    hc = c.hessian();
+    const g = await GpuHessianAccumulator.create(ctx, HK, HT);
+    t = performance.now();
+    for (const x of xs) g.add(x, HT);
+    hg = await g.hessian();
+    gpuTimes.push((performance.now() - t) / 1000);
+    g.destroy();
+  }
+  let worst = 0;
+  for (let i = 0; i < HK; i++) for (let j = 0; j < HK; j++) worst = Math.max(worst, Math.abs(hg[i * HK + j]! - hc[i * HK + j]!) / Math.sqrt(hc[i * HK + i]! * hc[j * HK + j]!));
+  const flop = 2 * HT * HK * HK * HS;
+  say(`${HS} sequences of x [${HT}, ${HK}] (2·T·K² = ${(flop / 1e9).toPrecision(3)} GFLOP in all), median of ${reps}; GPU time includes uploading x and reading H back; ` +
+    `max |H_gpu − H_cpu| / √(H_ii·H_jj) = ${worst.toExponential(2)}.`);
+  say();
+  say("| engine | s | GFLOP/s | vs CPU |");
+  say("|---|---:|---:|---:|");
+  const cs = med(cpuTimes), gs = med(gpuTimes);
+  say(`| CPU: HessianAccumulatorF32 on ${cpuB.name === "native" ? `native, ${cpus().length} threads` : cpuB.name} | ${cs.toFixed(3)} | ${(flop / cs / 1e9).toFixed(1)} | 1.00× |`);
+  say(`| GPU: GpuHessianAccumulator (kernels/syrk.wgsl) | ${gs.toFixed(3)} | ${(flop / gs / 1e9).toFixed(1)} | ${(cs / gs).toFixed(2)}× |`);
+  say();
+  say("The lazy-batch column update is not on the GPU yet and the quantize pipeline does not use the GPU Hessian.");
+  say();
+  json["gptqHessian"] = { K: HK, T: HT, sequences: HS, cpuSeconds: cs, gpuSeconds: gs, speedup: cs / gs, maxError: worst };
+}
 
 // 5. end to end ------------------------------------------------------------------------
 interface E2E { engine: string; path: string; loadS: number; prefillTps: number; decodeTps: number; prompt: number; gen: number }

@@ -8,7 +8,8 @@
 #   3. the GPU tests (test/webgpu, QLLM_REQUIRE_GPU=1: a missing adapter fails them); with
 #      subgroup matrices offered, the M = 17/40 matmul tests run on the subgroup-matrix kernel
 #   4. eval/bench-webgpu.ts on the bundled model: adapter, int4 GEMV GB/s, f16/int4 GEMM
-#      GFLOP/s (tiled and subgroup-matrix), the subgroup-matrix GEMM against the reference
+#      GFLOP/s (tiled and subgroup-matrix), the subgroup-matrix GEMM against the reference, and
+#      GPTQ's Hessian Σ xᵀx on the GPU vs the CPU (the figure issue 13 item 4 asks for)
 #   5. a Q4_0 GGUF to compare on: TinyLlama-shaped random weights (eval/gen-tinyllama.ts) on a
 #      hardware adapter; the bundled model exported to Q4_0 on a software one
 #   6. eval/bench-webgpu.ts on that GGUF: tokens/s (prefill, decode) ours on the GPU, ours on

@@ -27,7 +27,7 @@ function fill(template: string, slots: Record<string, string>): string {
 
 export type WeightFormat = "q4" | "f16";
 export type MatmulKind = "gemv" | "gemm" | "sgmat";
-export type KernelName = `${MatmulKind}-${WeightFormat}` | "rmsnorm" | "rope" | "attention" | "embed" | "silu_mul" | "gather_cols";
+export type KernelName = `${MatmulKind}-${WeightFormat}` | "rmsnorm" | "rope" | "attention" | "embed" | "silu_mul" | "gather_cols" | "syrk";
 
 /** The kernel file of each matmul kind. */
 const MATMUL_FILES: Record<MatmulKind, string> = { gemv: "gemv.wgsl", gemm: "gemm.wgsl", sgmat: "gemm-sgmat.wgsl" };
