@@ -29,7 +29,7 @@ import { awqLayerBase, parseAwqConfig, readAwqLegacyConfig, readAwqLinear } from
 import { gptqLayerBase, parseGptqConfig, readGptqLinear, readQuantizationConfig } from "../load/gptq-source.ts";
 import { readModelConfig } from "../load/hf-folder.ts";
 import { dequantizeBlocks, exactBlockType, GGML_BLOCK_TYPES, packGridBlocks, quantizeMatrix, type GgmlBlockTypeName } from "../pack/gguf-blocks.ts";
-import { dequantize, type QuantizedLinear } from "../tensor/quantized.ts";
+import { dequantize, groupCount, type QuantizedLinear } from "../tensor/quantized.ts";
 import { fromF32 } from "../tensor/dtype.ts";
 import { loadTokenizer } from "../tokenizer/tokenizer.ts";
 import { ConfigError, FormatError, UsageError } from "../util/errors.ts";
@@ -183,7 +183,7 @@ function planTypes(cfg: ModelConfig, plan: GgufTensorPlanEntry[], src: QuantSour
 
 function permuteQuantized(q: QuantizedLinear, heads: number): QuantizedLinear {
   const order = qkRowOrder(q.N, heads);
-  const G = q.scales.length / q.N;
+  const G = groupCount(q);
   return {
     ...q, codes: gatherRows(q.codes, order, q.K), scales: gatherRows(q.scales, order, G), zeros: gatherRows(q.zeros, order, G),
     ...(q.bias !== undefined ? { bias: gatherRows(q.bias, order, 1) } : {}),

@@ -20,7 +20,7 @@
  */
 import { isPackedWeight, PackedSum, type Backend, type CanonicalWeight, type LinearWeight, type Pack16Args, type PackInt8Args, type PackQ4Args, type PackQ8Args } from "../backend/backend.ts";
 import type { EmbeddingTable } from "../nn/weights.ts";
-import type { QuantizedLinear } from "../tensor/quantized.ts";
+import { groupCount, type QuantizedLinear } from "../tensor/quantized.ts";
 import { bf16ToF32, f16ToF32 } from "../tensor/dtype.ts";
 import { FormatError, invariant, UsageError } from "../util/errors.ts";
 import { dequantizeInt8 } from "../tensor/int8.ts";
@@ -160,7 +160,7 @@ function gridOf(q: QuantizedLinear, symZero: number | null): { scales: Float32Ar
  */
 export function fromQuantizedLinear(q: QuantizedLinear, where: { file: string; field: string }): CanonicalWeight {
   const { N, K, groupSize } = q;
-  const G = q.scales.length / N;
+  const G = groupCount(q);
   const perm = actOrderPerm(q.gIdx, groupSize, G, { file: where.file, field: `${where.field}.g_idx` });
   if (q.bits === 4) {
     const codes = perm === null ? q.codes : permuteColumns(q.codes, N, K, perm, new Uint8Array(N * K));

@@ -10,7 +10,7 @@ import type { SourceBlocks } from "../backend/backend.ts";
 import type { Checkpoint } from "../io/checkpoint.ts";
 import type { TensorSource } from "../nn/weights.ts";
 import { unpackGptq, type GptqCheckpointFormat } from "../pack/hf-gptq.ts";
-import { dequantize, type QuantizedLinear } from "../tensor/quantized.ts";
+import { dequantize, groupLength, type QuantizedLinear } from "../tensor/quantized.ts";
 import { ConfigError, FormatError } from "../util/errors.ts";
 import { actOrderPerm, F16_TO_F32, fromQuantizedLinear, NO_SCRATCH, permuteColumns, type Buffers, type CanonicalWeight } from "./canonical.ts";
 import { u16 } from "./gguf-canonical.ts";
@@ -95,7 +95,7 @@ function readGptqRaw(ckpt: Checkpoint, origin: string, q: GptqConfig, base: stri
   if (!Number.isInteger(G) || G < 1) check("scales", scales.length / 2, N);
   check("qzeros", qzeros.length / 4, G * (N / per));
   check("g_idx", gIdx.length, K);
-  return { N, K, G, groupSize: q.groupSize === -1 ? K : q.groupSize, qweight, qzeros, scales, gIdx };
+  return { N, K, G, groupSize: groupLength(q.groupSize, K), qweight, qzeros, scales, gIdx };
 }
 
 /**

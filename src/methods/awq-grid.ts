@@ -10,7 +10,7 @@
  * straddle 0); a flat group gets the 1e-5 range.
  */
 import { roundEven, toF16, type GridParams } from "./grid.ts";
-import { contiguousGIdx, numGroups, type QuantizedLinear } from "../tensor/quantized.ts";
+import { contiguousGIdx, groupLength, numGroups, type QuantizedLinear } from "../tensor/quantized.ts";
 
 /** AutoAWQ clamps the range to this before dividing (`.clamp(min=1e-5)`). */
 export const AWQ_MIN_RANGE = 1e-5;
@@ -42,7 +42,7 @@ export function awqFakeQuantizeGroup(W: ArrayLike<number>, offset: number, n: nu
 
 /** dequant(quant(W)) for W [N, K] with groups of g along K (g divides K). Returns a new [N, K] array. */
 export function awqFakeQuantize(W: Float32Array, N: number, K: number, bits: number, groupSize: number): Float32Array {
-  const g = groupSize === -1 ? K : groupSize;
+  const g = groupLength(groupSize, K);
   const out = new Float32Array(N * K); // [N, K]
   for (let n = 0; n < N; n++) {
     for (let k0 = 0; k0 < K; k0 += g) awqFakeQuantizeGroup(W, n * K + k0, Math.min(g, K - k0), bits, out, n * K + k0);
@@ -63,7 +63,7 @@ export interface AwqQuantizeOptions {
 /** Quantize a layer on the AWQ grid: the canonical QuantizedLinear (sym = false, contiguous g_idx). */
 export function awqQuantizeLinear(o: AwqQuantizeOptions): QuantizedLinear {
   const { weight: W, rows: N, cols: K, bits } = o;
-  const g = o.groupSize === -1 ? K : o.groupSize;
+  const g = groupLength(o.groupSize, K);
   const G = numGroups(K, g);
   const maxq = 2 ** bits - 1;
   const codes = new Uint8Array(N * K); // [N, K]

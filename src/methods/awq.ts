@@ -34,6 +34,7 @@
  * result type (awq-types.ts), its persistence (awq-result.ts) and folding the scales
  * into the weights (awq-apply.ts) are already separate rooms.
  */
+import { groupLength } from "../tensor/quantized.ts";
 import type { ModelConfig } from "../arch/config.ts";
 import { linearTensorName, type Arch, type AwqPrev, type AwqScalingGroup, type LinearInput, type LinearName } from "../arch/registry.ts";
 import type { Backend } from "../backend/backend.ts";
@@ -153,7 +154,7 @@ export function awqInputMean(X: readonly Float32Array[], T: number, K: number): 
  */
 export function awqWeightMean(layers: readonly Linear[], groupSize: number): Float32Array {
   const K = layers[0]!.K;
-  const g = groupSize === -1 ? K : groupSize;
+  const g = groupLength(groupSize, K);
   const sum = new Float64Array(K);
   let rows = 0;
   for (const l of layers) {
@@ -269,7 +270,7 @@ export interface AwqClipLayerOptions {
 /** Best clip threshold per (row, group) → maxVal [N, G] (AutoAWQ `_compute_best_clip`). */
 export function awqClipSearchLayer(o: AwqClipLayerOptions): Float32Array {
   const { backend, weight: W, N, K, x, T, bits } = o;
-  const g = o.groupSize === -1 ? K : o.groupSize;
+  const g = groupLength(o.groupSize, K);
   invariant(K % g === 0, () => `group size ${g} does not divide ${K}`);
   invariant(T >= 1, "the clip search needs at least one token");
   const G = K / g;
@@ -414,7 +415,7 @@ export function awqSearchBlock(o: AwqSearchOptions): AwqBlockSearch {
     const name = linearTensorName(arch, block, spec);
     assertFinite(l.weight, `${name} after AWQ scaling`);
     assertFinite(c.x, `clip-search inputs of ${name}`);
-    const g = o.groupSize === -1 ? l.K : o.groupSize;
+    const g = groupLength(o.groupSize, l.K);
     const maxVal = awqClipSearchLayer({ backend, weight: l.weight, N: l.N, K: l.K, x: c.x, T: tokens.length, bits: o.bits, groupSize: g });
     assertFinite(maxVal, `AWQ clip thresholds of ${name}`);
     result.clips.push({ layer: spec.name, N: l.N, G: l.K / g, groupSize: g, maxVal });

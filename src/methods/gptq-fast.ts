@@ -20,14 +20,14 @@
 import type { Backend, GptqKernelArgs, KernelCallOptions } from "../backend/backend.ts";
 import { DAMP_STEP, gptqQuantizeLinear, notPositiveDefinite, type GptqOptions, type GptqResult } from "./gptq.ts";
 import { gptqGrid } from "./grid.ts";
-import { numGroups } from "../tensor/quantized.ts";
+import { groupLength, numGroups } from "../tensor/quantized.ts";
 
 export type GptqFastOptions = GptqOptions & { backend: Backend };
 
 /** Everything before the Hinv factorisation: dead columns, act-order permutation, static grids, the damping mean. */
 function prepare(o: GptqFastOptions) {
   const { rows: N, cols: K, bits, sym } = o;
-  const g = o.groupSize === -1 ? K : o.groupSize;
+  const g = groupLength(o.groupSize, K);
   const G = numGroups(K, g);
   const H = o.hessian; // [K, K], read only: the pristine copy for damping retries
 

@@ -22,7 +22,7 @@
 import { gptqGrid, minMax, quantizeValue, type GridParams } from "./grid.ts";
 import { gptqHinv } from "./linalg.ts";
 import { NumericError } from "../util/errors.ts";
-import { numGroups, type QuantizedLinear } from "../tensor/quantized.ts";
+import { groupLength, numGroups, type QuantizedLinear } from "../tensor/quantized.ts";
 
 export interface GptqOptions {
   /** [N, K] row-major (not modified) */
@@ -72,7 +72,7 @@ export function notPositiveDefinite(): NumericError {
 
 export function gptqQuantizeLinear(o: GptqOptions): GptqResult {
   const { rows: N, cols: K, bits, sym } = o;
-  const g = o.groupSize === -1 ? K : o.groupSize;
+  const g = groupLength(o.groupSize, K);
   const G = numGroups(K, g);
   const maxq = 2 ** bits - 1;
   const W = Float64Array.from(o.weight); // [N, K] working copy

@@ -3,7 +3,7 @@
  * every weight is rounded independently. The baseline GPTQ and AWQ must beat.
  */
 import { gptqGrid, minMax, quantizeValue } from "./grid.ts";
-import { contiguousGIdx, numGroups, type QuantizedLinear } from "../tensor/quantized.ts";
+import { contiguousGIdx, groupLength, numGroups, type QuantizedLinear } from "../tensor/quantized.ts";
 import { toF32 } from "../tensor/dtype.ts";
 import type { RtnOutput, RtnSums, WeightDType, WeightKernels } from "../backend/weight-kernels.ts";
 
@@ -20,7 +20,7 @@ export interface RtnOptions {
 
 export function rtnQuantizeLinear(o: RtnOptions): QuantizedLinear {
   const { weight: W, rows: N, cols: K, bits, sym } = o;
-  const g = o.groupSize === -1 ? K : o.groupSize;
+  const g = groupLength(o.groupSize, K);
   const G = numGroups(K, g);
   const maxq = 2 ** bits - 1;
   const codes = new Uint8Array(N * K); // [N, K]
@@ -46,7 +46,7 @@ export function rtnQuantizeLinear(o: RtnOptions): QuantizedLinear {
  * dequantized copy (summation order: see RtnSums).
  */
 export function rtnQuantizeRows(k: WeightKernels, src: Uint16Array | Float32Array, dtype: WeightDType, N: number, K: number, bits: number, groupSize: number, sym: boolean): { q: QuantizedLinear } & RtnSums {
-  const g = groupSize === -1 ? K : groupSize;
+  const g = groupLength(groupSize, K);
   const G = numGroups(K, g);
   const out: RtnOutput = { codes: new Uint8Array(N * K), scales: new Float32Array(N * G), zeros: new Uint8Array(N * G) }; // [N, K], [N, G], [N, G]
   const sums = k.rtnQuantize !== undefined ? k.rtnQuantize(src, dtype, N, K, bits, g, sym, out) : rtnQuantizeRowsRef(src, dtype, N, K, bits, g, sym, out);

@@ -7,7 +7,7 @@
  * checkpoint_format "gptq" (v1) stores zero − 1; "gptq_v2" stores the true zero.
  */
 import { f16ToF32, f32ToF16 } from "../tensor/dtype.ts";
-import type { QuantizedLinear } from "../tensor/quantized.ts";
+import { groupCount, groupLength, type QuantizedLinear } from "../tensor/quantized.ts";
 import { FormatError, UsageError } from "../util/errors.ts";
 import { packStream, unpackStream } from "./bits.ts";
 
@@ -47,7 +47,7 @@ export function packGptq(q: QuantizedLinear, format: GptqCheckpointFormat, packC
   const { N, K, bits } = q;
   const problem = gptqShapeProblem(N, K, bits);
   if (problem) throw new UsageError("layer cannot be packed as HF-GPTQ", { expected: "a packable shape", found: problem });
-  const G = q.scales.length / N;
+  const G = groupCount(q);
   const maxq = 2 ** bits - 1;
   const rowsPacked = (K * bits) / 32;
   const qweight = new Int32Array(rowsPacked * N); // [K·b/32, N]
@@ -133,5 +133,5 @@ export function unpackGptq(t: GptqTensors, o: UnpackGptqOptions): QuantizedLinea
       scales[n * G + g] = f16ToF32(t.scales[g * N + n]!);
     }
   }
-  return { N, K, bits, groupSize: o.groupSize === -1 ? K : o.groupSize, sym: o.sym, codes, scales, zeros, gIdx: t.gIdx.slice() };
+  return { N, K, bits, groupSize: groupLength(o.groupSize, K), sym: o.sym, codes, scales, zeros, gIdx: t.gIdx.slice() };
 }

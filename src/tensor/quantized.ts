@@ -28,6 +28,19 @@ export function numGroups(K: number, groupSize: number): number {
   return Math.ceil(K / groupSize);
 }
 
+/**
+ * The group geometry, resolved in this one place: the group length along K of a layer
+ * with K inputs for a `--group-size` setting (−1: one group per row, i.e. K).
+ */
+export function groupLength(groupSize: number, K: number): number {
+  return groupSize === -1 ? K : groupSize;
+}
+
+/** G, the groups per row of a quantized layer ([N, G] scales and zeros). */
+export function groupCount(q: Pick<QuantizedLinear, "K" | "groupSize">): number {
+  return numGroups(q.K, q.groupSize);
+}
+
 /** Contiguous g_idx: column k belongs to group floor(k / g). */
 export function contiguousGIdx(K: number, groupSize: number): Int32Array {
   const g = new Int32Array(K);
@@ -38,7 +51,7 @@ export function contiguousGIdx(K: number, groupSize: number): Int32Array {
 /** W[n, k] = s[n, g(k)] · (q[n, k] − z[n, g(k)]) — [N, K] f32. */
 export function dequantize(q: QuantizedLinear): Float32Array {
   const { N, K, codes, scales, zeros, gIdx } = q;
-  const G = scales.length / N;
+  const G = groupCount(q);
   const W = new Float32Array(N * K); // [N, K]
   for (let n = 0; n < N; n++) {
     for (let k = 0; k < K; k++) {

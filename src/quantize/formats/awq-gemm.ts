@@ -2,6 +2,7 @@
  * AutoAWQ GEMM folder (FORMATS.md §3): qweight/qzeros/scales per linear, 4-bit, contiguous
  * groups, zero points always stored (asymmetric).
  */
+import { groupCount } from "../../tensor/quantized.ts";
 import { linearShapes } from "../../arch/shapes.ts";
 import { awqGemmShapeProblem, packAwqGemm, unpackAwqGemm } from "../../pack/awq-gemm.ts";
 import { UsageError } from "../../util/errors.ts";
@@ -28,7 +29,7 @@ export const awqGemmFormat: Format = {
   blockTensors(cfg, _s, b, w, q) {
     return hfBlockTensors(cfg, b, w, q, (base, ql) => {
       const t = packAwqGemm(ql); // qweight [K, N/8], qzeros [K/g, N/8], scales [K/g, N]
-      const G = t.scales.length / ql.N;
+      const G = groupCount(ql);
       return [
         { name: `${base}.qweight`, dtype: "I32", shape: [ql.K, ql.N / 8], data: bytesOf(t.qweight) },
         { name: `${base}.qzeros`, dtype: "I32", shape: [G, ql.N / 8], data: bytesOf(t.qzeros) },

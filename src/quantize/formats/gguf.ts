@@ -20,7 +20,7 @@ import { ggufTokenizerKv } from "../../export/gguf-tokenizer.ts";
 import type { Checkpoint } from "../../io/checkpoint.ts";
 import type { SafetensorsFile, TensorSource as WriteSource } from "../../io/safetensors.ts";
 import { fromF32, toF32, type DType } from "../../tensor/dtype.ts";
-import type { QuantizedLinear } from "../../tensor/quantized.ts";
+import { groupCount, groupLength, type QuantizedLinear } from "../../tensor/quantized.ts";
 import { loadTokenizer } from "../../tokenizer/tokenizer.ts";
 import { UsageError } from "../../util/errors.ts";
 import type { QuantSettings } from "../settings.ts";
@@ -33,7 +33,7 @@ function asStored(dtype: "F32" | "F16" | "BF16", x: Float32Array): Float32Array 
 }
 
 function blockLinearTensors(base: string, q: QuantizedLinear): WriteSource[] {
-  const G = q.scales.length / q.N;
+  const G = groupCount(q);
   const out: WriteSource[] = [
     { name: `${base}.codes`, dtype: "U8", shape: [q.N, q.K], data: q.codes },
     { name: `${base}.scales`, dtype: "F32", shape: [q.N, G], data: bytesOf(q.scales) },
@@ -45,7 +45,7 @@ function blockLinearTensors(base: string, q: QuantizedLinear): WriteSource[] {
 }
 
 function readBlockLinear(f: SafetensorsFile, base: string, s: QuantSettings, N: number, K: number): QuantizedLinear {
-  const groupSize = s.groupSize === -1 ? K : s.groupSize;
+  const groupSize = groupLength(s.groupSize, K);
   return {
     N, K, bits: s.bits, groupSize, sym: s.sym,
     codes: f.readRawSync(`${base}.codes`).slice(),

@@ -2,6 +2,7 @@
  * HF-GPTQ folder (FORMATS.md §2): qweight/qzeros/scales/g_idx per linear, any of 2/3/4/8
  * bits, act-order included; checkpoint_format "gptq" (v1, stores zero − 1) or "gptq_v2".
  */
+import { groupCount } from "../../tensor/quantized.ts";
 import { linearShapes } from "../../arch/shapes.ts";
 import { GPTQ_BITS, gptqShapeProblem, packGptq, unpackGptq } from "../../pack/hf-gptq.ts";
 import { UsageError } from "../../util/errors.ts";
@@ -46,7 +47,7 @@ export const hfGptqFormat: Format = {
   blockTensors(cfg, s, b, w, q, kernels) {
     return hfBlockTensors(cfg, b, w, q, (base, ql) => {
       const t = packGptq(ql, s.format, kernels !== undefined ? (c, N, K, bits, out) => kernels.gptqPackCodes(c, N, K, bits, out) : undefined); // qweight [K·b/32, N], qzeros [G, N·b/32], scales [G, N], g_idx [K]
-      const G = t.scales.length / ql.N;
+      const G = groupCount(ql);
       return [
         { name: `${base}.qweight`, dtype: "I32", shape: [(ql.K * s.bits) / 32, ql.N], data: bytesOf(t.qweight) },
         { name: `${base}.qzeros`, dtype: "I32", shape: [G, (ql.N * s.bits) / 32], data: bytesOf(t.qzeros) },
