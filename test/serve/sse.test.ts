@@ -17,24 +17,25 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 describe("SseWriter", () => {
   it("writes the first event at once, coalesces fast ones into one write within flushMs, keeps order", async () => {
     const { res, writes } = fakeResponse();
-    const sse = new SseWriter(res as unknown as ServerResponse, 20);
+    const sse = new SseWriter(res as unknown as ServerResponse, 250); // long enough that a stall of a loaded machine does not flush early
     const t0 = performance.now();
     sse.send({ a: 1 });
     expect(writes.map((w) => w.text)).toEqual(['data: {"a":1}\n\n']);
     for (let i = 0; i < 5; i++) sse.send(`e${i}`);
-    expect(writes).toHaveLength(1); // held: the last write is < 20 ms old
-    await sleep(40);
+    expect(writes).toHaveLength(1); // held: the last write is < 250 ms old
+    await sleep(400);
     expect(writes).toHaveLength(2);
     expect(writes[1]!.text).toBe("data: e0\n\ndata: e1\n\ndata: e2\n\ndata: e3\n\ndata: e4\n\n");
-    expect(writes[1]!.at - t0).toBeGreaterThanOrEqual(19);
-    sse.send("late"); // the last write is ≥ 20 ms old: at once
+    expect(writes[1]!.at - t0).toBeGreaterThanOrEqual(245);
+    await sleep(300);
+    sse.send("late"); // the last write is ≥ 250 ms old: at once
     expect(writes).toHaveLength(3);
     sse.send("x");
     sse.end(); // flushes what is held, then ends
     expect(writes.map((w) => w.text).slice(3)).toEqual(["data: x\n\n"]);
     expect(res.writableEnded).toBe(true);
     sse.send("after end");
-    await sleep(30);
+    await sleep(300);
     expect(writes).toHaveLength(4);
   });
 
