@@ -333,7 +333,7 @@ export async function quantizeModel(job: QuantizeJob): Promise<QuantizeResult> {
       const file = `block-${String(b).padStart(4, "0")}.safetensors`;
       const tensors = format.blockTensors(cfg, s, b, w, results, kernels);
       const seconds = (performance.now() - tb) / 1000;
-      // The block file is written (and fsynced) while the next block computes; the journal lists it only once it is on disk.
+      // The block file is written (and fsynced) while the next block computes (plain RTN); the journal lists it only once it is on disk.
       await blockWrite;
       const entry = { index: b, file, layers: blockLayers, seconds };
       blockWrite = writeSafetensors(join(work, file), tensors).then(async () => {
@@ -341,11 +341,13 @@ export async function quantizeModel(job: QuantizeJob): Promise<QuantizeResult> {
         await writeJournal(journalPath, journal!);
       });
       blockWrite.catch(() => {}); // handled where it is awaited (the next block, or before finishing)
+      // Only plain RTN overlaps (its blocks are cheap to hold); GPTQ/AWQ keep one block's output at a time.
+      if (!rtnDirect) await blockWrite;
       layers.push(...blockLayers);
       if (needsCalibration(s)) X = nextX ?? runBlock(b, w);
-      // the finished block's arrays are garbage now: free them before the next block loads (plain RTN holds
-      // only codes and packed tensors, which V8's external-memory accounting frees without a full collection)
-      if (!rtnDirect) collectGarbage();
+      // the finished block's arrays are garbage now: free them before the next block loads (plain RTN's are
+      // young objects: a scavenge frees them, at a fraction of a full collection's cost)
+      collectGarbage(rtnDirect ? "minor" : "major");
       job.onEvent?.({ type: "block-done", block: b, blocks: cfg.numLayers, seconds, resumed: false });
     }
 
@@ -382,6 +384,7 @@ export async function quantizeModel(job: QuantizeJob): Promise<QuantizeResult> {
  * layers, garbage from finished layers raises peak RSS by several layers' worth. `gc` is
  * available when the CLI exposed it (bin/quantize-llm.js); otherwise this is a no-op.
  */
-function collectGarbage(): void {
-  (globalThis as { gc?: () => void }).gc?.();
+function collectGarbage(type: "minor" | "major" = "major"): void {
+  const gc = (globalThis as { gc?: (o?: { type: "minor" | "major" }) => void }).gc;
+  if (gc) type === "minor" ? gc({ type: "minor" }) : gc();
 }
