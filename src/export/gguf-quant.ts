@@ -23,6 +23,7 @@
  */
 import { basename, resolve } from "node:path";
 import type { ModelConfig } from "../arch/config.ts";
+import { writeOverlapped } from "../io/atomic.ts";
 import { openCheckpoint, type Checkpoint } from "../io/checkpoint.ts";
 import { GgufWriter, kv, type GgufValue } from "../io/gguf.ts";
 import { awqLayerBase, parseAwqConfig, readAwqLegacyConfig, readAwqLinear } from "../load/awq-source.ts";
@@ -307,48 +308,40 @@ export async function writeQuantizedGguf(input: GgufQuantInput, outFile: string,
   const requantized: RequantizedLayer[] = [];
   const types: Record<string, number> = {};
   // Tensor i + 1 is read and encoded while tensor i is being written (two output slots).
-  let writing: Promise<void> = Promise.resolve();
-  try {
-    for (const [i, t] of typed.entries()) {
-      const { p } = t;
-      const K = p.shape[p.shape.length - 1]!;
-      params += p.shape.reduce((x, y) => x * y, 1);
-      types[t.store] = (types[t.store] ?? 0) + 1;
-      let bytes: Uint8Array;
-      if (t.qbase !== null) {
-        let q = qls.get(t.qbase)!;
-        if (t.exact) {
-          if (p.permuteHeads !== undefined) q = permuteQuantized(q, p.permuteHeads);
-          const r = packGridBlocks(q);
-          bytes = r.bytes;
-          maxMRoundingError = Math.max(maxMRoundingError, r.maxAbsError);
-          exactLayers++;
-        } else {
-          let x = dequantize(q);
-          if (p.permuteHeads !== undefined) x = permuteQK(x, p.permuteHeads, K);
-          bytes = encode(t.store, x, K);
-          const back = t.store === "F32" || t.store === "F16" ? x : dequantizeBlocks(GGML_BLOCK_TYPES[t.store], bytes, x.length);
-          const fit = exactBlockType(q);
-          requantized.push({ layer: t.qbase, store: t.store, reason: "problem" in fit ? fit.problem : "--requant-type given", relRms: relRms(back, x) });
-          requantizedLayers++;
-        }
-      } else if (input.stored !== undefined && p.hf !== null && p.shape.length === 2 && KERNEL_STORES.has(t.store)) {
-        bytes = storedBytes(kernels, input.stored(p.hf, buffers), p, t.store, buffers, `out${i % 2}`, dir, () => ckpt.readF32Sync(p.hf!));
+  const produce = (i: number): Uint8Array => {
+    const t = typed[i]!;
+    const { p } = t;
+    const K = p.shape[p.shape.length - 1]!;
+    params += p.shape.reduce((x, y) => x * y, 1);
+    types[t.store] = (types[t.store] ?? 0) + 1;
+    let bytes: Uint8Array;
+    if (t.qbase !== null) {
+      let q = qls.get(t.qbase)!;
+      if (t.exact) {
+        if (p.permuteHeads !== undefined) q = permuteQuantized(q, p.permuteHeads);
+        const r = packGridBlocks(q);
+        bytes = r.bytes;
+        maxMRoundingError = Math.max(maxMRoundingError, r.maxAbsError);
+        exactLayers++;
       } else {
-        let x = p.hf === null ? llama3RopeFactors(cfg) : ckpt.readF32Sync(p.hf);
-        if (p.permuteHeads !== undefined) x = permuteQK(x, p.permuteHeads, p.shape.length === 2 ? K : 1);
+        let x = dequantize(q);
+        if (p.permuteHeads !== undefined) x = permuteQK(x, p.permuteHeads, K);
         bytes = encode(t.store, x, K);
+        const back = t.store === "F32" || t.store === "F16" ? x : dequantizeBlocks(GGML_BLOCK_TYPES[t.store], bytes, x.length);
+        const fit = exactBlockType(q);
+        requantized.push({ layer: t.qbase, store: t.store, reason: "problem" in fit ? fit.problem : "--requant-type given", relRms: relRms(back, x) });
+        requantizedLayers++;
       }
-      await writing;
-      writing = w.writeTensor(p.gguf, bytes).then(() => opts.onTensor?.(i + 1, typed.length, p.gguf));
+    } else if (input.stored !== undefined && p.hf !== null && p.shape.length === 2 && KERNEL_STORES.has(t.store)) {
+      bytes = storedBytes(kernels, input.stored(p.hf, buffers), p, t.store, buffers, `out${i % 2}`, dir, () => ckpt.readF32Sync(p.hf!));
+    } else {
+      let x = p.hf === null ? llama3RopeFactors(cfg) : ckpt.readF32Sync(p.hf);
+      if (p.permuteHeads !== undefined) x = permuteQK(x, p.permuteHeads, p.shape.length === 2 ? K : 1);
+      bytes = encode(t.store, x, K);
     }
-    await writing;
-    await w.finish();
-  } catch (err) {
-    await writing.catch(() => {});
-    await w.abort();
-    throw err;
-  }
+    return bytes;
+  };
+  await writeOverlapped(w, typed.length, produce, (i, bytes) => w.writeTensor(typed[i]!.p.gguf, bytes).then(() => opts.onTensor?.(i + 1, typed.length, typed[i]!.p.gguf)));
   if (requantized.length > 0) warnings.push(requantSummary(requantized));
   if (maxMRoundingError > 0) warnings.push(`Q4_1: rounding m = −s·z to f16 changes weights by at most ${maxMRoundingError.toExponential(3)}`);
   return {

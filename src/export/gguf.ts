@@ -8,6 +8,7 @@
  */
 import { basename, resolve } from "node:path";
 import type { ModelConfig } from "../arch/config.ts";
+import { writeOverlapped } from "../io/atomic.ts";
 import { openCheckpoint, type Checkpoint } from "../io/checkpoint.ts";
 import { GgufWriter, kv, type GgufValue } from "../io/gguf.ts";
 import { readModelConfig } from "../load/hf-folder.ts";
@@ -111,20 +112,8 @@ export async function exportGguf(hfDir: string, outFile: string, opts: GgufExpor
     const kernels = weightKernels(opts.backend ?? selectBackend({ backend: "auto" }));
     const buffers = new Scratch();
     // Tensor i + 1 is read and converted while tensor i is being written (two output slots).
-    let writing: Promise<void> = Promise.resolve();
-    try {
-      for (const [i, p] of plan.entries()) {
-        const bytes = tensorBytes(cfg, ckpt, p, hfDir, kernels, buffers, `out${i % 2}`);
-        await writing;
-        writing = w.writeTensor(p.gguf, bytes).then(() => opts.onTensor?.(i + 1, plan.length, p.gguf));
-      }
-      await writing;
-      await w.finish();
-    } catch (err) {
-      await writing.catch(() => {});
-      await w.abort();
-      throw err;
-    }
+    await writeOverlapped(w, plan.length, (i) => tensorBytes(cfg, ckpt, plan[i]!, hfDir, kernels, buffers, `out${i % 2}`),
+      (i, bytes) => w.writeTensor(plan[i]!.gguf, bytes).then(() => opts.onTensor?.(i + 1, plan.length, plan[i]!.gguf)));
     return {
       path: resolve(outFile), bytes: w.totalBytes, tensorCount: plan.length, kvCount: kvs.length,
       architecture: cfg.arch.ggufArch, pre: tokMeta.pre, warnings,

@@ -98,3 +98,34 @@ export class BackgroundFlush {
     await p;
   }
 }
+
+/** A writer of a temp file that `finish()` renames into place and `abort()` deletes. */
+export interface FinishableWriter {
+  finish(): Promise<void>;
+  abort(): Promise<void>;
+}
+
+/**
+ * Write `count` items in order through `w`, producing item i + 1 while item i is being
+ * written (at most one write in flight, so the producer may reuse two output buffers
+ * alternately), then `finish()`. On any error the write in flight settles, the writer
+ * is aborted (no half-written output) and the error is rethrown.
+ */
+export async function writeOverlapped<T>(
+  w: FinishableWriter, count: number, produce: (i: number) => T | Promise<T>, write: (i: number, data: T) => Promise<void>,
+): Promise<void> {
+  let writing: Promise<void> = Promise.resolve();
+  try {
+    for (let i = 0; i < count; i++) {
+      const data = await produce(i);
+      await writing;
+      writing = write(i, data);
+    }
+    await writing;
+    await w.finish();
+  } catch (err) {
+    await writing.catch(() => {});
+    await w.abort();
+    throw err;
+  }
+}

@@ -6,7 +6,7 @@
 import { open, type FileHandle } from "node:fs/promises";
 import type { DType } from "../tensor/dtype.ts";
 import { UsageError, invariant } from "../util/errors.ts";
-import { BackgroundFlush, removeTempFile, renameAtomic, tempPathFor } from "./atomic.ts";
+import { BackgroundFlush, removeTempFile, renameAtomic, tempPathFor, writeOverlapped } from "./atomic.ts";
 import { HEADER_ALIGN, IO_CHUNK, isCount, isDType, show, tensorByteSize, type TensorInfo } from "./safetensors-types.ts";
 
 export interface TensorDecl {
@@ -158,19 +158,5 @@ export class SafetensorsWriter {
  */
 export async function writeSafetensors(path: string, tensors: readonly TensorSource[], metadata?: Record<string, string>): Promise<void> {
   const w = await SafetensorsWriter.create(path, tensors, metadata);
-  const produce = (t: TensorSource): Uint8Array | Promise<Uint8Array> => (typeof t.data === "function" ? t.data() : t.data);
-  let writing: Promise<void> = Promise.resolve();
-  try {
-    for (const t of tensors) {
-      const data = await produce(t);
-      await writing;
-      writing = w.write(t.name, data);
-    }
-    await writing;
-    await w.finish();
-  } catch (err) {
-    await writing.catch(() => {});
-    await w.abort();
-    throw err;
-  }
+  await writeOverlapped(w, tensors.length, (i) => { const t = tensors[i]!; return typeof t.data === "function" ? t.data() : t.data; }, (i, data) => w.write(tensors[i]!.name, data));
 }
