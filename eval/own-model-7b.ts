@@ -67,7 +67,7 @@ if (values.report) {
     "",
     "Written by `eval/own-model-7b.ts --report` from runs of `/work/bin/bench npx tsx eval/own-model-7b.ts --model DIR --method M [--calib-samples N]` " +
       "on generated models with Llama-2-7B shapes (hidden 4096, 32 heads, 32 KV heads, ffn 11008, vocab 32000; random BF16 weights; " +
-      "`npx tsx eval/gen-tinyllama.ts --shape llama2-7b --layers N --only bf16`) with 1 and 2 layers, 4-bit g128, 2 threads, calibration windows of 512 tokens " +
+      "`npx tsx eval/gen-tinyllama.ts --shape llama2-7b --layers N --only bf16`) with 1, 2 and 3 layers, 4-bit g128, 2 threads, calibration windows of 512 tokens " +
       "from the bundled text. Wall time and peak RSS (getrusage) of the whole CLI process.",
     "",
     "| method | layers | calibration | wall (s) | per block (s) | peak RSS (MiB) | load at start | commit |",
