@@ -173,6 +173,9 @@ function makeCommand(method: "rtn" | "gptq" | "awq", summary: string, extra: str
         if (e.type === "calibrated") process.stderr.write(`calibration: ${e.samples} windows × ${e.seqlen} tokens from ${relative(process.cwd(), settings.calibText)}\n`);
         if (e.type === "awq-search") process.stderr.write(`block ${e.block + 1}: AWQ search ${e.seconds.toFixed(1)} s, α = ${e.alphas.join(", ")}\n`);
         if (e.type === "block-start") progress.update(e.block, e.blocks, `block ${e.block + 1}/${e.blocks}`);
+        // QLLM_PROGRESS=layers: one unthrottled line as each linear layer starts, for scripts and tests
+        // that act on the layer a run is in (test/interrupt/sigint.test.ts sends its SIGINT on one).
+        if (e.type === "layer-start" && process.env["QLLM_PROGRESS"] === "layers") process.stderr.write(`block ${e.block + 1}: ${e.layer} started\n`);
         if (e.type === "block-done" && e.resumed) process.stderr.write(`block ${e.block + 1}/${e.blocks}: resumed from journal\n`);
         if (e.type === "block-done" && !e.resumed) progress.update(e.block + 1, e.blocks, `block ${e.block + 1} in ${e.seconds.toFixed(1)}s`);
       };

@@ -53,13 +53,17 @@ it("aborting during down_proj's quantization rejects within 1 s, before that lay
 it("SIGINT to `quantize-llm gptq` mid-layer: exit 130 within 1 s, a one-line message, no output folder", async () => {
   const out = join(tmp, "cli");
   const child = spawn(process.execPath, [join(PACKAGE_ROOT, "bin", "quantize-llm.js"), "gptq", m.dir, "-o", out, "--calib-text", BUNDLED_CALIB_TEXT,
-    "--calib-samples", "4", "--calib-seqlen", "128", "--no-eval", "--threads", "1"], { stdio: ["ignore", "pipe", "pipe"] });
+    "--calib-samples", "4", "--calib-seqlen", "128", "--no-eval", "--threads", "1"],
+    { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, QLLM_PROGRESS: "layers" } });
   let stderr = "";
   child.stderr.on("data", (d: Buffer) => { stderr += d.toString(); });
   const exited = new Promise<number | null>((r) => child.on("exit", (code) => r(code)));
-  // Calibration done → the layers start; 1.5 s later the run is inside one of them (down_proj alone takes > 1 s).
-  await new Promise<void>((r) => { const t = setInterval(() => { if (stderr.includes("calibration:")) { clearInterval(t); r(); } }, 20); });
-  await new Promise((r) => setTimeout(r, 1500));
+  // Event-driven: the signal goes once the run reports that down_proj (> 1 s on one thread) has started,
+  // plus 200 ms so it lands inside the layer's native work, as in the API case above.
+  await new Promise<void>((r) => {
+    child.stderr.on("data", () => { if (stderr.includes("block 1: down started")) r(); });
+  });
+  await new Promise((r) => setTimeout(r, 200));
   const t0 = performance.now();
   child.kill("SIGINT");
   const code = await exited;
