@@ -195,7 +195,7 @@ export function permuteCanonicalRows(c: CanonicalWeight, from: Int32Array): Cano
     case "f32": return { ...c, data: rows(c.data, c.K, (n) => new Float32Array(n)) };
     case "16": return { kind: "16", args: { ...c.args, data: rows(c.args.data, c.args.K, (n) => new Uint16Array(n)) } };
     case "q4": {
-      const a = c.args, G = a.scales.length / a.N;
+      const a = c.args, G = groupCount(a); // [N, G] scales
       return {
         kind: "q4", args: {
           ...a, codes: rows(a.codes, a.K, (n) => new Uint8Array(n)), scales: rows(a.scales, G, (n) => new Float32Array(n)),
@@ -204,7 +204,7 @@ export function permuteCanonicalRows(c: CanonicalWeight, from: Int32Array): Cano
       };
     }
     case "q8": {
-      const a = c.args, G = a.scales.length / a.N;
+      const a = c.args, G = groupCount(a); // [N, G] scales
       return { kind: "q8", args: { ...a, codes: rows(a.codes, a.K, (n) => new Int8Array(n)), scales: rows(a.scales, G, (n) => new Float32Array(n)) } };
     }
     case "int8": {
