@@ -5,6 +5,7 @@
  * only importer of the .node file); every argument is validated here.
  */
 import { UsageError } from "../util/errors.ts";
+import { describeArray } from "./native-call.ts";
 import type { Int8Linear } from "../tensor/int8.ts";
 
 /** "vnni" (AVX-512 VNNI vpdpbusd), "avx2" (vpmaddubsw sign trick), "scalar" (reference). */
@@ -70,10 +71,10 @@ export class Int8Kernels {
       throw new UsageError(`${op}: bad shape`, { field: "N, K", expected: "positive integers", found: `${N}, ${K}` });
     }
     if (!(CB instanceof Int8Array) || CB.length !== N * K) {
-      throw new UsageError(`${op}: CB has the wrong length or type`, { field: "CB", expected: `Int8Array [N=${N}, K=${K}]`, found: describe(CB) });
+      throw new UsageError(`${op}: CB has the wrong length or type`, { field: "CB", expected: `Int8Array [N=${N}, K=${K}]`, found: describeArray(CB) });
     }
     if (!(SCB instanceof Float32Array) || SCB.length !== N) {
-      throw new UsageError(`${op}: SCB has the wrong length or type`, { field: "SCB", expected: `Float32Array [N=${N}]`, found: describe(SCB) });
+      throw new UsageError(`${op}: SCB has the wrong length or type`, { field: "SCB", expected: `Float32Array [N=${N}]`, found: describeArray(SCB) });
     }
     checkRun(op, run, K);
     return new Int8PackedWeight(this.#addon, this.#addon.int8Pack(CB, SCB, N, K), N, K, run);
@@ -95,14 +96,14 @@ export class Int8Kernels {
     const { N, K } = w;
     if (!(Number.isInteger(M) && M >= 0)) throw new UsageError(`${op}: bad M`, { field: "M", expected: "an integer ≥ 0", found: String(M) });
     if (!(x instanceof Float32Array) || x.length < M * K) {
-      throw new UsageError(`${op}: x is too short`, { field: "x", expected: `Float32Array [M=${M}, K=${K}]`, found: describe(x) });
+      throw new UsageError(`${op}: x is too short`, { field: "x", expected: `Float32Array [M=${M}, K=${K}]`, found: describeArray(x) });
     }
     if (bias !== undefined && (!(bias instanceof Float32Array) || bias.length !== N)) {
-      throw new UsageError(`${op}: bias has the wrong length`, { field: "bias", expected: `Float32Array [N=${N}]`, found: describe(bias) });
+      throw new UsageError(`${op}: bias has the wrong length`, { field: "bias", expected: `Float32Array [N=${N}]`, found: describeArray(bias) });
     }
     const y = out ?? new Float32Array(M * N);
     if (!(y instanceof Float32Array) || y.length < M * N) {
-      throw new UsageError(`${op}: out is too short`, { field: "out", expected: `Float32Array [M=${M}, N=${N}]`, found: describe(y) });
+      throw new UsageError(`${op}: out is too short`, { field: "out", expected: `Float32Array [M=${M}, N=${N}]`, found: describeArray(y) });
     }
     if (y.buffer === x.buffer && y.byteOffset < x.byteOffset + M * K * 4 && x.byteOffset < y.byteOffset + M * N * 4) {
       throw new UsageError(`${op}: out overlaps x`, { field: "out", hint: "pass a separate output buffer" });
@@ -124,7 +125,7 @@ function checkRun(op: string, run: Int8RunOptions, K: number): void {
   }
   const c = run.staticCols;
   if (c === null) return;
-  if (!(c instanceof Int32Array)) throw new UsageError(`${op}: staticCols must be an Int32Array`, { field: "staticCols", found: describe(c) });
+  if (!(c instanceof Int32Array)) throw new UsageError(`${op}: staticCols must be an Int32Array`, { field: "staticCols", found: describeArray(c) });
   for (let i = 0; i < c.length; i++) {
     if (!(c[i]! >= 0 && c[i]! < K) || (i > 0 && c[i]! <= c[i - 1]!)) {
       throw new UsageError(`${op}: staticCols must be ascending column indices below K`, {
@@ -132,9 +133,4 @@ function checkRun(op: string, run: Int8RunOptions, K: number): void {
       });
     }
   }
-}
-
-function describe(a: unknown): string {
-  if (ArrayBuffer.isView(a)) return `${a.constructor.name} of length ${(a as unknown as { length: number }).length}`;
-  return a === undefined ? "undefined" : typeof a;
 }

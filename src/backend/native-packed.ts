@@ -14,6 +14,7 @@
  * groupSize must be a multiple of 32, or ≥ K (one group per row).
  */
 import { UsageError } from "../util/errors.ts";
+import { checkInt, checkPerm, describeArray } from "./native-call.ts";
 import type { Pack16Args, PackedActivations, PackedWeight as BackendPackedWeight, PackQ4Args, PackQ8Args, SourceBlocks } from "./backend.ts";
 
 /** Runtime layouts (native/LAYOUTS.md): 16 interleaved rows each. */
@@ -144,21 +145,9 @@ export class PackedWeight implements BackendPackedWeight {
 
 // ---------------------------------------------------------------- validation
 
-function checkInt(op: string, name: string, v: number, min: number): void {
-  if (!Number.isSafeInteger(v) || v < min) {
-    throw new UsageError(`${op}: ${name} must be an integer ≥ ${min}`, { field: name, expected: `integer ≥ ${min}`, found: String(v) });
-  }
-}
-
-function describe(a: unknown): string {
-  if (a === null || a === undefined) return String(a);
-  const name = (a as object).constructor?.name ?? typeof a;
-  return ArrayBuffer.isView(a) ? `${name} of ${(a as { length?: number }).length ?? "?"} elements` : name;
-}
-
 function checkArray(op: string, name: string, a: unknown, ctor: { new (n: number): ArrayBufferView; name: string }, n: number, shape: string): void {
   if (!(a instanceof ctor) || (a as unknown as { length: number }).length !== n) {
-    throw new UsageError(`${op}: ${name} must be a ${ctor.name} of ${n} elements`, { field: name, expected: `${ctor.name} ${shape}`, found: describe(a) });
+    throw new UsageError(`${op}: ${name} must be a ${ctor.name} of ${n} elements`, { field: name, expected: `${ctor.name} ${shape}`, found: describeArray(a) });
   }
 }
 
@@ -182,19 +171,6 @@ function checkQuantShape(op: string, N: number, K: number, g: number): number {
     });
   }
   return Math.ceil(K / Math.min(g, K));
-}
-
-function checkPerm(op: string, perm: unknown, K: number): void {
-  if (perm === null) return;
-  checkArray(op, "perm", perm, Int32Array, K, `[K=${K}]`);
-  const p = perm as Int32Array, seen = new Uint8Array(K);
-  for (let i = 0; i < K; i++) {
-    const v = p[i]!;
-    if (!(v >= 0 && v < K) || seen[v]) {
-      throw new UsageError(`${op}: perm is not a permutation of 0..${K - 1}`, { field: `perm[${i}]`, expected: "each column exactly once", found: String(v) });
-    }
-    seen[v] = 1;
-  }
 }
 
 export function validatePackQ4(a: PackQ4Args): void {
@@ -237,7 +213,7 @@ const GGUF_BLOCKS = { Q4_0: [32, 18], Q4_1: [32, 20], Q4_K: [256, 144], Q8_0: [3
 
 function checkBytes(op: string, name: string, a: unknown, bytes: number, shape: string): void {
   if (!(a instanceof Uint8Array) || a.length !== bytes) {
-    throw new UsageError(`${op}: ${name} has the wrong size`, { field: name, expected: `a Uint8Array of ${bytes} bytes, ${shape}`, found: describe(a) });
+    throw new UsageError(`${op}: ${name} has the wrong size`, { field: name, expected: `a Uint8Array of ${bytes} bytes, ${shape}`, found: describeArray(a) });
   }
 }
 
@@ -292,7 +268,7 @@ export function validateMatmulPacked(
 ): { y: Float32Array; f32Acts: boolean } {
   const op = "matmulPacked";
   if (!(w instanceof PackedWeight)) {
-    throw new UsageError(`${op}: w must be a PackedWeight`, { field: "w", expected: "the result of packQ4, packQ8 or pack16", found: describe(w) });
+    throw new UsageError(`${op}: w must be a PackedWeight`, { field: "w", expected: "the result of packQ4, packQ8 or pack16", found: describeArray(w) });
   }
   checkInt(op, "M", M, 0);
   checkArray(op, "x", x, Float32Array, M * w.K, `[M=${M}, K=${w.K}]`);
@@ -304,7 +280,7 @@ export function validateMatmulPacked(
   const y = out ?? new Float32Array(M * w.N);
   if (out !== undefined) {
     if (!(out instanceof Float32Array) || out.length < M * w.N) {
-      throw new UsageError(`${op}: out must be a Float32Array of at least M·N elements`, { field: "out", expected: `Float32Array [M=${M}, N=${w.N}]`, found: describe(out) });
+      throw new UsageError(`${op}: out must be a Float32Array of at least M·N elements`, { field: "out", expected: `Float32Array [M=${M}, N=${w.N}]`, found: describeArray(out) });
     }
     for (const [name, a] of [["x", x], ["bias", bias]] as const) {
       if (a !== undefined && a.buffer === out.buffer && out.byteOffset < a.byteOffset + a.byteLength && a.byteOffset < out.byteOffset + out.byteLength) {

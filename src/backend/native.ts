@@ -1,17 +1,20 @@
 /**
  * The native CPU backend: the ONLY importer of the C++ addon
  * (native/build/Release/quantize_llm.node, built from native/ by `npm install`).
- * Every argument is validated here; the C++ side trusts its inputs, so a bad
- * length becomes a UsageError naming the argument instead of a crash.
+ * Every argument is validated before it reaches the addon (here or in the family
+ * file below); the C++ side trusts its inputs, so a bad length becomes a UsageError
+ * naming the argument instead of a crash.
  *
  * The addon owns one thread pool per process (per worker thread): every
  * NativeBackend shares it, and `setThreads` resizes it for all of them.
  *
- * Why one file of ~550 lines: it is the single typed boundary to the addon (the
- * STYLE.md rule "exactly one importer"), one validated wrapper per native entry
- * point (sync and async). Validators for the packed and int8 entry points already
- * live beside it (native-packed.ts, native-int8.ts); splitting the wrappers
- * themselves by kernel family is the next step when more are added.
+ * It is the single typed boundary to the addon (the STYLE.md rule "exactly one
+ * importer"): this file loads it and holds the f32 matmul / attention / packed-weight
+ * wrappers; each kernel family's wrappers and validators live beside it and get the
+ * addon from here: native-gptq.ts (syrk, Hinv, sweep), native-awq.ts (fake-quant,
+ * clip search), native-int8.ts (LLM.int8()), native-packed.ts (packed layouts),
+ * native-convert.ts (per-weight conversions); native-call.ts holds callNative and
+ * the shared argument checks. A new kernel family gets its own native-<family>.ts.
  */
 import { createRequire } from "node:module";
 import { fileURLToPath } from "node:url";
@@ -26,12 +29,17 @@ export { PackedWeight } from "./native-packed.ts";
 export type { MatmulPackedOptions, Pack16Args, PackedLayoutName, PackQ4Args, PackQ8Args } from "./native-packed.ts";
 import { Int8Kernels, Int8PackedWeight, type Int8Addon } from "./native-int8.ts";
 import { NativeWeightKernels, type NativeConvertAddon } from "./native-convert.ts";
+import { GptqKernels, type GptqAddon } from "./native-gptq.ts";
+import { AwqKernels, type AwqAddon } from "./native-awq.ts";
+import { callNative, checkF32, checkInt, checkNoOverlap } from "./native-call.ts";
+
+export { callNative } from "./native-call.ts";
 
 /** SIMD levels the addon can be built with, fastest first. */
 export type KernelLevel = "avx512" | "avx2" | "scalar";
 
 /** The addon's exports, as native/src/addon.cc defines them. */
-interface NativeAddon extends NativePackedAddon, Int8Addon, NativeConvertAddon {
+interface NativeAddon extends NativePackedAddon, Int8Addon, NativeConvertAddon, GptqAddon, AwqAddon {
   /** y[M, N] = x[M, K] · W[N, K]ᵀ (+ bias) into out; synchronous. */
   matmul(x: Float32Array, w: Float32Array, M: number, K: number, N: number, bias: Float32Array | null, out: Float32Array): void;
   attention(
@@ -46,56 +54,8 @@ interface NativeAddon extends NativePackedAddon, Int8Addon, NativeConvertAddon {
   setKernelLevel(level: KernelLevel): void;
   /** GFLOP/s of an FMA-only loop on `threads` pool threads (benchmark probe). */
   fmaPeak(threads: number): number;
-  /** sum[K, K] = beta·sum + alpha·xᵀx (native/src/gptq.h). */
-  syrkAccumulate(x: Float32Array, T: number, K: number, sum: Float32Array | Float64Array, alpha: number, beta: number): void;
-  /** out = upper Cholesky factor of (h permuted, diagonal replaced)⁻¹; false = not positive definite. */
-  gptqHinv(h: Float32Array | Float64Array, K: number, perm: Int32Array | null, diag: Float64Array, out: Float32Array): boolean;
-  /** Lazy-batch GPTQ sweep; returns the loss. */
-  gptqQuantize(
-    w: Float32Array, perm: Int32Array | null, dead: Uint8Array | null, hinv: Float32Array, N: number, K: number,
-    bits: number, groupSize: number, sym: boolean, colGroup: Int32Array | null,
-    scales: Float32Array, zeros: Uint8Array, codes: Uint8Array, dequantized: Float32Array, blockSize: number, blockStartGrids: boolean,
-  ): number;
-  // The same calls on a libuv worker thread (native/src/async.h); ctl = [cancel, done, total] or null.
+  /** matmul on a libuv worker thread (native/src/async.h); ctl = [cancel, done, total] or null. */
   matmulAsync(x: Float32Array, w: Float32Array, M: number, K: number, N: number, bias: Float32Array | null, out: Float32Array, ctl: Int32Array | null): Promise<void>;
-  syrkAccumulateAsync(x: Float32Array, T: number, K: number, sum: Float32Array | Float64Array, alpha: number, beta: number, ctl: Int32Array | null): Promise<void>;
-  gptqHinvAsync(h: Float32Array | Float64Array, K: number, perm: Int32Array | null, diag: Float64Array, out: Float32Array, ctl: Int32Array | null): Promise<boolean>;
-  gptqQuantizeAsync(
-    w: Float32Array, perm: Int32Array | null, dead: Uint8Array | null, hinv: Float32Array, N: number, K: number,
-    bits: number, groupSize: number, sym: boolean, colGroup: Int32Array | null,
-    scales: Float32Array, zeros: Uint8Array, codes: Uint8Array, dequantized: Float32Array, blockSize: number, blockStartGrids: boolean,
-    ctl: Int32Array | null,
-  ): Promise<number>;
-  awqFakeQuantizeAsync(w: Float32Array, s: Float32Array | null, N: number, K: number, bits: number, g: number, out: Float32Array, ctl: Int32Array | null): Promise<void>;
-  awqClipSearchAsync(w: Float32Array, x: Float32Array, N: number, K: number, T: number, bits: number, g: number, maxVal: Float32Array, ctl: Int32Array | null): Promise<void>;
-}
-
-/** How often a running async call's progress is read and reported (ms). */
-const PROGRESS_POLL_MS = 100;
-
-/**
- * Runs one async addon call with cancellation and progress (the ctl words of
- * native/src/async.h): aborting `opts.signal` asks the kernel to stop at its next
- * work unit and the promise rejects with the signal's reason; `opts.onProgress`
- * is called every PROGRESS_POLL_MS with (done, total) units. Generic: any async
- * kernel entry point can go through it.
- */
-export async function callNative<T>(opts: KernelCallOptions, start: (ctl: Int32Array) => Promise<T>): Promise<T> {
-  const { signal, onProgress } = opts;
-  signal?.throwIfAborted();
-  const ctl = new Int32Array(3); // [cancel, done, total]
-  const cancel = (): void => { ctl[0] = 1; };
-  signal?.addEventListener("abort", cancel, { once: true });
-  const timer = onProgress ? setInterval(() => { if (ctl[2]! > 0) onProgress(ctl[1]!, ctl[2]!); }, PROGRESS_POLL_MS) : null;
-  try {
-    return await start(ctl);
-  } catch (e) {
-    if ((e as { code?: unknown }).code === "E_CANCELLED" && signal?.aborted) throw signal.reason;
-    throw e;
-  } finally {
-    if (timer) clearInterval(timer);
-    signal?.removeEventListener("abort", cancel);
-  }
 }
 
 /** Where `npm run build:native` puts the addon. */
@@ -120,6 +80,8 @@ export function loadAddon(file: string = ADDON_FILE): NativeAddon {
 export class NativeBackend implements Backend {
   readonly name = "native" as const;
   readonly #addon: NativeAddon;
+  readonly #gptq: GptqKernels;
+  readonly #awq: AwqKernels;
   /** LLM.int8() kernels (packed int8 weights, outlier decomposition): native-int8.ts. */
   readonly int8: Int8Kernels;
   /** Per-weight conversions (RTN, GGUF export, 16-bit decode): native-convert.ts, native/src/convert.h; absent in an addon built before them. */
@@ -127,6 +89,8 @@ export class NativeBackend implements Backend {
 
   constructor(addon: NativeAddon) {
     this.#addon = addon;
+    this.#gptq = new GptqKernels(addon);
+    this.#awq = new AwqKernels(addon);
     this.int8 = new Int8Kernels(addon);
     this.weights = typeof addon.convertRows === "function" ? new NativeWeightKernels(addon) : undefined;
   }
@@ -319,87 +283,50 @@ export class NativeBackend implements Backend {
     return this.#addon.readBandwidth(bytes, threads, reps);
   }
 
-  // ---------------------------------------------------------------- GPTQ kernels (native/src/gptq.h)
+  // ---------------------------------------------------------------- GPTQ kernels (native-gptq.ts, native/src/gptq.h)
 
   /** sum[K, K] = beta·sum + alpha · x[T, K]ᵀ · x, both triangles; sum may be f32 or f64. */
-  syrkAccumulate(x: Float32Array, T: number, K: number, sum: Float32Array | Float64Array, alpha: number, beta: number): void {
-    checkSyrk("syrkAccumulate", x, T, K, sum, alpha, beta);
-    if (T > 0) this.#addon.syrkAccumulate(x, T, K, sum, alpha, beta);
-    else scaleSum(sum, K, beta);
+  syrkAccumulate(...a: Parameters<GptqKernels["syrkAccumulate"]>): void {
+    this.#gptq.syrkAccumulate(...a);
   }
 
   /** syrkAccumulate on a worker thread (cancellable between output tiles). */
-  async syrkAccumulateAsync(
-    x: Float32Array, T: number, K: number, sum: Float32Array | Float64Array, alpha: number, beta: number, opts: KernelCallOptions = {},
-  ): Promise<void> {
-    checkSyrk("syrkAccumulateAsync", x, T, K, sum, alpha, beta);
-    if (T > 0) await callNative(opts, (ctl) => this.#addon.syrkAccumulateAsync(x, T, K, sum, alpha, beta, ctl));
-    else scaleSum(sum, K, beta);
+  syrkAccumulateAsync(...a: Parameters<GptqKernels["syrkAccumulateAsync"]>): Promise<void> {
+    return this.#gptq.syrkAccumulateAsync(...a);
   }
 
   /** out = Hinv of h permuted (perm) with its diagonal replaced by diag; false = not positive definite. */
-  gptqHinv(h: Float32Array | Float64Array, K: number, perm: Int32Array | null, diag: Float64Array, out: Float32Array): boolean {
-    checkHinv("gptqHinv", h, K, perm, diag, out);
-    return this.#addon.gptqHinv(h, K, perm, diag, out);
+  gptqHinv(...a: Parameters<GptqKernels["gptqHinv"]>): boolean {
+    return this.#gptq.gptqHinv(...a);
   }
 
   /** gptqHinv on a worker thread (cancellable between diagonal blocks). */
-  async gptqHinvAsync(
-    h: Float32Array | Float64Array, K: number, perm: Int32Array | null, diag: Float64Array, out: Float32Array, opts: KernelCallOptions = {},
-  ): Promise<boolean> {
-    checkHinv("gptqHinvAsync", h, K, perm, diag, out);
-    return callNative(opts, (ctl) => this.#addon.gptqHinvAsync(h, K, perm, diag, out, ctl));
+  gptqHinvAsync(...a: Parameters<GptqKernels["gptqHinvAsync"]>): Promise<boolean> {
+    return this.#gptq.gptqHinvAsync(...a);
   }
 
   /** The lazy-batch GPTQ sweep (see GptqKernelArgs); returns the loss. */
   gptqQuantize(a: GptqKernelArgs): number {
-    checkGptqArgs("gptqQuantize", a);
-    return this.#addon.gptqQuantize(
-      a.w, a.perm, a.dead, a.hinv, a.N, a.K, a.bits, a.groupSize, a.sym, a.colGroup, a.scales, a.zeros, a.codes, a.dequantized, a.blockSize,
-      a.blockStartGrids === true,
-    );
+    return this.#gptq.gptqQuantize(a);
   }
 
   /** The sweep on a worker thread: cancellable between column blocks, progress in (task, block) units. */
-  async gptqQuantizeAsync(a: GptqKernelArgs, opts: KernelCallOptions = {}): Promise<number> {
-    checkGptqArgs("gptqQuantizeAsync", a);
-    return callNative(opts, (ctl) => this.#addon.gptqQuantizeAsync(
-      a.w, a.perm, a.dead, a.hinv, a.N, a.K, a.bits, a.groupSize, a.sym, a.colGroup, a.scales, a.zeros, a.codes, a.dequantized, a.blockSize,
-      a.blockStartGrids === true, ctl,
-    ));
+  gptqQuantizeAsync(a: GptqKernelArgs, opts: KernelCallOptions = {}): Promise<number> {
+    return this.#gptq.gptqQuantizeAsync(a, opts);
   }
 
-  // ---------------------------------------------------------------- AWQ kernels (native/src/awq.h)
+  // ---------------------------------------------------------------- AWQ kernels (native-awq.ts, native/src/awq.h)
 
   /** out[N, K] = Q(w·diag(s))·diag(s)⁻¹ on the AWQ grid (s null: Q(w)); out may be w. Bit-identical to awq.ts. */
-  async awqFakeQuantize(
-    w: Float32Array, s: Float32Array | null, N: number, K: number, bits: number, groupSize: number, out: Float32Array, opts: KernelCallOptions = {},
-  ): Promise<void> {
-    const op = "awqFakeQuantize";
-    checkAwqShape(op, N, K, bits, groupSize);
-    checkF32(op, "w", w, N * K, `W [N=${N}, K=${K}]`, true);
-    checkF32(op, "out", out, N * K, `out [N=${N}, K=${K}]`, true);
-    if (s !== null) checkF32(op, "s", s, K, `s [K=${K}]`, true);
-    await callNative(opts, (ctl) => this.#addon.awqFakeQuantizeAsync(w, s, N, K, bits, groupSize, out, ctl));
+  awqFakeQuantize(...a: Parameters<AwqKernels["awqFakeQuantize"]>): Promise<void> {
+    return this.#awq.awqFakeQuantize(...a);
   }
 
   /** maxVal [N, K/g] = the AWQ clip search of w [N, K] on x [T, K] (awqClipSearchLayer of awq.ts, bit-identical). */
-  async awqClipSearch(
-    w: Float32Array, x: Float32Array, N: number, K: number, T: number, bits: number, groupSize: number, maxVal: Float32Array, opts: KernelCallOptions = {},
-  ): Promise<void> {
-    const op = "awqClipSearch";
-    checkAwqShape(op, N, K, bits, groupSize);
-    checkInt(op, "T", T, 1);
-    checkF32(op, "w", w, N * K, `W [N=${N}, K=${K}]`, true);
-    checkF32(op, "x", x, T * K, `x [T=${T}, K=${K}]`, true);
-    checkF32(op, "maxVal", maxVal, N * (K / groupSize), `maxVal [N=${N}, G=${K / groupSize}]`, true);
-    checkNoOverlap(op, maxVal, N * (K / groupSize), { w: [w, N * K], x: [x, T * K] });
-    await callNative(opts, (ctl) => this.#addon.awqClipSearchAsync(w, x, N, K, T, bits, groupSize, maxVal, ctl));
+  awqClipSearch(...a: Parameters<AwqKernels["awqClipSearch"]>): Promise<void> {
+    return this.#awq.awqClipSearch(...a);
   }
 }
-
-/** Bit widths the GPTQ kernel quantizes to (codes are bytes). */
-const GPTQ_BITS = [1, 2, 3, 4, 5, 6, 7, 8];
 
 /**
  * Loads the addon and sizes its pool. Throws DependencyError (with the command
@@ -410,8 +337,6 @@ export function createNativeBackend(opts: { threads?: number } = {}): NativeBack
   if (opts.threads !== undefined) backend.setThreads(opts.threads);
   return backend;
 }
-
-// ---------------------------------------------------------------- validation
 
 /** Checks matmul's arguments; returns the output array (out, or a new one). */
 function checkMatmul(op: string, x: Float32Array, w: Float32Array, M: number, K: number, N: number, bias?: Float32Array, out?: Float32Array): Float32Array {
@@ -425,169 +350,4 @@ function checkMatmul(op: string, x: Float32Array, w: Float32Array, M: number, K:
   checkF32(op, "out", out, M * N, `out [M=${M}, N=${N}]`);
   checkNoOverlap(op, out, M * N, { x: [x, M * K], w: [w, N * K], ...(bias ? { bias: [bias, N] } : {}) });
   return out;
-}
-
-function checkSyrk(op: string, x: Float32Array, T: number, K: number, sum: Float32Array | Float64Array, alpha: number, beta: number): void {
-  checkInt(op, "T", T, 0);
-  checkInt(op, "K", K, 1);
-  checkF32(op, "x", x, T * K, `x [T=${T}, K=${K}]`);
-  checkSquare(op, "sum", sum, K);
-  checkDisjoint(op, "sum", sum, "x", x);
-  for (const [name, v] of [["alpha", alpha], ["beta", beta]] as const) {
-    if (!Number.isFinite(v)) throw new UsageError(`${op}: ${name} must be finite`, { field: name, expected: "a finite number", found: String(v) });
-  }
-}
-
-/** sum = beta·sum (syrk with T = 0). */
-function scaleSum(sum: Float32Array | Float64Array, K: number, beta: number): void {
-  if (beta !== 1) for (let i = 0; i < K * K; i++) sum[i] = beta === 0 ? 0 : beta * sum[i]!;
-}
-
-function checkHinv(op: string, h: Float32Array | Float64Array, K: number, perm: Int32Array | null, diag: Float64Array, out: Float32Array): void {
-  checkInt(op, "K", K, 1);
-  checkSquare(op, "h", h, K);
-  checkF32(op, "out", out, K * K, `Hinv [K=${K}, K]`, true);
-  checkDisjoint(op, "out", out, "h", h);
-  checkPerm(op, perm, K);
-  if (!(diag instanceof Float64Array) || diag.length !== K) {
-    throw new UsageError(`${op}: diag must be a Float64Array of K elements`, { field: "diag", expected: `Float64Array [K=${K}]`, found: describeArray(diag) });
-  }
-}
-
-/** N, K ≥ 1, bits in 2..8, groupSize ≥ 1 dividing K. */
-function checkAwqShape(op: string, N: number, K: number, bits: number, groupSize: number): void {
-  checkInt(op, "N", N, 1);
-  checkInt(op, "K", K, 1);
-  checkInt(op, "groupSize", groupSize, 1);
-  if (!(Number.isInteger(bits) && bits >= 2 && bits <= 8)) {
-    throw new UsageError(`${op}: unsupported bit width`, { field: "bits", expected: "an integer in 2..8", found: String(bits) });
-  }
-  if (K % groupSize !== 0) {
-    throw new UsageError(`${op}: groupSize must divide K`, { field: "groupSize", expected: `a divisor of K=${K}`, found: String(groupSize) });
-  }
-}
-
-function checkGptqArgs(op: string, a: GptqKernelArgs): void {
-  const { N, K, groupSize: g } = a;
-  checkInt(op, "N", N, 1);
-  checkInt(op, "K", K, 1);
-  checkInt(op, "groupSize", g, 1);
-  checkInt(op, "blockSize", a.blockSize, 1);
-  if (!GPTQ_BITS.includes(a.bits)) {
-    throw new UsageError(`${op}: unsupported bit width`, { field: "bits", expected: "an integer in 1..8", found: String(a.bits) });
-  }
-  const G = Math.ceil(K / g);
-  checkF32(op, "w", a.w, N * K, `W [N=${N}, K=${K}]`, true);
-  checkF32(op, "hinv", a.hinv, K * K, `Hinv [K=${K}, K]`, true);
-  checkF32(op, "scales", a.scales, N * G, `scales [N=${N}, G=${G}]`, true);
-  checkU8(op, "zeros", a.zeros, N * G, `zeros [N=${N}, G=${G}]`);
-  checkU8(op, "codes", a.codes, N * K, `codes [N=${N}, K=${K}]`);
-  checkF32(op, "dequantized", a.dequantized, N * K, `dequantized [N=${N}, K=${K}]`, true);
-  checkNoOverlap(op, a.dequantized, N * K, { w: [a.w, N * K], hinv: [a.hinv, K * K], scales: [a.scales, N * G] });
-  checkNoOverlap(op, a.scales, N * G, { w: [a.w, N * K], hinv: [a.hinv, K * K] });
-  checkPerm(op, a.perm, K);
-  if (a.dead !== null) checkU8(op, "dead", a.dead, K, `dead [K=${K}]`);
-  if (a.colGroup !== null) checkStaticGroups(op, a, G);
-}
-
-function checkInt(op: string, name: string, v: number, min: number): void {
-  if (!Number.isSafeInteger(v) || v < min) {
-    throw new UsageError(`${op}: ${name} must be an integer ≥ ${min}`, { field: name, expected: `integer ≥ ${min}`, found: String(v) });
-  }
-}
-
-/** `a` is a Float32Array holding at least (or, when exact, exactly) n elements. */
-function checkF32(op: string, name: string, a: unknown, n: number, shape: string, exact = false): void {
-  if (!(a instanceof Float32Array)) {
-    const found = a === null || a === undefined ? String(a) : (a as object).constructor?.name ?? typeof a;
-    throw new UsageError(`${op}: ${name} must be a Float32Array`, { field: name, expected: `Float32Array ${shape}`, found });
-  }
-  if (exact ? a.length !== n : a.length < n) {
-    throw new UsageError(`${op}: ${name} has the wrong length`, {
-      field: name, expected: `${exact ? "" : "at least "}${n} elements for ${shape}`, found: `${a.length} elements`,
-      hint: "check the shape arguments against the tensors passed",
-    });
-  }
-}
-
-/** The first n elements of `out` share no byte with the used part of any input. */
-function checkNoOverlap(op: string, out: Float32Array, n: number, inputs: Record<string, [Float32Array, number]>): void {
-  const o0 = out.byteOffset, o1 = o0 + 4 * n;
-  for (const [name, [a, len]] of Object.entries(inputs)) {
-    if (a.buffer !== out.buffer) continue;
-    const a0 = a.byteOffset, a1 = a0 + 4 * len;
-    if (o0 < a1 && a0 < o1) {
-      throw new UsageError(`${op}: out overlaps input ${name}`, {
-        field: "out", expected: `memory disjoint from ${name}`, found: `bytes ${o0}..${o1} of the same buffer as ${name} (${a0}..${a1})`,
-        hint: "the kernels read inputs while writing out: pass a separate output array",
-      });
-    }
-  }
-}
-
-/** `a` is a Uint8Array of exactly n elements. */
-function checkU8(op: string, name: string, a: unknown, n: number, shape: string): void {
-  if (!(a instanceof Uint8Array) || a.length !== n) {
-    throw new UsageError(`${op}: ${name} must be a Uint8Array of ${n} elements`, { field: name, expected: `Uint8Array ${shape}`, found: describeArray(a) });
-  }
-}
-
-/** A Float32Array or Float64Array of exactly K·K elements. */
-function checkSquare(op: string, name: string, a: unknown, K: number): void {
-  if (!(a instanceof Float32Array || a instanceof Float64Array) || a.length !== K * K) {
-    throw new UsageError(`${op}: ${name} must be a Float32Array or Float64Array of K·K elements`, {
-      field: name, expected: `${K * K} elements for [K=${K}, K]`, found: describeArray(a),
-    });
-  }
-}
-
-/** The bytes of a and b do not overlap (the kernels read one while writing the other). */
-function checkDisjoint(op: string, aName: string, a: ArrayBufferView, bName: string, b: ArrayBufferView): void {
-  if (a.buffer === b.buffer && a.byteOffset < b.byteOffset + b.byteLength && b.byteOffset < a.byteOffset + a.byteLength) {
-    throw new UsageError(`${op}: ${aName} overlaps ${bName}`, {
-      field: aName, expected: `memory disjoint from ${bName}`, found: "shared bytes", hint: `pass a separate ${aName} array`,
-    });
-  }
-}
-
-/** null, or an Int32Array holding each of 0..K−1 once (the kernels index with it). */
-function checkPerm(op: string, perm: unknown, K: number): void {
-  if (perm === null) return;
-  if (!(perm instanceof Int32Array) || perm.length !== K) {
-    throw new UsageError(`${op}: perm must be null or an Int32Array of K elements`, { field: "perm", expected: `Int32Array [K=${K}]`, found: describeArray(perm) });
-  }
-  const seen = new Uint8Array(K);
-  for (let i = 0; i < K; i++) {
-    const p = perm[i]!;
-    if (!(p >= 0 && p < K) || seen[p]) {
-      throw new UsageError(`${op}: perm is not a permutation of 0..${K - 1}`, { field: `perm[${i}]`, expected: "each column exactly once", found: String(p) });
-    }
-    seen[p] = 1;
-  }
-}
-
-function describeArray(a: unknown): string {
-  if (a === null || a === undefined) return String(a);
-  const name = (a as object).constructor?.name ?? typeof a;
-  return ArrayBuffer.isView(a) ? `${name} of ${(a as { length?: number }).length ?? "?"} elements` : name;
-}
-
-/** Static groups: colGroup [K] in 0..G−1, every given grid usable (scale > 0 and finite, zero ≤ maxq). */
-function checkStaticGroups(op: string, a: GptqKernelArgs, G: number): void {
-  const { colGroup, K, N } = a;
-  if (!(colGroup instanceof Int32Array) || colGroup.length !== K) {
-    throw new UsageError(`${op}: colGroup must be an Int32Array of K elements`, { field: "colGroup", expected: `Int32Array [K=${K}]`, found: describeArray(colGroup) });
-  }
-  for (let i = 0; i < K; i++) {
-    const gi = colGroup[i]!;
-    if (!(gi >= 0 && gi < G)) throw new UsageError(`${op}: colGroup entry out of range`, { field: `colGroup[${i}]`, expected: `0..${G - 1}`, found: String(gi) });
-  }
-  const maxq = 2 ** a.bits - 1;
-  for (let i = 0; i < N * G; i++) {
-    if (!(a.scales[i]! > 0 && Number.isFinite(a.scales[i]!)) || a.zeros[i]! > maxq) {
-      throw new UsageError(`${op}: static grid ${i} is unusable`, {
-        field: `scales[${i}], zeros[${i}]`, expected: `scale > 0 and finite, zero ≤ ${maxq}`, found: `${a.scales[i]}, ${a.zeros[i]}`,
-      });
-    }
-  }
 }
