@@ -14,7 +14,9 @@ import { summarise, type LayerReport } from "../quantize/report.ts";
 import { discardFailedRun } from "../quantize/journal.ts";
 import { FORMAT_FLAGS, FORMATS, type FormatFlag } from "../quantize/formats/table.ts";
 import { GROUP_GRIDS } from "../methods/gptq.ts";
-import { GROUP_SIZES, type Method, type QuantSettings } from "../quantize/settings.ts";
+import { AWQ_CLIP_SAMPLINGS } from "../methods/awq.ts";
+import { CALIB_SAMPLINGS } from "../quantize/calibrate.ts";
+import { AWQ_DEFAULTS, GROUP_SIZES, type Method, type QuantSettings } from "../quantize/settings.ts";
 import { GPTQ_BITS } from "../pack/hf-gptq.ts";
 import { UsageError } from "../util/errors.ts";
 import { Progress } from "../util/progress.ts";
@@ -51,17 +53,21 @@ const GPTQ_FLAGS = `  --act-order             quantize columns by decreasing Hes
                           IST-DASLab gptq.py); they differ only when --group-size < --block-size
   --no-true-sequential    quantize all layers of a block from the same inputs
   --calib-text FILE       calibration text (default: the bundled model's calibration split)
-  --calib-samples N       windows (default 128)
+  --calib-samples N       windows (default 128); with --calib-sampling records: records
   --calib-seqlen N        tokens per window (default min(512, context))
+  --calib-sampling S      windows (random windows of the text tokenized once, default for gptq) |
+                          records (llm-awq: shuffled lines, each with BOS, ≤ seqlen tokens, joined and cut)
   --seed N                calibration sampling seed (default 0)
 `;
 
 const AWQ_FLAGS = `  --then gptq             run GPTQ on the AWQ-scaled and clipped weights (writes HF-GPTQ; any bits)
   --no-duo-scaling        llm-awq's s = x^α instead of AutoAWQ's s = x^α / w^(1−α)
+  --duo-scaling           AutoAWQ's duo scaling (the default is in quantize/settings.ts AWQ_DEFAULTS)
   --no-clip               skip the clip search
+  --clip-sampling S       clip-search tokens: random (512 seeded) | stride (llm-awq: every ⌊T/512⌋-th)
   --save-search FILE      also write the searched scales and clips (versioned JSON)
   --load-search FILE      re-apply a saved search instead of searching
-  --calib-text FILE, --calib-samples N, --calib-seqlen N, --seed N   as for gptq
+  --calib-text FILE, --calib-samples N, --calib-seqlen N, --calib-sampling S, --seed N   as for gptq
   (AWQ alone writes AutoAWQ GEMM at 4 bits, and HF-GPTQ v2 (asymmetric) at 2/3/8 bits)
 `;
 
@@ -80,18 +86,18 @@ function makeCommand(method: "rtn" | "gptq" | "awq", summary: string, extra: str
         threads: { type: "string" }, backend: { type: "string" }, json: { type: "boolean" }, help: { type: "boolean", short: "h" },
         "act-order": { type: "boolean" }, "static-groups": { type: "boolean" }, damp: { type: "string" },
         "block-size": { type: "string" }, "group-grid": { type: "string" }, "no-true-sequential": { type: "boolean" }, "true-sequential": { type: "boolean" },
-        "calib-text": { type: "string" }, "calib-samples": { type: "string" }, "calib-seqlen": { type: "string" }, seed: { type: "string" },
-        then: { type: "string" }, format: { type: "string" }, "no-duo-scaling": { type: "boolean" }, "no-clip": { type: "boolean" },
+        "calib-text": { type: "string" }, "calib-samples": { type: "string" }, "calib-seqlen": { type: "string" }, "calib-sampling": { type: "string" }, seed: { type: "string" },
+        then: { type: "string" }, format: { type: "string" }, "no-duo-scaling": { type: "boolean" }, "duo-scaling": { type: "boolean" }, "no-clip": { type: "boolean" }, "clip-sampling": { type: "string" },
         "save-search": { type: "string" }, "load-search": { type: "string" },
       });
       if (v.help) { process.stdout.write(usage); return 0; }
       if (method === "rtn") {
-        for (const f of ["act-order", "static-groups", "damp", "block-size", "group-grid", "calib-text", "calib-samples", "calib-seqlen", "seed"] as const) {
+        for (const f of ["act-order", "static-groups", "damp", "block-size", "group-grid", "calib-text", "calib-samples", "calib-seqlen", "calib-sampling", "seed"] as const) {
           if (v[f] !== undefined) throw new UsageError(`--${f} does not apply to rtn`, { field: `--${f}`, hint: "round-to-nearest uses no calibration data; use quantize-llm gptq" });
         }
       }
       if (method !== "awq") {
-        for (const f of ["then", "no-duo-scaling", "no-clip", "save-search", "load-search"] as const) {
+        for (const f of ["then", "no-duo-scaling", "duo-scaling", "no-clip", "clip-sampling", "save-search", "load-search"] as const) {
           if (v[f] !== undefined) throw new UsageError(`--${f} applies to awq only`, { field: `--${f}`, hint: "use quantize-llm awq" });
         }
       }
@@ -147,7 +153,12 @@ function makeCommand(method: "rtn" | "gptq" | "awq", summary: string, extra: str
         calibSeqlen: method === "rtn" ? 0 : intFlag("calib-seqlen", v["calib-seqlen"], Math.min(512, maxPos)),
         calibSeed: method === "rtn" ? 0 : intFlag("seed", v.seed, 0, 0),
         calibText: calibText ?? "",
-        ...(method === "awq" ? { duoScaling: v["no-duo-scaling"] !== true, clip: v["no-clip"] !== true, loadSearch: v["load-search"] !== undefined ? resolve(v["load-search"]) : null } : {}),
+        ...(v["calib-sampling"] !== undefined ? { calibSampling: choiceFlag("calib-sampling", v["calib-sampling"], CALIB_SAMPLINGS, "windows") } : {}),
+        ...(method === "awq" ? {
+          duoScaling: v["duo-scaling"] === true ? true : v["no-duo-scaling"] === true ? false : AWQ_DEFAULTS.duoScaling, clip: v["no-clip"] !== true,
+          ...(v["clip-sampling"] !== undefined ? { clipSampling: choiceFlag("clip-sampling", v["clip-sampling"], AWQ_CLIP_SAMPLINGS, AWQ_DEFAULTS.clipSampling) } : {}),
+          loadSearch: v["load-search"] !== undefined ? resolve(v["load-search"]) : null,
+        } : {}),
       };
       const format = FORMATS[FORMAT_FLAGS[flag](fullMethod, bits)];
       const stem = `${basename(modelDir)}-${fullMethod.replace("+", "-")}-w${bits}g${groupSize}${format.kind === "file" ? `.${format.id}` : ""}`;

@@ -19,7 +19,7 @@ import { LINEAR_NAMES, type AwqPrev, type LinearName } from "../arch/registry.ts
 import { writeFileAtomic } from "../io/atomic.ts";
 import { linearShapes } from "../arch/shapes.ts";
 import { FormatError, UsageError } from "../util/errors.ts";
-import { AWQ_N_GRID, awqGroupsFor } from "./awq.ts";
+import { AWQ_CLIP_SAMPLINGS, AWQ_N_GRID, awqGroupsFor, type AwqClipSampling } from "./awq.ts";
 import type { AwqBlockSearch, AwqGroupScales, AwqLayerClip } from "./awq-types.ts";
 
 export const AWQ_SEARCH_MAGIC = "quantize-llm/awq-search";
@@ -32,6 +32,8 @@ export interface AwqSearchSettings {
   groupSize: number;
   duoScaling: boolean;
   clip: boolean;
+  /** How the clip tokens were chosen; absent in older files = "random". */
+  clipSampling?: AwqClipSampling;
   /**
    * The run's grid and calibration (issue 10: a search made under other ones was accepted).
    * Written by the pipeline; when the caller passes them, a file that lacks or differs in
@@ -49,6 +51,8 @@ export interface AwqSearchCalibration {
   samples: number;
   seqlen: number;
   seed: number;
+  /** How the windows were drawn (quantize/calibrate.ts CALIB_SAMPLINGS); absent in older files = "windows". */
+  sampling?: string;
 }
 
 export interface AwqSearchFile {
@@ -177,6 +181,7 @@ export function parseAwqSearch(text: string, file: string): AwqSearchFile {
     bits: r.int(s["bits"], "settings.bits", 1), groupSize: groupSize as number,
     duoScaling: r.bool(s["duoScaling"], "settings.duoScaling"), clip: r.bool(s["clip"], "settings.clip"),
     ...(s["sym"] !== undefined ? { sym: r.bool(s["sym"], "settings.sym") } : {}),
+    ...(s["clipSampling"] !== undefined ? { clipSampling: oneOf(r, AWQ_CLIP_SAMPLINGS, s["clipSampling"], "settings.clipSampling") } : {}),
     ...(s["calibration"] !== undefined ? { calibration: parseCalibration(r, s["calibration"]) } : {}),
     ...(s["meta"] !== undefined ? { meta: r.obj(s["meta"], "settings.meta") } : {}),
   };
@@ -200,7 +205,13 @@ function parseCalibration(r: Parameters<typeof parseGroup>[0], v: unknown): AwqS
   return {
     textSha256: c["textSha256"] as string, samples: r.int(c["samples"], "settings.calibration.samples", 0),
     seqlen: r.int(c["seqlen"], "settings.calibration.seqlen", 0), seed: r.int(c["seed"], "settings.calibration.seed", 0),
+    ...(c["sampling"] !== undefined ? { sampling: typeof c["sampling"] === "string" ? c["sampling"] : r.fail("settings.calibration.sampling", "a string", c["sampling"]) } : {}),
   };
+}
+
+function oneOf<T extends string>(r: Parameters<typeof parseGroup>[0], allowed: readonly T[], v: unknown, field: string): T {
+  if (!(allowed as readonly unknown[]).includes(v)) r.fail(field, allowed.join(" | "), v);
+  return v as T;
 }
 
 export function readAwqSearch(path: string): AwqSearchFile {
@@ -227,11 +238,17 @@ export function checkAwqSearchFits(cfg: ModelConfig, f: AwqSearchFile, settings:
   if (settings.sym !== undefined && f.settings.sym !== settings.sym) {
     fail("settings.sym", settings.sym ? "sym (--sym)" : "asym", f.settings.sym === undefined ? unset : f.settings.sym ? "sym" : "asym");
   }
+  // Absent in files written before these settings existed: what those runs did.
+  if (settings.clipSampling !== undefined && (f.settings.clipSampling ?? "random") !== settings.clipSampling) {
+    fail("settings.clipSampling", settings.clipSampling, f.settings.clipSampling ?? "random");
+  }
   if (settings.calibration !== undefined) {
     for (const k of ["textSha256", "samples", "seqlen", "seed"] as const) {
       const want = settings.calibration[k], got = f.settings.calibration?.[k];
       if (got !== want) fail(`settings.calibration.${k}`, String(want), got === undefined ? unset : String(got));
     }
+    const want = settings.calibration.sampling, got = f.settings.calibration?.sampling ?? "windows";
+    if (want !== undefined && got !== want) fail("settings.calibration.sampling", want, got);
   }
   const idx = f.blocks.map((b) => b.block);
   if (idx.length !== cfg.numLayers || idx.some((b, i) => b !== i)) fail("blocks", `blocks 0..${cfg.numLayers - 1} in order`, `[${idx.join(", ")}]`);

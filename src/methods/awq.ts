@@ -18,9 +18,10 @@
  *      layer except q and k: per (output row n, group G) try
  *        max_val = amax·(1 − i/20), i < 10, and keep the one minimising
  *        mean_t (x_G,t · w_G − x_G,t · Q(clamp(w_G, ±max_val)))² over ≈512 sampled tokens.
- *      The tokens are a seeded random sample (AWQ_CLIP_SEED) of all calibration tokens;
- *      AutoAWQ takes every ⌊T/512⌋-th token instead, which aliases with the sequence
- *      length (e.g. 128×512 tokens → only positions 0, 128, 256, 384 of each window).
+ *      The tokens (`clipSampling`): "random", a seeded random sample (AWQ_CLIP_SEED) of all
+ *      calibration tokens; or "stride", llm-awq's and AutoAWQ's `input_feat[:, 0::T // 512]`
+ *      (every ⌊T/512⌋-th token from token 0), which aliases with the sequence length when
+ *      the windows are many (128×512 tokens → only positions 0, 128, 256, 384 of each).
  *
  * Cost per block: 20 evaluations of each inspected module over all calibration samples
  * (attention, o, MLP, down ≈ 2 block forwards each) + 4 block forwards to capture inputs
@@ -28,7 +29,7 @@
  * n·L·K floats (K = H, or the intermediate size for down_proj), + n·L·H floats of
  * reference outputs, + one copy of the block's weights during the clip search.
  *
- * Why one file of ~440 lines: it is the whole AWQ search of one block, in the order of
+ * Why one file of ~450 lines: it is the whole AWQ search of one block, in the order of
  * the steps above (scale search, then clip search, sharing the captured inputs and the
  * token sample), as STYLE.md asks of an algorithm core; the grid (awq-grid.ts), the
  * result type (awq-types.ts), its persistence (awq-result.ts) and folding the scales
@@ -82,7 +83,12 @@ export interface AwqSearchOptions {
   clipTokens?: number;
   /** Seed of that sample (default AWQ_CLIP_SEED). */
   clipSeed?: number;
+  /** How the clip tokens are chosen (default "random"; see the file comment). */
+  clipSampling?: AwqClipSampling;
 }
+
+export const AWQ_CLIP_SAMPLINGS = ["random", "stride"] as const;
+export type AwqClipSampling = (typeof AWQ_CLIP_SAMPLINGS)[number];
 
 /** The block's tap points in data-flow order. */
 const INPUT_ORDER: readonly LinearInput[] = ["attn_norm", "attn_out", "mlp_norm", "mlp_act"];
@@ -251,6 +257,20 @@ function searchGroupScales(o: GroupSearchInput): AwqGroupScales {
   return { prev: group.prev, layers: [...group.layers], alpha: best / AWQ_N_GRID, scales: bestScales, losses };
 }
 
+/**
+ * The scale search of ONE linear judged by its own output (llm-awq `_search_module_scale`
+ * with the layer as the module, as for o_proj and down_proj): x [T, K], the layer [N, K].
+ * The same code path as the block search; test/quant-ref pins it to llm-awq's numbers.
+ */
+export function awqSearchLayerScales(o: { backend: Backend; layer: Linear; x: Float32Array; T: number; bits: number; groupSize: number; duoScaling: boolean }): AwqGroupScales {
+  const m = { backend: o.backend } as ModuleContext; // an inspected "layer" reads only the backend
+  const lin = { o: o.layer } as Record<LinearName, Linear>;
+  return searchGroupScales({
+    m, group: { prev: "v", layers: ["o"], inspect: "layer" }, lin, X: [o.x], T: o.T, K: o.layer.K,
+    bits: o.bits, groupSize: o.groupSize, duoScaling: o.duoScaling, where: "one linear",
+  });
+}
+
 // ---------------------------------------------------------------- clip search
 
 export interface AwqClipLayerOptions {
@@ -323,6 +343,12 @@ export function sampleTokens(total: number, count: number, seed: number): Int32A
   return idx.slice(0, count).sort();
 }
 
+/** llm-awq `auto_clip_layer`: token indices 0, s, 2s, … < total with s = ⌊total / count⌋ (1 when total < count). */
+export function strideTokens(total: number, count: number): Int32Array {
+  const step = Math.max(1, Math.floor(total / count));
+  return Int32Array.from({ length: Math.ceil(total / step) }, (_, i) => i * step);
+}
+
 /** Rows `tokens` (global index = sample·T + position) of per-sample X [T, K] → [n, K]. */
 function gatherRows(X: readonly Float32Array[], T: number, K: number, tokens: Int32Array): Float32Array {
   const out = new Float32Array(tokens.length * K);
@@ -371,7 +397,9 @@ export function awqSearchBlock(o: AwqSearchOptions): AwqBlockSearch {
   const m: ModuleContext = { cfg, backend, rope, cache };
   const groups = awqGroupsFor(cfg);
   const clipped = o.clip ? arch.linears.filter((l) => !AWQ_NO_CLIP.includes(l.name)) : [];
-  const tokens = o.clip ? sampleTokens(inputs.length * L, clipTokens, o.clipSeed ?? AWQ_CLIP_SEED) : new Int32Array(0);
+  const tokens = !o.clip ? new Int32Array(0)
+    : o.clipSampling === "stride" ? strideTokens(inputs.length * L, clipTokens)
+    : sampleTokens(inputs.length * L, clipTokens, o.clipSeed ?? AWQ_CLIP_SEED);
 
   const scales: AwqGroupScales[] = [];
   const clipX = new Map<LinearInput, { x: Float32Array; K: number }>(); // sampled rows per input, [T_clip, K]

@@ -42,7 +42,7 @@ import type { FormatId } from "./formats/format.ts";
 import { FORMAT_FLAGS, FORMATS } from "./formats/table.ts";
 import { relOutputErrorAsync, relWeightError, type LayerReport } from "./report.ts";
 import { rtnQuantizeLinear, rtnQuantizeRows } from "../methods/rtn.ts";
-import { usesAwq, validateSettings, type QuantSettings } from "./settings.ts";
+import { AWQ_DEFAULTS, calibSamplingOf, usesAwq, validateSettings, type QuantSettings } from "./settings.ts";
 import { dequantize, type QuantizedLinear } from "../tensor/quantized.ts";
 
 export { VERSION } from "./formats/hf-folder.ts";
@@ -104,8 +104,12 @@ function groupsOf(cfg: ModelConfig, s: QuantSettings): LinearName[][] {
 /** Everything a search depends on, grid and calibration included (checked on --load-search). */
 function awqSettings(s: QuantSettings): AwqSearchSettings {
   return {
-    bits: s.bits, groupSize: s.groupSize, duoScaling: s.duoScaling ?? true, clip: s.clip ?? true, sym: s.sym,
-    calibration: { textSha256: createHash("sha256").update(readFileSync(s.calibText)).digest("hex"), samples: s.calibSamples, seqlen: s.calibSeqlen, seed: s.calibSeed },
+    bits: s.bits, groupSize: s.groupSize, duoScaling: s.duoScaling ?? AWQ_DEFAULTS.duoScaling, clip: s.clip ?? true, sym: s.sym,
+    clipSampling: s.clipSampling ?? AWQ_DEFAULTS.clipSampling,
+    calibration: {
+      textSha256: createHash("sha256").update(readFileSync(s.calibText)).digest("hex"), samples: s.calibSamples, seqlen: s.calibSeqlen, seed: s.calibSeed,
+      sampling: calibSamplingOf(s),
+    },
   };
 }
 
@@ -176,7 +180,7 @@ export async function quantizeModel(job: QuantizeJob): Promise<QuantizeResult> {
     let X: Float32Array[] = [];
     if (needsCalibration(s)) {
       const tok = loadTokenizer(modelDir, cfg.eosTokenIds);
-      const windows = calibrationWindows(tok, readFileSync(s.calibText, "utf8"), { samples: s.calibSamples, seqlen: L, seed: s.calibSeed }, s.calibText);
+      const windows = calibrationWindows(tok, readFileSync(s.calibText, "utf8"), { samples: s.calibSamples, seqlen: L, seed: s.calibSeed, sampling: calibSamplingOf(s) }, s.calibText);
       const embed = loadEmbedding(cfg, src); // [V, H], dropped after this loop
       X = windows.map((w) => {
         const x = new Float32Array(L * H); // [L, H]
@@ -228,7 +232,8 @@ export async function quantizeModel(job: QuantizeJob): Promise<QuantizeResult> {
         const known = loaded?.blocks.find((x) => x.block === b) ?? searches.find((x) => x.block === b);
         const search = known ?? awqSearchBlock({
           cfg, backend, rope: ctx.rope, block: b, weights: w, inputs: X, seqlen: L,
-          bits: s.bits, groupSize: s.groupSize, duoScaling: s.duoScaling ?? true, clip: s.clip ?? true,
+          bits: s.bits, groupSize: s.groupSize, duoScaling: s.duoScaling ?? AWQ_DEFAULTS.duoScaling, clip: s.clip ?? true,
+          clipSampling: s.clipSampling ?? AWQ_DEFAULTS.clipSampling,
         });
         if (!known) job.onEvent?.({ type: "awq-search", block: b, seconds: (performance.now() - ta) / 1000, alphas: search.scales.map((g) => g.alpha), loaded: false });
         if (s.method === "awq") nextX = runBlock(b, w); // the ORIGINAL block's outputs feed the next block

@@ -6,6 +6,8 @@
  */
 import type { ModelConfig } from "../arch/config.ts";
 import { GROUP_GRIDS, type GroupGrid } from "../methods/gptq.ts";
+import { AWQ_CLIP_SAMPLINGS, type AwqClipSampling } from "../methods/awq.ts";
+import { CALIB_SAMPLINGS, type CalibSampling } from "./calibrate.ts";
 import { linearShapes } from "../arch/shapes.ts";
 import { GPTQ_BITS, type GptqCheckpointFormat } from "../pack/hf-gptq.ts";
 import { UsageError } from "../util/errors.ts";
@@ -36,15 +38,33 @@ export interface QuantSettings {
   calibSeed: number;
   /** Calibration text file (absolute path). */
   calibText: string;
+  /** How calibration windows are drawn (calibrate.ts): "windows" (default) or llm-awq's "records". */
+  calibSampling?: CalibSampling;
   /** AWQ: AutoAWQ's duo scaling (s = x^α / w^(1−α)) instead of llm-awq's s = x^α. */
   duoScaling?: boolean;
   /** AWQ: run the clip search. */
   clip?: boolean;
+  /** AWQ: clip-search tokens, seeded "random" (default) or llm-awq's "stride" (methods/awq.ts). */
+  clipSampling?: AwqClipSampling;
   /** AWQ: re-apply a saved search instead of searching (absolute path). */
   loadSearch?: string | null;
 }
 
 export const GROUP_SIZES = [32, 64, 128, -1] as const;
+
+/**
+ * What an unset AWQ option means, in one place (the pipeline, the CLI and the search file
+ * read these). Chosen by measured held-out perplexity (eval/awq-gap.ts,
+ * eval/reports/awq-gap.md; docs/awq-reference.md lists every difference from llm-awq).
+ */
+export const AWQ_DEFAULTS = { duoScaling: true, clipSampling: "random", calibSampling: "windows" } as const satisfies {
+  duoScaling: boolean; clipSampling: AwqClipSampling; calibSampling: CalibSampling;
+};
+
+/** The calibration sampling a run uses: its own, else AWQ's default for AWQ methods, else "windows". */
+export function calibSamplingOf(s: Pick<QuantSettings, "method" | "calibSampling">): CalibSampling {
+  return s.calibSampling ?? (usesAwq(s.method) ? AWQ_DEFAULTS.calibSampling : "windows");
+}
 
 export function validateSettings(cfg: ModelConfig, s: QuantSettings, modelDir: string): void {
   if (!(GPTQ_BITS as readonly number[]).includes(s.bits)) {
@@ -63,6 +83,12 @@ export function validateSettings(cfg: ModelConfig, s: QuantSettings, modelDir: s
   }
   if (s.groupGrid !== undefined && !GROUP_GRIDS.includes(s.groupGrid)) {
     throw new UsageError("invalid group grid rule", { field: "--group-grid", expected: GROUP_GRIDS.join(" | "), found: String(s.groupGrid) });
+  }
+  if (s.calibSampling !== undefined && !CALIB_SAMPLINGS.includes(s.calibSampling)) {
+    throw new UsageError("invalid calibration sampling", { field: "--calib-sampling", expected: CALIB_SAMPLINGS.join(" | "), found: String(s.calibSampling) });
+  }
+  if (s.clipSampling !== undefined && !AWQ_CLIP_SAMPLINGS.includes(s.clipSampling)) {
+    throw new UsageError("invalid clip-token sampling", { field: "--clip-sampling", expected: AWQ_CLIP_SAMPLINGS.join(" | "), found: String(s.clipSampling) });
   }
   if (s.calibSeqlen > cfg.maxPositionEmbeddings) {
     throw new UsageError("calibration windows longer than the model's context", {

@@ -75,6 +75,10 @@ describe("quantize-llm CLI", () => {
     [["rtn", "--damp", "0.1"], /--damp does not apply to rtn/],
     [["gptq", "--group-grid", "start", "-o", "/tmp/qllm-never"], /invalid value for --group-grid[\s\S]*current, block-start/],
     [["rtn", "--group-grid", "block-start"], /--group-grid does not apply to rtn/],
+    [["awq", "--calib-sampling", "lines", "-o", "/tmp/qllm-never"], /invalid value for --calib-sampling[\s\S]*windows, records/],
+    [["awq", "--clip-sampling", "every", "-o", "/tmp/qllm-never"], /invalid value for --clip-sampling[\s\S]*random, stride/],
+    [["gptq", "--clip-sampling", "stride"], /--clip-sampling applies to awq only/],
+    [["rtn", "--calib-sampling", "records"], /--calib-sampling does not apply to rtn/],
     [["frobnicate"], /unknown command "frobnicate"/],
   ])("%j is a clear error, exit 2, no stack trace", (args, message) => {
     const r = run(...(args as string[]));

@@ -9,7 +9,7 @@ import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
 import { createNativeBackend } from "../../src/backend/native.ts";
 import { refBackend } from "../../src/backend/ref.ts";
-import { awqClipSearchLayer } from "../../src/methods/awq.ts";
+import { awqClipSearchLayer, awqSearchLayerScales } from "../../src/methods/awq.ts";
 import { gptqQuantizeLinear, type GptqOptions } from "../../src/methods/gptq.ts";
 import { gptqQuantizeLinearFast } from "../../src/methods/gptq-fast.ts";
 
@@ -67,8 +67,18 @@ it("the fixture tells the two group rules apart (groups starting inside a lazy b
   expect(diffCount(cur.codes, bytes(c.codes))).toBeGreaterThan(0);
 });
 
-describe.each(fixture.awq.map((c) => [c.name, c] as const))("AWQ clip search vs llm-awq (%s)", (_name, c) => {
+describe.each(fixture.awq.map((c) => [c.name, c] as const))("AWQ scale and clip search vs llm-awq (%s)", (_name, c) => {
   const W = f32(c.weight), x = f32(c.x);
+  it("scale search: llm-awq's α, its 20 losses and its scale vector", () => {
+    const r = awqSearchLayerScales({ backend: refBackend, layer: { N: c.N, K: c.K, weight: W }, x, T: c.T, bits: c.bits, groupSize: c.groupSize, duoScaling: c.duoScaling });
+    expect(r.alpha).toBe(c.alphaIndex / 20);
+    expect(r.losses.length).toBe(20);
+    r.losses.forEach((l, i) => expect(Math.abs(l! - c.losses[i]!) / c.losses[i]!).toBeLessThan(1e-9));
+    expect(maxRelDiff(r.scales, f32(c.scales))).toBeLessThan(1e-6);
+    // Discriminating: α is interior and the losses are not flat.
+    expect(c.alphaIndex).toBeGreaterThan(0);
+    expect(Math.max(...c.losses) / Math.min(...c.losses)).toBeGreaterThan(1.05);
+  });
   it("clip search: the same threshold for every (row, group)", () => {
     const mv = awqClipSearchLayer({ backend: refBackend, weight: W, N: c.N, K: c.K, x, T: c.T, bits: c.bits, groupSize: c.groupSize });
     const want = f32(c.clipMaxVal);

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { refBackend } from "../../src/backend/ref.ts";
 import { mulberry32 } from "../../src/util/random.ts";
-import { AWQ_CLIP_GRID, AWQ_CLIP_STEPS, awqClipSearchLayer, sampleTokens } from "../../src/methods/awq.ts";
+import { AWQ_CLIP_GRID, AWQ_CLIP_STEPS, awqClipSearchLayer, sampleTokens, strideTokens } from "../../src/methods/awq.ts";
 import { awqGrid } from "../../src/methods/awq-grid.ts";
 import { randn } from "../helpers/random-weights.ts";
 
@@ -71,5 +71,23 @@ describe("clip token sample", () => {
     expect(new Set(a).size).toBe(512);
     expect(Array.from(a)).toEqual(Array.from(a).sort((p, q) => p - q));
     expect(Array.from(sampleTokens(300, 512, 1))).toEqual(Array.from({ length: 300 }, (_, i) => i));
+  });
+});
+
+describe("clip token stride (llm-awq auto_clip_layer: input_feat[:, 0::n_token // 512])", () => {
+  // Python: list(range(T))[0::T // 512], counted and spot-checked by hand.
+  it.each([
+    [65_536, 512, 128], // 128 windows × 512: positions 0, 128, 256, 384 of every window
+    [12_800, 512, 25], // 25 windows × 512 (the records rule on the bundled calibration text)
+    [12_900, 516, 25], // a remainder: ⌈12900 / 25⌉ = 516 tokens, more than 512
+    [1_000, 1_000, 1], // fewer than 1024 tokens: step 1 (llm-awq's step 0 would raise; we take all)
+    [300, 300, 1],
+  ])("T = %i → %i tokens, step %i", (T, count, step) => {
+    const t = strideTokens(T, 512);
+    expect(t.length).toBe(count);
+    expect(t[0]).toBe(0);
+    expect(t[1]).toBe(step);
+    expect(t[t.length - 1]).toBe((count - 1) * step);
+    expect(t[t.length - 1]!).toBeLessThan(T);
   });
 });

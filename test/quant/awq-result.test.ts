@@ -69,4 +69,22 @@ describe("AWQ search file", () => {
     expect(() => checkAwqSearchFits(gqa, f, settings, path)).toThrow(UsageError);
     expect(() => checkAwqSearchFits(cfg, { ...f, blocks: f.blocks.slice(0, 1) }, settings, path)).toThrow(/blocks 0\.\.1/);
   });
+
+  it("records the clip-token and calibration sampling rules; a file without them means random / windows", () => {
+    const calibration = { textSha256: "ab", samples: 2, seqlen: 16, seed: 0 };
+    const withRules: AwqSearchSettings = { ...settings, clipSampling: "stride", calibration: { ...calibration, sampling: "records" } };
+    const path = join(tmp, "search3.json");
+    writeFileSync(path, serializeAwqSearch("m", withRules, blocks));
+    const f = readAwqSearch(path);
+    expect(f.settings).toEqual(withRules);
+    expect(() => checkAwqSearchFits(cfg, f, withRules, path)).not.toThrow();
+    expect(() => checkAwqSearchFits(cfg, f, { ...withRules, clipSampling: "random" }, path)).toThrow(/settings\.clipSampling/);
+    expect(() => checkAwqSearchFits(cfg, f, { ...withRules, calibration: { ...calibration, sampling: "windows" } }, path)).toThrow(/settings\.calibration\.sampling/);
+    const old = parseAwqSearch(serializeAwqSearch("m", { ...settings, calibration }, blocks), "old.json");
+    expect(() => checkAwqSearchFits(cfg, old, { ...settings, clipSampling: "random", calibration: { ...calibration, sampling: "windows" } }, path)).not.toThrow();
+    expect(() => checkAwqSearchFits(cfg, old, { ...settings, clipSampling: "stride", calibration }, path)).toThrow(/settings\.clipSampling/);
+    const bad = JSON.parse(serializeAwqSearch("m", withRules, blocks)) as { settings: Record<string, unknown> };
+    bad.settings["clipSampling"] = "every-other";
+    expect(() => parseAwqSearch(JSON.stringify(bad), "bad.json")).toThrow(/settings\.clipSampling/);
+  });
 });

@@ -34,6 +34,25 @@ function sameFiles(a: string, b: string): void {
 }
 
 describe("AWQ through the pipeline", () => {
+  it("llm-awq's calibration records and clip-token stride reach the search, and the search file records them", async () => {
+    const m = await tiny();
+    const search = join(tmp, "search-llm-awq.json");
+    let windows = 0;
+    const s = { calibSampling: "records" as const, clipSampling: "stride" as const, calibSamples: 40 };
+    await quantizeModel({ ...job(m, "awq-records", s), saveSearch: search, onEvent: (e) => { if (e.type === "calibrated") windows = e.samples; } });
+    const f = JSON.parse(readFileSync(search, "utf8")) as { settings: { clipSampling: string; calibration: { sampling: string } }; blocks: { tokens: number; clipTokens: number }[] };
+    expect(f.settings.clipSampling).toBe("stride");
+    expect(f.settings.calibration.sampling).toBe("records");
+    expect(windows).toBeGreaterThan(0);
+    expect(windows).toBeLessThan(40); // 40 records of ≤ 64 tokens, joined: fewer 64-token windows than records
+    const T = windows * 64;
+    expect(f.blocks[0]!.tokens).toBe(T);
+    const step = Math.max(1, Math.floor(T / 512));
+    expect(f.blocks[0]!.clipTokens).toBe(Math.ceil(T / step)); // every ⌊T/512⌋-th token
+    // Re-applying under other sampling rules is refused.
+    await expect(quantizeModel(job(m, "awq-records-2", { ...s, clipSampling: "random", loadSearch: search }))).rejects.toThrow(/settings\.clipSampling/);
+  });
+
   it("writes an AutoAWQ GEMM folder that the loader reads, with a search file that re-applies to identical bytes", async () => {
     const m = await tiny();
     const search = join(tmp, "search.json");
