@@ -14,10 +14,11 @@
  *            with the per-channel activation outliers AWQ exists for.
  *
  *   npx tsx eval/awq-gap.ts [--threads 2] [--models bundled,outlier] [--recipes before,plain,llm-awq]
- *                           [--bits 4,3] [--seeds 0,1] [--rows FILE] [--write]
+ *                           [--bits 4,3] [--seeds 0,1] [--rows FILE] [--skip-done] [--write]
  *
  * Each finished run is merged into --rows (default eval/reports/awq-gap.json, keyed by
- * model/recipe/bits/seed), so the grid can be run in pieces; --write renders
+ * model/recipe/bits/seed), so the grid can be run in pieces (--skip-done: runs already in
+ * the file are not run again); --write renders
  * eval/reports/awq-gap.md from every row in that file.
  * Protocol: "gptq" (non-overlapping 512-token windows, every token scored) on
  * models/qllm-tiny/data/eval.txt; calibration on data/calib.txt (disjoint).
@@ -43,7 +44,7 @@ interface Row { model: ModelKey; recipe: Recipe; bits: number; seed: number; ppl
 
 const { values } = parseArgs({ options: {
   threads: { type: "string" }, models: { type: "string" }, recipes: { type: "string" }, bits: { type: "string" },
-  seeds: { type: "string" }, rows: { type: "string" }, write: { type: "boolean" },
+  seeds: { type: "string" }, rows: { type: "string" }, write: { type: "boolean" }, "skip-done": { type: "boolean" },
 } });
 const list = <T extends string>(v: string | undefined, all: readonly T[]): T[] => {
   const xs = (v ?? all.join(",")).split(",") as T[];
@@ -87,6 +88,7 @@ try {
     for (const bits of bitsList) {
       for (const recipe of recipes) {
         for (const seed of seeds) {
+          if (values["skip-done"] && readRows().rows.some((r) => key(r) === key({ model: m, recipe, bits, seed }))) continue;
           const out = join(work, "q");
           let windows = 0;
           const settings: QuantSettings = {
