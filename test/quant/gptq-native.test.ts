@@ -9,6 +9,10 @@
  * grids, and — where no error is spread (diagonal H) — every code.
  * One pool thread (vitest.config.ts sets QLLM_THREADS=1 for the parallel workers),
  * except one small test that checks two threads give the same bits.
+ *
+ * Why one file of ~420 lines: every case runs against the same backend, activations and
+ * tolerances (the calibrated CODE_AGREEMENT_MIN / OUTPUT_ERROR_REL_TOL / LOSS_REL_TOL below),
+ * so a split would move those into a helper shared by two halves of one comparison.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createNativeBackend, type KernelLevel, type NativeBackend } from "../../src/backend/native.ts";
