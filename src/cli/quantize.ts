@@ -18,6 +18,7 @@ import { AWQ_CLIP_SAMPLINGS } from "../methods/awq.ts";
 import { CALIB_SAMPLINGS } from "../quantize/calibrate.ts";
 import { AWQ_DEFAULTS, GROUP_SIZES, type Method, type QuantSettings } from "../quantize/settings.ts";
 import { GPTQ_BITS } from "../pack/hf-gptq.ts";
+import { GPTQMODEL_LM_HEAD, type LmHeadReport } from "../quantize/lm-head.ts";
 import { UsageError } from "../util/errors.ts";
 import { Progress } from "../util/progress.ts";
 import { readTextFile } from "../util/text-file.ts";
@@ -33,6 +34,10 @@ const COMMON_FLAGS = `  -o, --out DIR           output folder (default ./<model>
   --group-size N          32, 64, 128 or -1 for one group per row (default 128; 32 with --format gguf)
   --sym | --asym          symmetric (default) or asymmetric grid
   --checkpoint-format F   gptq (v1, symmetric only) | gptq_v2 (default: gptq for --sym, gptq_v2 for --asym)
+  --quantize-lm-head      quantize lm_head too (GPTQModel's lm_head=True: quantize_config "lm_head": true and a
+                          "dynamic" {"lm_head": {...}} entry with its grid); HF-GPTQ only (rtn, gptq, awq --then gptq)
+  --lm-head-bits N        lm_head's bits (default 8, GPTQModel's default), 2, 3, 4 or 8
+  --lm-head-group-size N  lm_head's group size (default 32, GPTQModel's default; -1 = one group per row)
   --resume                continue an interrupted run (same command line)
   --overwrite             replace an existing output folder
   --max-shard-size N      shard size limit in MB (default 4096)
@@ -89,6 +94,7 @@ function makeCommand(method: "rtn" | "gptq" | "awq", summary: string, extra: str
         "calib-text": { type: "string" }, "calib-samples": { type: "string" }, "calib-seqlen": { type: "string" }, "calib-sampling": { type: "string" }, seed: { type: "string" },
         then: { type: "string" }, format: { type: "string" }, "no-duo-scaling": { type: "boolean" }, "duo-scaling": { type: "boolean" }, "no-clip": { type: "boolean" }, "clip-sampling": { type: "string" },
         "save-search": { type: "string" }, "load-search": { type: "string" },
+        "quantize-lm-head": { type: "boolean" }, "lm-head-bits": { type: "string" }, "lm-head-group-size": { type: "string" },
       });
       if (v.help) { process.stdout.write(usage); return 0; }
       if (method === "rtn") {
@@ -106,6 +112,11 @@ function makeCommand(method: "rtn" | "gptq" | "awq", summary: string, extra: str
           if (v[f] !== undefined && v.then !== "gptq") throw new UsageError(`--${f} needs --then gptq`, { field: `--${f}`, hint: "these are GPTQ options; add --then gptq to run GPTQ after AWQ" });
         }
         if (v.then !== undefined && v.then !== "gptq") throw new UsageError("invalid value for --then", { field: "--then", expected: "gptq", found: JSON.stringify(v.then) });
+      }
+      if (v["quantize-lm-head"] !== true) {
+        for (const f of ["lm-head-bits", "lm-head-group-size"] as const) {
+          if (v[f] !== undefined) throw new UsageError(`--${f} needs --quantize-lm-head`, { field: `--${f}`, hint: "add --quantize-lm-head to quantize lm_head (it is kept as stored otherwise)" });
+        }
       }
       const fullMethod: Method = method === "awq" && v.then === "gptq" ? "awq+gptq" : method;
       if (v.sym && v.asym) throw new UsageError("--sym and --asym are mutually exclusive", { field: "--sym/--asym" });
@@ -154,6 +165,10 @@ function makeCommand(method: "rtn" | "gptq" | "awq", summary: string, extra: str
         calibSeed: method === "rtn" ? 0 : intFlag("seed", v.seed, 0, 0),
         calibText: calibText ?? "",
         ...(v["calib-sampling"] !== undefined ? { calibSampling: choiceFlag("calib-sampling", v["calib-sampling"], CALIB_SAMPLINGS, "windows") } : {}),
+        ...(v["quantize-lm-head"] === true ? { lmHead: {
+          bits: intChoiceFlag("lm-head-bits", v["lm-head-bits"], GPTQ_BITS, GPTQMODEL_LM_HEAD.bits, "unsupported lm_head bit width", "8 (GPTQModel's default) keeps lm_head near-lossless; 4 reads half the bytes"),
+          groupSize: groupSizeFlag(v["lm-head-group-size"], GPTQMODEL_LM_HEAD.groupSize, GROUP_SIZES),
+        } } : {}),
         ...(method === "awq" ? {
           duoScaling: v["duo-scaling"] === true ? true : v["no-duo-scaling"] === true ? false : AWQ_DEFAULTS.duoScaling, clip: v["no-clip"] !== true,
           ...(v["clip-sampling"] !== undefined ? { clipSampling: choiceFlag("clip-sampling", v["clip-sampling"], AWQ_CLIP_SAMPLINGS, AWQ_DEFAULTS.clipSampling) } : {}),
@@ -210,6 +225,7 @@ function makeCommand(method: "rtn" | "gptq" | "awq", summary: string, extra: str
       }
       progress.done();
       process.stdout.write(layerTable(result.layers));
+      if (result.lmHead !== undefined) process.stdout.write(lmHeadLine(result.lmHead));
       const sum = summarise(result.layers);
       const what = result.summary !== "" ? result.summary : result.files.join(", ");
       process.stdout.write(`\nwrote ${relative(process.cwd(), outDir) || "."} (${what}) in ${result.seconds.toFixed(1)} s; report: ${relative(process.cwd(), result.report)}\n`);
@@ -254,6 +270,13 @@ function layerTable(all: LayerReport[]): string {
     `${l.relOutputError === null ? "-".padStart(10) : l.relOutputError.toExponential(3).padStart(10)} ` +
     `${l.relWeightError.toExponential(3).padStart(10)} ${l.damp === null ? "-".padStart(7) : String(l.damp).padStart(7)} ${l.seconds.toFixed(2).padStart(6)}s`);
   return title + [`  blk layer shape            loss  rel.out.err  rel.w.err    damp   time`, ...rows, ""].join("\n");
+}
+
+/** lm_head's row under the table (--quantize-lm-head), in the table's columns. */
+function lmHeadLine(r: LmHeadReport): string {
+  const e = (x: number | null): string => (x === null ? "-" : x.toExponential(3)).padStart(10);
+  return `  ${"-".padStart(3)} ${"head".padEnd(5)} ${`${r.shape[0]}x${r.shape[1]}`.padEnd(11)} ${e(r.loss)} ${e(r.relOutputError)} ${e(r.relWeightError)} ` +
+    `${(r.damp === null ? "-" : String(r.damp)).padStart(7)} ${r.seconds.toFixed(2).padStart(6)}s  lm_head ${r.bits}-bit g${r.groupSize}${r.untied ? " (from the tied embedding)" : ""}\n`;
 }
 
 export const gptqCommand = makeCommand("gptq", "quantize with GPTQ into an HF-GPTQ checkpoint", GPTQ_FLAGS);

@@ -27,7 +27,7 @@ import { writeOverlapped } from "../io/atomic.ts";
 import { openCheckpoint, type Checkpoint } from "../io/checkpoint.ts";
 import { GgufWriter, kv, type GgufValue } from "../io/gguf.ts";
 import { awqLayerBase, parseAwqConfig, readAwqLegacyConfig, readAwqLinear } from "../load/awq-source.ts";
-import { gptqLayerBase, parseGptqConfig, readGptqLinear, readQuantizationConfig } from "../load/gptq-source.ts";
+import { gptqLayerBase, gptqLayerConfig, parseGptqConfig, readGptqLinear, readQuantizationConfig } from "../load/gptq-source.ts";
 import { readModelConfig } from "../load/hf-folder.ts";
 import { dequantizeBlocks, exactBlockType, GGML_BLOCK_TYPES, packGridBlocks, quantizeMatrix, type GgmlBlockTypeName } from "../pack/gguf-blocks.ts";
 import { dequantize, groupCount, type QuantizedLinear } from "../tensor/quantized.ts";
@@ -107,7 +107,7 @@ function quantSource(dir: string, cfg: ModelConfig, ckpt: Checkpoint): QuantSour
   if (method === "gptq") {
     const q = parseGptqConfig(quant.config, quant.file);
     return {
-      kind: "gptq", baseOf: (n) => gptqLayerBase(ckpt, n), read: (b) => readGptqLinear(ckpt, dir, q, b),
+      kind: "gptq", baseOf: (n) => gptqLayerBase(ckpt, n), read: (b) => readGptqLinear(ckpt, dir, gptqLayerConfig(q, b, quant.file), b),
       describe: `GPTQ ${q.bits}-bit ${q.sym ? "sym" : "asym"} group ${q.groupSize}${q.descAct ? " act-order" : ""}`,
     };
   }
@@ -153,8 +153,9 @@ function planTypes(cfg: ModelConfig, plan: GgufTensorPlanEntry[], src: QuantSour
     const K = p.shape[p.shape.length - 1]!;
     if (p.shape.length === 1) { out.push({ p, store: "F32", qbase: null, exact: false }); continue; }
     if (p.gguf === a.embed.gguf) { out.push({ p, store: fitType(embed, K, warnings, p.gguf), qbase: null, exact: false }); continue; }
-    if (p.gguf === a.lmHead.gguf) { out.push({ p, store: fitType(head, K, warnings, p.gguf), qbase: null, exact: false }); continue; }
     const qbase = src !== null && p.hf !== null ? src.baseOf(p.hf) : null;
+    // a quantized lm_head (GPTQModel lm_head: true) goes the quantized layers' way: 8-bit sym g32 is Q8_0 exactly
+    if (p.gguf === a.lmHead.gguf && qbase === null) { out.push({ p, store: fitType(head, K, warnings, p.gguf), qbase: null, exact: false }); continue; }
     if (qbase !== null) {
       const q = qls.get(qbase)!;
       const fit = exactBlockType(q);

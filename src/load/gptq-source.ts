@@ -23,6 +23,43 @@ export interface GptqConfig {
   sym: boolean;
   descAct: boolean;
   format: GptqCheckpointFormat;
+  /**
+   * GPTQModel's per-module overrides (`dynamic` in quantize_config.json; vLLM
+   * gptq_utils.py `get_dynamic_override`): in order, the first pattern that re.match-es
+   * (anchored at the start) a module name decides: "-:" = not quantized, "+:" or no prefix =
+   * these bits/group_size/sym/desc_act instead of the top-level ones. GPTQModel writes
+   * `{"lm_head": {bits: 8, group_size: 32, ...}}` for `lm_head: true`.
+   */
+  dynamic?: readonly GptqDynamicRule[];
+}
+
+export interface GptqDynamicRule { pattern: string; re: RegExp; negative: boolean; override: Record<string, unknown> }
+
+function parseDynamic(d: unknown, file: string): GptqDynamicRule[] {
+  if (d === undefined || d === null) return [];
+  if (typeof d !== "object" || Array.isArray(d)) {
+    throw new ConfigError("invalid GPTQ dynamic overrides", { file, field: "quantization_config.dynamic", expected: "an object {pattern: {bits, group_size, ...}}", found: JSON.stringify(d) });
+  }
+  return Object.entries(d as Record<string, unknown>).map(([pattern, v]) => {
+    const negative = pattern.startsWith("-:");
+    const body = negative || pattern.startsWith("+:") ? pattern.slice(2) : pattern;
+    let re: RegExp;
+    try { re = new RegExp(`^(?:${body})`); } catch (e) {
+      throw new ConfigError("invalid GPTQ dynamic pattern", { file, field: `quantization_config.dynamic[${JSON.stringify(pattern)}]`, expected: "a regular expression", found: (e as Error).message });
+    }
+    if (v === null || typeof v !== "object" || Array.isArray(v)) {
+      throw new ConfigError("invalid GPTQ dynamic override", { file, field: `quantization_config.dynamic[${JSON.stringify(pattern)}]`, expected: "an object such as {\"bits\": 8, \"group_size\": 32}", found: JSON.stringify(v) });
+    }
+    return { pattern, re, negative, override: v as Record<string, unknown> };
+  });
+}
+
+/** The config one module (e.g. `lm_head`, `model.layers.3.mlp.down_proj`) was quantized with: the first matching `dynamic` rule's overrides applied. */
+export function gptqLayerConfig(q: GptqConfig, module: string, file: string): GptqConfig {
+  const rule = q.dynamic?.find((r) => r.re.test(module));
+  if (rule === undefined || rule.negative) return q;
+  const merged = parseGptqConfig({ bits: q.bits, group_size: q.groupSize, sym: q.sym, desc_act: q.descAct, ...rule.override, checkpoint_format: q.format }, file);
+  return q.dynamic !== undefined ? { ...merged, dynamic: q.dynamic } : merged;
 }
 
 /** quantization_config from config.json, else quantize_config.json; null when the model is not GPTQ-quantized. */
@@ -54,7 +91,7 @@ export function parseGptqConfig(c: Record<string, unknown>, file: string): GptqC
       hint: "Marlin/bitblas/exllama repacked checkpoints must be converted back to the gptq format first",
     });
   }
-  return { bits, groupSize, sym: c["sym"] !== false, descAct: c["desc_act"] === true, format: fmt };
+  return { bits, groupSize, sym: c["sym"] !== false, descAct: c["desc_act"] === true, format: fmt, dynamic: parseDynamic(c["dynamic"], file) };
 }
 
 function int32(b: Uint8Array): Int32Array {
@@ -188,12 +225,18 @@ export function readGptqLinear(ckpt: Checkpoint, origin: string, q: GptqConfig, 
   }, { N, K, bits: q.bits, groupSize: q.groupSize, sym: q.sym, format: q.format, name: base, file: origin });
 }
 
-export function gptqSource(ckpt: Checkpoint, origin: string, q: GptqConfig, warn: (msg: string) => void = () => {}): TensorSource {
+export function gptqSource(ckpt: Checkpoint, origin: string, q0: GptqConfig, warn: (msg: string) => void = () => {}): TensorSource {
   const plain = checkpointCanonical(ckpt, origin);
   const baseOf = (name: string): string | null => gptqLayerBase(ckpt, name);
+  const configs = new Map<string, GptqConfig>();
+  const cfgOf = (base: string): GptqConfig => {
+    let c = configs.get(base);
+    if (c === undefined) configs.set(base, (c = gptqLayerConfig(q0, base, origin)));
+    return c;
+  };
   const shapeOf = (base: string): [number, number] => {
     const qs = ckpt.info(`${base}.qweight`).shape; // [K·b/32, N]
-    return [qs[1]!, (qs[0]! * 32) / q.bits];
+    return [qs[1]!, (qs[0]! * 32) / cfgOf(base).bits];
   };
   return {
     origin,
@@ -202,15 +245,15 @@ export function gptqSource(ckpt: Checkpoint, origin: string, q: GptqConfig, warn
     readF32Sync: (name) => {
       const base = baseOf(name);
       if (!base) return ckpt.readF32Sync(name);
-      return dequantize(readGptqLinear(ckpt, origin, q, base));
+      return dequantize(readGptqLinear(ckpt, origin, cfgOf(base), base));
     },
     readCanonical: (name, buffers) => {
       const base = baseOf(name);
-      return base ? readGptqCanonical(ckpt, origin, q, base, warn, buffers) : plain.readCanonical(name, buffers);
+      return base ? readGptqCanonical(ckpt, origin, cfgOf(base), base, warn, buffers) : plain.readCanonical(name, buffers);
     },
     readSource: (name, buffers) => {
       const base = baseOf(name);
-      return base ? readGptqSource(ckpt, origin, q, base, buffers) : null;
+      return base ? readGptqSource(ckpt, origin, cfgOf(base), base, buffers) : null;
     },
     readEmbedding: (name) => plain.readEmbedding(name),
   };

@@ -8,10 +8,14 @@
  *     pack → block file (atomic) → journal
  *     X_{b+1} = forward(block)  — the QUANTIZED block for GPTQ/RTN (ALGORITHMS.md §2.10),
  *                                  the ORIGINAL block for AWQ (§3: AWQ never propagates quantized outputs)
+ *   [--quantize-lm-head] lm_head from X_L through the final norm (quantize/lm-head.ts)
  *   assemble shards + configs into <out>.partial/final, rename to <out>
  *
  * Peak memory: one block of f32 weights + the calibration activations (X_b and
  * X_{b+1}) + one layer's Hessian. It does not grow with the number of layers.
+ *
+ * ~410 lines: one function holds the block loop, because resume, interrupt and the
+ * true-sequential propagation of X all act on the same locals (journal, X, blockWrite).
  */
 import { copyFileSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync } from "node:fs";
 import { createHash } from "node:crypto";
@@ -38,7 +42,8 @@ import { checkAwqSearchFits, readAwqSearch, writeAwqSearch, type AwqSearchSettin
 import { calibrationWindows } from "./calibrate.ts";
 import { gptqQuantizeLinearAsync, HessianAccumulatorF32 } from "../methods/gptq-fast.ts";
 import { checkResumable, JOURNAL_MAGIC, JOURNAL_VERSION, readJournal, writeJournal, type Journal } from "./journal.ts";
-import type { FormatId } from "./formats/format.ts";
+import type { FinishInput, FormatId } from "./formats/format.ts";
+import { quantizeLmHead, type LmHeadReport } from "./lm-head.ts";
 import { FORMAT_FLAGS, FORMATS } from "./formats/table.ts";
 import { relOutputErrorAsync, relWeightError, type LayerReport } from "./report.ts";
 import { rtnQuantizeLinear, rtnQuantizeRows } from "../methods/rtn.ts";
@@ -87,6 +92,8 @@ export interface QuantizeResult {
   report: string;
   /** The format's one-line description of what it wrote (may be empty). */
   summary: string;
+  /** lm_head's report line when QuantSettings.lmHead quantized it. */
+  lmHead?: LmHeadReport;
 }
 
 export { InterruptedError } from "../util/errors.ts";
@@ -357,6 +364,21 @@ export async function quantizeModel(job: QuantizeJob): Promise<QuantizeResult> {
     }
 
     await blockWrite;
+    // --- lm_head (GPTQModel lm_head: true): after the last block, from its outputs ---
+    let lmHead: FinishInput["lmHead"];
+    if (s.lmHead) {
+      await checkAbort();
+      try {
+        lmHead = await quantizeLmHead({
+          cfg, s: { ...s, lmHead: s.lmHead }, ckpt, modelDir, backend, kernels, X, finalNorm: src.readF32Sync(cfg.arch.finalNorm.hf),
+          ...(job.signal !== undefined ? { signal: job.signal } : {}),
+        });
+      } catch (e) {
+        if (job.signal?.aborted) throw new InterruptedError(work);
+        throw e;
+      }
+      X = [];
+    }
     // --- assemble the final output (the format's finish), then rename it into place ---
     job.onEvent?.({ type: "finalize" });
     const final = join(work, "final");
@@ -367,14 +389,17 @@ export async function quantizeModel(job: QuantizeJob): Promise<QuantizeResult> {
       for (const jb of ordered) blockFiles.push(await openSafetensors(join(work, jb.file)));
       const done = await format.finish({
         path: final, out: outDir, cfg, s, modelDir, ckpt, blockFiles, maxShardBytes: job.maxShardBytes ?? 4 * 2 ** 30,
-        layers, seconds: (performance.now() - t0) / 1000,
+        layers, seconds: (performance.now() - t0) / 1000, ...(lmHead !== undefined ? { lmHead } : {}),
       });
       if (job.saveSearch && usesAwq(s.method)) copyFileSync(searchPath, resolve(job.saveSearch));
       if (existsSync(outDir)) rmSync(outDir, { recursive: true, force: true });
       renameSync(final, outDir);
       rmSync(work, { recursive: true, force: true });
       const report = format.kind === "folder" ? join(outDir, done.report) : done.report;
-      return { outDir, format: format.id, layers, seconds: (performance.now() - t0) / 1000, files: done.files, report, summary: done.summary };
+      return {
+        outDir, format: format.id, layers, seconds: (performance.now() - t0) / 1000, files: done.files, report, summary: done.summary,
+        ...(lmHead !== undefined ? { lmHead: lmHead.report } : {}),
+      };
     } finally {
       await Promise.all(blockFiles.map((f) => f.close()));
     }

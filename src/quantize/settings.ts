@@ -11,6 +11,7 @@ import { CALIB_SAMPLINGS, type CalibSampling } from "./calibrate.ts";
 import { linearShapes } from "../arch/shapes.ts";
 import { GPTQ_BITS, type GptqCheckpointFormat } from "../pack/hf-gptq.ts";
 import { UsageError } from "../util/errors.ts";
+import type { LmHeadSettings } from "./lm-head.ts";
 
 export type Method = "rtn" | "gptq" | "awq" | "awq+gptq";
 
@@ -48,6 +49,8 @@ export interface QuantSettings {
   clipSampling?: AwqClipSampling;
   /** AWQ: re-apply a saved search instead of searching (absolute path). */
   loadSearch?: string | null;
+  /** Quantize lm_head too, with this grid (GPTQModel `lm_head: true`; quantize/lm-head.ts); absent/null = kept as stored. */
+  lmHead?: LmHeadSettings | null;
 }
 
 export const GROUP_SIZES = [32, 64, 128, -1] as const;
@@ -94,6 +97,20 @@ export function validateSettings(cfg: ModelConfig, s: QuantSettings, modelDir: s
     throw new UsageError("calibration windows longer than the model's context", {
       field: "--calib-seqlen", expected: `≤ ${cfg.maxPositionEmbeddings}`, found: String(s.calibSeqlen),
     });
+  }
+  if (s.lmHead) {
+    const { bits, groupSize } = s.lmHead, H = cfg.hiddenSize;
+    if (s.method === "awq") {
+      throw new UsageError("AWQ does not quantize lm_head", {
+        field: "--quantize-lm-head", found: "quantize-llm awq", hint: "AutoAWQ quantizes the decoder blocks only; use --then gptq (GPTQ on lm_head, HF-GPTQ output), or quantize-llm gptq/rtn",
+      });
+    }
+    if (!(GPTQ_BITS as readonly number[]).includes(bits)) throw new UsageError("unsupported lm_head bit width", { field: "--lm-head-bits", expected: GPTQ_BITS.join(", "), found: String(bits) });
+    if (!(groupSize === -1 || (Number.isInteger(groupSize) && groupSize >= 8 && H % groupSize === 0))) {
+      throw new UsageError("lm_head group size does not divide the hidden size", {
+        field: "--lm-head-group-size", expected: `-1 or a divisor of ${H} (in_features of lm_head), ≥ 8`, found: String(groupSize), hint: "GPTQModel's default is 32",
+      });
+    }
   }
   for (const [name, [, K]] of Object.entries(linearShapes(cfg))) {
     if (s.groupSize !== -1 && K % s.groupSize !== 0) {

@@ -20,6 +20,11 @@ export const awqGemmFormat: Format = {
   title: "AutoAWQ GEMM folder",
   kind: "folder",
   check(s, cfg) {
+    if (s.lmHead) {
+      throw new UsageError("AutoAWQ GEMM keeps lm_head unquantized", {
+        field: "--quantize-lm-head", found: "an AutoAWQ GEMM output", hint: "AutoAWQ quantizes the decoder blocks only (no lm_head option); --then gptq writes HF-GPTQ with a GPTQ-quantized lm_head",
+      });
+    }
     for (const [name, [N, K]] of Object.entries(linearShapes(cfg))) {
       const problem = awqGemmShapeProblem(N, K, s.bits, s.groupSize);
       if (problem) throw new UsageError(`${name}_proj cannot be stored as AutoAWQ GEMM`, { field: "--bits/--group-size", found: problem, hint: "AWQ GEMM is 4-bit with a group size dividing in_features; use --then gptq for other widths" });

@@ -24,6 +24,7 @@ import type { BlockWeights } from "../../nn/weights.ts";
 import type { WeightKernels } from "../../backend/weight-kernels.ts";
 import type { QuantizedLinear } from "../../tensor/quantized.ts";
 import type { LayerReport } from "../report.ts";
+import type { LmHeadReport } from "../lm-head.ts";
 import type { QuantSettings } from "../settings.ts";
 
 export type FormatId = "hf-gptq" | "awq-gemm" | "gguf";
@@ -43,6 +44,8 @@ export interface FinishInput {
   maxShardBytes: number;
   layers: LayerReport[];
   seconds: number;
+  /** lm_head quantized with QuantSettings.lmHead (absent: kept as stored). */
+  lmHead?: { q: QuantizedLinear; report: LmHeadReport };
 }
 
 export interface FinishResult {

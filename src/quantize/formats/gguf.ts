@@ -76,6 +76,11 @@ export const ggufFormat: Format = {
   title: "GGUF file",
   kind: "file",
   check(s, cfg, modelDir, out) {
+    if (s.lmHead) {
+      throw new UsageError("--quantize-lm-head is for HF-GPTQ folders", {
+        field: "--quantize-lm-head", found: "--format gguf", hint: "the GGUF output always stores output.weight as Q8_0; drop --quantize-lm-head",
+      });
+    }
     const fail = (found: string): never => {
       throw new UsageError("these settings have no exact GGUF block type", {
         file: out, field: "--format gguf", expected: "4-bit group 32 (Q4_0 with --sym, Q4_1 with --asym or awq) or 8-bit --sym group 32 (Q8_0), contiguous groups",

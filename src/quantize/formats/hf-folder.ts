@@ -51,13 +51,16 @@ export function hfBlockTensors(
   return out;
 }
 
-/** The per-layer report (quant-report.json). */
-export function reportJson(o: Pick<FinishInput, "s" | "modelDir" | "seconds" | "layers">): string {
-  return JSON.stringify({ settings: o.s, model: o.modelDir, seconds: o.seconds, layers: o.layers }, null, 1) + "\n";
+/** The per-layer report (quant-report.json); with a quantized lm_head, its line as `lm_head`. */
+export function reportJson(o: Pick<FinishInput, "s" | "modelDir" | "seconds" | "layers" | "lmHead">): string {
+  return JSON.stringify({ settings: o.s, model: o.modelDir, seconds: o.seconds, layers: o.layers, ...(o.lmHead ? { lm_head: o.lmHead.report } : {}) }, null, 1) + "\n";
 }
 
-/** Assemble the final folder `o.path`: shards, the format's config files (name → JSON), tokenizer files, report. */
-export async function writeHfFolder(o: FinishInput, configs: Record<string, unknown>): Promise<string[]> {
+/**
+ * Assemble the final folder `o.path`: shards, the format's config files (name → JSON), tokenizer
+ * files, report. `lmHead`: the packed tensors of a quantized lm_head, written instead of lm_head.weight.
+ */
+export async function writeHfFolder(o: FinishInput, configs: Record<string, unknown>, lmHead?: WriteSource[]): Promise<string[]> {
   const { cfg, ckpt, path: dir } = o;
   const dtype = cfg.torchDtype;
   const H = cfg.hiddenSize;
@@ -67,7 +70,9 @@ export async function writeHfFolder(o: FinishInput, configs: Record<string, unkn
     for (const [name, info] of f.tensors) tensors.push({ name, dtype: info.dtype, shape: info.shape, data: () => f.readRawSync(name) });
   }
   tensors.push({ name: a.finalNorm.hf, dtype, shape: [H], data: () => rawAs(ckpt, a.finalNorm.hf, dtype) });
-  if (!cfg.tieWordEmbeddings || ckpt.has(a.lmHead.hf)) {
+  if (lmHead !== undefined) {
+    tensors.push(...lmHead);
+  } else if (!cfg.tieWordEmbeddings || ckpt.has(a.lmHead.hf)) {
     tensors.push({ name: a.lmHead.hf, dtype, shape: [cfg.vocabSize, H], data: () => rawAs(ckpt, a.lmHead.hf, dtype) });
   }
   const { files } = await writeShardedSafetensors(dir, tensors, { maxShardBytes: o.maxShardBytes, metadata: { format: "pt", quantizer: `quantize-llm ${VERSION}` } });

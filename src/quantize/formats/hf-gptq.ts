@@ -2,7 +2,9 @@
  * HF-GPTQ folder (FORMATS.md §2): qweight/qzeros/scales/g_idx per linear, any of 2/3/4/8
  * bits, act-order included; checkpoint_format "gptq" (v1, stores zero − 1) or "gptq_v2".
  */
-import { groupCount } from "../../tensor/quantized.ts";
+import { groupCount, type QuantizedLinear } from "../../tensor/quantized.ts";
+import type { WeightKernels } from "../../backend/weight-kernels.ts";
+import type { TensorSource as WriteSource } from "../../io/safetensors.ts";
 import { linearShapes } from "../../arch/shapes.ts";
 import { GPTQ_BITS, gptqShapeProblem, packGptq, unpackGptq } from "../../pack/hf-gptq.ts";
 import { UsageError } from "../../util/errors.ts";
@@ -12,6 +14,8 @@ import { bytesOf, hfBlockTensors, int32Of, VERSION, writeHfFolder } from "./hf-f
 
 /** The `quantization_config` dict (FORMATS.md §2), written to config.json and quantize_config.json. */
 export function gptqQuantizationConfig(s: QuantSettings, version: string): Record<string, unknown> {
+  // lm_head: true with GPTQModel's per-module override naming lm_head's own grid (vLLM reads both: gptq.py, gptq_utils.py)
+  const head = s.lmHead ? { lm_head: true, dynamic: { lm_head: { bits: s.lmHead.bits, group_size: s.lmHead.groupSize, sym: s.sym, desc_act: false } } } : { lm_head: false };
   return {
     quant_method: "gptq",
     bits: s.bits,
@@ -23,9 +27,21 @@ export function gptqQuantizationConfig(s: QuantSettings, version: string): Recor
     damp_percent: s.damp,
     checkpoint_format: s.format,
     format: s.format,
-    lm_head: false,
+    ...head,
     meta: { quantizer: [`quantize-llm:${version}`], method: s.method },
   };
+}
+
+/** One linear's HF-GPTQ tensors (its own bit width: lm_head may differ from the blocks). */
+function gptqTensors(base: string, ql: QuantizedLinear, s: QuantSettings, kernels?: WeightKernels): WriteSource[] {
+  const t = packGptq(ql, s.format, kernels !== undefined ? (c, N, K, bits, out) => kernels.gptqPackCodes(c, N, K, bits, out) : undefined); // qweight [K·b/32, N], qzeros [G, N·b/32], scales [G, N], g_idx [K]
+  const G = groupCount(ql);
+  return [
+    { name: `${base}.qweight`, dtype: "I32", shape: [(ql.K * ql.bits) / 32, ql.N], data: bytesOf(t.qweight) },
+    { name: `${base}.qzeros`, dtype: "I32", shape: [G, (ql.N * ql.bits) / 32], data: bytesOf(t.qzeros) },
+    { name: `${base}.scales`, dtype: "F16", shape: [G, ql.N], data: bytesOf(t.scales) },
+    { name: `${base}.g_idx`, dtype: "I32", shape: [ql.K], data: bytesOf(t.gIdx) },
+  ];
 }
 
 export const hfGptqFormat: Format = {
@@ -43,18 +59,13 @@ export const hfGptqFormat: Format = {
       const problem = gptqShapeProblem(N, K, s.bits);
       if (problem) throw new UsageError(`${name}_proj cannot be stored as HF-GPTQ`, { field: "--bits", expected: `one of ${GPTQ_BITS.join(", ")} with packable shapes`, found: problem });
     }
+    if (s.lmHead) {
+      const problem = gptqShapeProblem(cfg.vocabSize, cfg.hiddenSize, s.lmHead.bits);
+      if (problem) throw new UsageError("lm_head cannot be stored as HF-GPTQ", { field: "--lm-head-bits", expected: `one of ${GPTQ_BITS.join(", ")} with packable shapes`, found: problem });
+    }
   },
   blockTensors(cfg, s, b, w, q, kernels) {
-    return hfBlockTensors(cfg, b, w, q, (base, ql) => {
-      const t = packGptq(ql, s.format, kernels !== undefined ? (c, N, K, bits, out) => kernels.gptqPackCodes(c, N, K, bits, out) : undefined); // qweight [K·b/32, N], qzeros [G, N·b/32], scales [G, N], g_idx [K]
-      const G = groupCount(ql);
-      return [
-        { name: `${base}.qweight`, dtype: "I32", shape: [(ql.K * s.bits) / 32, ql.N], data: bytesOf(t.qweight) },
-        { name: `${base}.qzeros`, dtype: "I32", shape: [G, (ql.N * s.bits) / 32], data: bytesOf(t.qzeros) },
-        { name: `${base}.scales`, dtype: "F16", shape: [G, ql.N], data: bytesOf(t.scales) },
-        { name: `${base}.g_idx`, dtype: "I32", shape: [ql.K], data: bytesOf(t.gIdx) },
-      ];
-    });
+    return hfBlockTensors(cfg, b, w, q, (base, ql) => gptqTensors(base, ql, s, kernels));
   },
   readLinear(f, cfg, s, b, spec, file) {
     const base = `${cfg.arch.blockPrefix(b)}.${spec.hf}`;
@@ -66,7 +77,10 @@ export const hfGptqFormat: Format = {
   },
   async finish(o) {
     const qc = gptqQuantizationConfig(o.s, VERSION);
-    const files = await writeHfFolder(o, { "config.json": { ...o.cfg.raw, quantization_config: qc }, "quantize_config.json": qc });
+    // a tied model's quantized head is its own tensor now: the embedding stays as stored, for lookup
+    const untie = o.lmHead?.report.untied === true ? { tie_word_embeddings: false } : {};
+    const head = o.lmHead !== undefined ? gptqTensors(o.cfg.arch.lmHead.hf.replace(/\.weight$/, ""), o.lmHead.q, o.s) : undefined;
+    const files = await writeHfFolder(o, { "config.json": { ...o.cfg.raw, ...untie, quantization_config: qc }, "quantize_config.json": qc }, head);
     return { files, report: "quant-report.json", summary: "" };
   },
 };
