@@ -28,7 +28,9 @@ the bundled model.
   --threshold T           outlier threshold, llm_int8_threshold (default ${BNB_DEFAULT_THRESHOLD}; 0 = plain dynamic int8)
   --static-outliers       fix the outlier columns from calibration (int8-outliers.json) instead of
                           detecting them per batch at run time
-  --skip-modules A,B      module names kept unquantized (llm_int8_skip_modules; lm_head always is)
+  --skip-modules A,B      module names kept unquantized (llm_int8_skip_modules; lm_head is, unless --quantize-lm-head)
+  --quantize-lm-head      quantize lm_head too: written as int8 with an explicit llm_int8_skip_modules (the given
+                          list, else []) that leaves it out, as transformers/bitsandbytes need to convert it
   --calib-text FILE       text for the outlier report (default: the bundled model's calibration split)
   --calib-samples N       windows (default 32; 0 = no outlier report)
   --calib-seqlen N        tokens per window (default min(512, context))
@@ -49,7 +51,7 @@ export const int8Command: Command = {
   async run(argv) {
     const { values: v, positionals } = parseFlags("int8", argv, {
       out: { type: "string", short: "o" }, threshold: { type: "string" }, "static-outliers": { type: "boolean" },
-      "skip-modules": { type: "string" }, "calib-text": { type: "string" }, "calib-samples": { type: "string" },
+      "skip-modules": { type: "string" }, "quantize-lm-head": { type: "boolean" }, "calib-text": { type: "string" }, "calib-samples": { type: "string" },
       "calib-seqlen": { type: "string" }, seed: { type: "string" }, overwrite: { type: "boolean" },
       "max-shard-size": { type: "string" }, "eval-text": { type: "string" }, "eval-max-tokens": { type: "string" },
       "no-eval": { type: "boolean" }, threads: { type: "string" }, backend: { type: "string" },
@@ -72,6 +74,7 @@ export const int8Command: Command = {
       calibSamples: calibText === null && v["calib-samples"] === undefined ? 0 : calibSamples,
       calibSeqlen: intFlag("calib-seqlen", v["calib-seqlen"], Math.min(512, maxPos)),
       calibSeed: intFlag("seed", v.seed, 0, 0), calibText,
+      ...(v["quantize-lm-head"] === true ? { quantizeLmHead: true } : {}),
     };
     const backend = selectBackend({
       backend: choiceFlag("backend", v.backend, ["auto", "native", "ref"] as const, "auto"),

@@ -4,7 +4,6 @@
  * With `--static-outliers` the features that crossed during calibration become the fixed
  * outlier columns of every linear reading that input (no per-batch scan at run time).
  */
-import type { LinearInput } from "../arch/registry.ts";
 import type { OutlierReport } from "../tensor/int8.ts";
 
 export type { OutlierReport };
@@ -45,7 +44,7 @@ export class OutlierCounter {
     return Int32Array.from(out);
   }
 
-  summary(block: number, input: LinearInput, layers: readonly string[], top = 8): OutlierReport {
+  summary(block: number, input: OutlierReport["input"], layers: readonly string[], top = 8): OutlierReport {
     const cols = this.columns();
     const shares = Array.from(cols, (k) => ({ feature: k, tokenShare: this.hits[k]! / Math.max(1, this.tokens), absMax: this.absMax[k]! }));
     shares.sort((a, b) => b.tokenShare - a.tokenShare || a.feature - b.feature);

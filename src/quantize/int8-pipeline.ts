@@ -6,6 +6,8 @@
  *     (threshold crossings per input feature; ALGORITHMS.md §4)
  *   write embeddings, norms and lm_head as stored; every block linear as CB (I8), SCB (F32),
  *   weight_format (U8 scalar) — quantized while the writer streams, one tensor at a time
+ *   (--quantize-lm-head: lm_head too, with an explicit llm_int8_skip_modules that leaves it out,
+ *   since transformers' default list keeps it in 16 bits; docs/quantize-lm-head.md)
  *   config.json quantization_config (bitsandbytes), tokenizer files, quant-report.json,
  *   and with --static-outliers our own int8-outliers.json (the fixed outlier columns)
  *   all under <out>.partial, renamed to <out> when complete.
@@ -21,7 +23,7 @@ import type { Backend } from "../backend/backend.ts";
 import { openCheckpoint, writeShardedSafetensors, type Checkpoint } from "../io/checkpoint.ts";
 import type { TensorSource as WriteSource } from "../io/safetensors.ts";
 import { checkpointSource, readModelConfig } from "../load/hf-folder.ts";
-import { blockForward, type LayerCache } from "../nn/block.ts";
+import { blockForward, rmsNorm, type LayerCache } from "../nn/block.ts";
 import { RopeTable } from "../nn/rope.ts";
 import { hasBias, linearShapes, loadBlock, loadEmbedding } from "../nn/weights.ts";
 import { bnbQuantizationConfig, packBnbInt8 } from "../pack/bnb-int8.ts";
@@ -33,6 +35,7 @@ import { calibrationWindows } from "./calibrate.ts";
 import { quantizeInt8Rows } from "../methods/int8.ts";
 import { OutlierCounter, type OutlierReport } from "../methods/int8-outliers.ts";
 import { VERSION } from "./formats/hf-folder.ts";
+import { lmHeadTensor } from "./lm-head.ts";
 
 export interface Int8Settings {
   /** llm_int8_threshold: run-time outlier threshold (0 = plain dynamic int8). */
@@ -46,6 +49,11 @@ export interface Int8Settings {
   calibSeed: number;
   /** Calibration text (absolute path); unused when calibSamples is 0. */
   calibText: string | null;
+  /**
+   * Quantize lm_head too (absent = false: kept as stored, transformers' default). A tied
+   * model's embedding is quantized as lm_head and the output untied (the embedding stays as stored).
+   */
+  quantizeLmHead?: boolean;
 }
 
 export type Int8Event =
@@ -90,6 +98,11 @@ export function validateInt8Settings(s: Int8Settings): void {
   }
   if (s.staticOutliers && s.calibSamples === 0) {
     throw new UsageError("--static-outliers needs calibration", { field: "--calib-samples", expected: "≥ 1", found: "0", hint: "the fixed outlier columns are those that crossed the threshold on the calibration text" });
+  }
+  if (s.quantizeLmHead === true && isSkipped("lm_head", s.skipModules)) {
+    throw new UsageError("--quantize-lm-head conflicts with --skip-modules", {
+      field: "--skip-modules", expected: "a list that does not name lm_head", found: JSON.stringify(s.skipModules), hint: "drop lm_head from --skip-modules, or drop --quantize-lm-head",
+    });
   }
   if (s.calibSamples > 0 && s.calibText === null) {
     throw new UsageError("no calibration text", { field: "--calib-text", expected: "a UTF-8 text file", found: "nothing", hint: "pass --calib-text FILE, or --calib-samples 0 to skip the outlier report" });
@@ -140,6 +153,13 @@ function calibrate(cfg: ModelConfig, ckpt: Checkpoint, job: Int8Job): OutlierRep
     reports.push(...blockReports);
     job.onEvent?.({ type: "block", block: b, blocks: cfg.numLayers, outliers: blockReports });
   }
+  if (s.quantizeLmHead === true) {
+    // lm_head reads the final norm of the last block's outputs
+    const c = new OutlierCounter(H, s.threshold);
+    const norm = src.readF32Sync(a.finalNorm.hf); // [H]
+    for (const x of X) c.add(rmsNorm(x, norm, L, H, cfg.rmsNormEps), L); // [L, H]
+    reports.push(c.summary(cfg.numLayers, "final_norm", [a.lmHead.hf.replace(/\.weight$/, "")]));
+  }
   return reports;
 }
 
@@ -151,6 +171,20 @@ function outputTensors(cfg: ModelConfig, ckpt: Checkpoint, s: Int8Settings, orig
   const out: WriteSource[] = [{ name: a.embed.hf, dtype, shape: [cfg.vocabSize, H], data: () => rawAs(ckpt, a.embed.hf, dtype) }];
   const shapes = linearShapes(cfg);
   const pending = new Map<string, { CB: Int8Array; SCB: Float32Array }>(); // weight → SCB hand-over
+  /** `<base>.weight` (CB, I8), `<base>.SCB`, `<base>.weight_format` of `wName`, quantized from the stored `from` [N, K]. */
+  const int8Tensors = (wName: string, from: string, N: number, K: number): WriteSource[] => {
+    const base = wName.replace(/\.weight$/, "");
+    const quantize = (): { CB: Int8Array; SCB: Float32Array } => {
+      const W = ckpt.readF32Sync(from); // [N, K]
+      assertFinite(W, from, origin);
+      return quantizeInt8Rows(W, N, K);
+    };
+    return [
+      { name: wName, dtype: "I8", shape: [N, K], data: () => { const q = quantize(); pending.set(base, q); return bytes(packBnbInt8({ N, K, ...q }).weight); } },
+      { name: `${base}.SCB`, dtype: "F32", shape: [N], data: () => { const q = pending.get(base) ?? quantize(); pending.delete(base); return bytes(q.SCB); } },
+      { name: `${base}.weight_format`, dtype: "U8", shape: [], data: () => packBnbInt8({ N, K, CB: new Int8Array(0), SCB: new Float32Array(0) }).weightFormat },
+    ];
+  };
   for (let b = 0; b < cfg.numLayers; b++) {
     const p = a.blockPrefix(b);
     for (const n of [a.attnNorm.hf, a.mlpNorm.hf]) out.push({ name: `${p}.${n}.weight`, dtype, shape: [H], data: () => rawAs(ckpt, `${p}.${n}.weight`, dtype) });
@@ -161,16 +195,7 @@ function outputTensors(cfg: ModelConfig, ckpt: Checkpoint, s: Int8Settings, orig
       if (isSkipped(base, s.skipModules)) {
         out.push({ name: wName, dtype, shape: [N, K], data: () => rawAs(ckpt, wName, dtype) });
       } else {
-        const quantize = (): { CB: Int8Array; SCB: Float32Array } => {
-          const W = ckpt.readF32Sync(wName); // [N, K]
-          assertFinite(W, wName, origin);
-          return quantizeInt8Rows(W, N, K);
-        };
-        out.push(
-          { name: wName, dtype: "I8", shape: [N, K], data: () => { const q = quantize(); pending.set(base, q); return bytes(packBnbInt8({ N, K, ...q }).weight); } },
-          { name: `${base}.SCB`, dtype: "F32", shape: [N], data: () => { const q = pending.get(base) ?? quantize(); pending.delete(base); return bytes(q.SCB); } },
-          { name: `${base}.weight_format`, dtype: "U8", shape: [], data: () => packBnbInt8({ N, K, CB: new Int8Array(0), SCB: new Float32Array(0) }).weightFormat },
-        );
+        out.push(...int8Tensors(wName, wName, N, K));
       }
       if (hasBias(cfg, spec.name)) {
         const bName = linearTensorName(a, b, spec, "bias");
@@ -179,7 +204,9 @@ function outputTensors(cfg: ModelConfig, ckpt: Checkpoint, s: Int8Settings, orig
     }
   }
   out.push({ name: a.finalNorm.hf, dtype, shape: [H], data: () => rawAs(ckpt, a.finalNorm.hf, dtype) });
-  if (!cfg.tieWordEmbeddings || ckpt.has(a.lmHead.hf)) {
+  if (s.quantizeLmHead === true) {
+    out.push(...int8Tensors(a.lmHead.hf, lmHeadTensor(cfg, ckpt).name, cfg.vocabSize, H));
+  } else if (!cfg.tieWordEmbeddings || ckpt.has(a.lmHead.hf)) {
     out.push({ name: a.lmHead.hf, dtype, shape: [cfg.vocabSize, H], data: () => rawAs(ckpt, a.lmHead.hf, dtype) });
   }
   return out;
@@ -204,9 +231,14 @@ export async function quantizeInt8(job: Int8Job): Promise<Int8Result> {
       maxShardBytes: job.maxShardBytes ?? 4 * 2 ** 30, metadata: { format: "pt", quantizer: `quantize-llm ${VERSION}` },
     });
     const json = (v: unknown): string => JSON.stringify(v, null, 2) + "\n";
-    const qc = bnbQuantizationConfig({ threshold: s.threshold, skipModules: s.skipModules });
+    // An explicit list (possibly empty) is what makes transformers convert lm_head: null means its
+    // default not-converted list, which holds lm_head (quantizers/base.py get_modules_to_not_convert).
+    const head = s.quantizeLmHead === true;
+    const qc = bnbQuantizationConfig({ threshold: s.threshold, skipModules: head ? s.skipModules ?? [] : s.skipModules });
+    // a tied model's quantized head is its own tensor now: the embedding stays as stored, for lookup
+    const untie = head && lmHeadTensor(cfg, ckpt).untied ? { tie_word_embeddings: false } : {};
     // torch_dtype stays the stored dtype of the unquantized tensors (embeddings, norms, lm_head).
-    writeFileSync(join(work, "config.json"), json({ ...cfg.raw, quantization_config: qc }));
+    writeFileSync(join(work, "config.json"), json({ ...cfg.raw, ...untie, quantization_config: qc }));
     if (s.staticOutliers) writeInt8Outliers(join(work, "int8-outliers.json"), s.threshold, outliers);
     for (const f of TOKENIZER_FILES) if (existsSync(join(modelDir, f))) copyFileSync(join(modelDir, f), join(work, f));
     const seconds = (performance.now() - t0) / 1000;

@@ -40,8 +40,10 @@ export function dequantizeInt8(q: Pick<Int8Linear, "N" | "K" | "CB" | "SCB">): F
 
 /** One row of the per-layer outlier report (quant-report.json `outliers`). */
 export interface OutlierReport {
+  /** block index; cfg.numLayers for lm_head's input (--quantize-lm-head) */
   block: number;
-  input: LinearInput;
+  /** "final_norm": lm_head's input, the final RMSNorm of the last block's outputs */
+  input: LinearInput | "final_norm";
   /** HF names of the linears reading this input (q/k/v share one) */
   layers: string[];
   inFeatures: number;

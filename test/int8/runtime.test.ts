@@ -11,7 +11,6 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { linearTensorName } from "../../src/arch/registry.ts";
-import type { Backend } from "../../src/backend/backend.ts";
 import { createNativeBackend, type NativeBackend } from "../../src/backend/native.ts";
 import { Int8PackedWeight } from "../../src/backend/native-int8.ts";
 import { refBackend } from "../../src/backend/ref.ts";
@@ -19,9 +18,10 @@ import { openCheckpoint } from "../../src/io/checkpoint.ts";
 import { readBnbInt8Linear } from "../../src/load/bnb-int8-source.ts";
 import { loadModel, type LoadedModel } from "../../src/load/hf-folder.ts";
 import { describeKernelPath, weightBytes } from "../../src/load/kernel-path.ts";
-import { dequantizeInt8, int8MatmulRef, type Int8Linear } from "../../src/methods/int8.ts";
+import { dequantizeInt8, type Int8Linear } from "../../src/methods/int8.ts";
 import { Model } from "../../src/nn/model.ts";
 import { quantizeInt8 } from "../../src/quantize/int8-pipeline.ts";
+import { int8RefBackend } from "../helpers/int8-ref-backend.ts";
 import { makeTinyModel, type TinyModel } from "../helpers/tiny-model.ts";
 
 let nb: NativeBackend;
@@ -57,21 +57,7 @@ async function referenceTwin(m: LoadedModel, folder: string): Promise<{ model: M
       }
     });
   } finally { await ck.close(); }
-  const backend: Backend = new Proxy(nb, {
-    get(target, prop) {
-      if (prop === "matmul") {
-        return (x: Float32Array, w: Float32Array | Int8PackedWeight, M: number, K: number, N: number, bias?: Float32Array, out?: Float32Array): Float32Array => {
-          const q = w instanceof Int8PackedWeight ? spec.get(w) : undefined;
-          if (q === undefined) return target.matmul(x, w, M, K, N, bias, out);
-          const y = int8MatmulRef(x, M, { ...q, ...(bias ? { bias } : {}) }, (w as Int8PackedWeight).run.threshold);
-          if (out) { out.set(y); return out; }
-          return y;
-        };
-      }
-      const v: unknown = Reflect.get(target, prop, target);
-      return typeof v === "function" ? (v as (...args: unknown[]) => unknown).bind(target) : v;
-    },
-  });
+  const backend = int8RefBackend(nb, spec);
   return { model: new Model(m.cfg, m.model.weights, backend), threshold: thresholds };
 }
 
