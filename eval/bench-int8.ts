@@ -6,10 +6,11 @@
  *   3. the outlier path: static outlier columns at 0.1% / 1% of K, and the dynamic scan with
  *      that many features ≥ 6, against plain int8 (same weights, cold)
  *   4. decode tokens/s on a TinyLlama-shaped model (--model: an HF folder, e.g. the BF16
- *      folder of eval/gen-tinyllama.ts): ours f32, ours int8 (t = 0 and t = 6), and llama.cpp
- *      Q8_0 of the same weights (node-llama-cpp, same threads), int8 and llama.cpp interleaved
+ *      folder of eval/gen-tinyllama.ts): ours f32, ours int8 (t = 0 and t = 6; t = 6 also with
+ *      lm_head in int8, `int8 --quantize-lm-head`), and llama.cpp Q8_0 of the same weights
+ *      (node-llama-cpp, same threads; its output.weight is Q8_0 too), int8 and llama.cpp interleaved
  *
- * The int8 folder and the Q8_0 GGUF of --model are made once under --work (untimed; do it
+ * The int8 folders and the Q8_0 GGUF of --model are made once under --work (untimed; do it
  * first under the shared lock, they take minutes):
  *   flock -s /tmp/qllm-cpu.lock npx tsx eval/bench-int8.ts --prepare [--model DIR]
  *   flock -x /tmp/qllm-cpu.lock npx tsx eval/bench-int8.ts --threads 2 [--model DIR] [--reps 5] [--decode 32] [--write]
@@ -39,7 +40,7 @@ const threads = Number(values.threads ?? 2), reps = Number(values.reps ?? 5), de
 const modelDir = resolve(values.model ?? "/tmp/qllm-tinyllama/bf16");
 const workDir = resolve(values.work ?? "/tmp/qllm-int8-bench");
 const nb = createNativeBackend({ threads });
-const int8Dir = join(workDir, "int8-t6"), gguf = join(workDir, "q8_0.gguf");
+const int8Dir = join(workDir, "int8-t6"), int8HeadDir = join(workDir, "int8-t6-lm-head"), gguf = join(workDir, "q8_0.gguf");
 async function prepare(): Promise<void> {
   if (!existsSync(join(modelDir, "config.json"))) {
     throw new Error(`no model at ${modelDir}: generate one with \`npx tsx eval/gen-tinyllama.ts --only bf16\` (TinyLlama shapes, BF16) or pass --model DIR`);
@@ -48,11 +49,14 @@ async function prepare(): Promise<void> {
   if (!existsSync(int8Dir)) {
     await quantizeInt8({ modelDir, outDir: int8Dir, backend: nb, settings: { threshold: 6, staticOutliers: false, skipModules: null, calibSamples: 0, calibSeqlen: 16, calibSeed: 0, calibText: null } });
   }
+  if (!existsSync(int8HeadDir)) {
+    await quantizeInt8({ modelDir, outDir: int8HeadDir, backend: nb, settings: { threshold: 6, staticOutliers: false, skipModules: null, calibSamples: 0, calibSeqlen: 16, calibSeed: 0, calibText: null, quantizeLmHead: true } });
+  }
   if (!existsSync(gguf)) await exportQuantizedGguf(modelDir, gguf, { type: "q8_0" });
 }
 if (values.prepare === true) {
   await prepare();
-  console.log(`prepared ${int8Dir} and ${gguf}`);
+  console.log(`prepared ${int8Dir}, ${int8HeadDir} and ${gguf}`);
   process.exit(0);
 }
 const level = nb.int8.levels()[0]!;
@@ -158,7 +162,9 @@ if (values["no-decode"] !== true) {
   // As eval/chat/serve load it: int8 linears on the LLM.int8() kernel, lm_head bf16 packed, embedding bf16 rows.
   const rt6 = await loadModel(int8Dir, nb);
   const rt0 = await loadModel(int8Dir, nb, { int8: { threshold: 0 } });
+  const rt6h = await loadModel(int8HeadDir, nb); // lm_head on the LLM.int8() kernel too
   say(`ours int8: ${describeKernelPath(rt6.model)}`);
+  say(`ours int8, int8 lm_head: ${describeKernelPath(rt6h.model)}`);
   const prompt = rt6.tokenizer.encode(text, { addSpecial: true }).slice(0, 32);
   const llama = await getLlama({ gpu: false, build: "never", skipDownload: true, progressLogs: false, logLevel: LlamaLogLevel.error, maxThreads: threads });
   const lmodel = await llama.loadModel({ modelPath: gguf, gpuLayers: 0 });
@@ -175,10 +181,12 @@ if (values["no-decode"] !== true) {
       return decodeTokens / ((performance.now() - t0) / 1000);
     },
   };
-  for (const [k, v] of await measure([oursDecoder("ours int8 t=6", rt6.model, prompt), llamaDecoder, oursDecoder("ours int8 t=0", rt0.model, prompt)])) results.set(k, v);
+  const HEAD = "ours int8 t=6, int8 lm_head";
+  for (const [k, v] of await measure([oursDecoder("ours int8 t=6", rt6.model, prompt), llamaDecoder, oursDecoder(HEAD, rt6h.model, prompt), oursDecoder("ours int8 t=0", rt0.model, prompt)])) results.set(k, v);
   await lctx.dispose();
   await lmodel.dispose();
   const f32 = median(results.get("ours f32")!), i6 = median(results.get("ours int8 t=6")!), i0 = median(results.get("ours int8 t=0")!), lq = median(results.get("llama.cpp Q8_0")!);
+  const i6h = median(results.get(HEAD)!);
   const cfg = rt6.cfg;
   say("");
   say(`decode on ${modelDir} (hidden ${cfg.hiddenSize}, ${cfg.numLayers} layers, ${cfg.numHeads}/${cfg.numKvHeads} heads, ffn ${cfg.intermediateSize}, vocab ${cfg.vocabSize}), ${decodeTokens} tokens after a 32-token prompt, ${threads} threads, median of ${reps}; load average ${load0.toFixed(2)} → ${loadavg()[0]!.toFixed(2)}`);
@@ -188,7 +196,8 @@ if (values["no-decode"] !== true) {
   for (const [name, v] of results) say(`| ${name} | ${median(v).toFixed(2)} | ${Math.min(...v).toFixed(2)}–${Math.max(...v).toFixed(2)} | ${(median(v) / f32).toFixed(2)}× | ${(median(v) / lq).toFixed(2)}× |`);
   say("");
   say(`int8 t=6 / f32 = ${(i6 / f32).toFixed(2)}× (target ≥ 1.8×); int8 t=6 / llama.cpp Q8_0 = ${(i6 / lq).toFixed(2)}× (target ≥ 1.2×); t=0 / t=6 = ${(i0 / i6).toFixed(2)}×`);
-  say("lm_head and embedding stay bf16 in ours (as bitsandbytes keeps them); llama.cpp's Q8_0 file has them in Q8_0 / its own choice.");
+  say(`with lm_head in int8 (\`int8 --quantize-lm-head\`): ${(i6h / f32).toFixed(2)}× our f32, **${(i6h / lq).toFixed(2)}× llama.cpp Q8_0** (target ≥ 1.2×: ${i6h / lq >= 1.2 ? "met" : "not met"}), ${(i6h / i6).toFixed(2)}× the bf16-lm_head folder`);
+  say("ours int8 t=6 / t=0 keep lm_head and the embedding in bf16 (bitsandbytes' default); the int8 lm_head row quantizes lm_head as LLM.int8() (CB/SCB, t=6); llama.cpp's Q8_0 file has output.weight and token_embd in Q8_0.");
 }
 
 let commit = "unknown";
