@@ -18,6 +18,7 @@
         "src/convert.cc",
         "src/convert_scalar.cc",
         "src/dispatch.cc",
+        "src/elementwise.cc",
         "src/gptq.cc",
         "src/gptq_hinv.cc",
         "src/gptq_rows_scalar.cc",

@@ -4,6 +4,7 @@
 //
 //   matmul(x, w, M, K, N, bias | null, out): void
 //   attention(q, k, v, T, pos0, nHead, nKvHead, headDim, out): void
+//   swiglu(g, u, n): void         g[i] = silu(g[i])·u[i] (the MLP activation; elementwise.cc)
 //   setThreads(n): void / getThreads(): number
 //   kernelLevels(): string[]      compiled levels this CPU runs, fastest first
 //   getKernelLevel(): string / setKernelLevel(name): void   (tests and benchmarks)
@@ -21,6 +22,9 @@
 //   packedBytes(handle): Uint8Array   a copy of the layout's bytes (tests)
 //   matmulPacked(x, handle, M, bias | null, out, f32Acts): void
 //   matmulPackedAsync(x, handle, M, bias | null, out, f32Acts, ctl): Promise<void>
+//   packedConcat(handles[]): PackedInfo | [status]   row groups of the parts back to back (1 no memory, 2 incompatible)
+//   packedView(handle, part): PackedInfo             part p of a concatenated weight, sharing its memory
+//   matmulPackedParts(x, handle, M, biases[], outs[], f32Acts): void   one call, one output per part
 //   readBandwidth(bytes, threads, reps): Float64Array   GB/s of each pass (benchmark probe)
 //   convertRows(src, srcType, rows | null, N, K, dst, dstType): number         (convert.h; types 0 F32, 1 F16, 2 BF16)
 //   ggmlQuantizeRows(src, srcType, rows | null, N, K, type (0 Q4_0, 1 Q8_0), out): void
@@ -39,7 +43,7 @@
 // The plain calls are synchronous: the JS thread blocks while the pool works. Every
 // entry point holds calls_ (async.h's CallGate) while it uses the runtime.
 //
-// Why one file of ~550 lines: Node-API allows one module-init per addon and this is the
+// Why one file of ~620 lines: Node-API allows one module-init per addon and this is the
 // list of every export above, each a short unpack-and-call wrapper (the kernels live in
 // their own files); it mirrors src/backend/native.ts, the one typed importer, entry for
 // entry, so the two are read side by side. Splitting by kernel family would need a
@@ -85,6 +89,7 @@ class Addon : public Napi::Addon<Addon> {
     DefineAddon(exports, {
                              InstanceMethod("matmul", &Addon::Matmul, napi_enumerable),
                              InstanceMethod("attention", &Addon::Attention, napi_enumerable),
+                             InstanceMethod("swiglu", &Addon::Swiglu, napi_enumerable),
                              InstanceMethod("setThreads", &Addon::SetThreads, napi_enumerable),
                              InstanceMethod("getThreads", &Addon::GetThreads, napi_enumerable),
                              InstanceMethod("kernelLevels", &Addon::KernelLevels, napi_enumerable),
@@ -106,6 +111,9 @@ class Addon : public Napi::Addon<Addon> {
                              InstanceMethod("packedBytes", &Addon::PackedBytes, napi_enumerable),
                              InstanceMethod("matmulPacked", &Addon::MatmulPacked, napi_enumerable),
                              InstanceMethod("matmulPackedAsync", &Addon::MatmulPackedAsync, napi_enumerable),
+                             InstanceMethod("packedConcat", &Addon::PackedConcat, napi_enumerable),
+                             InstanceMethod("packedView", &Addon::PackedView, napi_enumerable),
+                             InstanceMethod("matmulPackedParts", &Addon::MatmulPackedParts, napi_enumerable),
                              InstanceMethod("int8Pack", &Addon::Int8Pack, napi_enumerable),
                              InstanceMethod("int8Unpack", &Addon::Int8Unpack, napi_enumerable),
                              InstanceMethod("int8Bytes", &Addon::Int8Bytes, napi_enumerable),
@@ -160,6 +168,13 @@ class Addon : public Napi::Addon<Addon> {
     assert(lenF32(info[8]) >= static_cast<size_t>(s.T * s.nHead * s.headDim));
     auto lock = calls_.lock();
     attention(rt_, inF32(info[0]), inF32(info[1]), inF32(info[2]), s, outF32(info[8]));
+  }
+
+  void Swiglu(const Napi::CallbackInfo& info) {
+    const int64_t n = i64(info[2]);
+    assert(lenF32(info[0]) >= static_cast<size_t>(n) && lenF32(info[1]) >= static_cast<size_t>(n));
+    auto lock = calls_.lock();
+    swiglu(rt_, outF32(info[0]), inF32(info[1]), n);
   }
 
   void SetThreads(const Napi::CallbackInfo& info) {
@@ -327,9 +342,12 @@ class Addon : public Napi::Addon<Addon> {
     PackedWeight* w;
   };
 
+  /** Native bytes a handle accounts for: a view's memory belongs to its concatenated weight. */
+  static int64_t ownedBytes(const PackedWeight* w) { return w->view ? 0 : static_cast<int64_t>(w->bytes); }
+
   static void FinalizePacked(Napi::Env env, PackedHolder* h) {
     if (h->w != nullptr) {
-      Napi::MemoryManagement::AdjustExternalMemory(env, -static_cast<int64_t>(h->w->bytes));
+      Napi::MemoryManagement::AdjustExternalMemory(env, -ownedBytes(h->w));
       freePacked(h->w);
     }
     delete h;
@@ -338,7 +356,7 @@ class Addon : public Napi::Addon<Addon> {
   /** { handle, N, K, Np, Kp, G, groupSize, Ba, scaleBytes, mins, bytes, rowGroupBytes } or null (out of memory). */
   Napi::Value WrapPacked(Napi::Env env, PackedWeight* w) {
     if (w == nullptr) return env.Null();
-    Napi::MemoryManagement::AdjustExternalMemory(env, static_cast<int64_t>(w->bytes));
+    Napi::MemoryManagement::AdjustExternalMemory(env, ownedBytes(w));
     const PackedLayout& L = w->L;
     Napi::Object o = Napi::Object::New(env);
     o.Set("handle", Napi::External<PackedHolder>::New(env, new PackedHolder{w}, FinalizePacked));
@@ -407,9 +425,58 @@ class Addon : public Napi::Addon<Addon> {
     PackedHolder* h = info[0].As<Napi::External<PackedHolder>>().Data();
     auto lock = calls_.lock();  // never under a running matmulPackedAsync
     if (h->w == nullptr) return;
-    Napi::MemoryManagement::AdjustExternalMemory(info.Env(), -static_cast<int64_t>(h->w->bytes));
+    Napi::MemoryManagement::AdjustExternalMemory(info.Env(), -ownedBytes(h->w));
     freePacked(h->w);
     h->w = nullptr;
+  }
+
+  static const PackedWeight* packedOf(const Napi::Value& v) {
+    const PackedWeight* w = v.As<Napi::External<PackedHolder>>().Data()->w;
+    assert(w != nullptr);
+    return w;
+  }
+
+  /** packedConcat(handles[]): PackedInfo of the concatenation, or [status] (1 no memory, 2 incompatible parts). */
+  Napi::Value PackedConcat(const Napi::CallbackInfo& info) {
+    const Napi::Array hs = info[0].As<Napi::Array>();
+    const PackedWeight* parts[kMaxParts];
+    const uint32_t n = hs.Length();
+    assert(n >= 1 && n <= static_cast<uint32_t>(kMaxParts));
+    for (uint32_t i = 0; i < n; ++i) parts[i] = packedOf(hs.Get(i));
+    ConcatStatus st;
+    PackedWeight* w = packedConcat(parts, static_cast<int>(n), &st);
+    if (w != nullptr) return WrapPacked(info.Env(), w);
+    Napi::Array out = Napi::Array::New(info.Env(), 1);
+    out.Set(0u, Napi::Number::New(info.Env(), static_cast<double>(st)));
+    return out;
+  }
+
+  /** packedView(handle, part): PackedInfo of part p of a concatenated weight (the caller keeps that weight alive). */
+  Napi::Value PackedView(const Napi::CallbackInfo& info) {
+    const PackedWeight* w = packedOf(info[0]);
+    const int64_t p = i64(info[1]);
+    assert(p >= 0 && p < w->nParts);
+    return WrapPacked(info.Env(), packedView(*w, static_cast<int>(p)));
+  }
+
+  /** matmulPackedParts(x, handle, M, biases (Float32Array | null)[], outs[], f32Acts): one output per part. */
+  void MatmulPackedParts(const Napi::CallbackInfo& info) {
+    const PackedWeight* w = packedOf(info[1]);
+    const int64_t M = i64(info[2]);
+    const Napi::Array bs = info[3].As<Napi::Array>(), os = info[4].As<Napi::Array>();
+    const int n = w->nParts == 0 ? 1 : w->nParts;
+    assert(os.Length() == static_cast<uint32_t>(n) && bs.Length() == static_cast<uint32_t>(n));
+    assert(lenF32(info[0]) >= static_cast<size_t>(M * w->L.K));
+    const float* bias[kMaxParts];
+    float* ys[kMaxParts];
+    for (int p = 0; p < n; ++p) {
+      const Napi::Value b = bs.Get(static_cast<uint32_t>(p)), o = os.Get(static_cast<uint32_t>(p));
+      bias[p] = b.IsTypedArray() ? inF32(b) : nullptr;
+      ys[p] = outF32(o);
+      assert(lenF32(o) >= static_cast<size_t>(M * (w->nParts == 0 ? w->L.N : w->partN[p])));
+    }
+    auto lock = calls_.lock();
+    matmulPackedParts(rt_, inF32(info[0]), *w, M, bias, ys, info[5].As<Napi::Boolean>().Value());
   }
 
   void MatmulPacked(const Napi::CallbackInfo& info) {

@@ -9,6 +9,7 @@
 //   gemv            dot-product form for 1..4 rows (decode)
 //   softmaxCols     causal softmax down the columns of a transposed score block
 //   attnRows        attention of one position's heads over the cache (decode)
+//   swiglu          silu(gate) · up, elementwise (the MLP between gate/up and down)
 //   fmaLoop         the FMA peak probe the kernel benchmark reports against
 // Nothing here allocates, spawns threads or checks arguments (the drivers and the
 // TypeScript loader do that).
@@ -437,10 +438,27 @@ double fmaLoop(int64_t iters) {
   return 2.0 * A * S::W * static_cast<double>(iters);
 }
 
+// ---------------------------------------------------------------- elementwise
+
+/** g[i] = g[i] / (1 + exp(min(−g[i], 88))) · u[i] (kernels.h). */
+template <class S>
+void swiglu(float* g, const float* u, int64_t n) {
+  using V = typename S::V;
+  constexpr int W = S::W;
+  const V one = S::set1(1.0f), cap = S::set1(88.0f), zero = S::zero();
+  auto f = [&](V x, V y) { return S::mul(S::div(x, S::add(one, S::exp(S::min(S::sub(zero, x), cap)))), y); };
+  const int64_t nFull = n / W * W;
+  for (int64_t i = 0; i < nFull; i += W) S::store(g + i, f(S::load(g + i), S::load(u + i)));
+  if (nFull < n) {
+    const typename S::M tm = S::mask(n - nFull);
+    S::store(g + nFull, f(S::load(g + nFull, tm), S::load(u + nFull, tm)), tm);
+  }
+}
+
 // ---------------------------------------------------------------- the table
 
 template <class S, int MR, int NV>
 constexpr KernelTable makeTable(const char* name, int kc) {
   return KernelTable{name, MR, NV * S::W, kc, &packA<MR>, &packB<S, NV * S::W>, &tile<S, MR, NV>,
-                     &gemv<S>, &softmaxCols<S, NV>, &attnRows<S>, &fmaLoop<S>};
+                     &gemv<S>, &softmaxCols<S, NV>, &attnRows<S>, &swiglu<S>, &fmaLoop<S>};
 }

@@ -72,6 +72,12 @@ struct KernelTable {
    */
   void (*softmaxCols)(float* s, int64_t rows, int64_t limit0, float scale, float* invSum);
   void (*attnRows)(const AttnRowsArgs& a);
+  /**
+   * SwiGLU of the MLP: g[i] = silu(g[i]) · u[i] = g / (1 + exp(−g)) · u for i < n, f32
+   * (exp's argument clamped to ≤ 88 so that it stays finite; silu(g ≤ −88) is then
+   * g / 1.65e38, as small as the true value). The scalar level (expf) is the reference.
+   */
+  void (*swiglu)(float* g, const float* u, int64_t n);
   /** Benchmark probe: `iters` rounds of independent FMAs; returns the flops done. */
   double (*fmaLoop)(int64_t iters);
 };

@@ -44,6 +44,8 @@ struct PackedLayout {
   const int32_t* perm; // [K] or null: x'[k] = x[perm[k]] (act-order), owned by the PackedWeight
 };
 
+constexpr int kMaxParts = 4;  // matrices one concatenated weight holds (q, k, v; gate, up)
+
 /** A packed matrix in native memory (see packed_pack.cc for the arena). */
 struct PackedWeight {
   PackedLayout L;
@@ -51,6 +53,16 @@ struct PackedWeight {
   size_t bytes = 0;         // L.Np / 16 · L.rgStride
   size_t mapBytes = 0;      // the mapping's length (0: data came from aligned_alloc)
   int32_t* perm = nullptr;  // [K] copy of the permutation, or null
+  /**
+   * Concatenated weights (packedConcat): part p is row groups partRg[p]..partRg[p+1]−1,
+   * with partN[p] real rows (its own pad rows included), so matmulPackedParts writes
+   * each part's outputs to its own array. 0 parts: a plain matrix.
+   */
+  int nParts = 0;
+  int64_t partRg[kMaxParts + 1] = {};
+  int64_t partN[kMaxParts] = {};
+  /** A view of one part of a concatenated weight: data and perm belong to that weight. */
+  bool view = false;
 };
 
 // ---------------------------------------------------------------- packers (packed_pack.cc)
@@ -65,6 +77,17 @@ PackedWeight* packQ8(const int8_t* codes, const float* scales, int64_t N, int64_
 /** data [N, K] of f16 or bf16 bit patterns. */
 PackedWeight* pack16(const uint16_t* data, H16Type type, int64_t N, int64_t K);
 void freePacked(PackedWeight* w);
+
+enum class ConcatStatus : int32_t { Ok = 0, OutOfMemory = 1, Incompatible = 2 };
+/**
+ * One weight whose row groups are those of parts[0], then parts[1], … (each part's
+ * pad rows kept, so part p starts at a row group; LAYOUTS.md "Concatenated weights").
+ * The parts must share kind, K, the group plan, scale bytes, mins and perm (they then
+ * share one activation quantization); n ≤ kMaxParts. The parts are not freed.
+ */
+PackedWeight* packedConcat(const PackedWeight* const* parts, int n, ConcatStatus* status);
+/** Part p of a concatenated weight as a matrix of its own, sharing the memory (free it with freePacked first). */
+PackedWeight* packedView(const PackedWeight& w, int p);
 /** Just the memory of a packed weight (zeroed, aligned, huge-page advised): the bandwidth probe's buffer. */
 PackedWeight* allocRaw(size_t bytes);
 
@@ -153,5 +176,12 @@ void readBandwidth(Runtime& rt, size_t bytes, int threads, int reps, double* out
 /** y[M, N] = x[M, K] · Wᵀ (+ bias); f32Acts selects the exact f32-activation path for Q4/Q8. */
 void matmulPacked(Runtime& rt, const float* x, const PackedWeight& w, int64_t M, const float* bias, float* y,
                   bool f32Acts);
+/**
+ * The same for a concatenated weight, in one call: y_p[M, partN[p]] = x · W_pᵀ (+ bias_p,
+ * each null or [partN[p]]) for every part p (one part for a plain weight). One
+ * activation quantization and one static split of all row groups over the threads.
+ */
+void matmulPackedParts(Runtime& rt, const float* x, const PackedWeight& w, int64_t M, const float* const* bias,
+                       float* const* ys, bool f32Acts);
 
 }  // namespace qllm

@@ -26,6 +26,29 @@ inline void prefetchLines(const uint8_t* p, int lines) {
   for (int i = 0; i < lines; ++i) _mm_prefetch(reinterpret_cast<const char*>(p + 64 * i), _MM_HINT_T0);
 }
 
+/**
+ * The code bytes kPrefetch ahead of code offset `off` of row group rg in its stream: past
+ * the codes that is the stream's next row group (rg + rgStride), not this one's scales.
+ * Without the wrap every row group started cold (its first KiB missed in every stream):
+ * a cost per row group, so gate/up (18 KiB row groups at K = 2048, 352 per matrix) paid
+ * it 2.75× as often per byte as down (50 KiB at K = 5632): in a TinyLlama-shaped decode
+ * step on this machine gate/up took 433 µs per call against down's 326 µs for the same
+ * bytes (+33%); with the wrap (and the scale prefetch below) 696 / 792 µs per matrix
+ * against 648 / 784 µs (+7% / +1%, a loaded machine: every call twice as slow).
+ */
+inline const uint8_t* prefetchTarget(const PackedLayout& L, const uint8_t* rg, int64_t off) {
+  const int64_t at = off + kPrefetch;
+  return at < L.codeBytes ? rg + at : rg + L.rgStride + (at - L.codeBytes);
+}
+
+/**
+ * Block b also prefetches line b of the stream's next row group's scales (and mins): they are
+ * a second, short stream per row group that otherwise starts cold at every row group.
+ */
+inline void prefetchNextScales(const PackedLayout& L, const uint8_t* rg, int64_t b, int64_t scaleBytes) {
+  if (64 * b < scaleBytes) _mm_prefetch(reinterpret_cast<const char*>(rg + L.rgStride + L.codeBytes + 64 * b), _MM_HINT_T0);
+}
+
 template <int NS, int SUBS, int SB, bool MINS>
 void q4SpanT(const PackedLayout& L, const uint8_t* const* rgs, const PackedSpanArgs& t, float* const* ys, const int* valid) {
   const int64_t nb = L.Kp / L.Ba;
@@ -33,8 +56,9 @@ void q4SpanT(const PackedLayout& L, const uint8_t* const* rgs, const PackedSpanA
   __m256 acc[NS][2];
   for (int st = 0; st < NS; ++st) acc[st][0] = acc[st][1] = _mm256_setzero_ps();
   GroupWalk gw(L);
-  const int64_t minsOff = L.G * kRowGroup * SB;
+  const int64_t minsOff = L.G * kRowGroup * SB, scaleBytes = (MINS ? 2 : 1) * minsOff;
   for (int64_t b = 0; b < nb; ++b, gw.next()) {
+    for (int st = 0; st < NS; ++st) prefetchNextScales(L, rgs[st], b, scaleBytes);
     __m256i S[NS][2];
     for (int s = 0; s < SUBS; ++s) {
       const int64_t k0 = (b * SUBS + s) * kSubBlock;
@@ -42,7 +66,7 @@ void q4SpanT(const PackedLayout& L, const uint8_t* const* rgs, const PackedSpanA
       __m256i p[NS][2];
       for (int st = 0; st < NS; ++st) {
         p[st][0] = p[st][1] = _mm256_setzero_si256();
-        prefetchLines(rgs[st] + k0 * 8 + kPrefetch, 4);
+        prefetchLines(prefetchTarget(L, rgs[st], k0 * 8), 4);
       }
       for (int c = 0; c < 4; ++c) {
         const __m256i alo = bcast4(a + 4 * c), ahi = bcast4(a + 16 + 4 * c);
@@ -89,12 +113,14 @@ void q8SpanT(const PackedLayout& L, const uint8_t* const* rgs, const PackedSpanA
   __m256 acc[NS][2];
   for (int st = 0; st < NS; ++st) acc[st][0] = acc[st][1] = _mm256_setzero_ps();
   GroupWalk gw(L);
+  const int64_t scaleBytes = L.G * kRowGroup * SB;
   for (int64_t b = 0; b < nb; ++b, gw.next()) {
+    for (int st = 0; st < NS; ++st) prefetchNextScales(L, rgs[st], b, scaleBytes);
     __m256i S[NS][2];
     for (int st = 0; st < NS; ++st) S[st][0] = S[st][1] = _mm256_setzero_si256();
     for (int s = 0; s < SUBS; ++s) {
       const int64_t k0 = (b * SUBS + s) * kSubBlock;
-      for (int st = 0; st < NS; ++st) prefetchLines(rgs[st] + k0 * 16 + kPrefetch, 8);
+      for (int st = 0; st < NS; ++st) prefetchLines(prefetchTarget(L, rgs[st], k0 * 16), 8);
       for (int c = 0; c < 8; ++c) {
         const __m256i a = bcast4(t.aq + k0 + 4 * c);
         for (int st = 0; st < NS; ++st) {

@@ -12,6 +12,9 @@
 //      to the level's span kernel (two DRAM streams per thread + prefetch), which
 //      measured ~1.25× the per-row-group tile on this Zen 3 (packed_avx2.cc);
 //   3. bias, per thread, on its own columns.
+// A concatenated weight (packedConcat: q|k|v, gate|up) runs as one call with one output
+// array per part (matmulPackedParts): one quantization of x, one pool wake-up, and the
+// threads split the row groups of all parts together.
 #include <cassert>
 #include <cstring>
 
@@ -35,6 +38,12 @@ void forTasks(Runtime& rt, int nTasks, F&& f) {
 
 void matmulPacked(Runtime& rt, const float* x, const PackedWeight& w, int64_t M, const float* bias, float* y,
                   bool f32Acts) {
+  assert(w.nParts == 0);  // a concatenated weight runs through matmulPackedParts (one output per part)
+  matmulPackedParts(rt, x, w, M, &bias, &y, f32Acts);
+}
+
+void matmulPackedParts(Runtime& rt, const float* x, const PackedWeight& w, int64_t M, const float* const* bias,
+                       float* const* ys, bool f32Acts) {
   const PackedLayout& L = w.L;
   assert(M >= 1);
   const PackedKernels& pk = *packedKernelsFor(rt.kernels->name);
@@ -42,6 +51,18 @@ void matmulPacked(Runtime& rt, const float* x, const PackedWeight& w, int64_t M,
   const int threads = rt.pool.threads();
   const bool parallel = threads > 1 && 2.0 * M * L.K * L.N >= kSerialFlops;
   const int nTasks = parallel ? threads : 1;
+  // The parts: row groups [rgAt[p], rgAt[p+1]) write ys[p] (row stride nOf[p]); a plain weight is one part.
+  const int nParts = w.nParts == 0 ? 1 : w.nParts;
+  const int64_t RG = L.Np / kRowGroup;
+  int64_t rgAt[kMaxParts + 1], nOf[kMaxParts];
+  if (w.nParts == 0) {
+    rgAt[0] = 0;
+    rgAt[1] = RG;
+    nOf[0] = L.N;
+  } else {
+    for (int p = 0; p <= nParts; ++p) rgAt[p] = w.partRg[p];
+    for (int p = 0; p < nParts; ++p) nOf[p] = w.partN[p];
+  }
 
   // 1. Activations, in rt.shared: [M][Kp] f32 (gathered / padded) and/or [M][Kp] int8 + [M][nb] d, Σ.
   const int64_t Kp = L.Kp, nb = L.Kp / L.Ba;
@@ -70,42 +91,48 @@ void matmulPacked(Runtime& rt, const float* x, const PackedWeight& w, int64_t M,
     }
   });
 
-  // 2. Tiles over a static split of the row groups.
+  // 2. Tiles over a static split of all row groups; a task's range is cut at part boundaries.
   void (*tile)(const PackedTileArgs&) = L.kind == PackedKind::H16 ? pk.h16
                                         : L.kind == PackedKind::Q4 ? (int8Acts ? pk.q4 : pk.q4f)
                                                                    : (int8Acts ? pk.q8 : pk.q8f);
   const int mrMax = L.kind == PackedKind::H16 ? pk.mrH16 : !int8Acts ? pk.mrF32 : L.kind == PackedKind::Q4 ? pk.mrQ4 : pk.mrQ8;
-  const int64_t RG = L.Np / kRowGroup;
+  void (*span)(const PackedSpanArgs&) = !int8Acts || M != 1 ? nullptr : L.kind == PackedKind::Q4 ? pk.q4Span : pk.q8Span;
   forTasks(rt, nTasks, [&](int t, int) {
-    const int64_t rg0 = t * RG / nTasks, rg1 = (t + 1) * RG / nTasks;
-    PackedTileArgs a{};
-    a.L = &L;
-    a.ldaf = ldx;
-    a.ldy = L.N;
-    void (*span)(const PackedSpanArgs&) = !int8Acts || M != 1 ? nullptr : L.kind == PackedKind::Q4 ? pk.q4Span : pk.q8Span;
-    if (span != nullptr && rg1 > rg0) {
-      const PackedSpanArgs s{&L, w.data + rg0 * L.rgStride, rg1 - rg0, aq, ad, asum, y + rg0 * kRowGroup,
-                             static_cast<int>(minI(kRowGroup, L.N - (rg1 - 1) * kRowGroup))};
-      span(s);
-    }
-    for (int64_t rg = span != nullptr ? rg1 : rg0; rg < rg1; ++rg) {
-      a.rg = w.data + rg * L.rgStride;
-      a.nValid = static_cast<int>(minI(kRowGroup, L.N - rg * kRowGroup));
-      for (int64_t m0 = 0; m0 < M; m0 += mrMax) {
-        a.mr = static_cast<int>(minI(mrMax, M - m0));
-        a.aq = aq + m0 * Kp;
-        a.ad = ad + m0 * nb;
-        a.asum = asum + m0 * nb;
-        a.af = xRows + m0 * ldx;
-        a.y = y + m0 * L.N + rg * kRowGroup;
-        tile(a);
+    const int64_t t0 = t * RG / nTasks, t1 = (t + 1) * RG / nTasks;
+    for (int p = 0; p < nParts; ++p) {
+      const int64_t rg0 = t0 > rgAt[p] ? t0 : rgAt[p], rg1 = t1 < rgAt[p + 1] ? t1 : rgAt[p + 1];
+      if (rg1 <= rg0) continue;
+      const int64_t N = nOf[p], base = rgAt[p];  // local row group of rg: rg − base
+      float* y = ys[p];
+      if (span != nullptr) {
+        const PackedSpanArgs s{&L, w.data + rg0 * L.rgStride, rg1 - rg0, aq, ad, asum, y + (rg0 - base) * kRowGroup,
+                               static_cast<int>(minI(kRowGroup, N - (rg1 - 1 - base) * kRowGroup))};
+        span(s);
+      } else {
+        PackedTileArgs a{};
+        a.L = &L;
+        a.ldaf = ldx;
+        a.ldy = N;
+        for (int64_t rg = rg0; rg < rg1; ++rg) {
+          a.rg = w.data + rg * L.rgStride;
+          a.nValid = static_cast<int>(minI(kRowGroup, N - (rg - base) * kRowGroup));
+          for (int64_t m0 = 0; m0 < M; m0 += mrMax) {
+            a.mr = static_cast<int>(minI(mrMax, M - m0));
+            a.aq = aq + m0 * Kp;
+            a.ad = ad + m0 * nb;
+            a.asum = asum + m0 * nb;
+            a.af = xRows + m0 * ldx;
+            a.y = y + m0 * N + (rg - base) * kRowGroup;
+            tile(a);
+          }
+        }
       }
-    }
-    // 3. Bias on this task's columns.
-    if (bias != nullptr) {
-      const int64_t n0 = rg0 * kRowGroup, n1 = minI(L.N, rg1 * kRowGroup);
-      for (int64_t m = 0; m < M; ++m)
-        for (int64_t n = n0; n < n1; ++n) y[m * L.N + n] += bias[n];
+      // 3. Bias on this task's columns of the part.
+      if (bias[p] != nullptr) {
+        const int64_t n0 = (rg0 - base) * kRowGroup, n1 = minI(N, (rg1 - base) * kRowGroup);
+        for (int64_t m = 0; m < M; ++m)
+          for (int64_t n = n0; n < n1; ++n) y[m * N + n] += bias[p][n];
+      }
     }
   });
 }

@@ -242,8 +242,63 @@ PackedWeight* allocRaw(size_t bytes) {
   return w;
 }
 
+PackedWeight* packedConcat(const PackedWeight* const* parts, int n, ConcatStatus* status) {
+  *status = ConcatStatus::Incompatible;
+  if (n < 1 || n > kMaxParts) return nullptr;
+  const PackedLayout& A = parts[0]->L;
+  int64_t rgs = 0;
+  for (int p = 0; p < n; ++p) {
+    const PackedWeight& w = *parts[p];
+    const PackedLayout& B = w.L;
+    if (w.nParts != 0 || w.view || B.kind != A.kind || B.K != A.K || B.Kp != A.Kp || B.g != A.g || B.G != A.G ||
+        B.Ba != A.Ba || B.scaleBytes != A.scaleBytes || B.mins != A.mins || B.h16 != A.h16 || B.codeBytes != A.codeBytes ||
+        B.rgStride != A.rgStride || (B.perm == nullptr) != (A.perm == nullptr))
+      return nullptr;
+    if (B.perm != nullptr && std::memcmp(B.perm, A.perm, static_cast<size_t>(A.K) * 4) != 0) return nullptr;
+    rgs += B.Np / kRowGroup;
+  }
+  auto* w = new PackedWeight();
+  w->L = A;
+  w->L.perm = nullptr;
+  w->L.Np = rgs * kRowGroup;
+  w->L.N = (rgs - parts[n - 1]->L.Np / kRowGroup) * kRowGroup + parts[n - 1]->L.N;  // inner pad rows count as rows
+  w->nParts = n;
+  if (!allocData(*w, static_cast<size_t>(rgs * A.rgStride))) {
+    delete w;
+    *status = ConcatStatus::OutOfMemory;
+    return nullptr;
+  }
+  int64_t rg = 0;
+  for (int p = 0; p < n; ++p) {
+    w->partRg[p] = rg;
+    w->partN[p] = parts[p]->L.N;
+    std::memcpy(w->data + rg * A.rgStride, parts[p]->data, parts[p]->bytes);
+    rg += parts[p]->L.Np / kRowGroup;
+  }
+  w->partRg[n] = rg;
+  w = finish(w, A.perm);
+  *status = w == nullptr ? ConcatStatus::OutOfMemory : ConcatStatus::Ok;
+  return w;
+}
+
+PackedWeight* packedView(const PackedWeight& f, int p) {
+  auto* w = new PackedWeight();
+  w->L = f.L;
+  w->L.N = f.partN[p];
+  w->L.Np = (f.partRg[p + 1] - f.partRg[p]) * kRowGroup;
+  w->data = f.data + f.partRg[p] * f.L.rgStride;
+  w->bytes = static_cast<size_t>(w->L.Np / kRowGroup * f.L.rgStride);
+  w->perm = f.perm;
+  w->view = true;
+  return w;
+}
+
 void freePacked(PackedWeight* w) {
   if (w == nullptr) return;
+  if (w->view) {
+    delete w;
+    return;
+  }
   if (w->data != nullptr) {
     if (w->mapBytes > 0) munmap(w->data, w->mapBytes);
     else std::free(w->data);

@@ -60,6 +60,9 @@ void matmul(Runtime& rt, const float* x, const float* w, int64_t M, int64_t K, i
 struct AttentionShape {
   int64_t T, pos0, nHead, nKvHead, headDim;
 };
+/** g[i] = silu(g[i]) · u[i] for i < n (elementwise.cc; the pool for long arrays). */
+void swiglu(Runtime& rt, float* g, const float* u, int64_t n);
+
 /** Causal GQA; layouts as in src/backend/backend.ts. */
 void attention(Runtime& rt, const float* q, const float* k, const float* v, const AttentionShape& s, float* out);
 

@@ -21,6 +21,8 @@ struct SimdScalar {
   static V sub(V a, V b) { return a - b; }
   static V mul(V a, V b) { return a * b; }
   static V max(V a, V b) { return a > b ? a : b; }
+  static V min(V a, V b) { return a < b ? a : b; }
+  static V div(V a, V b) { return a / b; }
   static float hsum(V v) { return v; }
   static float hmax(V v) { return v; }
   static V fillBelow(V v, int64_t r, float fill) { return r > 0 ? fill : v; }

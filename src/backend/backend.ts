@@ -262,6 +262,15 @@ export function isPackedWeight(w: LinearWeight): w is PackedWeight {
   return !(w instanceof Float32Array);
 }
 
+/** One output of Backend.matmulMany. */
+export interface ManyPart {
+  w: LinearWeight;
+  N: number;
+  bias?: Float32Array | undefined;
+  /** [M, N] */
+  out: Float32Array;
+}
+
 /** Activation precision of packed matmuls: "int8" (per block, like llama.cpp; fast) or "f32" (exact, for checks). */
 export type PackedActivations = "int8" | "f32";
 
@@ -302,6 +311,25 @@ export interface Backend {
    * Scores are scaled by 1/sqrt(headDim), softmax in f32.
    */
   attention(q: Float32Array, k: Float32Array, v: Float32Array, shape: AttentionShape, out: Float32Array): void;
+  /**
+   * The MLP activation in place: g[i] = silu(g[i])·u[i] = g[i] / (1 + exp(−g[i]))·u[i] for i < n
+   * (f32). Optional: without it nn/block.ts runs the same formula in TS (the specification;
+   * test/kernels/swiglu.test.ts holds the native kernels to it).
+   */
+  swiglu?(g: Float32Array, u: Float32Array, n: number): void;
+  /**
+   * Several linears of one input: out_i[M, N_i] = x[M, K] · W_iᵀ (+ bias_i) for each part, as
+   * separate matmul calls would give. When the weights are the views `fuse` returned, in
+   * that order, it is ONE kernel call (one activation quantization, one pool wake-up) on
+   * the concatenated matrix; otherwise it is a matmul per part.
+   */
+  matmulMany?(x: Float32Array, M: number, K: number, parts: readonly ManyPart[]): void;
+  /**
+   * Concatenates packed weights of one K and layout (q, k, v; gate, up) into one matrix at
+   * load (native/LAYOUTS.md "Concatenated weights") and returns a view of each part to use
+   * in their place (the inputs are disposed); null when they cannot be concatenated.
+   */
+  fuse?(ws: readonly LinearWeight[]): PackedWeight[] | null;
 
   // Optional GPTQ kernels (src/methods/gptq-fast.ts uses them when present, else the TS reference).
   /** sum[K, K] = beta·sum + alpha · x[T, K]ᵀ · x, both triangles (no transposed copy of x; beta 0 ignores sum). */
@@ -334,6 +362,7 @@ export function withPackedActivations(b: Backend, activations: PackedActivations
   return new Proxy(b, {
     get(target, prop) {
       if (prop === "matmul") return matmul;
+      if (prop === "matmulMany") return undefined; // nn/ then calls matmul per part, at this precision
       const v: unknown = Reflect.get(target, prop, target);
       return typeof v === "function" ? (v as (...a: unknown[]) => unknown).bind(target) : v;
     },

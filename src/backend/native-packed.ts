@@ -63,10 +63,25 @@ export interface NativePackedAddon {
   packedBytes(handle: unknown): Uint8Array;
   /** y[M, N] = x[M, K] · Wᵀ (+ bias) into out; synchronous. */
   matmulPacked(x: Float32Array, handle: unknown, M: number, bias: Float32Array | null, out: Float32Array, f32Acts: boolean): void;
+  /** Row groups of the parts back to back in one new arena (native/src/packed_pack.cc packedConcat): its info, or [1] out of memory / [2] incompatible parts. */
+  packedConcat(handles: unknown[]): NativePackedInfo | [number];
+  /** Part `part` of a concatenated weight as a matrix sharing its memory. */
+  packedView(handle: unknown, part: number): NativePackedInfo;
+  /** out_p[M, N_p] = x · W_pᵀ (+ bias_p) for every part of a concatenated (or one plain) weight, one call. */
+  matmulPackedParts(x: Float32Array, handle: unknown, M: number, biases: (Float32Array | null)[], outs: Float32Array[], f32Acts: boolean): void;
   /** GB/s of each of `reps` streaming-read passes over `bytes` on `threads` pool threads (benchmark probe). */
   readBandwidth(bytes: number, threads: number, reps: number): Float64Array;
   /** The same on a libuv worker thread (native/src/async.h). */
   matmulPackedAsync(x: Float32Array, handle: unknown, M: number, bias: Float32Array | null, out: Float32Array, f32Acts: boolean, ctl: Int32Array | null): Promise<void>;
+}
+
+/**
+ * A concatenated weight (NativeBackend.fuse: native packedConcat) and the views that stand
+ * for its parts in the model; the views hold it, so its memory lives as long as any of them.
+ */
+export class FusedPacked {
+  parts: readonly PackedWeight[] = [];
+  constructor(readonly whole: PackedWeight) {}
 }
 
 /**
@@ -91,7 +106,11 @@ export class PackedWeight implements BackendPackedWeight {
   #disposed = false;
   #inFlight = 0;
 
-  constructor(layout: PackedLayoutName, info: NativePackedInfo, free: (h: unknown) => void) {
+  /** Set on a view of part `index` of a concatenated weight (its bytes are that part's share). */
+  readonly fused: { group: FusedPacked; index: number } | null;
+
+  constructor(layout: PackedLayoutName, info: NativePackedInfo, free: (h: unknown) => void, fused: { group: FusedPacked; index: number } | null = null) {
+    this.fused = fused;
     this.layout = layout;
     this.N = info.N;
     this.K = info.K;

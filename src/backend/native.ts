@@ -19,9 +19,12 @@
 import { createRequire } from "node:module";
 import { fileURLToPath } from "node:url";
 import { DependencyError, UsageError } from "../util/errors.ts";
-import { matmulPackedSum, PackedSum, type AttentionShape, type Backend, type GptqKernelArgs, type KernelCallOptions, type PackInt8Args, type SourceBlocks } from "./backend.ts";
 import {
-  PackedWeight, packedOrThrow, validateMatmulPacked, validatePack16, validatePackQ4, validatePackQ8, validateRepack,
+  matmulPackedSum, PackedSum, type AttentionShape, type Backend, type GptqKernelArgs, type KernelCallOptions, type LinearWeight, type ManyPart, type PackInt8Args,
+  type SourceBlocks,
+} from "./backend.ts";
+import {
+  FusedPacked, PackedWeight, packedOrThrow, validateMatmulPacked, validatePack16, validatePackQ4, validatePackQ8, validateRepack,
   type MatmulPackedOptions, type NativePackedAddon, type Pack16Args, type PackQ4Args, type PackQ8Args,
 } from "./native-packed.ts";
 
@@ -46,6 +49,8 @@ interface NativeAddon extends NativePackedAddon, Int8Addon, NativeConvertAddon, 
     q: Float32Array, k: Float32Array, v: Float32Array,
     T: number, pos0: number, nHead: number, nKvHead: number, headDim: number, out: Float32Array,
   ): void;
+  /** g[i] = silu(g[i])·u[i] for i < n (native/src/elementwise.cc). */
+  swiglu(g: Float32Array, u: Float32Array, n: number): void;
   setThreads(n: number): void;
   getThreads(): number;
   /** Levels compiled in that this CPU runs, fastest first. */
@@ -157,6 +162,15 @@ export class NativeBackend implements Backend {
     return y;
   }
 
+  swiglu(g: Float32Array, u: Float32Array, n: number): void {
+    const op = "swiglu";
+    checkInt(op, "n", n, 0);
+    checkF32(op, "g", g, n, `g [n=${n}]`);
+    checkF32(op, "u", u, n, `u [n=${n}]`);
+    checkNoOverlap(op, g, n, { u: [u, n] });
+    if (n > 0) this.#addon.swiglu(g, u, n);
+  }
+
   attention(q: Float32Array, k: Float32Array, v: Float32Array, shape: AttentionShape, out: Float32Array): void {
     const op = "attention";
     const { T, pos0, nHead, nKvHead, headDim: d } = shape;
@@ -228,6 +242,59 @@ export class NativeBackend implements Backend {
   /** A copy of a packed weight's layout bytes (tests hold the repackers equal to the packers with it). */
   packedBytes(w: PackedWeight): Uint8Array {
     return this.#addon.packedBytes(PackedWeight.handleOf(w, "packedBytes"));
+  }
+
+  /**
+   * q, k, v (or gate, up) packed weights of one K and layout → one concatenated matrix
+   * (native packedConcat: the parts' row groups back to back in one arena), returned as a
+   * view per part, which replace the inputs (disposed here). Null, inputs untouched, when
+   * they cannot share one call: not all plain packed weights, 2…4 of them, of one layout,
+   * group plan, scale width and act-order perm.
+   */
+  fuse(ws: readonly LinearWeight[]): PackedWeight[] | null {
+    if (ws.length < 2 || ws.length > 4) return null;
+    const parts: PackedWeight[] = [];
+    for (const w of ws) if (w instanceof PackedWeight && w.fused === null && !w.disposed) parts.push(w); else return null;
+    const p0 = parts[0]!;
+    if (parts.some((p) => p.layout !== p0.layout || p.K !== p0.K)) return null;
+    const r = this.#addon.packedConcat(parts.map((p) => PackedWeight.handleOf(p, "fuse")));
+    if (Array.isArray(r)) {
+      if (r[0] === 2) return null;
+      packedOrThrow("fuse", null, parts.reduce((a, p) => a + p.N, 0), p0.K);
+      throw new Error("unreachable");
+    }
+    const free = (h: unknown): void => this.#addon.packedFree(h);
+    const group = new FusedPacked(new PackedWeight(p0.layout, r, free));
+    group.parts = parts.map((p, i) => new PackedWeight(p.layout, this.#addon.packedView(r.handle, i), free, { group, index: i }));
+    for (const p of parts) p.dispose();
+    return [...group.parts];
+  }
+
+  /** Backend.matmulMany: one native call on the views of one fused weight (in order), else a matmul per part. */
+  matmulMany(x: Float32Array, M: number, K: number, parts: readonly ManyPart[]): void {
+    const w0 = parts[0]?.w;
+    const f = w0 instanceof PackedWeight ? w0.fused : null;
+    if (f === null || parts.length !== f.group.parts.length || parts.some((p, i) => p.w !== f.group.parts[i])) {
+      for (const p of parts) this.matmul(x, p.w as Parameters<NativeBackend["matmul"]>[1], M, K, p.N, p.bias, p.out);
+      return;
+    }
+    const op = "matmulMany";
+    checkInt(op, "M", M, 0);
+    checkF32(op, "x", x, M * K, `x [M=${M}, K=${K}]`);
+    if (K !== f.group.whole.K) throw new UsageError(`${op}: K does not match the weights`, { field: "K", expected: String(f.group.whole.K), found: String(K) });
+    const outs: Float32Array[] = [], biases: (Float32Array | null)[] = [];
+    const used: Record<string, [Float32Array, number]> = { x: [x, M * K] };
+    parts.forEach((p, i) => {
+      const w = p.w as PackedWeight;
+      if (p.N !== w.N) throw new UsageError(`${op}: parts[${i}].N does not match its weight`, { field: `parts[${i}].N`, expected: String(w.N), found: String(p.N) });
+      checkF32(op, `parts[${i}].out`, p.out, M * w.N, `out [M=${M}, N=${w.N}]`);
+      if (p.bias !== undefined) checkF32(op, `parts[${i}].bias`, p.bias, w.N, `bias [N=${w.N}]`);
+      checkNoOverlap(op, p.out, M * w.N, { ...used, ...(p.bias ? { bias: [p.bias, w.N] as [Float32Array, number] } : {}) });
+      used[`parts[${i}].out`] = [p.out, M * w.N];
+      outs.push(p.out);
+      biases.push(p.bias ?? null);
+    });
+    if (M > 0) this.#addon.matmulPackedParts(x, PackedWeight.handleOf(f.group.whole, op), M, biases, outs, false);
   }
 
   /** LLM.int8() weights (bitsandbytes CB/SCB) with their outlier rule: native-int8.ts, native/src/llm_int8*.cc. */

@@ -79,7 +79,26 @@ function loadPackedBlock(cfg: ModelConfig, c: PackContext, i: number): BlockWeig
     if (hasBias(cfg, spec.name)) l.bias = read(src, linearTensorName(a, i, spec, "bias"), [N]);
     linears[spec.name] = l;
   }
+  fuseLinears(c.backend, linears, FUSED_GROUPS);
   return { attnNorm: read(src, `${p}.${a.attnNorm.hf}.weight`, [H]), mlpNorm: read(src, `${p}.${a.mlpNorm.hf}.weight`, [H]), linears };
+}
+
+/** Linears of one input that nn/block.ts multiplies in one matmulMany call, in its order. */
+const FUSED_GROUPS: readonly (readonly LinearName[])[] = [["q", "k", "v"], ["gate", "up"]];
+
+/**
+ * Concatenates each group's packed weights into one matrix (Backend.fuse; native/LAYOUTS.md
+ * "Concatenated weights"), so a decode step makes one kernel call per group; each linear then
+ * holds a view of its rows. A group the backend cannot fuse (other layouts, act-order perms
+ * that differ) stays separate: same results, one call per linear.
+ */
+function fuseLinears(backend: Backend, linears: Record<LinearName, Linear<LinearWeight>>, groups: readonly (readonly LinearName[])[]): void {
+  if (backend.fuse === undefined) return;
+  for (const g of groups) {
+    const ls = g.map((n) => linears[n]);
+    const views = backend.fuse(ls.map((l) => l.weight));
+    if (views !== null) ls.forEach((l, i) => { l.weight = views[i]!; });
+  }
 }
 
 export function loadPackedModelWeights(cfg: ModelConfig, src: TensorSource, backend: Backend, warn: (msg: string) => void = defaultWarn): ModelWeights<LinearWeight> {

@@ -96,6 +96,16 @@ function linear(ctx: BlockContext, l: Linear<LinearWeight>, x: Float32Array, T: 
   return ctx.backend.matmul(x, l.weight, T, l.K, l.N, l.bias, out);
 }
 
+/**
+ * outs[i] = x · W_iᵀ (+ bias) for linears of one input (q, k, v; gate, up): one backend call
+ * when it has matmulMany (one kernel call when the loader concatenated them), else one each.
+ */
+function linears(ctx: BlockContext, ls: readonly Linear<LinearWeight>[], x: Float32Array, T: number, outs: readonly Float32Array[]): void {
+  const b = ctx.backend;
+  if (b.matmulMany !== undefined) b.matmulMany(x, T, ls[0]!.K, ls.map((l, i) => ({ w: l.weight, N: l.N, bias: l.bias, out: outs[i]! })));
+  else ls.forEach((l, i) => linear(ctx, l, x, T, outs[i]));
+}
+
 /** The linears the attention half reads. */
 export type AttentionLinears = Pick<Readonly<Record<LinearName, Linear<LinearWeight>>>, "q" | "k" | "v" | "o">;
 /** The linears the MLP half reads. */
@@ -114,10 +124,10 @@ export function attentionHalf(
   const H = cfg.hiddenSize;
   const { numHeads: nH, numKvHeads: nKv, headDim: d } = cfg;
   const kvDim = nKv * d;
-  const q = linear(ctx, lin.q, xa, T, buf(ws, "q", T, nH * d)); // [T, nH·d]
+  const q = buf(ws, "q", T, nH * d); // [T, nH·d]
   // k and v go straight into the cache rows for these positions.
-  const k = linear(ctx, lin.k, xa, T, cache.k.subarray(pos0 * kvDim, (pos0 + T) * kvDim)); // [T, nKv·d]
-  linear(ctx, lin.v, xa, T, cache.v.subarray(pos0 * kvDim, (pos0 + T) * kvDim)); // [T, nKv·d]
+  const k = cache.k.subarray(pos0 * kvDim, (pos0 + T) * kvDim); // [T, nKv·d]
+  linears(ctx, [lin.q, lin.k, lin.v], xa, T, [q, k, cache.v.subarray(pos0 * kvDim, (pos0 + T) * kvDim)]);
   rope.apply(q, T, nH, pos0);
   rope.apply(k, T, nKv, pos0);
   const att = buf(ws, "att", T, nH * d); // [T, nH·d]
@@ -134,9 +144,10 @@ export function attentionHalf(
 export function mlpHalf(ctx: BlockContext, index: number, lin: MlpLinears, xm: Float32Array, T: number, out?: Float32Array): Float32Array {
   const { cfg, tap, workspace: ws } = ctx;
   const I = cfg.intermediateSize;
-  const g = linear(ctx, lin.gate, xm, T, buf(ws, "g", T, I)); // [T, I]
-  const u = linear(ctx, lin.up, xm, T, buf(ws, "u", T, I)); // [T, I]
-  for (let i = 0; i < g.length; i++) { const a = g[i]!; g[i] = (a / (1 + Math.exp(-a))) * u[i]!; }
+  const g = buf(ws, "g", T, I), u = buf(ws, "u", T, I); // [T, I] each
+  linears(ctx, [lin.gate, lin.up], xm, T, [g, u]);
+  if (ctx.backend.swiglu !== undefined) ctx.backend.swiglu(g, u, g.length);
+  else for (let i = 0; i < g.length; i++) { const a = g[i]!; g[i] = (a / (1 + Math.exp(-a))) * u[i]!; }
   tap?.({ block: index, input: "mlp_act", x: g, T, K: I });
   return linear(ctx, lin.down, g, T, out ?? buf(ws, "dn", T, cfg.hiddenSize)); // [T, H]
 }
