@@ -40,6 +40,8 @@ for (const c of configs) {
   const settings: QuantSettings = {
     ...c, sym: c.method !== "awq", staticGroups: false, damp: 0.01, blockSize: 128, trueSequential: true,
     format: c.method === "awq" ? "gptq_v2" : "gptq", duoScaling: true, clip: true, loadSearch: null,
+    // the AWQ recipe this report was made with (AutoAWQ-style; AWQ's defaults are llm-awq's since eval/awq-gap.ts)
+    ...(c.method === "awq" || c.method === "awq+gptq" ? { calibSampling: "windows" as const, clipSampling: "random" as const } : {}),
     calibSamples: c.method === "rtn" ? 0 : calibSamples, calibSeqlen: 512, calibSeed: 0, calibText: BUNDLED_CALIB_TEXT,
   };
   const r = await quantizeModel({ modelDir: BUNDLED_MODEL_DIR, outDir: out, settings, backend });

@@ -60,16 +60,17 @@ const GPTQ_FLAGS = `  --act-order             quantize columns by decreasing Hes
   --calib-text FILE       calibration text (default: the bundled model's calibration split)
   --calib-samples N       windows (default 128); with --calib-sampling records: records
   --calib-seqlen N        tokens per window (default min(512, context))
-  --calib-sampling S      windows (random windows of the text tokenized once, default for gptq) |
-                          records (llm-awq: shuffled lines, each with BOS, ≤ seqlen tokens, joined and cut)
+  --calib-sampling S      windows (random windows of the text tokenized once; default for gptq) |
+                          records (llm-awq: shuffled lines, each with BOS, ≤ seqlen tokens, joined and cut;
+                          default for awq)
   --seed N                calibration sampling seed (default 0)
 `;
 
 const AWQ_FLAGS = `  --then gptq             run GPTQ on the AWQ-scaled and clipped weights (writes HF-GPTQ; any bits)
-  --no-duo-scaling        llm-awq's s = x^α instead of AutoAWQ's s = x^α / w^(1−α)
-  --duo-scaling           AutoAWQ's duo scaling (the default is in quantize/settings.ts AWQ_DEFAULTS)
+  --duo-scaling           AutoAWQ's s = x^α / w^(1−α) instead of llm-awq's s = x^α (the default)
+  --no-duo-scaling        llm-awq's s = x^α (the default)
   --no-clip               skip the clip search
-  --clip-sampling S       clip-search tokens: random (512 seeded) | stride (llm-awq: every ⌊T/512⌋-th)
+  --clip-sampling S       clip-search tokens: stride (llm-awq: every ⌊T/512⌋-th, default) | random (512 seeded)
   --save-search FILE      also write the searched scales and clips (versioned JSON)
   --load-search FILE      re-apply a saved search instead of searching
   --calib-text FILE, --calib-samples N, --calib-seqlen N, --calib-sampling S, --seed N   as for gptq

@@ -39,13 +39,13 @@ export interface QuantSettings {
   calibSeed: number;
   /** Calibration text file (absolute path). */
   calibText: string;
-  /** How calibration windows are drawn (calibrate.ts): "windows" (default) or llm-awq's "records". */
+  /** How calibration windows are drawn (calibrate.ts): "windows" or llm-awq's "records" (default for AWQ: AWQ_DEFAULTS). */
   calibSampling?: CalibSampling;
-  /** AWQ: AutoAWQ's duo scaling (s = x^α / w^(1−α)) instead of llm-awq's s = x^α. */
+  /** AWQ: AutoAWQ's duo scaling (s = x^α / w^(1−α)) instead of llm-awq's s = x^α (default: AWQ_DEFAULTS). */
   duoScaling?: boolean;
   /** AWQ: run the clip search. */
   clip?: boolean;
-  /** AWQ: clip-search tokens, seeded "random" (default) or llm-awq's "stride" (methods/awq.ts). */
+  /** AWQ: clip-search tokens, seeded "random" or llm-awq's "stride" (methods/awq.ts; default: AWQ_DEFAULTS). */
   clipSampling?: AwqClipSampling;
   /** AWQ: re-apply a saved search instead of searching (absolute path). */
   loadSearch?: string | null;
@@ -57,10 +57,11 @@ export const GROUP_SIZES = [32, 64, 128, -1] as const;
 
 /**
  * What an unset AWQ option means, in one place (the pipeline, the CLI and the search file
- * read these). Chosen by measured held-out perplexity (eval/awq-gap.ts,
- * eval/reports/awq-gap.md; docs/awq-reference.md lists every difference from llm-awq).
+ * read these): llm-awq's rules (s = x_mean^α, its calibration records, its clip-token
+ * stride), chosen by measured held-out perplexity over our former AutoAWQ-style defaults
+ * (eval/awq-gap.ts, eval/reports/awq-gap.md; docs/awq-reference.md lists every difference).
  */
-export const AWQ_DEFAULTS = { duoScaling: true, clipSampling: "random", calibSampling: "windows" } as const satisfies {
+export const AWQ_DEFAULTS = { duoScaling: false, clipSampling: "stride", calibSampling: "records" } as const satisfies {
   duoScaling: boolean; clipSampling: AwqClipSampling; calibSampling: CalibSampling;
 };
 
