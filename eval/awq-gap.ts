@@ -120,6 +120,16 @@ if (values.write) {
     const spread = rs.length > 1 ? ` ±${(((Math.max(...rs.map((r) => r.ppl)) - Math.min(...rs.map((r) => r.ppl))) / 2 / b) * 100).toFixed(3)}%` : "";
     return `${rs.map((r) => r.ppl.toFixed(3)).join(" / ")} (mean +${((mean / b - 1) * 100).toFixed(3)}%${spread})`;
   };
+  const mean = (m: ModelKey, recipe: Recipe, bits: number): number | null => {
+    const rs = rows.filter((r) => r.model === m && r.recipe === recipe && r.bits === bits);
+    return rs.length ? rs.reduce((a, r) => a + r.ppl, 0) / rs.length : null;
+  };
+  const versus = (m: ModelKey, bits: number): string => {
+    const a = mean(m, "llm-awq", bits), b = mean(m, "before", bits);
+    if (a === null || b === null) return "–";
+    const d = (a / b - 1) * 100;
+    return `${d >= 0 ? "+" : ""}${d.toFixed(3)}%`;
+  };
   const md = [
     "# AWQ: ours vs the rules of llm-awq",
     "",
@@ -132,12 +142,16 @@ if (values.write) {
     "about 25) + its clip tokens (`--clip-sampling stride`: every ⌊T/512⌋-th token).",
     "outlier-injected = the bundled model reparametrised exactly (eval/int8-outlier-model.ts: channels 17, 66, 130, 201 ×40",
     "in the norms, ÷40 in the matching input columns).",
-    `Produced by \`npx tsx eval/awq-gap.ts --threads 2 --write\` (run in pieces; commits ${[...new Set(rows.map((r) => r.commit))].join(", ")}), backend ${backend.name}.`,
+    `Produced by \`npx tsx eval/awq-gap.ts --write\` on ${new Date().toISOString().slice(0, 10)}, run in pieces (\`--threads 1 --models M --recipes R --skip-done\`, under /work/bin/heavy`,
+    `on a shared 2-core machine, so the seconds in awq-gap.json are not timings), code at commit(s) ${[...new Set(rows.map((r) => r.commit))].join(", ")}`,
+    `(08a48a2 = e3eb600 before its rebase; rows marked 9d66fff ran with e3eb600's options, then not yet committed; every recipe sets its options explicitly, so the`,
+    `default change of a0b7c82 does not alter them), backend ${backend.name}.`,
+    "Empty cells (–): runs dropped for time (see the issue 8 item 5 report).",
     "",
-    "| model | bits | unquantized | before | plain | llm-awq |",
-    "|---|---:|---:|---:|---:|---:|",
+    "| model | bits | unquantized | before | plain | llm-awq | llm-awq vs before (means) |",
+    "|---|---:|---:|---:|---:|---:|---:|",
     ...(Object.keys(MODELS) as ModelKey[]).filter((m) => base[m] !== undefined).flatMap((m) => [4, 3].map((bits) =>
-      `| ${MODELS[m]} | ${bits} | ${base[m]!.toFixed(3)} | ${cell(m, "before", bits)} | ${cell(m, "plain", bits)} | ${cell(m, "llm-awq", bits)} |`)),
+      `| ${MODELS[m]} | ${bits} | ${base[m]!.toFixed(3)} | ${cell(m, "before", bits)} | ${cell(m, "plain", bits)} | ${cell(m, "llm-awq", bits)} | ${versus(m, bits)} |`)),
     "",
     "No column for mit-han-lab's own code: it needs PyTorch + transformers + CUDA (and asserts out_features % 256 == 0 in",
     "its clip search, which v_proj's 128 rows here fail); see docs/awq-reference.md for what pins our search to it instead.",
