@@ -14,11 +14,11 @@
  *            with the per-channel activation outliers AWQ exists for.
  *
  *   npx tsx eval/awq-gap.ts [--threads 2] [--models bundled,outlier] [--recipes before,plain,llm-awq]
- *                           [--bits 4,3] [--seeds 0,1] [--rows FILE] [--skip-done] [--write]
+ *                           [--bits 4,3] [--seeds 0,1] [--rows FILE] [--skip-done] [--write] [--render]
  *
  * Each finished run is merged into --rows (default eval/reports/awq-gap.json, keyed by
  * model/recipe/bits/seed), so the grid can be run in pieces (--skip-done: runs already in
- * the file are not run again); --write renders
+ * the file are not run again; --render: run nothing); --write renders
  * eval/reports/awq-gap.md from every row in that file.
  * Protocol: "gptq" (non-overlapping 512-token windows, every token scored) on
  * models/qllm-tiny/data/eval.txt; calibration on data/calib.txt (disjoint).
@@ -44,7 +44,7 @@ interface Row { model: ModelKey; recipe: Recipe; bits: number; seed: number; ppl
 
 const { values } = parseArgs({ options: {
   threads: { type: "string" }, models: { type: "string" }, recipes: { type: "string" }, bits: { type: "string" },
-  seeds: { type: "string" }, rows: { type: "string" }, write: { type: "boolean" }, "skip-done": { type: "boolean" },
+  seeds: { type: "string" }, rows: { type: "string" }, write: { type: "boolean" }, "skip-done": { type: "boolean" }, render: { type: "boolean" },
 } });
 const list = <T extends string>(v: string | undefined, all: readonly T[]): T[] => {
   const xs = (v ?? all.join(",")).split(",") as T[];
@@ -79,7 +79,7 @@ async function ppl(dir: string): Promise<number> {
 
 const work = mkdtempSync(join(tmpdir(), "qllm-awq-gap-"));
 try {
-  for (const m of models) {
+  for (const m of values.render ? [] : models) { // --render: only write the report from the rows file
     const dir = m === "bundled" ? BUNDLED_MODEL_DIR : join(work, "outlier-injected");
     if (m === "outlier") await writeOutlierModel(BUNDLED_MODEL_DIR, dir, { channels: [17, 66, 130, 201], factor: 40 });
     const p0 = await ppl(dir);
@@ -145,8 +145,9 @@ if (values.write) {
     `Produced by \`npx tsx eval/awq-gap.ts --write\` on ${new Date().toISOString().slice(0, 10)}, run in pieces (\`--threads 1 --models M --recipes R --skip-done\`, under /work/bin/heavy`,
     `on a shared 2-core machine, so the seconds in awq-gap.json are not timings), code at commit(s) ${[...new Set(rows.map((r) => r.commit))].join(", ")}`,
     `(08a48a2 = e3eb600 before its rebase; rows marked 9d66fff ran with e3eb600's options, then not yet committed; every recipe sets its options explicitly, so the`,
-    `default change of a0b7c82 does not alter them), backend ${backend.name}.`,
-    "Empty cells (–): runs dropped for time (see the issue 8 item 5 report).",
+    `default change (commit \"AWQ defaults = llm-awq's rules\") does not alter them), backend ${backend.name}.`,
+    "Cells with one number or –: runs not made for lack of time (the 3-bit `before` seed-1 run of the bundled model was stopped",
+    "by a benchmark's exclusive run and not repeated; `plain`, the ablation of the scale formula alone, only on the bundled 4-bit case).",
     "",
     "| model | bits | unquantized | before | plain | llm-awq | llm-awq vs before (means) |",
     "|---|---:|---:|---:|---:|---:|---:|",
