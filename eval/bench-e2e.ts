@@ -8,11 +8,11 @@
  *   generation GB/s = bytes of weights read per token (every linear + lm_head) × tokens/s.
  *
  *   /work/bin/bench npx tsx eval/bench-e2e.ts [--dir /tmp/qllm-tinyllama] [--threads 2]
- *         [--prompt 512] [--gen 128] [--reps 2] [--engines llama-q4_0,ours-q4_0,ours-gptq]
+ *         [--prompt 512] [--gen 128] [--reps 2] [--engines llama-q4_0,ours-q4_0,ours-gptq,ours-gptq-lm-head]
  *         [--out eval/reports/bench-e2e.md]
  *
- * Models: `npx tsx eval/gen-tinyllama.ts` (gptq-w4g128/ and q4_0.gguf: the same random
- * weights). Prompt ids are seeded pseudo-random ids (random weights: text means nothing);
+ * Models: `npx tsx eval/gen-tinyllama.ts` (gptq-w4g128/, gptq-w4g128-lm-head/ — the same with
+ * lm_head 8-bit g32, `--quantize-lm-head` — and q4_0.gguf: the same random weights). Prompt ids are seeded pseudo-random ids (random weights: text means nothing);
  * both engines get exactly the same ids, no BOS added.
  *
  * llama.cpp: prefill = one controlledEvaluate of the whole prompt (batch size = prompt,
@@ -37,7 +37,7 @@ import { mulberry32 } from "../src/util/random.ts";
 import { createContext, median, table } from "./bench-quantized/context.ts";
 import { probeSection } from "./bench-quantized/matmul.ts";
 
-const ENGINES = ["llama-q4_0", "ours-q4_0", "ours-gptq"] as const;
+const ENGINES = ["llama-q4_0", "ours-q4_0", "ours-gptq", "ours-gptq-lm-head"] as const;
 type EngineName = (typeof ENGINES)[number];
 
 const { values: opts } = parseArgs({
@@ -50,8 +50,9 @@ const { values: opts } = parseArgs({
 const dir = resolve(opts.dir), threads = Number(opts.threads), promptLen = Number(opts.prompt), genLen = Number(opts.gen), reps = Number(opts.reps);
 const engines = opts.engines.split(",") as EngineName[];
 for (const e of engines) if (!ENGINES.includes(e)) throw new Error(`unknown engine ${e}; known: ${ENGINES.join(", ")}`);
-const GGUF = join(dir, "q4_0.gguf"), GPTQ = join(dir, "gptq-w4g128");
-for (const p of [GGUF, GPTQ]) if (!existsSync(p)) throw new Error(`no ${p}: generate the models with \`npx tsx eval/gen-tinyllama.ts --out ${dir}\``);
+const GGUF = join(dir, "q4_0.gguf"), GPTQ = join(dir, "gptq-w4g128"), GPTQ_HEAD = join(dir, "gptq-w4g128-lm-head");
+const paths = { "ours-q4_0": GGUF, "ours-gptq": GPTQ, "ours-gptq-lm-head": GPTQ_HEAD } as const;
+for (const p of [GGUF, ...engines.filter((e) => e !== "llama-q4_0").map((e) => paths[e])]) if (!existsSync(p)) throw new Error(`no ${p}: generate the models with \`npx tsx eval/gen-tinyllama.ts --out ${dir}\``);
 
 const log = (l: string): void => { console.log(l); };
 const load0 = loadavg(), started = new Date().toISOString();
@@ -89,7 +90,7 @@ async function oursEngine(name: EngineName, path: string): Promise<Engine> {
   }
   const session = new Session(loaded.model, promptLen + genLen + 1);
   return {
-    name, label: `ours, ${path.endsWith(".gguf") ? "Q4_0 GGUF" : "4-bit g128 HF-GPTQ folder"}`, bytesPerToken: bytes, params,
+    name, label: `ours, ${path.endsWith(".gguf") ? "Q4_0 GGUF" : name === "ours-gptq-lm-head" ? "4-bit g128 HF-GPTQ folder, lm_head 8-bit g32" : "4-bit g128 HF-GPTQ folder"}`, bytesPerToken: bytes, params,
     describe: `${describeKernelPath(loaded.model)} (loaded in ${loadS.toFixed(2)} s)`,
     async run(prompt, gen = genLen) {
       session.reset();
@@ -151,7 +152,7 @@ const probeMd = await probeSection(bctx);
 const probe = bctx.probeGBs;
 const rand = mulberry32(512);
 const all: Engine[] = [];
-for (const e of engines) all.push(e === "llama-q4_0" ? await llamaEngine() : await oursEngine(e, e === "ours-q4_0" ? GGUF : GPTQ));
+for (const e of engines) all.push(e === "llama-q4_0" ? await llamaEngine() : await oursEngine(e, paths[e]));
 const V = 32000;
 const prompt = Array.from({ length: promptLen }, () => 3 + Math.floor(rand() * (V - 3)));
 const runs = new Map<EngineName, Run[]>(all.map((e) => [e.name, []]));
@@ -184,7 +185,7 @@ const flags = process.argv.slice(2).join(" ");
 const target = (): string[] => {
   if (ref === undefined) return [];
   const out: string[] = [];
-  const oq = all.find((e) => e.name === "ours-q4_0"), og = all.find((e) => e.name === "ours-gptq");
+  const oq = all.find((e) => e.name === "ours-q4_0"), og = all.find((e) => e.name === "ours-gptq"), oh = all.find((e) => e.name === "ours-gptq-lm-head");
   if (oq) {
     const p = med(oq, "prefillTps") / med(ref, "prefillTps"), d = (100 * gbs(oq)) / probe;
     out.push(`- prompt, ours / llama.cpp on the same Q4_0 GGUF: **${p.toFixed(2)}×** (target ≥ 1.5×: ${p >= 1.5 ? "met" : "not met"})`);
@@ -193,6 +194,10 @@ const target = (): string[] => {
   if (og) {
     const d = med(og, "decodeTps") / med(ref, "decodeTps");
     out.push(`- generation, ours on the 4-bit g128 folder (${((8 * og.bytesPerToken) / og.params).toFixed(2)} bpw over linears + lm_head) / llama.cpp Q4_0 (${((8 * ref.bytesPerToken) / ref.params).toFixed(2)} bpw): **${d.toFixed(2)}×** (target ≥ 1.25×: ${d >= 1.25 ? "met" : "not met"})`);
+  }
+  if (oh) {
+    const d = med(oh, "decodeTps") / med(ref, "decodeTps");
+    out.push(`- generation, ours on the 4-bit g128 folder with lm_head 8-bit g32 (\`--quantize-lm-head\`, ${((8 * oh.bytesPerToken) / oh.params).toFixed(2)} bpw) / llama.cpp Q4_0: **${d.toFixed(2)}×**${og ? `; ${(med(oh, "decodeTps") / med(og, "decodeTps")).toFixed(2)}× the bf16-lm_head folder` : ""}`);
   }
   out.push(`- llama.cpp generation: ${((100 * gbs(ref)) / probe).toFixed(0)}% of the probe`);
   return out;
@@ -205,7 +210,7 @@ const report = [
   `| date | ${started} |`, `| commit | ${sh("git rev-parse --short HEAD")} |`,
   `| CPU | ${cpus()[0]?.model ?? "?"}, ${cpus().length} cores |`,
   `| threads | ${threads} (ours and llama.cpp) |`,
-  `| models | ${dir}: gptq-w4g128/ (${(fileBytes(GPTQ) / 2 ** 20).toFixed(0)} MiB) and q4_0.gguf (${(fileBytes(GGUF) / 2 ** 20).toFixed(0)} MiB), same random weights (eval/gen-tinyllama.ts) |`,
+  `| models | ${dir}: gptq-w4g128/ (${(fileBytes(GPTQ) / 2 ** 20).toFixed(0)} MiB)${engines.includes("ours-gptq-lm-head") ? `, gptq-w4g128-lm-head/ (${(fileBytes(GPTQ_HEAD) / 2 ** 20).toFixed(0)} MiB)` : ""} and q4_0.gguf (${(fileBytes(GGUF) / 2 ** 20).toFixed(0)} MiB), same random weights (eval/gen-tinyllama.ts) |`,
   `| run | prompt ${promptLen} seeded random ids, then ${genLen} greedy tokens, EOS ignored; ${reps} rounds interleaved, medians |`,
   `| loadavg before / after | ${load0.map((v) => v.toFixed(2)).join(" ")} / ${loadavg().map((v) => v.toFixed(2)).join(" ")} |`,
   "",

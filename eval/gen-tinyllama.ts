@@ -7,13 +7,15 @@
  *
  *   <out>/bf16/ (or f16/)    plain HF folder, BF16 or F16 (streamed, seeded: same bytes every run)
  *   <out>/gptq-w4g128/       `rtn` 4-bit g128 symmetric HF-GPTQ (v1) of those weights
+ *   <out>/gptq-w4g128-lm-head/  the same with `--quantize-lm-head` (lm_head RTN 8-bit sym g32, GPTQModel's
+ *                            default grid; the block linears are byte-identical to gptq-w4g128/)
  *   <out>/q4_0.gguf          the same weights as a Q4_0 GGUF (ggml's reference Q4_0
  *                            quantizer; token_embd Q4_0, output Q8_0)
  *
  *   npx tsx eval/gen-tinyllama.ts [--shape tinyllama|llama2-7b] [--out /tmp/qllm-tinyllama]
  *                                 [--layers N] [--vocab N] [--dtype bf16|f16] [--only bf16]
  *
- * `--only bf16` writes only the plain folder (in --dtype). Existing outputs are kept (delete
+ * `--only bf16` writes only the plain folder (in --dtype); `--only lm-head` only adds gptq-w4g128-lm-head/. Existing outputs are kept (delete
  * the folder to regenerate).
  */
 import { copyFileSync, existsSync, mkdirSync, statSync, writeFileSync, readdirSync } from "node:fs";
@@ -104,20 +106,23 @@ const stamp = (what: string, path: string): void => {
   process.stdout.write(`${what}: ${path} (${(size(path) / 2 ** 20).toFixed(1)} MiB) at ${((performance.now() - t0) / 1000).toFixed(1)} s\n`);
 };
 if (isMain) { // imported: SHAPES / generatedConfig only
-  const bf16 = join(OUT, DTYPE), gptq = join(OUT, "gptq-w4g128"), gguf = join(OUT, "q4_0.gguf");
+  const bf16 = join(OUT, DTYPE), gptq = join(OUT, "gptq-w4g128"), gptqHead = join(OUT, "gptq-w4g128-lm-head"), gguf = join(OUT, "q4_0.gguf");
   if (!existsSync(join(bf16, "config.json"))) await writeBf16(bf16);
   stamp("bf16", bf16);
   if (values.only === "bf16") process.exit(0); // eval/bench-int8.ts needs only the BF16 folder
-  if (!existsSync(join(gptq, "config.json"))) {
-    await quantizeModel({
-      modelDir: bf16, outDir: gptq, backend: selectBackend(), overwrite: true,
-      settings: {
-        method: "rtn", bits: 4, groupSize: 128, sym: true, actOrder: false, staticGroups: false, damp: 0.01, blockSize: 128,
-        trueSequential: true, format: "gptq", calibSamples: 0, calibSeqlen: 64, calibSeed: 0, calibText: BUNDLED_CALIB_TEXT,
-      },
-    });
+  const rtn = {
+    method: "rtn", bits: 4, groupSize: 128, sym: true, actOrder: false, staticGroups: false, damp: 0.01, blockSize: 128,
+    trueSequential: true, format: "gptq", calibSamples: 0, calibSeqlen: 64, calibSeed: 0, calibText: BUNDLED_CALIB_TEXT,
+  } as const;
+  if (values.only !== "lm-head" && !existsSync(join(gptq, "config.json"))) {
+    await quantizeModel({ modelDir: bf16, outDir: gptq, backend: selectBackend(), overwrite: true, settings: rtn });
   }
-  stamp("gptq", gptq);
+  if (values.only !== "lm-head") stamp("gptq", gptq);
+  if (!existsSync(join(gptqHead, "config.json"))) {
+    await quantizeModel({ modelDir: bf16, outDir: gptqHead, backend: selectBackend(), overwrite: true, settings: { ...rtn, lmHead: { bits: 8, groupSize: 32 } } });
+  }
+  stamp("gptq, 8-bit lm_head", gptqHead);
+  if (values.only === "lm-head") process.exit(0);
   if (!existsSync(gguf)) await exportQuantizedGguf(bf16, gguf, { type: "q4_0", embedType: "q4_0", headType: "q8_0" });
   stamp("gguf", gguf);
 }
