@@ -3,13 +3,13 @@
  * same bits as the synchronous calls, keep the event loop running, report progress,
  * and stop promptly when their AbortSignal fires (the promise rejects with the
  * signal's reason). Plus the AWQ kernels (native/src/awq.cc) against their
- * TypeScript specification (src/methods/awq.ts, awq-grid.ts), bit for bit.
+ * TypeScript specification (src/methods/awq-clip.ts, awq-grid.ts), bit for bit.
  */
 import { describe, expect, it } from "vitest";
 import { createNativeBackend } from "../src/backend/native.ts";
 import { mulberry32 } from "../src/util/random.ts";
-import { awqClipSearchLayer, awqScaledFakeQuantize } from "../src/methods/awq.ts";
-import { awqFakeQuantize } from "../src/methods/awq-grid.ts";
+import { awqClipSearchLayer } from "../src/methods/awq-clip.ts";
+import { awqFakeQuantize, awqScaledFakeQuantize } from "../src/methods/awq-grid.ts";
 import { UsageError } from "../src/util/errors.ts";
 import { activations } from "./helpers/activations.ts";
 import { randomArray } from "./helpers/random-weights.ts";

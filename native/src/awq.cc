@@ -4,8 +4,8 @@
 //   - zero = clamp(−RNE(min / scale), 0, maxq); code = clamp(RNE(w / scale) + zero, 0, maxq)
 //     with the quotients in f64 (awq-grid.ts);
 //   - dequantized = f32(scale·(code − zero)); w·s and q / s are f32 operations, as the
-//     Float32Array stores of awq.ts round them;
-//   - the clip search's GEMMs are the same matmul calls awq.ts makes through the
+//     Float32Array stores of awq-grid.ts round them;
+//   - the clip search's GEMMs are the same matmul calls awq-clip.ts makes through the
 //     backend, and each row's error is summed in f64 over tokens in order.
 #include "awq.h"
 
@@ -112,7 +112,7 @@ void awqClipSearch(Runtime& rt, const float* w, const float* x, int64_t N, int64
         const int64_t n0 = t * kRowsPerTask, n1 = minI64(N, n0 + kRowsPerTask);
         double* e = err.data();
         for (int64_t n = n0; n < n1; ++n) e[n] = 0.0;
-        for (int64_t tt = 0; tt < T; ++tt) {  // tokens in order, as awq.ts sums them
+        for (int64_t tt = 0; tt < T; ++tt) {  // tokens in order, as awq-clip.ts sums them
           const float* c = cur.data() + tt * N;
           const float* o = org.data() + tt * N;
           for (int64_t n = n0; n < n1; ++n) {

@@ -1,5 +1,6 @@
-// AWQ search kernels (ALGORITHMS.md §3; the specification is src/methods/awq.ts and
-// src/methods/awq-grid.ts, which these reproduce bit for bit):
+// AWQ search kernels (ALGORITHMS.md §3; the specification is src/methods/awq-grid.ts
+// awqScaledFakeQuantize and src/methods/awq-clip.ts awqClipSearchLayer, which these
+// reproduce bit for bit; test/native-async.test.ts, test/quant/awq-native.test.ts):
 //
 //   awqFakeQuantize  out[n, k] = Q(w[n, k]·s[k]) / s[k] on the AWQ grid (one scale
 //                    candidate of the scale search; s = null: plain Q(w))
@@ -20,7 +21,7 @@ struct Runtime;
 /** w, out [N, K] (out may be w); s [K] or null; groups of g along K (g divides K). */
 void awqFakeQuantize(Runtime& rt, const float* w, const float* s, int64_t N, int64_t K, int bits, int64_t g, float* out);
 
-/** Clip candidates: max_val = amax·(1 − i/kAwqClipGrid) for i < kAwqClipSteps (awq.ts AWQ_CLIP_GRID / AWQ_CLIP_STEPS). */
+/** Clip candidates: max_val = amax·(1 − i/kAwqClipGrid) for i < kAwqClipSteps (awq-clip.ts AWQ_CLIP_GRID / AWQ_CLIP_STEPS). */
 constexpr int kAwqClipGrid = 20;
 constexpr int kAwqClipSteps = 10;
 

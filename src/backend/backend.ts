@@ -350,6 +350,28 @@ export interface Backend {
   /** The same two calls off the JS thread (native backend): the event loop (progress, Ctrl-C) runs meanwhile; KernelCallOptions. */
   gptqHinvAsync?(h: Float32Array | Float64Array, K: number, perm: Int32Array | null, diag: Float64Array, out: Float32Array, opts?: KernelCallOptions): Promise<boolean>;
   gptqQuantizeAsync?(args: GptqKernelArgs, opts?: KernelCallOptions): Promise<number>;
+
+  // Optional AWQ search kernels, off the JS thread (src/methods/awq-grid.ts awqScaledFakeQuantizeOn and
+  // awq-clip.ts awqClipSearch use them when present, else the TS specifications they reproduce bit for bit).
+  /** out [N, K] = Q(w·diag(s))·diag(s)⁻¹ on the AWQ grid, groups of groupSize (a divisor of K); s null: Q(w). */
+  awqFakeQuantize?(w: Float32Array, s: Float32Array | null, N: number, K: number, bits: number, groupSize: number, out: Float32Array, opts?: KernelCallOptions): Promise<void>;
+  /** maxVal [N, K/groupSize] = the AWQ clip search of w [N, K] on the sampled inputs x [T, K] (awqClipSearchLayer). */
+  awqClipSearch?(w: Float32Array, x: Float32Array, N: number, K: number, T: number, bits: number, groupSize: number, maxVal: Float32Array, opts?: KernelCallOptions): Promise<void>;
+}
+
+/**
+ * The same backend without its optional AWQ kernels: the AWQ search then runs its
+ * TypeScript loops on this backend's GEMMs, attention and every other kernel (tests and
+ * eval/bench-awq.ts compare the two paths with it).
+ */
+export function withoutAwqKernels(b: Backend): Backend {
+  return new Proxy(b, {
+    get(target, prop) {
+      if (prop === "awqFakeQuantize" || prop === "awqClipSearch") return undefined;
+      const v: unknown = Reflect.get(target, prop, target);
+      return typeof v === "function" ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+    },
+  });
 }
 
 /**

@@ -21,7 +21,7 @@ export class AwqKernels {
     this.#addon = addon;
   }
 
-  /** out[N, K] = Q(w·diag(s))·diag(s)⁻¹ on the AWQ grid (s null: Q(w)); out may be w. Bit-identical to awq.ts. */
+  /** out[N, K] = Q(w·diag(s))·diag(s)⁻¹ on the AWQ grid (s null: Q(w)); out may be w. Bit-identical to awq-grid.ts awqScaledFakeQuantize. */
   async awqFakeQuantize(
     w: Float32Array, s: Float32Array | null, N: number, K: number, bits: number, groupSize: number, out: Float32Array, opts: KernelCallOptions = {},
   ): Promise<void> {
@@ -33,7 +33,7 @@ export class AwqKernels {
     await callNative(opts, (ctl) => this.#addon.awqFakeQuantizeAsync(w, s, N, K, bits, groupSize, out, ctl));
   }
 
-  /** maxVal [N, K/g] = the AWQ clip search of w [N, K] on x [T, K] (awqClipSearchLayer of awq.ts, bit-identical). */
+  /** maxVal [N, K/g] = the AWQ clip search of w [N, K] on x [T, K] (awqClipSearchLayer of awq-clip.ts, bit-identical). */
   async awqClipSearch(
     w: Float32Array, x: Float32Array, N: number, K: number, T: number, bits: number, groupSize: number, maxVal: Float32Array, opts: KernelCallOptions = {},
   ): Promise<void> {

@@ -384,12 +384,12 @@ export class NativeBackend implements Backend {
 
   // ---------------------------------------------------------------- AWQ kernels (native-awq.ts, native/src/awq.h)
 
-  /** out[N, K] = Q(w·diag(s))·diag(s)⁻¹ on the AWQ grid (s null: Q(w)); out may be w. Bit-identical to awq.ts. */
+  /** out[N, K] = Q(w·diag(s))·diag(s)⁻¹ on the AWQ grid (s null: Q(w)); out may be w. Bit-identical to awq-grid.ts awqScaledFakeQuantize. */
   awqFakeQuantize(...a: Parameters<AwqKernels["awqFakeQuantize"]>): Promise<void> {
     return this.#awq.awqFakeQuantize(...a);
   }
 
-  /** maxVal [N, K/g] = the AWQ clip search of w [N, K] on x [T, K] (awqClipSearchLayer of awq.ts, bit-identical). */
+  /** maxVal [N, K/g] = the AWQ clip search of w [N, K] on x [T, K] (awqClipSearchLayer of awq-clip.ts, bit-identical). */
   awqClipSearch(...a: Parameters<AwqKernels["awqClipSearch"]>): Promise<void> {
     return this.#awq.awqClipSearch(...a);
   }

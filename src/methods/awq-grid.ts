@@ -9,6 +9,8 @@
  * clamped zero point and cannot represent its whole range (real 128-wide groups always
  * straddle 0); a flat group gets the 1e-5 range.
  */
+import type { Backend, KernelCallOptions } from "../backend/backend.ts";
+import type { Linear } from "../nn/weights.ts";
 import { roundEven, toF16, type GridParams } from "./grid.ts";
 import { contiguousGIdx, groupLength, numGroups, type QuantizedLinear } from "../tensor/quantized.ts";
 
@@ -47,6 +49,36 @@ export function awqFakeQuantize(W: Float32Array, N: number, K: number, bits: num
   for (let n = 0; n < N; n++) {
     for (let k0 = 0; k0 < K; k0 += g) awqFakeQuantizeGroup(W, n * K + k0, Math.min(g, K - k0), bits, out, n * K + k0);
   }
+  return out;
+}
+
+/**
+ * One scale candidate of the AWQ scale search: out [N, K] = Q(W·diag(s))·diag(s)⁻¹ for
+ * W [N, K] on the AWQ grid, into `out` (default: a new array). W·s and q/s are f32
+ * stores, as AutoAWQ computes them in the model's dtype. The specification of the
+ * native kernel (awqScaledFakeQuantizeOn).
+ */
+export function awqScaledFakeQuantize(l: Linear, s: Float32Array, bits: number, groupSize: number, out: Float32Array = new Float32Array(l.N * l.K)): Float32Array {
+  const { N, K, weight: W } = l;
+  const g = groupLength(groupSize, K);
+  for (let n = 0; n < N; n++) for (let k = 0; k < K; k++) out[n * K + k] = W[n * K + k]! * s[k]!; // [N, K] W·diag(s)
+  for (let n = 0; n < N; n++) {
+    for (let k0 = 0; k0 < K; k0 += g) awqFakeQuantizeGroup(out, n * K + k0, Math.min(g, K - k0), bits, out, n * K + k0);
+  }
+  for (let n = 0; n < N; n++) for (let k = 0; k < K; k++) out[n * K + k] = out[n * K + k]! / s[k]!;
+  return out;
+}
+
+/**
+ * awqScaledFakeQuantize on the backend's AWQ kernel when it has one (native/src/awq.cc,
+ * bit-identical: elementwise f32 and f64 steps in the same order), off the JS thread;
+ * else the specification itself.
+ */
+export async function awqScaledFakeQuantizeOn(
+  backend: Backend, l: Linear, s: Float32Array, bits: number, groupSize: number, out: Float32Array, opts: KernelCallOptions = {},
+): Promise<Float32Array> {
+  if (!backend.awqFakeQuantize) return awqScaledFakeQuantize(l, s, bits, groupSize, out);
+  await backend.awqFakeQuantize(l.weight, s, l.N, l.K, bits, groupLength(groupSize, l.K), out, opts);
   return out;
 }
 

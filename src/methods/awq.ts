@@ -14,52 +14,39 @@
  *          W_l ← Q(W_l·diag(s))·diag(s)⁻¹ for every layer l of the group (AWQ grid)
  *          loss(α) = MSE(module(x), module₀(x)) over all samples
  *        keep the α with the smallest finite loss.
- *   2. Clip search, AFTER the block's scales are applied (to a private copy), for every
- *      layer except q and k: per (output row n, group G) try
- *        max_val = amax·(1 − i/20), i < 10, and keep the one minimising
- *        mean_t (x_G,t · w_G − x_G,t · Q(clamp(w_G, ±max_val)))² over ≈512 sampled tokens.
- *      The tokens (`clipSampling`): "random", a seeded random sample (AWQ_CLIP_SEED) of all
- *      calibration tokens; or "stride", llm-awq's and AutoAWQ's `input_feat[:, 0::T // 512]`
- *      (every ⌊T/512⌋-th token from token 0), which aliases with the sequence length when
- *      the windows are many (128×512 tokens → only positions 0, 128, 256, 384 of each).
+ *   2. Clip search (awq-clip.ts), AFTER the block's scales are applied (to a private
+ *      copy), for every layer except q and k, on ≈512 sampled tokens (`clipSampling`:
+ *      "random", a seeded random sample of all calibration tokens, or "stride", llm-awq's
+ *      and AutoAWQ's every ⌊T/512⌋-th token; awq-clip.ts).
+ *
+ * Hot loops off the JS thread: with the native backend, each candidate's fake
+ * quantization (awq-grid.ts awqScaledFakeQuantizeOn) and the whole clip search
+ * (awq-clip.ts awqClipSearch) run in the addon (native/src/awq.cc), bit-identical to
+ * their TypeScript specifications, which the ref backend runs (test/quant/awq-native.test.ts).
+ * The inspected modules are the forward's own halves (nn/block.ts) on the backend.
  *
  * Cost per block: 20 evaluations of each inspected module over all calibration samples
  * (attention, o, MLP, down ≈ 2 block forwards each) + 4 block forwards to capture inputs
- * + 10·T_clip·N·K multiply-adds per clipped layer. Memory: one input capture at a time,
+ * + 11·T_clip·N·K multiply-adds per clipped layer. Memory: one input capture at a time,
  * n·L·K floats (K = H, or the intermediate size for down_proj), + n·L·H floats of
  * reference outputs, + one copy of the block's weights during the clip search.
- *
- * Why one file of ~450 lines: it is the whole AWQ search of one block, in the order of
- * the steps above (scale search, then clip search, sharing the captured inputs and the
- * token sample), as STYLE.md asks of an algorithm core; the grid (awq-grid.ts), the
- * result type (awq-types.ts), its persistence (awq-result.ts) and folding the scales
- * into the weights (awq-apply.ts) are already separate rooms.
  */
 import { groupLength } from "../tensor/quantized.ts";
 import type { ModelConfig } from "../arch/config.ts";
 import { linearTensorName, type Arch, type AwqPrev, type AwqScalingGroup, type LinearInput, type LinearName } from "../arch/registry.ts";
 import type { Backend } from "../backend/backend.ts";
-import { attentionHalf, blockForward, mlpHalf, type LayerCache } from "../nn/block.ts";
-import { mulberry32 } from "../util/random.ts";
+import { attentionHalf, blockForward, BlockWorkspace, mlpHalf, type BlockContext, type LayerCache } from "../nn/block.ts";
 import type { RopeTable } from "../nn/rope.ts";
 import { type BlockWeights, type Linear } from "../nn/weights.ts";
 import { linearShapes } from "../arch/shapes.ts";
 import { assertFinite, invariant, NumericError, UsageError } from "../util/errors.ts";
 import { applyAwqScales } from "./awq-apply.ts";
-import { awqFakeQuantize, awqFakeQuantizeGroup } from "./awq-grid.ts";
-import type { AwqBlockSearch, AwqGroupScales, AwqLayerClip } from "./awq-types.ts";
+import { AWQ_CLIP_SEED, AWQ_CLIP_TOKENS, AWQ_NO_CLIP, awqClipSearch, gatherRows, sampleTokens, strideTokens } from "./awq-clip.ts";
+import { awqScaledFakeQuantizeOn } from "./awq-grid.ts";
+import type { AwqBlockSearch, AwqGroupScales } from "./awq-types.ts";
 
 /** α grid: α = i / AWQ_N_GRID for i < AWQ_N_GRID (AutoAWQ `n_grid = 20`). */
 export const AWQ_N_GRID = 20;
-/** Clip candidates: max_val = amax·(1 − i/20) for i < 10 (AutoAWQ `n_grid=20, max_shrink=0.5`). */
-export const AWQ_CLIP_GRID = 20;
-export const AWQ_CLIP_STEPS = 10;
-/** Tokens sampled for the clip search (AutoAWQ `n_sample_token=512`). */
-export const AWQ_CLIP_TOKENS = 512;
-/** Seed of the clip-token sample, so a search is reproducible. */
-export const AWQ_CLIP_SEED = 1;
-/** Layers never clipped: "due to qk bmm, it is hard to clip precisely" (AutoAWQ `avoid_clipping`). */
-export const AWQ_NO_CLIP: readonly LinearName[] = ["q", "k"];
 
 export interface AwqSearchOptions {
   cfg: ModelConfig;
@@ -85,6 +72,8 @@ export interface AwqSearchOptions {
   clipSeed?: number;
   /** How the clip tokens are chosen (default "random"; see the file comment). */
   clipSampling?: AwqClipSampling;
+  /** Aborting stops the search at its next candidate or kernel work unit (rejects with the reason). */
+  signal?: AbortSignal | undefined;
 }
 
 export const AWQ_CLIP_SAMPLINGS = ["random", "stride"] as const;
@@ -126,22 +115,26 @@ interface ModuleContext {
   rope: RopeTable;
   /** Scratch KV rows for one sample. */
   cache: LayerCache;
+  /** Reused intermediates of the halves (none: they allocate per call). */
+  workspace?: BlockWorkspace | undefined;
 }
 
 /**
- * Output of the module a scaling group is judged by, on x [T, K] (the group's input):
- * the layer itself, or the attention / MLP half of the forward pass (nn/block.ts
- * attentionHalf / mlpHalf: the norm and the residual are outside the module). No
- * workspace: every call returns a new array, which the search keeps as a reference.
+ * out [T, N or H] = the module a scaling group is judged by, on x [T, K] (the group's
+ * input): the layer itself, or the attention / MLP half of the forward pass (nn/block.ts
+ * attentionHalf / mlpHalf: the norm and the residual are outside the module). `out`
+ * defaults to a new array (the search keeps those as its references).
  */
-export function runAwqModule(m: ModuleContext, inspect: AwqScalingGroup["inspect"], layer: LinearName, lin: Readonly<Record<LinearName, Linear>>, x: Float32Array, T: number): Float32Array {
+export function runAwqModule(
+  m: ModuleContext, inspect: AwqScalingGroup["inspect"], layer: LinearName, lin: Readonly<Record<LinearName, Linear>>, x: Float32Array, T: number, out?: Float32Array,
+): Float32Array {
   if (inspect === "layer") {
     const l = lin[layer];
-    return m.backend.matmul(x, l.weight, T, l.K, l.N, l.bias); // [T, N]
+    return m.backend.matmul(x, l.weight, T, l.K, l.N, l.bias, out); // [T, N]
   }
-  const ctx = { cfg: m.cfg, backend: m.backend, rope: m.rope };
-  if (inspect === "attention") return attentionHalf(ctx, -1, lin, x, T, 0, m.cache, new Float32Array(T * m.cfg.hiddenSize)); // [T, H]
-  return mlpHalf(ctx, -1, lin, x, T, new Float32Array(T * m.cfg.hiddenSize)); // [T, H]
+  const ctx: BlockContext = { cfg: m.cfg, backend: m.backend, rope: m.rope, workspace: m.workspace };
+  const y = out ?? new Float32Array(T * m.cfg.hiddenSize); // [T, H]
+  return inspect === "attention" ? attentionHalf(ctx, -1, lin, x, T, 0, m.cache, y) : mlpHalf(ctx, -1, lin, x, T, y);
 }
 
 // ---------------------------------------------------------------- scale search
@@ -194,16 +187,6 @@ export function awqScalesFor(xMean: Float32Array, wMean: Float32Array | null, al
   return Float32Array.from(s, (v) => { const r = v / norm; return Number.isFinite(r) ? r : 1; });
 }
 
-/** Q(W·diag(s))·diag(s)⁻¹ for W [N, K] on the AWQ grid. */
-export function awqScaledFakeQuantize(l: Linear, s: Float32Array, bits: number, groupSize: number): Float32Array {
-  const { N, K, weight: W } = l;
-  const ws = new Float32Array(N * K); // [N, K] W·diag(s)
-  for (let n = 0; n < N; n++) for (let k = 0; k < K; k++) ws[n * K + k] = W[n * K + k]! * s[k]!;
-  const q = awqFakeQuantize(ws, N, K, bits, groupSize);
-  for (let n = 0; n < N; n++) for (let k = 0; k < K; k++) q[n * K + k] = q[n * K + k]! / s[k]!;
-  return q;
-}
-
 function sumSquaredDiff(a: Float32Array, b: Float32Array): number {
   let e = 0;
   for (let i = 0; i < a.length; i++) { const d = a[i]! - b[i]!; e += d * d; }
@@ -211,8 +194,14 @@ function sumSquaredDiff(a: Float32Array, b: Float32Array): number {
 }
 
 interface GroupSearchInput {
-  m: ModuleContext;
-  group: AwqScalingGroup;
+  backend: Backend;
+  /** The inspected module's output for the linears `lin` on one sample x [T, K], into out [outLen]. */
+  run: (lin: Readonly<Record<LinearName, Linear>>, x: Float32Array, out: Float32Array) => Float32Array;
+  /** Output elements per sample. */
+  outLen: number;
+  prev: AwqPrev;
+  /** The layers scaled by s (all read x). */
+  layers: readonly LinearName[];
   lin: Readonly<Record<LinearName, Linear>>;
   /** per sample [T, K] */
   X: readonly Float32Array[];
@@ -222,28 +211,30 @@ interface GroupSearchInput {
   groupSize: number;
   duoScaling: boolean;
   where: string;
+  signal?: AbortSignal | undefined;
 }
 
-function searchGroupScales(o: GroupSearchInput): AwqGroupScales {
-  const { m, group, lin, X, T, K } = o;
-  const layer0 = group.layers[0]!;
-  const run = (l: Readonly<Record<LinearName, Linear>>, x: Float32Array): Float32Array => runAwqModule(m, group.inspect, layer0, l, x, T);
+async function searchGroupScales(o: GroupSearchInput): Promise<AwqGroupScales> {
+  const { run, lin, X, T, K } = o;
   const xMean = awqInputMean(X, T, K);
   assertFinite(xMean, `x_mean of ${o.where}`);
-  const wMean = o.duoScaling ? awqWeightMean(group.layers.map((n) => lin[n]), o.groupSize) : null;
-  const ref = X.map((x) => run(lin, x)); // per sample: the original module output
+  const wMean = o.duoScaling ? awqWeightMean(o.layers.map((n) => lin[n]), o.groupSize) : null;
+  const ref = X.map((x) => run(lin, x, new Float32Array(o.outLen))); // per sample: the original module output
   let count = 0;
   for (const y of ref) { assertFinite(y, `output of the unquantized module at ${o.where}`); count += y.length; }
 
+  const trial: Record<LinearName, Linear> = { ...lin };
+  for (const n of o.layers) trial[n] = { ...lin[n], weight: new Float32Array(lin[n].N * lin[n].K) }; // [N, K] each candidate's Q(W·s)/s
+  const out = new Float32Array(o.outLen); // one sample's trial output
   const losses: (number | null)[] = [];
   let best = -1, bestLoss = Infinity, bestScales: Float32Array | null = null;
   for (let i = 0; i < AWQ_N_GRID; i++) {
+    o.signal?.throwIfAborted();
     const alpha = i / AWQ_N_GRID;
     const s = awqScalesFor(xMean, wMean, alpha);
-    const trial: Record<LinearName, Linear> = { ...lin };
-    for (const n of group.layers) trial[n] = { ...lin[n], weight: awqScaledFakeQuantize(lin[n], s, o.bits, o.groupSize) };
+    for (const n of o.layers) await awqScaledFakeQuantizeOn(o.backend, lin[n], s, o.bits, o.groupSize, trial[n].weight, { signal: o.signal });
     let err = 0;
-    X.forEach((x, si) => { err += sumSquaredDiff(run(trial, x), ref[si]!); });
+    X.forEach((x, si) => { err += sumSquaredDiff(run(trial, x, out), ref[si]!); });
     const loss = err / count;
     losses.push(Number.isFinite(loss) ? loss : null);
     if (loss < bestLoss) { bestLoss = loss; best = i; bestScales = s; }
@@ -254,110 +245,38 @@ function searchGroupScales(o: GroupSearchInput): AwqGroupScales {
       hint: "the block's activations or weights overflow; check the model with quantize-llm eval, or exclude this block",
     });
   }
-  return { prev: group.prev, layers: [...group.layers], alpha: best / AWQ_N_GRID, scales: bestScales, losses };
+  return { prev: o.prev, layers: [...o.layers], alpha: best / AWQ_N_GRID, scales: bestScales, losses };
 }
 
-/**
- * The scale search of ONE linear judged by its own output (llm-awq `_search_module_scale`
- * with the layer as the module, as for o_proj and down_proj): x [T, K], the layer [N, K].
- * The same code path as the block search; test/quant-ref pins it to llm-awq's numbers.
- */
-export function awqSearchLayerScales(o: { backend: Backend; layer: Linear; x: Float32Array; T: number; bits: number; groupSize: number; duoScaling: boolean }): AwqGroupScales {
-  const m = { backend: o.backend } as ModuleContext; // an inspected "layer" reads only the backend
-  const lin = { o: o.layer } as Record<LinearName, Linear>;
-  return searchGroupScales({
-    m, group: { prev: "v", layers: ["o"], inspect: "layer" }, lin, X: [o.x], T: o.T, K: o.layer.K,
-    bits: o.bits, groupSize: o.groupSize, duoScaling: o.duoScaling, where: "one linear",
-  });
-}
-
-// ---------------------------------------------------------------- clip search
-
-export interface AwqClipLayerOptions {
+export interface AwqLayerScaleOptions {
   backend: Backend;
-  /** [N, K] the (already scaled) weight */
+  /** [N, K] */
   weight: Float32Array;
   N: number;
   K: number;
-  /** [T, K] sampled input rows (already divided by the scales, like the scaled model sees them) */
-  x: Float32Array;
+  /** per sample [T, K] */
+  inputs: readonly Float32Array[];
   T: number;
   bits: number;
   /** −1 = one group per row */
   groupSize: number;
+  duoScaling: boolean;
+  signal?: AbortSignal | undefined;
 }
 
-/** Best clip threshold per (row, group) → maxVal [N, G] (AutoAWQ `_compute_best_clip`). */
-export function awqClipSearchLayer(o: AwqClipLayerOptions): Float32Array {
-  const { backend, weight: W, N, K, x, T, bits } = o;
-  const g = groupLength(o.groupSize, K);
-  invariant(K % g === 0, () => `group size ${g} does not divide ${K}`);
-  invariant(T >= 1, "the clip search needs at least one token");
-  const G = K / g;
-  const maxVal = new Float32Array(N * G); // [N, G]
-  const Xg = new Float32Array(T * g); // [T, g] this group's input columns
-  const Wg = new Float32Array(N * g); // [N, g] this group's weights
-  const Qg = new Float32Array(N * g); // [N, g] clamped + fake-quantized
-  const cur = new Float32Array(T * N); // [T, N]
-  const amax = new Float32Array(N); // [N]
-  const bestErr = new Float64Array(N); // [N]
-  for (let gi = 0; gi < G; gi++) {
-    const k0 = gi * g;
-    for (let t = 0; t < T; t++) Xg.set(x.subarray(t * K + k0, t * K + k0 + g), t * g);
-    for (let n = 0; n < N; n++) {
-      Wg.set(W.subarray(n * K + k0, n * K + k0 + g), n * g);
-      let a = 0;
-      for (let j = 0; j < g; j++) a = Math.max(a, Math.abs(Wg[n * g + j]!));
-      amax[n] = a;
-    }
-    const org = backend.matmul(Xg, Wg, T, g, N); // [T, N] partial outputs x_G · w_G
-    bestErr.fill(Infinity);
-    for (let n = 0; n < N; n++) maxVal[n * G + gi] = amax[n]!; // no clip unless a candidate is strictly better
-    for (let i = 0; i < AWQ_CLIP_STEPS; i++) {
-      for (let n = 0; n < N; n++) {
-        const mv = Math.fround(amax[n]! * (1 - i / AWQ_CLIP_GRID));
-        for (let j = 0; j < g; j++) { const v = Wg[n * g + j]!; Qg[n * g + j] = v > mv ? mv : v < -mv ? -mv : v; }
-        awqFakeQuantizeGroup(Qg, n * g, g, bits, Qg, n * g);
-      }
-      backend.matmul(Xg, Qg, T, g, N, undefined, cur);
-      for (let n = 0; n < N; n++) {
-        let e = 0;
-        for (let t = 0; t < T; t++) { const d = cur[t * N + n]! - org[t * N + n]!; e += d * d; }
-        e /= T;
-        if (e < bestErr[n]!) { bestErr[n] = e; maxVal[n * G + gi] = Math.fround(amax[n]! * (1 - i / AWQ_CLIP_GRID)); }
-      }
-    }
-  }
-  return maxVal;
-}
-
-/** `count` distinct token indices out of `total`, seeded, ascending (all of them when total ≤ count). */
-export function sampleTokens(total: number, count: number, seed: number): Int32Array {
-  const idx = Int32Array.from({ length: total }, (_, i) => i);
-  if (total <= count) return idx;
-  const rand = mulberry32(seed);
-  for (let i = 0; i < count; i++) { // partial Fisher–Yates
-    const j = i + Math.floor(rand() * (total - i));
-    const t = idx[i]!; idx[i] = idx[j]!; idx[j] = t;
-  }
-  return idx.slice(0, count).sort();
-}
-
-/** llm-awq `auto_clip_layer`: token indices 0, s, 2s, … < total with s = ⌊total / count⌋ (1 when total < count). */
-export function strideTokens(total: number, count: number): Int32Array {
-  const step = Math.max(1, Math.floor(total / count));
-  return Int32Array.from({ length: Math.ceil(total / step) }, (_, i) => i * step);
-}
-
-/** Rows `tokens` (global index = sample·T + position) of per-sample X [T, K] → [n, K]. */
-function gatherRows(X: readonly Float32Array[], T: number, K: number, tokens: Int32Array): Float32Array {
-  const out = new Float32Array(tokens.length * K);
-  tokens.forEach((tok, r) => {
-    const x = X[Math.floor(tok / T)]!;
-    const t = tok % T;
-    out.set(x.subarray(t * K, (t + 1) * K), r * K);
+/**
+ * The scale search of ONE linear judged by its own output (the "layer" groups v→o and
+ * up→down; llm-awq `_search_module_scale` with the layer as module): α, losses and s.
+ * The reference fixtures (test/quant-ref) and eval/bench-awq.ts use it.
+ */
+export function awqSearchLayerScales(o: AwqLayerScaleOptions): Promise<Pick<AwqGroupScales, "alpha" | "scales" | "losses">> {
+  const { backend, N, K, T } = o;
+  const lin = { o: { weight: o.weight, N, K } } as Record<LinearName, Linear>; // only "o" is read
+  return searchGroupScales({
+    backend, prev: "v", layers: ["o"], lin, X: o.inputs, T, K, outLen: T * N,
+    run: (l, x, out) => backend.matmul(x, l.o.weight, T, K, N, undefined, out), // [T, N]
+    bits: o.bits, groupSize: o.groupSize, duoScaling: o.duoScaling, where: `a ${N}×${K} layer`, signal: o.signal,
   });
-  return out;
 }
 
 function cloneBlock(w: BlockWeights): BlockWeights {
@@ -371,7 +290,7 @@ function cloneBlock(w: BlockWeights): BlockWeights {
 // ---------------------------------------------------------------- the block
 
 /** Search the AWQ scales (and clip thresholds) of one block. Pure: `o.weights` is not modified. */
-export function awqSearchBlock(o: AwqSearchOptions): AwqBlockSearch {
+export async function awqSearchBlock(o: AwqSearchOptions): Promise<AwqBlockSearch> {
   const { cfg, backend, rope, block, weights: w, inputs, seqlen: L } = o;
   const arch = cfg.arch;
   const H = cfg.hiddenSize;
@@ -394,7 +313,7 @@ export function awqSearchBlock(o: AwqSearchOptions): AwqBlockSearch {
   }
   const kvDim = cfg.numKvHeads * cfg.headDim;
   const cache: LayerCache = { k: new Float32Array(L * kvDim), v: new Float32Array(L * kvDim) };
-  const m: ModuleContext = { cfg, backend, rope, cache };
+  const m: ModuleContext = { cfg, backend, rope, cache, workspace: new BlockWorkspace(cfg, L) };
   const groups = awqGroupsFor(cfg);
   const clipped = o.clip ? arch.linears.filter((l) => !AWQ_NO_CLIP.includes(l.name)) : [];
   const tokens = !o.clip ? new Int32Array(0)
@@ -417,9 +336,11 @@ export function awqSearchBlock(o: AwqSearchOptions): AwqBlockSearch {
     });
     if (needClip) clipX.set(input, { x: gatherRows(X, L, K, tokens), K });
     if (group) {
-      scales.push(searchGroupScales({
-        m, group, lin: w.linears, X, T: L, K, bits: o.bits, groupSize: o.groupSize, duoScaling: o.duoScaling,
-        where: describeAwqGroup(arch, block, group),
+      const layer0 = group.layers[0]!;
+      scales.push(await searchGroupScales({
+        backend, prev: group.prev, layers: group.layers, lin: w.linears, X, T: L, K, outLen: L * (group.inspect === "layer" ? w.linears[layer0].N : H),
+        run: (lin, x, out) => runAwqModule(m, group.inspect, layer0, lin, x, L, out),
+        bits: o.bits, groupSize: o.groupSize, duoScaling: o.duoScaling, where: describeAwqGroup(arch, block, group), signal: o.signal,
       }));
     }
   }
@@ -444,7 +365,7 @@ export function awqSearchBlock(o: AwqSearchOptions): AwqBlockSearch {
     assertFinite(l.weight, `${name} after AWQ scaling`);
     assertFinite(c.x, `clip-search inputs of ${name}`);
     const g = groupLength(o.groupSize, l.K);
-    const maxVal = awqClipSearchLayer({ backend, weight: l.weight, N: l.N, K: l.K, x: c.x, T: tokens.length, bits: o.bits, groupSize: g });
+    const maxVal = await awqClipSearch({ backend, weight: l.weight, N: l.N, K: l.K, x: c.x, T: tokens.length, bits: o.bits, groupSize: g }, { signal: o.signal });
     assertFinite(maxVal, `AWQ clip thresholds of ${name}`);
     result.clips.push({ layer: spec.name, N: l.N, G: l.K / g, groupSize: g, maxVal });
   }

@@ -237,10 +237,13 @@ export async function quantizeModel(job: QuantizeJob): Promise<QuantizeResult> {
       if (usesAwq(s.method)) {
         const ta = performance.now();
         const known = loaded?.blocks.find((x) => x.block === b) ?? searches.find((x) => x.block === b);
-        const search = known ?? awqSearchBlock({
+        const search = known ?? await awqSearchBlock({
           cfg, backend, rope: ctx.rope, block: b, weights: w, inputs: X, seqlen: L,
           bits: s.bits, groupSize: s.groupSize, duoScaling: s.duoScaling ?? AWQ_DEFAULTS.duoScaling, clip: s.clip ?? true,
-          clipSampling: s.clipSampling ?? AWQ_DEFAULTS.clipSampling,
+          clipSampling: s.clipSampling ?? AWQ_DEFAULTS.clipSampling, signal: job.signal,
+        }).catch((e: unknown) => {
+          if (job.signal?.aborted) throw new InterruptedError(work);
+          throw e;
         });
         if (!known) job.onEvent?.({ type: "awq-search", block: b, seconds: (performance.now() - ta) / 1000, alphas: search.scales.map((g) => g.alpha), loaded: false });
         if (s.method === "awq") nextX = runBlock(b, w); // the ORIGINAL block's outputs feed the next block

@@ -3,13 +3,16 @@
  * by the reference algorithms (fixtures/gen_reference.py re-implements gptq.py and
  * llm-awq in numpy; fixtures/README.md). The TS reference must reproduce them exactly
  * (codes, chosen α, clip thresholds) and to f64 rounding (dequantized weights, losses);
- * the native f32 path within the flip budget of test/quant/gptq-native.test.ts.
+ * the native f32 GPTQ path within the flip budget of test/quant/gptq-native.test.ts; the
+ * native AWQ kernels (on the ref backend's GEMMs for the scale search) exactly.
  */
 import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
 import { createNativeBackend } from "../../src/backend/native.ts";
 import { refBackend } from "../../src/backend/ref.ts";
-import { awqClipSearchLayer, awqSearchLayerScales } from "../../src/methods/awq.ts";
+import type { Backend } from "../../src/backend/backend.ts";
+import { awqClipSearch, awqClipSearchLayer } from "../../src/methods/awq-clip.ts";
+import { AWQ_N_GRID, awqSearchLayerScales } from "../../src/methods/awq.ts";
 import { gptqQuantizeLinear, type GptqOptions } from "../../src/methods/gptq.ts";
 import { gptqQuantizeLinearFast } from "../../src/methods/gptq-fast.ts";
 
@@ -69,15 +72,32 @@ it("the fixture tells the two group rules apart (groups starting inside a lazy b
 
 describe.each(fixture.awq.map((c) => [c.name, c] as const))("AWQ scale and clip search vs llm-awq (%s)", (_name, c) => {
   const W = f32(c.weight), x = f32(c.x);
-  it("scale search: llm-awq's α, its 20 losses and its scale vector", () => {
-    const r = awqSearchLayerScales({ backend: refBackend, layer: { N: c.N, K: c.K, weight: W }, x, T: c.T, bits: c.bits, groupSize: c.groupSize, duoScaling: c.duoScaling });
-    expect(r.alpha).toBe(c.alphaIndex / 20);
-    expect(r.losses.length).toBe(20);
+  const scaleSearch = (backend: Backend) =>
+    awqSearchLayerScales({ backend, weight: W, N: c.N, K: c.K, inputs: [x], T: c.T, bits: c.bits, groupSize: c.groupSize, duoScaling: c.duoScaling });
+  const expectReference = (r: Awaited<ReturnType<typeof scaleSearch>>): void => {
+    expect(r.alpha).toBe(c.alphaIndex / AWQ_N_GRID);
+    expect(r.losses.length).toBe(AWQ_N_GRID);
     r.losses.forEach((l, i) => expect(Math.abs(l! - c.losses[i]!) / c.losses[i]!).toBeLessThan(1e-9));
-    expect(maxRelDiff(r.scales, f32(c.scales))).toBeLessThan(1e-6);
+    expect(diffCount(r.scales, f32(c.scales))).toBe(0);
+  };
+
+  it("scale search: llm-awq's α, its 20 losses and its scale vector", async () => {
+    expectReference(await scaleSearch(refBackend));
     // Discriminating: α is interior and the losses are not flat.
     expect(c.alphaIndex).toBeGreaterThan(0);
     expect(Math.max(...c.losses) / Math.min(...c.losses)).toBeGreaterThan(1.05);
+  });
+
+  it("scale search with the native fake-quantization kernel: the same α, losses and scales", async () => {
+    const nb = createNativeBackend({ threads: 1 });
+    // The ref backend's GEMM with the native backend's AWQ kernel: only the fake quantization changes path.
+    expectReference(await scaleSearch({ ...refBackend, awqFakeQuantize: nb.awqFakeQuantize.bind(nb) }));
+  });
+
+  it("clip search with the native kernel: the same threshold for every (row, group)", async () => {
+    const nb = createNativeBackend({ threads: 1 });
+    const mv = await awqClipSearch({ backend: nb, weight: W, N: c.N, K: c.K, x, T: c.T, bits: c.bits, groupSize: c.groupSize });
+    expect(diffCount(mv, f32(c.clipMaxVal))).toBe(0);
   });
   it("clip search: the same threshold for every (row, group)", () => {
     const mv = awqClipSearchLayer({ backend: refBackend, weight: W, N: c.N, K: c.K, x, T: c.T, bits: c.bits, groupSize: c.groupSize });

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { refBackend } from "../../src/backend/ref.ts";
 import { mulberry32 } from "../../src/util/random.ts";
-import { AWQ_CLIP_GRID, AWQ_CLIP_STEPS, awqClipSearchLayer, sampleTokens, strideTokens } from "../../src/methods/awq.ts";
+import { AWQ_CLIP_GRID, AWQ_CLIP_STEPS, awqClipSearchLayer, sampleTokens, strideTokens } from "../../src/methods/awq-clip.ts";
 import { awqGrid } from "../../src/methods/awq-grid.ts";
 import { randn } from "../helpers/random-weights.ts";
 

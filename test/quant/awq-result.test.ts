@@ -22,10 +22,13 @@ const cfg = tinyConfig({ num_key_value_heads: 4 });
 const weights = randomWeights(cfg, 2);
 const settings: AwqSearchSettings = { bits: 4, groupSize: 16, duoScaling: true, clip: true, meta: { calibSamples: 2, calibSeqlen: 16 } };
 const inputs = [0, 1].map((s) => randomArray(16 * cfg.hiddenSize, 1, mulberry32(s)));
-const blocks: AwqBlockSearch[] = weights.blocks.map((w, b) => awqSearchBlock({
-  cfg, backend: refBackend, rope: new RopeTable(cfg), block: b, weights: w, inputs, seqlen: 16,
-  bits: settings.bits, groupSize: settings.groupSize, duoScaling: settings.duoScaling, clip: settings.clip,
-}));
+const blocks: AwqBlockSearch[] = [];
+for (const [b, w] of weights.blocks.entries()) {
+  blocks.push(await awqSearchBlock({
+    cfg, backend: refBackend, rope: new RopeTable(cfg), block: b, weights: w, inputs, seqlen: 16,
+    bits: settings.bits, groupSize: settings.groupSize, duoScaling: settings.duoScaling, clip: settings.clip,
+  }));
+}
 
 describe("AWQ search file", () => {
   it("round-trips every scale, clip, α and loss exactly", async () => {

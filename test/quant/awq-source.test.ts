@@ -82,7 +82,7 @@ describe("AWQ GEMM checkpoint through awqSource", () => {
     const blocks = [];
     for (let b = 0; b < cfg.numLayers; b++) {
       const w = loadBlock(cfg, src, b);
-      const search = awqSearchBlock({ cfg, backend: refBackend, rope, block: b, weights: w, inputs: X, seqlen: L, bits: 4, groupSize: G, duoScaling: true, clip: true });
+      const search = await awqSearchBlock({ cfg, backend: refBackend, rope, block: b, weights: w, inputs: X, seqlen: L, bits: 4, groupSize: G, duoScaling: true, clip: true });
       X = X.map((x) => blockForward({ cfg, backend: refBackend, rope }, b, w, x, L, 0, scratch)); // unquantized, unscaled outputs
       applyAwqScales(cfg, w, search);
       applyAwqClip(w, search);

@@ -1,4 +1,4 @@
-import { describe, expect, it } from "vitest";
+import { beforeAll, describe, expect, it } from "vitest";
 import type { ModelConfig } from "../../src/arch/config.ts";
 import { selectBackend } from "../../src/backend/select.ts";
 import { blockForward } from "../../src/nn/block.ts";
@@ -7,7 +7,8 @@ import { RopeTable } from "../../src/nn/rope.ts";
 import type { BlockWeights } from "../../src/nn/weights.ts";
 import { applyAwqClip, applyAwqScales } from "../../src/methods/awq-apply.ts";
 import { awqQuantizeLinear } from "../../src/methods/awq-grid.ts";
-import { AWQ_N_GRID, awqClipSearchLayer, awqScalesFor, awqSearchBlock, awqWeightMean } from "../../src/methods/awq.ts";
+import { AWQ_N_GRID, awqScalesFor, awqSearchBlock, awqWeightMean } from "../../src/methods/awq.ts";
+import { awqClipSearchLayer } from "../../src/methods/awq-clip.ts";
 import type { AwqBlockSearch } from "../../src/methods/awq-types.ts";
 import { dequantize } from "../../src/tensor/quantized.ts";
 import { QuantizeLlmError, UsageError } from "../../src/util/errors.ts";
@@ -58,7 +59,10 @@ describe.each([
   const calib = structuredInputs(cfg.hiddenSize, 9);
   const heldOut = structuredInputs(cfg.hiddenSize, 10);
   const before = structuredClone(w);
-  const search = awqSearchBlock({ cfg, backend, rope, block: 0, weights: w, inputs: calib, seqlen: L, bits: BITS, groupSize: GROUP, duoScaling, clip: true });
+  let search: AwqBlockSearch;
+  beforeAll(async () => {
+    search = await awqSearchBlock({ cfg, backend, rope, block: 0, weights: w, inputs: calib, seqlen: L, bits: BITS, groupSize: GROUP, duoScaling, clip: true });
+  });
 
   it("returns plain data for all four groups and the five clipped layers, without touching the weights", () => {
     expect(search.scales.map((g) => `${g.prev}>${g.layers.join(",")}`)).toEqual(["attnNorm>q,k,v", "v>o", "mlpNorm>gate,up", "up>down"]);
@@ -119,31 +123,31 @@ describe("AWQ search: shapes, determinism, failures", () => {
   const calib = structuredInputs(cfg.hiddenSize, 9).slice(0, 2);
   const opts = { cfg, backend, rope, block: 0, weights: w, inputs: calib, seqlen: L, bits: BITS, groupSize: GROUP, duoScaling: true, clip: true, clipTokens: 100 };
 
-  it("skips v→o under GQA, samples clipTokens tokens, and is deterministic", () => {
-    const a: AwqBlockSearch = awqSearchBlock(opts);
+  it("skips v→o under GQA, samples clipTokens tokens, and is deterministic", async () => {
+    const a: AwqBlockSearch = await awqSearchBlock(opts);
     expect(a.scales.map((g) => g.prev)).toEqual(["attnNorm", "mlpNorm", "up"]);
     expect(a.clipTokens).toBe(100);
     expect(a.clips.find((c) => c.layer === "o")).toBeDefined(); // o is still clipped, just not scaled
-    expect(awqSearchBlock(opts)).toEqual(a);
+    expect(await awqSearchBlock(opts)).toEqual(a);
   });
 
-  it("no finite loss for any α is an error naming the block and group (f16 overflow of the grid)", () => {
+  it("no finite loss for any α is an error naming the block and group (f16 overflow of the grid)", async () => {
     const bad = structuredClone(w);
     bad.linears.q.weight[3] = 1e9; // finite in f32, but every AWQ grid scale overflows f16 → NaN codes
-    const run = (): unknown => awqSearchBlock({ ...opts, weights: bad });
-    expect(run).toThrow(QuantizeLlmError);
-    expect(run).toThrow(/no finite loss for model\.layers\.0: input_layernorm → self_attn\.q_proj.*NaN in AWQ/);
+    const run = (): Promise<unknown> => awqSearchBlock({ ...opts, weights: bad });
+    await expect(run()).rejects.toThrow(QuantizeLlmError);
+    await expect(run()).rejects.toThrow(/no finite loss for model\.layers\.0: input_layernorm → self_attn\.q_proj.*NaN in AWQ/);
   });
 
-  it("a group size that does not divide every layer is refused before any compute", () => {
-    expect(() => awqSearchBlock({ ...opts, groupSize: 48 })).toThrow(UsageError);
-    expect(() => awqSearchBlock({ ...opts, groupSize: 48 })).toThrow(/--group-size/);
+  it("a group size that does not divide every layer is refused before any compute", async () => {
+    await expect(awqSearchBlock({ ...opts, groupSize: 48 })).rejects.toThrow(UsageError);
+    await expect(awqSearchBlock({ ...opts, groupSize: 48 })).rejects.toThrow(/--group-size/);
   });
 
-  it("non-finite inputs are refused at the stage boundary", () => {
+  it("non-finite inputs are refused at the stage boundary", async () => {
     const x = calib.map((c) => c.slice());
     x[1]![7] = NaN;
-    expect(() => awqSearchBlock({ ...opts, inputs: x })).toThrow(/input of model\.layers\.0 \(calibration sample 1\) contains NaN/);
+    await expect(awqSearchBlock({ ...opts, inputs: x })).rejects.toThrow(/input of model\.layers\.0 \(calibration sample 1\) contains NaN/);
   });
 });
 
