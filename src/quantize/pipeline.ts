@@ -42,7 +42,7 @@ import { checkAwqSearchFits, readAwqSearch, writeAwqSearch, type AwqSearchSettin
 import { calibrationWindows } from "./calibrate.ts";
 import { gptqQuantizeLinearAsync, HessianAccumulatorF32 } from "../methods/gptq-fast.ts";
 import { checkResumable, JOURNAL_MAGIC, JOURNAL_VERSION, readJournal, writeJournal, type Journal } from "./journal.ts";
-import type { FinishInput, FormatId } from "./formats/format.ts";
+import type { FinishInput, GridFormatId } from "./formats/format.ts";
 import { quantizeLmHead, type LmHeadReport } from "./lm-head.ts";
 import { FORMAT_FLAGS, FORMATS } from "./formats/table.ts";
 import { relOutputErrorAsync, relWeightError, type LayerReport } from "./report.ts";
@@ -67,7 +67,7 @@ export interface QuantizeJob {
   outDir: string;
   settings: QuantSettings;
   /** Output format (formats/table.ts); default: the HF folder natural to the method (`--format hf`). */
-  format?: FormatId;
+  format?: GridFormatId;
   backend: Backend;
   /** Continue an interrupted run from its journal. */
   resume?: boolean;
@@ -84,7 +84,7 @@ export interface QuantizeJob {
 
 export interface QuantizeResult {
   outDir: string;
-  format: FormatId;
+  format: GridFormatId;
   layers: LayerReport[];
   seconds: number;
   files: string[];

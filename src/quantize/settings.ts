@@ -1,8 +1,10 @@
 /**
  * Quantization settings and their validation, done BEFORE any compute: a bad
  * bits/group combination fails in milliseconds, not after an hour of calibration.
- * What an output format adds (packable shapes, v1 zero points, ggml blocks) is checked
- * by its entry in formats/ (`Format.check`), right after these.
+ * What an output format adds (packable shapes, v1 zero points, ggml blocks, the
+ * bitsandbytes threshold) is checked by its entry in formats/ (`Format.check`), right
+ * after these. QuantSettings: rtn/gptq/awq (pipeline.ts); Int8Settings: LLM.int8()
+ * (int8-pipeline.ts).
  */
 import type { ModelConfig } from "../arch/config.ts";
 import { GROUP_GRIDS, type GroupGrid } from "../methods/gptq.ts";
@@ -121,5 +123,35 @@ export function validateSettings(cfg: ModelConfig, s: QuantSettings, modelDir: s
         hint: `try --group-size ${[128, 64, 32].find((g) => K % g === 0) ?? -1}`,
       });
     }
+  }
+}
+
+/** `quantize-llm int8` (LLM.int8(), bitsandbytes folder; int8-pipeline.ts). */
+export interface Int8Settings {
+  /** llm_int8_threshold: run-time outlier threshold (0 = plain dynamic int8). */
+  threshold: number;
+  /** Fix the outlier columns from calibration (written to int8-outliers.json). */
+  staticOutliers: boolean;
+  /** Module names kept in their stored dtype (transformers' matching: exact name, a prefix ending in ".", or the leaf name). */
+  skipModules: string[] | null;
+  calibSamples: number;
+  calibSeqlen: number;
+  calibSeed: number;
+  /** Calibration text (absolute path); unused when calibSamples is 0. */
+  calibText: string | null;
+  /**
+   * Quantize lm_head too (absent = false: kept as stored, transformers' default). A tied
+   * model's embedding is quantized as lm_head and the output untied (the embedding stays as stored).
+   */
+  quantizeLmHead?: boolean;
+}
+
+/** The method's own constraints (calibration); the format's (threshold, skip list) are bnbInt8Format.check. */
+export function validateInt8Settings(s: Int8Settings): void {
+  if (s.staticOutliers && s.calibSamples === 0) {
+    throw new UsageError("--static-outliers needs calibration", { field: "--calib-samples", expected: "≥ 1", found: "0", hint: "the fixed outlier columns are those that crossed the threshold on the calibration text" });
+  }
+  if (s.calibSamples > 0 && s.calibText === null) {
+    throw new UsageError("no calibration text", { field: "--calib-text", expected: "a UTF-8 text file", found: "nothing", hint: "pass --calib-text FILE, or --calib-samples 0 to skip the outlier report" });
   }
 }

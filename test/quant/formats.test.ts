@@ -2,7 +2,8 @@
  * The Format table (src/quantize/formats/): every entry's unpacker reads back exactly what
  * its packer wrote; the GGUF entry writes the same bytes as the HF-GPTQ folder + export
  * route it replaces (no HF folder on the way), checks its grid before any compute, and
- * resumes to the same file.
+ * resumes to the same file; the bnb-int8 entry keeps every unquantized tensor's stored
+ * bytes and checks its threshold before any compute.
  */
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -18,7 +19,7 @@ import { checkpointSource } from "../../src/load/hf-folder.ts";
 import { openCheckpoint } from "../../src/io/checkpoint.ts";
 import { rtnQuantizeLinear } from "../../src/methods/rtn.ts";
 import { FORMATS } from "../../src/quantize/formats/table.ts";
-import type { FormatId } from "../../src/quantize/formats/format.ts";
+import type { GridFormatId } from "../../src/quantize/formats/format.ts";
 import { InterruptedError, quantizeModel } from "../../src/quantize/pipeline.ts";
 import type { QuantSettings } from "../../src/quantize/settings.ts";
 import type { LinearName } from "../../src/arch/registry.ts";
@@ -26,6 +27,10 @@ import type { QuantizedLinear } from "../../src/tensor/quantized.ts";
 import { BUNDLED_CALIB_TEXT } from "../../src/load/paths.ts";
 import { UsageError } from "../../src/util/errors.ts";
 import { makeTinyModel, type TinyModel } from "../helpers/tiny-model.ts";
+import { quantizeInt8Rows } from "../../src/methods/int8.ts";
+import type { BnbLinear } from "../../src/quantize/formats/bnb-int8.ts";
+import { quantizeInt8 } from "../../src/quantize/int8-pipeline.ts";
+import type { Int8Settings } from "../../src/quantize/settings.ts";
 
 const backend = selectBackend();
 const tmp = mkdtempSync(join(tmpdir(), "qllm-formats-"));
@@ -45,7 +50,7 @@ async function tiny(): Promise<TinyModel> {
 describe("Format table", () => {
   it.each([
     ["hf-gptq", { format: "gptq" }], ["hf-gptq", { sym: false, format: "gptq_v2", bits: 3 }], ["awq-gemm", { sym: false, groupSize: 64 }], ["gguf", { sym: false }],
-  ] as [FormatId, Partial<QuantSettings>][])("%s %j: readLinear gives back exactly what blockTensors packed", async (id, over) => {
+  ] as [GridFormatId, Partial<QuantSettings>][])("%s %j: readLinear gives back exactly what blockTensors packed", async (id, over) => {
     const m = await tiny();
     const s = { ...base, ...over };
     const cfg = readModelConfig(m.dir);
@@ -113,5 +118,76 @@ describe("Format table", () => {
     expect(err).toBeInstanceOf(InterruptedError);
     await quantizeModel({ modelDir: m.dir, outDir: parts, settings: s, format: "gguf", backend, resume: true });
     expect(readFileSync(parts).equals(readFileSync(whole))).toBe(true);
+  });
+});
+
+describe("Format table: the bnb-int8 entry (quantize-llm int8)", () => {
+  const int8: Int8Settings = { threshold: 6, staticOutliers: false, skipModules: ["k_proj"], calibSamples: 0, calibSeqlen: 16, calibSeed: 0, calibText: null };
+  let qwen: TinyModel;
+  async function qwenBf16(): Promise<TinyModel> {
+    qwen ??= await makeTinyModel({ modelType: "qwen2", hidden: 64, intermediate: 128, layers: 2, heads: 4, kvHeads: 2, seed: 4, dtype: "BF16", dir: join(tmp, "qwen2-bf16") });
+    return qwen;
+  }
+
+  it("readLinear gives back exactly what blockTensors packed: int8 rows, and a skipped module in the model's dtype", async () => {
+    const m = await qwenBf16();
+    const cfg = readModelConfig(m.dir);
+    const ckpt = await openCheckpoint(m.dir);
+    const w = loadBlock(cfg, checkpointSource(ckpt, m.dir), 1);
+    await ckpt.close();
+    const q = new Map<LinearName, BnbLinear>();
+    for (const spec of cfg.arch.linears) {
+      const l = w.linears[spec.name];
+      q.set(spec.name, spec.name === "k"
+        ? { kind: "kept", N: l.N, K: l.K, weight: l.weight }
+        : { kind: "int8", N: l.N, K: l.K, ...quantizeInt8Rows(l.weight, l.N, l.K) });
+    }
+    const f = FORMATS["bnb-int8"];
+    f.check(int8, cfg, m.dir, join(tmp, "never"));
+    const file = join(tmp, "bnb-int8.safetensors");
+    await writeSafetensors(file, f.blockTensors(cfg, int8, 1, w, q));
+    const sf = await openSafetensors(file);
+    try {
+      expect(sf.tensors.get("model.layers.1.self_attn.k_proj.weight")?.dtype).toBe("BF16");
+      expect(sf.tensors.get("model.layers.1.self_attn.q_proj.weight")?.dtype).toBe("I8");
+      for (const spec of cfg.arch.linears) expect(f.readLinear(sf, cfg, int8, 1, spec, file)).toEqual(q.get(spec.name));
+    } finally { await sf.close(); }
+  });
+
+  it("the folder keeps biases, norms and skipped modules as stored (bf16 bytes), quantizes the rest, leaves no .partial", async () => {
+    const m = await qwenBf16();
+    const out = join(tmp, "qwen2-int8");
+    const r = await quantizeInt8({ modelDir: m.dir, outDir: out, settings: int8, backend });
+    expect(r.files).toEqual(["model.safetensors"]);
+    expect(existsSync(`${out}.partial`)).toBe(false);
+    const ck = await openCheckpoint(out), src = await openCheckpoint(m.dir);
+    try {
+      let biases = 0, tensorBytes = 0;
+      for (const name of ck.names()) {
+        const info = ck.info(name);
+        tensorBytes += ck.readRawSync(name).length;
+        if (name.endsWith(".SCB") || name.endsWith(".weight_format") || info.dtype === "I8") continue;
+        if (name.endsWith(".bias")) biases++;
+        expect(info.dtype, name).toBe("BF16");
+        expect(Buffer.from(ck.readRawSync(name)).equals(Buffer.from(src.readRawSync(name))), name).toBe(true);
+      }
+      expect(biases).toBe(2 * 3); // q, k, v of each block
+      expect(r.totalSize).toBe(tensorBytes);
+      const qName = "model.layers.0.self_attn.q_proj";
+      const want = quantizeInt8Rows(src.readF32Sync(`${qName}.weight`), 64, 64);
+      expect(Buffer.from(ck.readRawSync(`${qName}.weight`)).equals(Buffer.from(want.CB.buffer))).toBe(true);
+    } finally { await ck.close(); await src.close(); }
+  });
+
+  it.each([
+    ["a negative threshold", { threshold: -1 }, "--threshold"],
+    ["--static-outliers with threshold 0", { threshold: 0, staticOutliers: true, calibSamples: 2, calibText: BUNDLED_CALIB_TEXT }, "--static-outliers"],
+  ] as [string, Partial<Int8Settings>, string][])("refuses %s before any compute", async (_, over, field) => {
+    const m = await qwenBf16();
+    const out = join(tmp, "bad-int8");
+    const err = await quantizeInt8({ modelDir: m.dir, outDir: out, settings: { ...int8, ...over }, backend }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(UsageError);
+    expect((err as UsageError).details.field).toBe(field);
+    expect(existsSync(`${out}.partial`)).toBe(false);
   });
 });

@@ -8,7 +8,7 @@ import { awqGemmShapeProblem, packAwqGemm, unpackAwqGemm } from "../../pack/awq-
 import { UsageError } from "../../util/errors.ts";
 import type { QuantSettings } from "../settings.ts";
 import type { Format } from "./format.ts";
-import { bytesOf, hfBlockTensors, int32Of, writeHfFolder } from "./hf-folder.ts";
+import { bytesOf, hfBlockTensors, int32Of, reportJson, writeHfFolder } from "./hf-folder.ts";
 
 /** AutoAWQ's `quantization_config` (FORMATS.md §3). */
 export function awqQuantizationConfig(s: QuantSettings): Record<string, unknown> {
@@ -51,11 +51,11 @@ export const awqGemmFormat: Format = {
     }, { N, K, groupSize: s.groupSize, name: base, file });
   },
   async finish(o) {
-    const files = await writeHfFolder(o, {
+    const { files, tensorBytes } = await writeHfFolder(o, {
       "config.json": { ...o.cfg.raw, quantization_config: awqQuantizationConfig(o.s) },
       // AutoAWQ's legacy spelling, read by older loaders.
       "quant_config.json": { zero_point: true, q_group_size: o.s.groupSize, w_bit: o.s.bits, version: "GEMM" },
-    });
-    return { files, report: "quant-report.json", summary: "" };
+    }, reportJson(o));
+    return { files, report: "quant-report.json", summary: "", tensorBytes };
   },
 };

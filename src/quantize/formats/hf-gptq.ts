@@ -10,7 +10,7 @@ import { GPTQ_BITS, gptqShapeProblem, packGptq, unpackGptq } from "../../pack/hf
 import { UsageError } from "../../util/errors.ts";
 import type { QuantSettings } from "../settings.ts";
 import type { Format } from "./format.ts";
-import { bytesOf, hfBlockTensors, int32Of, VERSION, writeHfFolder } from "./hf-folder.ts";
+import { bytesOf, hfBlockTensors, int32Of, reportJson, VERSION, writeHfFolder } from "./hf-folder.ts";
 
 /** The `quantization_config` dict (FORMATS.md §2), written to config.json and quantize_config.json. */
 export function gptqQuantizationConfig(s: QuantSettings, version: string): Record<string, unknown> {
@@ -80,7 +80,7 @@ export const hfGptqFormat: Format = {
     // a tied model's quantized head is its own tensor now: the embedding stays as stored, for lookup
     const untie = o.lmHead?.report.untied === true ? { tie_word_embeddings: false } : {};
     const head = o.lmHead !== undefined ? gptqTensors(o.cfg.arch.lmHead.hf.replace(/\.weight$/, ""), o.lmHead.q, o.s) : undefined;
-    const files = await writeHfFolder(o, { "config.json": { ...o.cfg.raw, ...untie, quantization_config: qc }, "quantize_config.json": qc }, head);
-    return { files, report: "quant-report.json", summary: "" };
+    const { files, tensorBytes } = await writeHfFolder(o, { "config.json": { ...o.cfg.raw, ...untie, quantization_config: qc }, "quantize_config.json": qc }, reportJson(o), head);
+    return { files, report: "quant-report.json", summary: "", tensorBytes };
   },
 };
