@@ -24,14 +24,9 @@ import { rtnQuantizeRows } from "../methods/rtn.ts";
 import type { QuantizedLinear } from "../tensor/quantized.ts";
 import { assertFinite, nonFiniteError } from "../util/errors.ts";
 import { relOutputErrorAsync, relWeightError } from "./report.ts";
-import type { QuantSettings } from "./settings.ts";
+import type { LmHeadSettings, QuantSettings } from "./settings.ts";
 
-/** lm_head's own grid (the model's sym/asym and checkpoint format are kept). */
-export interface LmHeadSettings {
-  bits: number;
-  /** −1 = one group per row */
-  groupSize: number;
-}
+export type { LmHeadSettings } from "./settings.ts";
 
 /** GPTQModel's grid for `lm_head: true` when no `dynamic` entry names it (looper/module_looper.py). */
 export const GPTQMODEL_LM_HEAD: LmHeadSettings = { bits: 8, groupSize: 32 };

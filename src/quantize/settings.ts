@@ -13,7 +13,6 @@ import { CALIB_SAMPLINGS, type CalibSampling } from "./calibrate.ts";
 import { linearShapes } from "../arch/shapes.ts";
 import { GPTQ_BITS, type GptqCheckpointFormat } from "../pack/hf-gptq.ts";
 import { UsageError } from "../util/errors.ts";
-import type { LmHeadSettings } from "./lm-head.ts";
 
 export type Method = "rtn" | "gptq" | "awq" | "awq+gptq";
 
@@ -53,6 +52,13 @@ export interface QuantSettings {
   loadSearch?: string | null;
   /** Quantize lm_head too, with this grid (GPTQModel `lm_head: true`; quantize/lm-head.ts); absent/null = kept as stored. */
   lmHead?: LmHeadSettings | null;
+}
+
+/** lm_head's own grid (quantize/lm-head.ts; the model's sym/asym and checkpoint format are kept). */
+export interface LmHeadSettings {
+  bits: number;
+  /** −1 = one group per row */
+  groupSize: number;
 }
 
 export const GROUP_SIZES = [32, 64, 128, -1] as const;
