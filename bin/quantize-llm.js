@@ -2,15 +2,8 @@
 // Entry point of the `quantize-llm` command: runs the TypeScript CLI through tsx's loader,
 // in this process (no child process: signals reach the CLI directly).
 import { readFileSync } from "node:fs";
-import { setFlagsFromString } from "node:v8";
-import { runInNewContext } from "node:vm";
 import { Worker } from "node:worker_threads";
 import { register } from "tsx/esm/api";
-
-// Expose V8's gc() so the quantization pipeline can free each finished layer's arrays
-// promptly: peak memory must not depend on how lazily V8 collects large typed arrays.
-setFlagsFromString("--expose-gc");
-globalThis.gc ??= runInNewContext("gc");
 
 watchNpmShell();
 

@@ -11,7 +11,7 @@
  * once first so every path starts from the page cache (a cold read is the disk's speed, not
  * ours); outputs go under --work and are deleted after each path. Target: ≥ 0.5 GB/s each.
  *
- *   /work/bin/bench node --expose-gc --import tsx eval/bench-throughput.ts [--model DIR]... [--work /tmp/qllm-bench] [--write]
+ *   /work/bin/bench npx tsx eval/bench-throughput.ts [--model DIR]... [--work /tmp/qllm-bench] [--write]
  *
  * --model may be given twice (e.g. a BF16 and an F16 folder); --write puts the table in
  * eval/reports/bench-throughput.md.
@@ -36,7 +36,6 @@ const work = resolve(values.work ?? "/tmp/qllm-bench");
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const TARGET = 0.5;
 const backend = createNativeBackend({ threads: defaultThreads() });
-const gc = (): void => (globalThis as { gc?: () => void }).gc?.();
 
 /** Bytes of every tensor in the checkpoint (the input weights), and its dtypes. */
 async function inputWeights(dir: string): Promise<{ bytes: number; dtypes: string }> {
@@ -68,7 +67,6 @@ interface Row { model: string; path: string; seconds: number; inBytes: number; o
 const rows: Row[] = [];
 
 async function time(model: string, path: string, inBytes: number, out: string | null, run: () => Promise<void>): Promise<void> {
-  gc();
   const t0 = performance.now();
   await run();
   const seconds = (performance.now() - t0) / 1000;
@@ -113,7 +111,7 @@ const gb = (b: number): string => (b / 1e9).toFixed(2);
 const lines = [
   "# Throughput of the paths that touch every weight (issue 10)",
   "",
-  `\`/work/bin/bench node --expose-gc --import tsx eval/bench-throughput.ts${models.map((m) => ` --model ${m}`).join("")} --write\`, commit ${commit}, ` +
+  `\`/work/bin/bench npx tsx eval/bench-throughput.ts${models.map((m) => ` --model ${m}`).join("")} --write\`, commit ${commit}, ` +
     `${backend.threads} threads, ${new Date().toISOString().slice(0, 16)}Z. TinyLlama-1.1B-shaped models from eval/gen-tinyllama.ts (random weights); ` +
     "one run per path, in one process, input file in the page cache (read once before), outputs written to the same disk (fsync included) and deleted after each path. " +
     `GB/s = input weight bytes / wall seconds (1 GB = 10⁹ B); target ≥ ${TARGET} GB/s.`,

@@ -41,17 +41,13 @@ async function child(model: string, mode: "packed" | "f32", ctx: number): Promis
   const { loadModel } = await import("../src/load/hf-folder.ts");
   const { describeKernelPath, weightBytes } = await import("../src/load/kernel-path.ts");
   const backend = selectBackend({ backend: "native" });
-  const gc = (globalThis as { gc?: () => void }).gc;
-  gc?.();
   const rssBase = process.memoryUsage().rss;
   const t0 = performance.now();
   const loaded = await loadModel(model, backend, { weights: mode });
   const loadSeconds = (performance.now() - t0) / 1000;
-  gc?.();
   const rssLoaded = process.memoryUsage().rss;
   const cache = loaded.model.newCache(ctx);
   loaded.model.forward([1], cache, { logits: "last" });
-  gc?.();
   const rssForward = process.memoryUsage().rss;
   const wb = weightBytes(loaded.model);
   const s: Sample = {
@@ -76,7 +72,7 @@ function parent(): void {
     for (const mode of modes) {
       const runs: Sample[] = [];
       for (let r = -1; r < reps; r++) { // r = −1: page-cache warm-up, not recorded
-        const out = execFileSync(process.execPath, ["--expose-gc", "--import", "tsx", fileURLToPath(import.meta.url), "--child", model, mode, String(ctx)], { cwd: ROOT, encoding: "utf8", stdio: ["ignore", "pipe", "inherit"], maxBuffer: 1 << 24 });
+        const out = execFileSync(process.execPath, ["--import", "tsx", fileURLToPath(import.meta.url), "--child", model, mode, String(ctx)], { cwd: ROOT, encoding: "utf8", stdio: ["ignore", "pipe", "inherit"], maxBuffer: 1 << 24 });
         const s = JSON.parse(out.trim().split("\n").pop()!) as Sample;
         process.stderr.write(`  ${model} ${mode} run ${r + 1}: load ${s.loadSeconds.toFixed(2)} s, RSS +${((s.rssLoaded - s.rssBase) / MiB).toFixed(0)} MiB\n`);
         if (r >= 0) runs.push(s);

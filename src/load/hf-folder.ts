@@ -18,6 +18,8 @@ import { bnbRunSettings, bnbSource } from "./bnb-int8-source.ts";
 import { parseBnbConfig } from "../pack/bnb-int8.ts";
 import { checkpointCanonical } from "./checkpoint-canonical.ts";
 import { canPack } from "./canonical.ts";
+import { checkpointRaw } from "./raw-read.ts";
+import { toF32Into } from "../tensor/dtype.ts";
 import { defaultWarn, loadWeights, resolveWeightMode, type LoadOptions } from "./packed-weights.ts";
 
 export interface LoadedModel {
@@ -79,6 +81,7 @@ export function checkpointSource(ckpt: Checkpoint, origin: string): TensorSource
     has: (name) => ckpt.has(name),
     shape: (name) => ckpt.info(name).shape,
     readF32Sync: (name) => ckpt.readF32Sync(name),
+    readF32Into: (name, out, buffers) => toF32Into(ckpt.info(name).dtype, checkpointRaw(ckpt, name, buffers), out),
     readCanonical: (name, buffers) => plain.readCanonical(name, buffers),
     readEmbedding: (name) => plain.readEmbedding(name),
   };

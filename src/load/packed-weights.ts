@@ -66,8 +66,6 @@ function read(src: TensorSource, name: string, shape: readonly number[]): Float3
   return src.readF32Sync(name);
 }
 
-const collect = (): void => { (globalThis as { gc?: () => void }).gc?.(); };
-
 function loadPackedBlock(cfg: ModelConfig, c: PackContext, i: number): BlockWeights<LinearWeight> {
   const { src } = c;
   const a = cfg.arch, H = cfg.hiddenSize, p = a.blockPrefix(i);
@@ -114,7 +112,6 @@ export function loadPackedModelWeights(cfg: ModelConfig, src: TensorSource, back
   // Tied: pack the embedding matrix a second time as the head (the table keeps the stored rows).
   const headName = src.has(a.lmHead.hf) || !cfg.tieWordEmbeddings ? a.lmHead.hf : a.embed.hf;
   const lmHead = readPacked(c, headName, V, H);
-  collect();
   return { embed, blocks, finalNorm, lmHead };
 }
 

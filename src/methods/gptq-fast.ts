@@ -9,8 +9,8 @@
  * permutation, the damping retries and g_idx, all exactly as in gptq.ts; the
  * kernels apply the permutation while copying. Memory: one f32 [K, K] buffer for
  * Hinv (the caller's Hessian is only read, so it is the pristine copy a retry
- * starts from), the outputs, and the kernel's running copy of a few hundred rows
- * of W per thread (reused between calls).
+ * starts from), the outputs (both can be the caller's reused buffers: `out`), and
+ * the kernel's running copy of a few hundred rows of W per thread (reused between calls).
  *
  * Numerics: f32 running weights and Hinv (the reference uses f64) can flip a code
  * whose value lies within rounding noise of a grid midpoint; a flip changes the
@@ -21,8 +21,18 @@ import type { Backend, GptqKernelArgs, KernelCallOptions } from "../backend/back
 import { DAMP_STEP, gptqQuantizeLinear, notPositiveDefinite, type GptqOptions, type GptqResult } from "./gptq.ts";
 import { gptqGrid } from "./grid.ts";
 import { groupLength, numGroups } from "../tensor/quantized.ts";
+import { invariant } from "../util/errors.ts";
 
-export type GptqFastOptions = GptqOptions & { backend: Backend };
+export type GptqFastOptions = GptqOptions & {
+  backend: Backend;
+  /**
+   * Reused memory for the three large arrays instead of fresh ones (a pipeline quantizing
+   * layer after layer allocates them once): codes [N·K] and dequantized [N·K] become the
+   * result's, hinv [K·K] is the work buffer. Zeroed here first, so the results are the bits
+   * of fresh arrays. Ignored by the TS reference (backends without the kernels).
+   */
+  out?: { codes: Uint8Array; dequantized: Float32Array; hinv: Float32Array };
+};
 
 /** Everything before the Hinv factorisation: dead columns, act-order permutation, static grids, the damping mean. */
 function prepare(o: GptqFastOptions) {
@@ -61,14 +71,19 @@ function prepare(o: GptqFastOptions) {
   let mean = 0;
   for (let i = 0; i < K; i++) mean += diag[perm[i]!]!;
   mean /= K;
-  const hinv = new Float32Array(K * K); // [K, K] permuted order
+  const out = o.out;
+  if (out) {
+    invariant(out.codes.length === N * K && out.dequantized.length === N * K && out.hinv.length === K * K,
+      () => `GPTQ output buffers of ${out.codes.length}/${out.dequantized.length}/${out.hinv.length} values for N = ${N}, K = ${K}`);
+  }
+  const hinv = out ? out.hinv.fill(0) : new Float32Array(K * K); // [K, K] permuted order
   const diagP = new Float64Array(K); // [K] damped diagonal, permuted order
   const damped = (damp: number): Float64Array => {
     for (let i = 0; i < K; i++) diagP[i] = diag[perm[i]!]! + damp * mean;
     return diagP;
   };
-  const codes = new Uint8Array(N * K); // [N, K]
-  const dequantized = new Float32Array(N * K); // [N, K]
+  const codes = out ? out.codes.fill(0) : new Uint8Array(N * K); // [N, K]
+  const dequantized = out ? out.dequantized.fill(0) : new Float32Array(N * K); // [N, K]
   const args: GptqKernelArgs = {
     w: o.weight, perm: o.actOrder ? perm : null, dead: anyDead ? dead : null, hinv, N, K, bits, groupSize: g, sym,
     colGroup, scales, zeros, codes, dequantized, blockSize: o.blockSize, blockStartGrids: o.groupGrid === "block-start",
@@ -142,8 +157,10 @@ export class HessianAccumulatorF32 {
   private readonly H: Float32Array;
   private sequences = 0;
 
-  constructor(readonly K: number) {
-    this.H = new Float32Array(K * K);
+  /** `storage`: reused memory of at least K² values (zeroed here: the same sums as a fresh accumulator). */
+  constructor(readonly K: number, storage?: Float32Array) {
+    invariant(storage === undefined || storage.length >= K * K, () => `Hessian storage of ${storage!.length} values for K = ${K}`);
+    this.H = storage ? storage.subarray(0, K * K).fill(0) : new Float32Array(K * K);
   }
 
   /** add() off the JS thread when the backend can (the same native kernel, so the same sums). */

@@ -5,6 +5,7 @@
 import { gptqGrid, minMax, quantizeValue } from "./grid.ts";
 import { contiguousGIdx, groupLength, numGroups, type QuantizedLinear } from "../tensor/quantized.ts";
 import { toF32 } from "../tensor/dtype.ts";
+import { invariant } from "../util/errors.ts";
 import type { RtnOutput, RtnSums, WeightDType, WeightKernels } from "../backend/weight-kernels.ts";
 
 export interface RtnOptions {
@@ -16,6 +17,15 @@ export interface RtnOptions {
   /** −1 = one group per row */
   groupSize: number;
   sym: boolean;
+  /** Reused memory for the codes [N·K] (the result's codes then), instead of a fresh array. */
+  codes?: Uint8Array;
+}
+
+/** `codes` zeroed (the bits of a fresh array), or a fresh array of n. */
+function reuse(codes: Uint8Array | undefined, n: number): Uint8Array {
+  if (codes === undefined) return new Uint8Array(n);
+  invariant(codes.length === n, () => `RTN codes buffer of ${codes.length} values for ${n} weights`);
+  return codes.fill(0);
 }
 
 export function rtnQuantizeLinear(o: RtnOptions): QuantizedLinear {
@@ -23,7 +33,7 @@ export function rtnQuantizeLinear(o: RtnOptions): QuantizedLinear {
   const g = groupLength(o.groupSize, K);
   const G = numGroups(K, g);
   const maxq = 2 ** bits - 1;
-  const codes = new Uint8Array(N * K); // [N, K]
+  const codes = reuse(o.codes, N * K); // [N, K]
   const scales = new Float32Array(N * G); // [N, G]
   const zeros = new Uint8Array(N * G); // [N, G]
   for (let n = 0; n < N; n++) {
@@ -45,10 +55,12 @@ export function rtnQuantizeLinear(o: RtnOptions): QuantizedLinear {
  * scales and zeros identical to rtnQuantizeLinear, plus ‖W − Q‖² and ‖W‖² without a
  * dequantized copy (summation order: see RtnSums).
  */
-export function rtnQuantizeRows(k: WeightKernels, src: Uint16Array | Float32Array, dtype: WeightDType, N: number, K: number, bits: number, groupSize: number, sym: boolean): { q: QuantizedLinear } & RtnSums {
+export function rtnQuantizeRows(
+  k: WeightKernels, src: Uint16Array | Float32Array, dtype: WeightDType, N: number, K: number, bits: number, groupSize: number, sym: boolean, codes?: Uint8Array,
+): { q: QuantizedLinear } & RtnSums {
   const g = groupLength(groupSize, K);
   const G = numGroups(K, g);
-  const out: RtnOutput = { codes: new Uint8Array(N * K), scales: new Float32Array(N * G), zeros: new Uint8Array(N * G) }; // [N, K], [N, G], [N, G]
+  const out: RtnOutput = { codes: reuse(codes, N * K), scales: new Float32Array(N * G), zeros: new Uint8Array(N * G) }; // [N, K], [N, G], [N, G]
   const sums = k.rtnQuantize !== undefined ? k.rtnQuantize(src, dtype, N, K, bits, g, sym, out) : rtnQuantizeRowsRef(src, dtype, N, K, bits, g, sym, out);
   return { q: { N, K, bits, groupSize: g, sym, ...out, gIdx: contiguousGIdx(K, g) }, ...sums };
 }

@@ -14,7 +14,8 @@ import { invariant } from "../util/errors.ts";
 
 /**
  * Called with the input of every linear layer (once per input point; q,k,v share one).
- * ev.x is only valid during the call when the forward runs on a workspace: copy it to keep it.
+ * On a workspace, ev.x is a workspace buffer: written once per call and unchanged until the
+ * next call on the same workspace (the quantizer reads it then, without a copy); copy it to keep it longer.
  */
 export type Tap = (ev: { block: number; input: LinearInput; /** [T, K] */ x: Float32Array; T: number; K: number }) => void;
 

@@ -74,6 +74,11 @@ export interface TensorSource {
   shape(name: string): readonly number[];
   readF32Sync(name: string): Float32Array;
   /**
+   * readF32Sync into `out` (its exact length), reading the stored bytes through `buffers`
+   * (no fresh arrays: the quantizer reads block after block into the same memory).
+   */
+  readF32Into?(name: string, out: Float32Array, buffers: Buffers): Float32Array;
+  /**
    * A 2-D weight [N, K] as canonical packing inputs (load/canonical.ts), converted straight
    * from its stored form; with `buffers`, the arrays are views of them (valid until the next call).
    */
@@ -108,27 +113,45 @@ function read(src: TensorSource, name: string, shape: readonly number[]): Float3
   return src.readF32Sync(name);
 }
 
-/**
- * One block in f32. `linearWeights: false` leaves every linear's weight empty (shapes checked,
- * biases and norms read): for callers that read the matrices in their stored form themselves.
- */
-export function loadBlock(cfg: ModelConfig, src: TensorSource, i: number, opts: { linearWeights?: boolean } = {}): BlockWeights {
+export interface LoadBlockOptions {
+  /**
+   * false: every linear's weight is left empty (shapes checked, biases and norms read), for
+   * callers that read the matrices in their stored form themselves.
+   */
+  linearWeights?: boolean;
+  /**
+   * Reused memory (load/canonical.ts Scratch): every array of the block is a view of a slot
+   * `block:*` of it, overwritten by the next loadBlock on the same buffers, so a block-by-block
+   * reader allocates one block's worth once instead of two per block (sources without
+   * readF32Into still return fresh arrays).
+   */
+  buffers?: Buffers;
+}
+
+/** One block in f32. */
+export function loadBlock(cfg: ModelConfig, src: TensorSource, i: number, opts: LoadBlockOptions = {}): BlockWeights {
   const a = cfg.arch;
   const H = cfg.hiddenSize;
   const p = a.blockPrefix(i);
   const shapes = linearShapes(cfg);
+  const { buffers } = opts;
+  const get = (name: string, shape: readonly number[], slot: string): Float32Array => {
+    if (buffers === undefined || src.readF32Into === undefined) return read(src, name, shape);
+    expectShape(src, name, shape);
+    return src.readF32Into(name, buffers.f32(`block:${slot}`, shape.reduce((x, y) => x * y, 1)), buffers);
+  };
   const linears = {} as Record<LinearName, Linear>;
   for (const spec of a.linears) {
     const [N, K] = shapes[spec.name];
     const name = linearTensorName(a, i, spec);
-    const weight = opts.linearWeights === false ? (expectShape(src, name, [N, K]), new Float32Array(0)) : read(src, name, [N, K]);
+    const weight = opts.linearWeights === false ? (expectShape(src, name, [N, K]), new Float32Array(0)) : get(name, [N, K], spec.name);
     const l: Linear = { weight, N, K };
-    if (hasBias(cfg, spec.name)) l.bias = read(src, linearTensorName(a, i, spec, "bias"), [N]);
+    if (hasBias(cfg, spec.name)) l.bias = get(linearTensorName(a, i, spec, "bias"), [N], `${spec.name}.bias`);
     linears[spec.name] = l;
   }
   return {
-    attnNorm: read(src, `${p}.${a.attnNorm.hf}.weight`, [H]),
-    mlpNorm: read(src, `${p}.${a.mlpNorm.hf}.weight`, [H]),
+    attnNorm: get(`${p}.${a.attnNorm.hf}.weight`, [H], "attnNorm"),
+    mlpNorm: get(`${p}.${a.mlpNorm.hf}.weight`, [H], "mlpNorm"),
     linears,
   };
 }

@@ -11,8 +11,11 @@
  *   [--quantize-lm-head] lm_head from X_L through the final norm (quantize/lm-head.ts)
  *   assemble shards + configs into <out>.partial/final, rename to <out>
  *
- * Peak memory: one block of f32 weights + the calibration activations (X_b and
- * X_{b+1}) + one layer's Hessian. It does not grow with the number of layers.
+ * Peak memory: one block of f32 weights + the calibration activations (X_b, advanced to
+ * X_{b+1} in place) + one layer's Hessian and Hinv. It does not grow with the number of
+ * layers, and no collection is needed for that: every large array is allocated once and
+ * reused block after block (`buffers`, the forward's `workspace`), so a block leaves only
+ * its packed block file's tensors and small arrays behind as garbage.
  *
  * ~410 lines: one function holds the block loop, because resume, interrupt and the
  * true-sequential propagation of X all act on the same locals (journal, X, blockWrite).
@@ -29,7 +32,7 @@ import { Scratch } from "../load/canonical.ts";
 import { readStored } from "../load/raw-read.ts";
 import { openSafetensors, writeSafetensors, type SafetensorsFile } from "../io/safetensors.ts";
 import { checkpointSource, readModelConfig } from "../load/hf-folder.ts";
-import { blockForward, type BlockContext, type LayerCache } from "../nn/block.ts";
+import { blockForward, BlockWorkspace, type BlockContext, type LayerCache } from "../nn/block.ts";
 import { RopeTable } from "../nn/rope.ts";
 import { loadBlock, loadEmbedding, type BlockWeights } from "../nn/weights.ts";
 import { awqQuantizeLinear } from "../methods/awq-grid.ts";
@@ -168,10 +171,18 @@ export async function quantizeModel(job: QuantizeJob): Promise<QuantizeResult> {
   // Plain RTN (no calibration): each linear goes from its stored bytes to codes in one kernel
   // pass (rtnQuantizeRows), with no f32 copy, no dequantized copy and no second scan.
   const rtnDirect = s.method === "rtn" && !needsCalibration(s);
-  const rawBuffers = new Scratch();
-  const ctx: BlockContext = { cfg, backend, rope: new RopeTable(cfg) };
   const H = cfg.hiddenSize;
   const L = s.calibSeqlen;
+  // Reused memory, one slot per role (a slot's view is valid until that slot's next use):
+  //   raw, block:*            the stored bytes being read, this block's f32 weights (loadBlock)
+  //   codes:<set>:<layer>     a layer's codes until its block file is packed; two sets for plain
+  //                           RTN, whose block file is written while the next block computes
+  //   hessian:<j>             the j-th Hessian of a group (one per group when true-sequential)
+  //   dequantized, gptq:hinv, report:*   one layer's Q, GPTQ's Hinv, the error's scratch
+  const buffers = new Scratch();
+  const codesSlot = (b: number, name: LinearName): string => `codes:${rtnDirect ? b & 1 : 0}:${name}`;
+  // The forward's buffers for one calibration window; taps see them (valid until the next forward).
+  const ctx: BlockContext = { cfg, backend, rope: new RopeTable(cfg), workspace: needsCalibration(s) ? new BlockWorkspace(cfg, L) : undefined };
   const kvDim = cfg.numKvHeads * cfg.headDim;
   const scratch: LayerCache = { k: new Float32Array(L * kvDim), v: new Float32Array(L * kvDim) };
   const layers: LayerReport[] = journal.blocks.flatMap((b) => b.layers);
@@ -196,12 +207,15 @@ export async function quantizeModel(job: QuantizeJob): Promise<QuantizeResult> {
       });
       job.onEvent?.({ type: "calibrated", samples: X.length, seqlen: L });
     }
-    const runBlock = (b: number, w: BlockWeights, tap?: BlockContext["tap"]): Float32Array[] =>
-      X.map((x) => blockForward({ ...ctx, tap }, b, w, x, L, 0, scratch));
+    // X_b → X_{b+1}, each window updated in place (blockForward may write over its input).
+    const advance = (b: number, w: BlockWeights): void => {
+      for (const x of X) blockForward(ctx, b, w, x, L, 0, scratch, x);
+    };
     // Capture the inputs of `needed` taps, stopping each forward as soon as the last one was seen.
     const STOP = Symbol("stop");
-    // The tapped inputs are copied (the forward may reuse its buffers) and their Hessian updates
-    // (syrk) run off the JS thread after each forward, so a Ctrl-C is honoured between them.
+    // The tapped inputs are workspace buffers, each written once per forward and left unchanged
+    // until the next one, so they are used without a copy; their Hessian updates (syrk) run off
+    // the JS thread after each forward (before the next), so a Ctrl-C is honoured between them.
     const capture = async (b: number, w: BlockWeights, needed: Map<LinearInput, HessianAccumulatorF32>): Promise<void> => {
       for (const x of X) {
         const got: { acc: HessianAccumulatorF32; x: Float32Array; T: number }[] = [];
@@ -209,7 +223,7 @@ export async function quantizeModel(job: QuantizeJob): Promise<QuantizeResult> {
           blockForward({ ...ctx, tap: (ev) => {
             const acc = needed.get(ev.input);
             if (!acc) return;
-            got.push({ acc, x: ev.x.slice(), T: ev.T });
+            got.push({ acc, x: ev.x, T: ev.T });
             if (got.length === needed.size) throw STOP; // the rest of the block is not needed for these Hessians
           } }, b, w, x, L, 0, scratch);
         } catch (e) {
@@ -229,11 +243,12 @@ export async function quantizeModel(job: QuantizeJob): Promise<QuantizeResult> {
       const tb = performance.now();
       job.onEvent?.({ type: "block-start", block: b, blocks: cfg.numLayers });
       const done = journal.blocks.find((x) => x.index === b);
-      // f32 weights of this block only; plain RTN reads each matrix in its stored dtype (rtnDirect)
-      const w = loadBlock(cfg, src, b, { linearWeights: !rtnDirect });
+      // f32 weights of this block only (into the same memory as the last block's); plain RTN reads
+      // each matrix in its stored dtype (rtnDirect)
+      const w = loadBlock(cfg, src, b, { linearWeights: !rtnDirect, buffers });
 
       // --- AWQ: search (or re-apply) scales and clips, keep the original block's outputs ---
-      let nextX: Float32Array[] | null = null;
+      let advanced = false; // X holds X_{b+1} already
       if (usesAwq(s.method)) {
         const ta = performance.now();
         const known = loaded?.blocks.find((x) => x.block === b) ?? searches.find((x) => x.block === b);
@@ -246,7 +261,7 @@ export async function quantizeModel(job: QuantizeJob): Promise<QuantizeResult> {
           throw e;
         });
         if (!known) job.onEvent?.({ type: "awq-search", block: b, seconds: (performance.now() - ta) / 1000, alphas: search.scales.map((g) => g.alpha), loaded: false });
-        if (s.method === "awq") nextX = runBlock(b, w); // the ORIGINAL block's outputs feed the next block
+        if (s.method === "awq") { advance(b, w); advanced = true; } // the ORIGINAL block's outputs feed the next block
         applyAwqScales(cfg, w, search);
         applyAwqClip(w, search);
         if (!searches.some((x) => x.block === b)) {
@@ -257,14 +272,13 @@ export async function quantizeModel(job: QuantizeJob): Promise<QuantizeResult> {
 
       if (done) {
         // Resumed: quantized weights come back from the block file, bit-identical to the first run's.
-        if (needsCalibration(s) && !nextX) {
+        if (needsCalibration(s) && !advanced) {
           const f = await openSafetensors(join(work, done.file));
           try {
-            for (const spec of cfg.arch.linears) w.linears[spec.name].weight = dequantize(format.readLinear(f, cfg, s, b, spec, done.file));
+            for (const spec of cfg.arch.linears) dequantize(format.readLinear(f, cfg, s, b, spec, done.file), w.linears[spec.name].weight);
           } finally { await f.close(); }
-          nextX = runBlock(b, w);
+          advance(b, w);
         }
-        if (nextX) X = nextX;
         job.onEvent?.({ type: "block-done", block: b, blocks: cfg.numLayers, seconds: (performance.now() - tb) / 1000, resumed: true });
         continue;
       }
@@ -286,7 +300,7 @@ export async function quantizeModel(job: QuantizeJob): Promise<QuantizeResult> {
           const l = w.linears[spec.name];
           assertFinite(l.weight, linearTensorName(cfg.arch, b, spec), modelDir);
           const q = awqQuantizeLinear({ weight: l.weight, rows: l.N, cols: l.K, bits: s.bits, groupSize: s.groupSize });
-          record(spec.name, q, relWeightError(l.weight, dequantize(q)), { loss: null, damp: null, relOutputError: null }, tl);
+          record(spec.name, q, relWeightError(l.weight, dequantize(q, buffers.f32("dequantized", l.N * l.K))), { loss: null, damp: null, relOutputError: null }, tl);
         }
       } else {
         for (const group of groupsOf(cfg, s)) {
@@ -295,7 +309,10 @@ export async function quantizeModel(job: QuantizeJob): Promise<QuantizeResult> {
           // Hessians of the inputs this group reads, from the block as quantized so far.
           const hess = new Map<LinearInput, HessianAccumulatorF32>();
           if (needsCalibration(s)) {
-            for (const sp of specs) if (!hess.has(sp.input)) hess.set(sp.input, new HessianAccumulatorF32(w.linears[sp.name].K));
+            for (const sp of specs) {
+              const K = w.linears[sp.name].K;
+              if (!hess.has(sp.input)) hess.set(sp.input, new HessianAccumulatorF32(K, buffers.f32(`hessian:${hess.size}`, K * K)));
+            }
             await capture(b, w, hess);
           }
           for (const sp of specs) {
@@ -305,8 +322,8 @@ export async function quantizeModel(job: QuantizeJob): Promise<QuantizeResult> {
             const l = w.linears[sp.name];
             if (rtnDirect) {
               const name = linearTensorName(cfg.arch, b, sp);
-              const { data, dtype } = readStored(ckpt, name, rawBuffers);
-              const r = rtnQuantizeRows(kernels, data, dtype, l.N, l.K, s.bits, s.groupSize, s.sym);
+              const { data, dtype } = readStored(ckpt, name, buffers);
+              const r = rtnQuantizeRows(kernels, data, dtype, l.N, l.K, s.bits, s.groupSize, s.sym, buffers.u8(codesSlot(b, sp.name), l.N * l.K));
               if (r.nonFinite >= 0) throw nonFiniteError(name, r.nonFinite, dtype === "F32" ? data[r.nonFinite]! : ckpt.readF32Sync(name)[r.nonFinite]!, modelDir);
               record(sp.name, r.q, r.den > 0 ? r.num / r.den : 0, { loss: null, damp: null, relOutputError: null }, tl);
               continue;
@@ -316,8 +333,8 @@ export async function quantizeModel(job: QuantizeJob): Promise<QuantizeResult> {
             if (Hm) assertFinite(Hm, `Hessian of ${linearTensorName(cfg.arch, b, sp)}`, modelDir);
             let q: QuantizedLinear, Q: Float32Array, loss: number | null = null, damp: number | null = null;
             if (s.method === "rtn") {
-              q = rtnQuantizeLinear({ weight: l.weight, rows: l.N, cols: l.K, bits: s.bits, groupSize: s.groupSize, sym: s.sym });
-              Q = dequantize(q);
+              q = rtnQuantizeLinear({ weight: l.weight, rows: l.N, cols: l.K, bits: s.bits, groupSize: s.groupSize, sym: s.sym, codes: buffers.u8(codesSlot(b, sp.name), l.N * l.K) });
+              Q = dequantize(q, buffers.f32("dequantized", l.N * l.K));
             } else {
               let res;
               try {
@@ -325,6 +342,7 @@ export async function quantizeModel(job: QuantizeJob): Promise<QuantizeResult> {
                 res = await gptqQuantizeLinearAsync({
                   backend, weight: l.weight, rows: l.N, cols: l.K, hessian: Hm!, bits: s.bits, groupSize: s.groupSize, sym: s.sym,
                   actOrder: s.actOrder, staticGroups: s.staticGroups, damp: s.damp, blockSize: s.blockSize, groupGrid: s.groupGrid,
+                  out: { codes: buffers.u8(codesSlot(b, sp.name), l.N * l.K), dequantized: buffers.f32("dequantized", l.N * l.K), hinv: buffers.f32("gptq:hinv", l.K * l.K) },
                 }, { signal: job.signal });
               } catch (e) {
                 if (job.signal?.aborted) throw new InterruptedError(work);
@@ -335,12 +353,11 @@ export async function quantizeModel(job: QuantizeJob): Promise<QuantizeResult> {
               const { dequantized, ...r } = res;
               q = r; Q = dequantized; loss = r.loss; damp = r.dampUsed;
             }
-            record(sp.name, q, relWeightError(l.weight, Q), { loss, damp, relOutputError: Hm ? await relOutputErrorAsync(backend, l.weight, Q, Hm, l.N, l.K, { signal: job.signal }, loss !== null && damp !== null ? { loss, dampUsed: damp } : undefined).catch((e: unknown) => {
+            record(sp.name, q, relWeightError(l.weight, Q), { loss, damp, relOutputError: Hm ? await relOutputErrorAsync(backend, l.weight, Q, Hm, l.N, l.K, { signal: job.signal }, loss !== null && damp !== null ? { loss, dampUsed: damp } : undefined, buffers).catch((e: unknown) => {
               if (job.signal?.aborted) throw new InterruptedError(work);
               throw e;
             }) : null }, tl);
-            l.weight = Q; // later groups see the quantized layer (true-sequential)
-            collectGarbage();
+            l.weight.set(Q); // later groups see the quantized layer (true-sequential); Q's slot is the next layer's
           }
         }
       }
@@ -359,10 +376,7 @@ export async function quantizeModel(job: QuantizeJob): Promise<QuantizeResult> {
       // Only plain RTN overlaps (its blocks are cheap to hold); GPTQ/AWQ keep one block's output at a time.
       if (!rtnDirect) await blockWrite;
       layers.push(...blockLayers);
-      if (needsCalibration(s)) X = nextX ?? runBlock(b, w);
-      // the finished block's arrays are garbage now: free them before the next block loads (plain RTN's are
-      // young objects: a scavenge frees them, at a fraction of a full collection's cost)
-      collectGarbage(rtnDirect ? "minor" : "major");
+      if (needsCalibration(s) && !advanced) advance(b, w);
       job.onEvent?.({ type: "block-done", block: b, blocks: cfg.numLayers, seconds, resumed: false });
     }
 
@@ -410,14 +424,4 @@ export async function quantizeModel(job: QuantizeJob): Promise<QuantizeResult> {
     await blockWrite.catch(() => {}); // an interrupted run keeps the block being written (journaled once on disk)
     await ckpt.close();
   }
-}
-
-/**
- * Large typed arrays are external memory that V8 frees lazily; without a collection between
- * layers, garbage from finished layers raises peak RSS by several layers' worth. `gc` is
- * available when the CLI exposed it (bin/quantize-llm.js); otherwise this is a no-op.
- */
-function collectGarbage(type: "minor" | "major" = "major"): void {
-  const gc = (globalThis as { gc?: (o?: { type: "minor" | "major" }) => void }).gc;
-  if (gc) type === "minor" ? gc({ type: "minor" }) : gc();
 }

@@ -1,5 +1,5 @@
 /** Per-layer quantization report: what each layer cost, in numbers a user can act on. */
-import type { Backend, KernelCallOptions } from "../backend/backend.ts";
+import type { Backend, KernelCallOptions, PackBuffers } from "../backend/backend.ts";
 import type { LinearName } from "../arch/registry.ts";
 
 export interface LayerReport {
@@ -17,6 +17,10 @@ export interface LayerReport {
   damp: number | null;
   seconds: number;
 }
+
+/** Where the error's [N, K] scratch arrays come from: reused slots (load/canonical.ts Scratch) or fresh arrays. */
+export type F32Buffers = Pick<PackBuffers, "f32">;
+const FRESH: F32Buffers = { f32: (_slot, n) => new Float32Array(n) };
 
 export function relWeightError(W: Float32Array, Q: Float32Array): number {
   let num = 0, den = 0;
@@ -37,11 +41,11 @@ export function relWeightError(W: Float32Array, Q: Float32Array): number {
  */
 export async function relOutputErrorAsync(
   backend: Backend, W: Float32Array, Q: Float32Array, H: Float32Array | Float64Array, N: number, K: number, opts: KernelCallOptions = {},
-  gptq?: { loss: number; dampUsed: number },
+  gptq?: { loss: number; dampUsed: number }, buffers: F32Buffers = FRESH,
 ): Promise<number> {
-  if (!backend.matmulAsync) return relOutputError(backend, W, Q, H, N, K, gptq);
+  if (!backend.matmulAsync) return relOutputError(backend, W, Q, H, N, K, gptq, buffers);
   const Hf = H instanceof Float32Array ? H : Float32Array.from(H); // [K, K]
-  const AH = new Float32Array(N * K); // [N, K] scratch, reused
+  const AH = buffers.f32("report:AH", N * K); // [N, K] scratch (every value written by the GEMM)
   const quad = async (A: Float32Array): Promise<number> => {
     await backend.matmulAsync!(A, Hf, N, K, K, undefined, AH, opts); // A·Hᵀ = A·H
     let s = 0;
@@ -51,7 +55,7 @@ export async function relOutputErrorAsync(
   const den = await quad(W);
   if (den <= 0) return 0;
   if (gptq) return gptqNumerator(W, Q, H, N, K, gptq) / den;
-  const D = new Float32Array(N * K); // [N, K]
+  const D = buffers.f32("report:D", N * K); // [N, K]
   for (let i = 0; i < D.length; i++) D[i] = W[i]! - Q[i]!;
   return (await quad(D)) / den;
 }
@@ -72,10 +76,12 @@ function gptqNumerator(W: Float32Array, Q: Float32Array, H: Float32Array | Float
   return Math.max(0, 2 * g.loss - g.dampUsed * mean * d2);
 }
 
-export function relOutputError(backend: Backend, W: Float32Array, Q: Float32Array, H: Float32Array | Float64Array, N: number, K: number, gptq?: { loss: number; dampUsed: number }): number {
+export function relOutputError(
+  backend: Backend, W: Float32Array, Q: Float32Array, H: Float32Array | Float64Array, N: number, K: number, gptq?: { loss: number; dampUsed: number },
+  buffers: F32Buffers = FRESH,
+): number {
   const Hf = H instanceof Float32Array ? H : Float32Array.from(H); // [K, K]
-  const D = new Float32Array(N * K); // [N, K]
-  const AH = new Float32Array(N * K); // [N, K] scratch, reused
+  const AH = buffers.f32("report:AH", N * K); // [N, K] scratch (every value written by the GEMM)
   const quad = (A: Float32Array): number => {
     backend.matmul(A, Hf, N, K, K, undefined, AH); // A·Hᵀ = A·H
     let s = 0;
@@ -85,6 +91,7 @@ export function relOutputError(backend: Backend, W: Float32Array, Q: Float32Arra
   const den = quad(W);
   if (den <= 0) return 0;
   if (gptq) return gptqNumerator(W, Q, H, N, K, gptq) / den;
+  const D = buffers.f32("report:D", N * K); // [N, K]
   for (let i = 0; i < D.length; i++) D[i] = W[i]! - Q[i]!;
   return quad(D) / den;
 }

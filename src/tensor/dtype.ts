@@ -3,6 +3,7 @@
  * BF16 = upper 16 bits of an IEEE f32 (round to nearest even on the way down).
  * F16  = IEEE 754 binary16 (round to nearest even on the way down).
  */
+import { invariant } from "../util/errors.ts";
 
 export type DType = "F32" | "F16" | "BF16" | "I32" | "I8" | "U8" | "I64" | "I16" | "U16" | "F64" | "BOOL";
 
@@ -63,14 +64,19 @@ export function f32ToF16(x: number): number {
 
 /** Decode raw little-endian bytes of `dtype` into a fresh Float32Array. */
 export function toF32(dtype: DType, bytes: Uint8Array): Float32Array {
+  return toF32Into(dtype, bytes, new Float32Array(bytes.byteLength / DTYPE_SIZE[dtype]));
+}
+
+/** toF32 into `out` (length = the element count of `bytes`), e.g. a reused buffer; returns `out`. */
+export function toF32Into(dtype: DType, bytes: Uint8Array, out: Float32Array): Float32Array {
   const n = bytes.byteLength / DTYPE_SIZE[dtype];
-  const out = new Float32Array(n);
+  invariant(out.length === n, () => `toF32Into: ${n} ${dtype} values into an array of ${out.length}`);
   const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   switch (dtype) {
     case "F32": for (let i = 0; i < n; i++) out[i] = dv.getFloat32(4 * i, true); break;
     case "F64": for (let i = 0; i < n; i++) out[i] = dv.getFloat64(8 * i, true); break;
     case "BF16": {
-      const o32 = new Uint32Array(out.buffer);
+      const o32 = new Uint32Array(out.buffer, out.byteOffset, n);
       for (let i = 0; i < n; i++) o32[i] = dv.getUint16(2 * i, true) << 16;
       break;
     }

@@ -2,6 +2,7 @@
  * The canonical, format-neutral result of every quantization method. Packers
  * turn it into format bytes; every pack has an unpack, and unpack(pack(x)) == x.
  */
+import { invariant } from "../util/errors.ts";
 
 export interface QuantizedLinear {
   /** out_features */
@@ -48,11 +49,12 @@ export function contiguousGIdx(K: number, groupSize: number): Int32Array {
   return g;
 }
 
-/** W[n, k] = s[n, g(k)] · (q[n, k] − z[n, g(k)]) — [N, K] f32. */
-export function dequantize(q: QuantizedLinear): Float32Array {
+/** W[n, k] = s[n, g(k)] · (q[n, k] − z[n, g(k)]) — [N, K] f32, into `out` (N·K values) when given. */
+export function dequantize(q: QuantizedLinear, out?: Float32Array): Float32Array {
   const { N, K, codes, scales, zeros, gIdx } = q;
   const G = groupCount(q);
-  const W = new Float32Array(N * K); // [N, K]
+  invariant(out === undefined || out.length === N * K, () => `dequantize: ${N}×${K} into an array of ${out!.length}`);
+  const W = out ?? new Float32Array(N * K); // [N, K]
   for (let n = 0; n < N; n++) {
     for (let k = 0; k < K; k++) {
       const g = n * G + gIdx[k]!;
