@@ -216,6 +216,7 @@ export async function quantizeModel(job: QuantizeJob): Promise<QuantizeResult> {
     // The tapped inputs are workspace buffers, each written once per forward and left unchanged
     // until the next one, so they are used without a copy; their Hessian updates (syrk) run off
     // the JS thread after each forward (before the next), so a Ctrl-C is honoured between them.
+    const residual = buffers.f32("residual", L * H); // [L, H] a capture's block output, discarded
     const capture = async (b: number, w: BlockWeights, needed: Map<LinearInput, HessianAccumulatorF32>): Promise<void> => {
       for (const x of X) {
         const got: { acc: HessianAccumulatorF32; x: Float32Array; T: number }[] = [];
@@ -225,7 +226,7 @@ export async function quantizeModel(job: QuantizeJob): Promise<QuantizeResult> {
             if (!acc) return;
             got.push({ acc, x: ev.x, T: ev.T });
             if (got.length === needed.size) throw STOP; // the rest of the block is not needed for these Hessians
-          } }, b, w, x, L, 0, scratch);
+          } }, b, w, x, L, 0, scratch, residual); // X_b itself stays as it is
         } catch (e) {
           if (e !== STOP) throw e;
         }
