@@ -18,8 +18,7 @@ import { bnbRunSettings, bnbSource } from "./bnb-int8-source.ts";
 import { parseBnbConfig } from "../pack/bnb-int8.ts";
 import { checkpointCanonical } from "./checkpoint-canonical.ts";
 import { canPack } from "./canonical.ts";
-import { checkpointRaw } from "./raw-read.ts";
-import { toF32Into } from "../tensor/dtype.ts";
+import { checkpointF32Into } from "./raw-read.ts";
 import { defaultWarn, loadWeights, resolveWeightMode, type LoadOptions } from "./packed-weights.ts";
 
 export interface LoadedModel {
@@ -81,7 +80,7 @@ export function checkpointSource(ckpt: Checkpoint, origin: string): TensorSource
     has: (name) => ckpt.has(name),
     shape: (name) => ckpt.info(name).shape,
     readF32Sync: (name) => ckpt.readF32Sync(name),
-    readF32Into: (name, out, buffers) => toF32Into(ckpt.info(name).dtype, checkpointRaw(ckpt, name, buffers), out),
+    readF32Into: (name, out, buffers) => checkpointF32Into(ckpt, name, out, buffers),
     readCanonical: (name, buffers) => plain.readCanonical(name, buffers),
     readEmbedding: (name) => plain.readEmbedding(name),
   };

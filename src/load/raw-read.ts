@@ -6,7 +6,8 @@
 import { closeSync, openSync, readSync } from "node:fs";
 import type { Checkpoint } from "../io/checkpoint.ts";
 import type { GgufFile } from "../io/gguf.ts";
-import { FormatError } from "../util/errors.ts";
+import { FormatError, invariant } from "../util/errors.ts";
+import { toF32Into } from "../tensor/dtype.ts";
 import type { Buffers } from "./canonical.ts";
 import type { WeightDType } from "../backend/weight-kernels.ts";
 
@@ -14,7 +15,12 @@ const IO_CHUNK = 1 << 30;
 
 /** `length` bytes of `path` at `position` into buffers slot `slot`. */
 export function readRange(path: string, position: number, length: number, m: Buffers, slot: string, field: string): Uint8Array {
-  const out = m.u8(slot, length);
+  return readRangeInto(path, position, m.u8(slot, length), field);
+}
+
+/** `out.length` bytes of `path` at `position` into `out`. */
+export function readRangeInto(path: string, position: number, out: Uint8Array, field: string): Uint8Array {
+  const length = out.length;
   const fd = openSync(path, "r");
   try {
     for (let off = 0; off < length;) {
@@ -34,6 +40,22 @@ export function checkpointRaw(ckpt: Checkpoint, name: string, m: Buffers, slot =
   const t = shard.info(name);
   return readRange(shard.path, shard.dataStart + t.begin, t.end - t.begin, m, slot, name);
 }
+
+/**
+ * A checkpoint tensor decoded to f32 into `out`: F32 bytes are read straight into it (this
+ * host is little-endian, as safetensors is), other dtypes through `buffers` slot "raw".
+ */
+export function checkpointF32Into(ckpt: Checkpoint, name: string, out: Float32Array, buffers: Buffers): Float32Array {
+  const { dtype } = ckpt.info(name);
+  if (dtype !== "F32" || !LITTLE_ENDIAN) return toF32Into(dtype, checkpointRaw(ckpt, name, buffers), out);
+  const shard = ckpt.shards.get(ckpt.info(name).file)!;
+  const t = shard.info(name);
+  invariant(t.end - t.begin === out.byteLength, () => `${name}: ${t.end - t.begin} bytes into an array of ${out.byteLength}`);
+  readRangeInto(shard.path, shard.dataStart + t.begin, new Uint8Array(out.buffer, out.byteOffset, out.byteLength), name);
+  return out;
+}
+
+const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
 /** A GGUF tensor's raw bytes. */
 export function ggufRaw(f: GgufFile, name: string, m: Buffers, slot = "raw"): Uint8Array {

@@ -178,7 +178,7 @@ export async function quantizeModel(job: QuantizeJob): Promise<QuantizeResult> {
   //   codes:<set>:<layer>     a layer's codes until its block file is packed; two sets for plain
   //                           RTN, whose block file is written while the next block computes
   //   hessian:<j>             the j-th Hessian of a group (one per group when true-sequential)
-  //   dequantized, gptq:hinv, report:*   one layer's Q, GPTQ's Hinv, the error's scratch
+  //   dequantized, work, report:D   one layer's Q; GPTQ's Hinv, then the error's [N, K] scratch
   const buffers = new Scratch();
   const codesSlot = (b: number, name: LinearName): string => `codes:${rtnDirect ? b & 1 : 0}:${name}`;
   // The forward's buffers for one calibration window; taps see them (valid until the next forward).
@@ -343,7 +343,7 @@ export async function quantizeModel(job: QuantizeJob): Promise<QuantizeResult> {
                 res = await gptqQuantizeLinearAsync({
                   backend, weight: l.weight, rows: l.N, cols: l.K, hessian: Hm!, bits: s.bits, groupSize: s.groupSize, sym: s.sym,
                   actOrder: s.actOrder, staticGroups: s.staticGroups, damp: s.damp, blockSize: s.blockSize, groupGrid: s.groupGrid,
-                  out: { codes: buffers.u8(codesSlot(b, sp.name), l.N * l.K), dequantized: buffers.f32("dequantized", l.N * l.K), hinv: buffers.f32("gptq:hinv", l.K * l.K) },
+                  out: { codes: buffers.u8(codesSlot(b, sp.name), l.N * l.K), dequantized: buffers.f32("dequantized", l.N * l.K), hinv: buffers.f32("work", l.K * l.K) },
                 }, { signal: job.signal });
               } catch (e) {
                 if (job.signal?.aborted) throw new InterruptedError(work);

@@ -18,7 +18,10 @@ export interface LayerReport {
   seconds: number;
 }
 
-/** Where the error's [N, K] scratch arrays come from: reused slots (load/canonical.ts Scratch) or fresh arrays. */
+/**
+ * Where the error's [N, K] scratch arrays come from: reused slots (load/canonical.ts Scratch:
+ * "work", which the pipeline shares with GPTQ's Hinv, dead by then, and "report:D"), or fresh arrays.
+ */
 export type F32Buffers = Pick<PackBuffers, "f32">;
 const FRESH: F32Buffers = { f32: (_slot, n) => new Float32Array(n) };
 
@@ -45,7 +48,7 @@ export async function relOutputErrorAsync(
 ): Promise<number> {
   if (!backend.matmulAsync) return relOutputError(backend, W, Q, H, N, K, gptq, buffers);
   const Hf = H instanceof Float32Array ? H : Float32Array.from(H); // [K, K]
-  const AH = buffers.f32("report:AH", N * K); // [N, K] scratch (every value written by the GEMM)
+  const AH = buffers.f32("work", N * K); // [N, K] scratch (every value written by the GEMM)
   const quad = async (A: Float32Array): Promise<number> => {
     await backend.matmulAsync!(A, Hf, N, K, K, undefined, AH, opts); // A·Hᵀ = A·H
     let s = 0;
@@ -81,7 +84,7 @@ export function relOutputError(
   buffers: F32Buffers = FRESH,
 ): number {
   const Hf = H instanceof Float32Array ? H : Float32Array.from(H); // [K, K]
-  const AH = buffers.f32("report:AH", N * K); // [N, K] scratch (every value written by the GEMM)
+  const AH = buffers.f32("work", N * K); // [N, K] scratch (every value written by the GEMM)
   const quad = (A: Float32Array): number => {
     backend.matmul(A, Hf, N, K, K, undefined, AH); // A·Hᵀ = A·H
     let s = 0;
