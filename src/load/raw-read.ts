@@ -7,7 +7,7 @@ import { closeSync, openSync, readSync } from "node:fs";
 import type { Checkpoint } from "../io/checkpoint.ts";
 import type { GgufFile } from "../io/gguf.ts";
 import { FormatError, invariant } from "../util/errors.ts";
-import { toF32Into } from "../tensor/dtype.ts";
+import { DTYPE_SIZE, toF32Into } from "../tensor/dtype.ts";
 import type { Buffers } from "./canonical.ts";
 import type { WeightDType } from "../backend/weight-kernels.ts";
 
@@ -52,6 +52,25 @@ export function checkpointF32Into(ckpt: Checkpoint, name: string, out: Float32Ar
   const t = shard.info(name);
   invariant(t.end - t.begin === out.byteLength, () => `${name}: ${t.end - t.begin} bytes into an array of ${out.byteLength}`);
   readRangeInto(shard.path, shard.dataStart + t.begin, new Uint8Array(out.buffer, out.byteOffset, out.byteLength), name);
+  return out;
+}
+
+/**
+ * Rows `ids` of a 2-D checkpoint tensor [R, C] (an embedding) decoded to f32, row i into
+ * out[i·C ..): one positioned read per row through `buffers` slot "row", so the calibration
+ * windows are embedded without reading (and dropping) the whole matrix.
+ */
+export function checkpointRowsF32Into(ckpt: Checkpoint, name: string, C: number, ids: readonly number[], out: Float32Array, buffers: Buffers): Float32Array {
+  const { dtype, shape } = ckpt.info(name);
+  const shard = ckpt.shards.get(ckpt.info(name).file)!;
+  const t = shard.info(name);
+  const rowBytes = C * DTYPE_SIZE[dtype];
+  const raw = buffers.u8("row", rowBytes);
+  ids.forEach((id, i) => {
+    invariant(Number.isInteger(id) && id >= 0 && id < shape[0]!, () => `${name}: row ${id} of ${shape[0]}`);
+    readRangeInto(shard.path, shard.dataStart + t.begin + id * rowBytes, raw, name);
+    toF32Into(dtype, raw, out.subarray(i * C, (i + 1) * C));
+  });
   return out;
 }
 

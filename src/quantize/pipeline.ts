@@ -29,12 +29,12 @@ import type { Backend } from "../backend/backend.ts";
 import { openCheckpoint } from "../io/checkpoint.ts";
 import { weightKernels } from "../backend/weight-kernels.ts";
 import { Scratch } from "../load/canonical.ts";
-import { readStored } from "../load/raw-read.ts";
+import { checkpointRowsF32Into, readStored } from "../load/raw-read.ts";
 import { openSafetensors, writeSafetensors, type SafetensorsFile } from "../io/safetensors.ts";
 import { checkpointSource, readModelConfig } from "../load/hf-folder.ts";
 import { blockForward, BlockWorkspace, type BlockContext, type LayerCache } from "../nn/block.ts";
 import { RopeTable } from "../nn/rope.ts";
-import { loadBlock, loadEmbedding, type BlockWeights } from "../nn/weights.ts";
+import { expectShape, loadBlock, type BlockWeights } from "../nn/weights.ts";
 import { awqQuantizeLinear } from "../methods/awq-grid.ts";
 import { loadTokenizer } from "../tokenizer/tokenizer.ts";
 import { assertFinite, InterruptedError, nonFiniteError, NumericError, UsageError } from "../util/errors.ts";
@@ -199,12 +199,9 @@ export async function quantizeModel(job: QuantizeJob): Promise<QuantizeResult> {
     if (needsCalibration(s)) {
       const tok = loadTokenizer(modelDir, cfg.eosTokenIds);
       const windows = calibrationWindows(tok, readFileSync(s.calibText, "utf8"), { samples: s.calibSamples, seqlen: L, seed: s.calibSeed, sampling: calibSamplingOf(s) }, s.calibText);
-      const embed = loadEmbedding(cfg, src); // [V, H], dropped after this loop
-      X = windows.map((w) => {
-        const x = new Float32Array(L * H); // [L, H]
-        w.forEach((id, t) => x.set(embed.subarray(id * H, (id + 1) * H), t * H));
-        return x;
-      });
+      expectShape(src, cfg.arch.embed.hf, [cfg.vocabSize, H]);
+      // [L, H] per window: only the embedding rows of its tokens are read
+      X = windows.map((w) => checkpointRowsF32Into(ckpt, cfg.arch.embed.hf, H, w, new Float32Array(L * H), buffers));
       job.onEvent?.({ type: "calibrated", samples: X.length, seqlen: L });
     }
     // X_b → X_{b+1}, each window updated in place (blockForward may write over its input).

@@ -14,7 +14,8 @@ import { Scratch } from "../../src/load/canonical.ts";
 import { checkpointSource, readModelConfig } from "../../src/load/hf-folder.ts";
 import { gptqQuantizeLinearFast, HessianAccumulatorF32 } from "../../src/methods/gptq-fast.ts";
 import { rtnQuantizeLinear, rtnQuantizeRows } from "../../src/methods/rtn.ts";
-import { loadBlock } from "../../src/nn/weights.ts";
+import { loadBlock, loadEmbedding } from "../../src/nn/weights.ts";
+import { checkpointRowsF32Into } from "../../src/load/raw-read.ts";
 import { relOutputError, relOutputErrorAsync } from "../../src/quantize/report.ts";
 import { DTYPE_SIZE, fromF32, toF32, toF32Into, type DType } from "../../src/tensor/dtype.ts";
 import { dequantize } from "../../src/tensor/quantized.ts";
@@ -93,6 +94,16 @@ describe.each(["F32", "BF16"] as const)("loadBlock into reused buffers (%s check
       if (b === 0) memory.push(...arrays.map((a) => a.buffer));
       else expect(arrays.map((a) => a.buffer)).toEqual(memory); // block 1 reuses block 0's memory, array for array
     }
+  });
+
+  it("embeds token rows read one by one exactly as rows of the whole embedding", () => {
+    const cfg = readModelConfig(m.dir);
+    const H = cfg.hiddenSize;
+    const embed = loadEmbedding(cfg, checkpointSource(ckpt, m.dir)); // [V, H]
+    const ids = [0, 7, cfg.vocabSize - 1, 7, 3];
+    const got = checkpointRowsF32Into(ckpt, cfg.arch.embed.hf, H, ids, poisonF32(ids.length * H), new Scratch());
+    ids.forEach((id, t) => expectSameBits(got.subarray(t * H, (t + 1) * H), embed.subarray(id * H, (id + 1) * H), `row ${id}`));
+    expect(() => checkpointRowsF32Into(ckpt, cfg.arch.embed.hf, H, [cfg.vocabSize], new Float32Array(H), new Scratch())).toThrow(/row/);
   });
 });
 
