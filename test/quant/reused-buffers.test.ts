@@ -1,5 +1,5 @@
 /**
- * The quantizer's reused memory (issue 8 item 4: no gc() for the memory bound): every
+ * The quantizer's reused memory (issue 8 item 4: allocate the big per-block arrays once): every
  * large array the pipeline takes from a reused buffer must give the SAME bits as a
  * fresh array, even when the buffer holds the previous layer's (here: poisoned) values,
  * and block-by-block reads must land in the same memory. The whole pipeline on those
