@@ -132,7 +132,7 @@ export function runAwqModule(
     const l = lin[layer];
     return m.backend.matmul(x, l.weight, T, l.K, l.N, l.bias, out); // [T, N]
   }
-  const ctx: BlockContext = { cfg: m.cfg, backend: m.backend, rope: m.rope, workspace: m.workspace };
+  const ctx: BlockContext = { cfg: m.cfg, backend: m.backend, rope: m.rope, workspace: m.workspace, exactElementwise: true };
   const y = out ?? new Float32Array(T * m.cfg.hiddenSize); // [T, H]
   return inspect === "attention" ? attentionHalf(ctx, -1, lin, x, T, 0, m.cache, y) : mlpHalf(ctx, -1, lin, x, T, y);
 }
@@ -330,7 +330,7 @@ export async function awqSearchBlock(o: AwqSearchOptions): Promise<AwqBlockSearc
     let K = 0;
     const X = inputs.map((x) => {
       let got: Float32Array | null = null;
-      blockForward({ cfg, backend, rope, tap: (ev) => { if (ev.input === input) { got = ev.x; K = ev.K; } } }, block, w, x, L, 0, cache);
+      blockForward({ cfg, backend, rope, exactElementwise: true, tap: (ev) => { if (ev.input === input) { got = ev.x; K = ev.K; } } }, block, w, x, L, 0, cache);
       invariant(got !== null, () => `block forward never reached tap ${input}`);
       return got as Float32Array; // a fresh array per call of blockForward
     });

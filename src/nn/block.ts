@@ -34,6 +34,13 @@ export interface BlockContext {
   tap?: Tap | undefined;
   /** Reused buffers (BlockWorkspace); without one, every call allocates its intermediates. */
   workspace?: BlockWorkspace | undefined;
+  /**
+   * Elementwise ops by the plain formula (f64 Math.exp) even when the backend has a SIMD kernel
+   * for them. The quantizers' calibration forwards set it: their output bytes must not depend on
+   * the CPU's SIMD level (the native swiglu's f32 exp differs in the last bits between levels
+   * and from Math.exp), and stay the bytes every earlier version wrote. Inference leaves it off.
+   */
+  exactElementwise?: boolean | undefined;
 }
 
 /** y[T, H] = x / rms(x) · w, per row; f64 accumulation of the mean square. */
@@ -147,7 +154,7 @@ export function mlpHalf(ctx: BlockContext, index: number, lin: MlpLinears, xm: F
   const I = cfg.intermediateSize;
   const g = buf(ws, "g", T, I), u = buf(ws, "u", T, I); // [T, I] each
   linears(ctx, [lin.gate, lin.up], xm, T, [g, u]);
-  if (ctx.backend.swiglu !== undefined) ctx.backend.swiglu(g, u, g.length);
+  if (ctx.backend.swiglu !== undefined && ctx.exactElementwise !== true) ctx.backend.swiglu(g, u, g.length);
   else for (let i = 0; i < g.length; i++) { const a = g[i]!; g[i] = (a / (1 + Math.exp(-a))) * u[i]!; }
   tap?.({ block: index, input: "mlp_act", x: g, T, K: I });
   return linear(ctx, lin.down, g, T, out ?? buf(ws, "dn", T, cfg.hiddenSize)); // [T, H]

@@ -139,7 +139,7 @@ export async function quantizeInt8(job: Int8Job): Promise<Int8Result> {
   try {
     const src = checkpointSource(ckpt, modelDir);
     let X = calibrationInputs(cfg, src, job, modelDir);
-    const ctx: BlockContext = { cfg, backend: job.backend, rope: new RopeTable(cfg) };
+    const ctx: BlockContext = { cfg, backend: job.backend, rope: new RopeTable(cfg), exactElementwise: true };
     const kvDim = cfg.numKvHeads * cfg.headDim;
     const scratch: LayerCache = { k: new Float32Array(s.calibSeqlen * kvDim), v: new Float32Array(s.calibSeqlen * kvDim) };
     const outliers: OutlierReport[] = [];

@@ -182,7 +182,7 @@ export async function quantizeModel(job: QuantizeJob): Promise<QuantizeResult> {
   const buffers = new Scratch();
   const codesSlot = (b: number, name: LinearName): string => `codes:${rtnDirect ? b & 1 : 0}:${name}`;
   // The forward's buffers for one calibration window; taps see them (valid until the next forward).
-  const ctx: BlockContext = { cfg, backend, rope: new RopeTable(cfg), workspace: needsCalibration(s) ? new BlockWorkspace(cfg, L) : undefined };
+  const ctx: BlockContext = { cfg, backend, rope: new RopeTable(cfg), exactElementwise: true, workspace: needsCalibration(s) ? new BlockWorkspace(cfg, L) : undefined };
   const kvDim = cfg.numKvHeads * cfg.headDim;
   const scratch: LayerCache = { k: new Float32Array(L * kvDim), v: new Float32Array(L * kvDim) };
   const layers: LayerReport[] = journal.blocks.flatMap((b) => b.layers);
