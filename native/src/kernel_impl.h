@@ -13,6 +13,10 @@
 //   fmaLoop         the FMA peak probe the kernel benchmark reports against
 // Nothing here allocates, spawns threads or checks arguments (the drivers and the
 // TypeScript loader do that).
+//
+// ~465 lines: every per-level template lives here because kernels_<level>.cc must
+// instantiate the whole set (the table at the end) from ONE include per level; a split
+// would only add a second include each level must remember.
 
 template <class T>
 inline T minOf(T a, T b) { return a < b ? a : b; }

@@ -15,6 +15,11 @@
  * clip search), native-int8.ts (LLM.int8()), native-packed.ts (packed layouts),
  * native-convert.ts (per-weight conversions); native-call.ts holds callNative and
  * the shared argument checks. A new kernel family gets its own native-<family>.ts.
+ *
+ * ~420 lines: the NativeBackend class itself (every Backend method, including the decode
+ * step's swiglu / fuse / matmulMany, which dispatch between the f32 and packed paths and
+ * so need the class's private addon handle) plus the addon's TypeScript type; the next
+ * family to arrive moves the fused-decode wrappers out with it.
  */
 import { createRequire } from "node:module";
 import { fileURLToPath } from "node:url";
