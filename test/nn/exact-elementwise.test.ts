@@ -12,19 +12,13 @@ import type { Backend } from "../../src/backend/backend.ts";
 import { mlpHalf, type BlockContext } from "../../src/nn/block.ts";
 import { RopeTable } from "../../src/nn/rope.ts";
 import { mulberry32 } from "../../src/util/random.ts";
+import { withoutSwiglu } from "../helpers/without-swiglu.ts";
 import { randomArray, randomWeights, tinyConfig } from "../helpers/random-weights.ts";
 
 const nb = createNativeBackend({ threads: 2 });
 afterAll(() => { nb.setKernelLevel(nb.kernelLevels()[0]!); });
 
-/** The same native backend with its swiglu kernel hidden: nn/block.ts then uses the f64 formula. */
-const withoutSwiglu = new Proxy(nb, {
-  get(target, p) {
-    if (p === "swiglu") return undefined;
-    const v: unknown = Reflect.get(target, p, target);
-    return typeof v === "function" ? (v as (...a: unknown[]) => unknown).bind(target) : v;
-  },
-}) as unknown as Backend;
+const noKernel = withoutSwiglu(nb);
 
 function sameBits(a: Float32Array, b: Float32Array): number {
   let diff = 0;
@@ -40,7 +34,7 @@ it.each(nb.kernelLevels())("exactElementwise mlpHalf on %s equals the f64 formul
   const xm = randomArray(T * H, 3, mulberry32(11)); // [T, H], wide enough that silu's exp sees large |g|
   const rope = new RopeTable(cfg);
   const ctx = (backend: Backend, exact: boolean): BlockContext => ({ cfg, backend, rope, exactElementwise: exact });
-  const want = mlpHalf(ctx(withoutSwiglu, false), 0, w.linears, xm, T); // [T, H]
+  const want = mlpHalf(ctx(noKernel, false), 0, w.linears, xm, T); // [T, H]
   const exact = mlpHalf(ctx(nb, true), 0, w.linears, xm, T);
   expect(sameBits(exact, want)).toBe(0);
   // The MLP activation itself (the tensor GPTQ's down_proj Hessian is built from), tapped.
