@@ -12,7 +12,7 @@ import { ConfigError, FormatError, UsageError } from "../util/errors.ts";
 import { writeFileAtomic } from "./atomic.ts";
 import {
   buildSafetensorsHeader, openSafetensors, tensorByteSize, writeSafetensors,
-  type SafetensorsFile, type TensorSource,
+  type SafetensorsFile, type TensorDecl, type TensorSource,
 } from "./safetensors.ts";
 
 /** File names used by transformers (`SAFE_WEIGHTS_NAME`, `SAFE_WEIGHTS_INDEX_NAME` in transformers/utils/constants). */
@@ -228,18 +228,38 @@ export interface ShardedWriteOptions {
 export async function writeShardedSafetensors(
   dir: string, tensors: readonly TensorSource[], opts: ShardedWriteOptions,
 ): Promise<{ files: string[]; totalSize: number }> {
-  if (!Number.isSafeInteger(opts.maxShardBytes) || opts.maxShardBytes <= 0) {
-    throw new UsageError("maxShardBytes must be a positive integer", { field: "maxShardBytes", found: String(opts.maxShardBytes) });
-  }
   buildSafetensorsHeader(tensors); // validates names (unique across shards), dtypes and shapes up front
   await mkdir(dir, { recursive: true });
-  const groups: TensorSource[][] = [];
+  const { groups, files, totalSize } = planShards(tensors, opts.maxShardBytes);
+  if (groups.length <= 1) {
+    await writeSafetensors(join(dir, SINGLE_FILE), groups[0] ?? [], opts.metadata);
+    await removeStale(dir, new Set([SINGLE_FILE]));
+    return { files, totalSize };
+  }
+  for (const [i, group] of groups.entries()) await writeSafetensors(join(dir, files[i]!), group, opts.metadata);
+  await writeFileAtomic(join(dir, INDEX_FILE), shardIndexJson(groups, files, totalSize));
+  await removeStale(dir, new Set([...files, INDEX_FILE]));
+  return { files, totalSize };
+}
+
+/**
+ * The shard layout of `tensors` (in order) under a budget of `maxShardBytes` tensor bytes per
+ * shard: packed greedily in order, a tensor larger than the budget gets a shard of its own;
+ * one group is `model.safetensors`, more are `model-0000i-of-0000N.safetensors`. Shared by
+ * writeShardedSafetensors and the quantizer's one-pass writer (io/safetensors-stream.ts), so
+ * both lay out the same checkpoint.
+ */
+export function planShards<T extends TensorDecl>(tensors: readonly T[], maxShardBytes: number): { groups: T[][]; files: string[]; totalSize: number } {
+  if (!Number.isSafeInteger(maxShardBytes) || maxShardBytes <= 0) {
+    throw new UsageError("maxShardBytes must be a positive integer", { field: "maxShardBytes", found: String(maxShardBytes) });
+  }
+  const groups: T[][] = [];
   let size = 0;
   let totalSize = 0;
   for (const t of tensors) {
     const nbytes = tensorByteSize(t.shape, t.dtype)!;
     const last = groups.at(-1);
-    if (last === undefined || (last.length > 0 && size + nbytes > opts.maxShardBytes)) {
+    if (last === undefined || (last.length > 0 && size + nbytes > maxShardBytes)) {
       groups.push([t]);
       size = nbytes;
     } else {
@@ -248,24 +268,17 @@ export async function writeShardedSafetensors(
     }
     totalSize += nbytes;
   }
-  if (groups.length <= 1) {
-    await writeSafetensors(join(dir, SINGLE_FILE), groups[0] ?? [], opts.metadata);
-    await removeStale(dir, new Set([SINGLE_FILE]));
-    return { files: [SINGLE_FILE], totalSize };
-  }
+  if (groups.length <= 1) return { groups, files: [SINGLE_FILE], totalSize };
   const pad = (i: number): string => String(i).padStart(5, "0");
-  const files = groups.map((_, i) => `model-${pad(i + 1)}-of-${pad(groups.length)}.safetensors`);
+  return { groups, files: groups.map((_, i) => `model-${pad(i + 1)}-of-${pad(groups.length)}.safetensors`), totalSize };
+}
+
+/** `model.safetensors.index.json` of a sharded layout, as transformers writes it: json.dumps(index, indent=2, sort_keys=True) + "\n". */
+export function shardIndexJson(groups: readonly (readonly TensorDecl[])[], files: readonly string[], totalSize: number): string {
   const weightMap = new Map<string, string>(); // not an object: a tensor may be named "__proto__"
-  for (const [i, group] of groups.entries()) {
-    await writeSafetensors(join(dir, files[i]!), group, opts.metadata);
-    for (const t of group) weightMap.set(t.name, files[i]!);
-  }
-  // Same layout as transformers: json.dumps(index, indent=2, sort_keys=True) + "\n".
+  groups.forEach((g, i) => { for (const t of g) weightMap.set(t.name, files[i]!); });
   const sorted = Object.fromEntries([...weightMap].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
-  const index = { metadata: { total_size: totalSize }, weight_map: sorted };
-  await writeFileAtomic(join(dir, INDEX_FILE), `${JSON.stringify(index, null, 2)}\n`);
-  await removeStale(dir, new Set([...files, INDEX_FILE]));
-  return { files, totalSize };
+  return `${JSON.stringify({ metadata: { total_size: totalSize }, weight_map: sorted }, null, 2)}\n`;
 }
 
 /** Remove checkpoint files of a previous save that the new layout does not use. */

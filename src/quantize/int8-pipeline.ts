@@ -173,7 +173,7 @@ export async function quantizeInt8(job: Int8Job): Promise<Int8Result> {
     const final = join(work, "final");
     const seconds = (performance.now() - t0) / 1000;
     const done = await format.finish({
-      path: final, out: outDir, cfg, s, modelDir, ckpt, blockFiles, maxShardBytes: job.maxShardBytes ?? 4 * 2 ** 30, layers: outliers, seconds,
+      path: final, out: outDir, cfg, s, modelDir, ckpt, blockFiles, files: [], maxShardBytes: job.maxShardBytes ?? 4 * 2 ** 30, layers: outliers, seconds,
       ...(lmHead ? { lmHead } : {}),
     });
     if (existsSync(outDir)) rmSync(outDir, { recursive: true, force: true });

@@ -1,21 +1,27 @@
 /**
  * The resume journal (FORMATS.md §5): a JSON file in the work folder recording the
  * settings and every finished block. Rewritten atomically after each block, so a
- * kill -9 leaves either the old or the new journal, never a torn one.
+ * kill -9 leaves either the old or the new journal, never a torn one. A block is listed
+ * once its bytes are on disk: for a streamed output (quantize/output.ts) with the stream
+ * position after it (a resume truncates the shards there), else with its block file.
+ * Version 2: streamed HF folders (version 1 had a block file per block for every format).
  */
 import { existsSync, readFileSync, rmSync } from "node:fs";
 import { isSystemError } from "../util/fs-errors.ts";
 import { writeFileAtomic } from "../io/atomic.ts";
 import { FormatError, UsageError } from "../util/errors.ts";
 import type { LayerReport } from "./report.ts";
+import type { StreamPosition } from "../io/safetensors-stream.ts";
 
 export const JOURNAL_MAGIC = "quantize-llm/journal";
-export const JOURNAL_VERSION = 1;
+export const JOURNAL_VERSION = 2;
 
 export interface JournalBlock {
   index: number;
-  /** Block file name inside the work folder. */
-  file: string;
+  /** Block-file outputs: the block file's name inside the work folder. */
+  file?: string;
+  /** Streamed outputs: where the output stream ends after this block (synced before it was journaled). */
+  end?: StreamPosition;
   layers: LayerReport[];
   seconds: number;
 }
@@ -26,6 +32,8 @@ export interface Journal {
   model: string;
   /** Canonical JSON of the settings that produced the blocks. */
   settings: string;
+  /** Streamed outputs: digest of the planned shard layout (a resume must plan the same). */
+  layout?: string;
   blocks: JournalBlock[];
 }
 
@@ -37,7 +45,7 @@ export function readJournal(path: string): Journal | null {
   }
   if (j.magic !== JOURNAL_MAGIC) throw new FormatError("not a quantize-llm journal", { file: path, field: "magic", expected: JOURNAL_MAGIC, found: JSON.stringify(j.magic) });
   if (j.version !== JOURNAL_VERSION) {
-    throw new FormatError("unsupported journal version", { file: path, field: "version", expected: String(JOURNAL_VERSION), found: JSON.stringify(j.version), hint: "resume with the quantize-llm version that started the run, or delete the .partial folder" });
+    throw new FormatError("unsupported journal version", { file: path, field: "version", expected: String(JOURNAL_VERSION), found: JSON.stringify(j.version), hint: "resume with the quantize-llm version that started the run, or pass --overwrite to discard it and start over" });
   }
   return j as Journal;
 }

@@ -5,11 +5,11 @@
  *   for each block b (only this block's weights are resident):
  *     [awq]  search scales/clips on X_b → fold scales, clip
  *     [gptq] for each true-sequential group: forward with taps → Hessians → quantize
- *     pack → block file (atomic) → journal
+ *     pack → the output (output.ts: appended to the final shards, or a block file) → journal
  *     X_{b+1} = forward(block)  — the QUANTIZED block for GPTQ/RTN (ALGORITHMS.md §2.10),
  *                                  the ORIGINAL block for AWQ (§3: AWQ never propagates quantized outputs)
  *   [--quantize-lm-head] lm_head from X_L through the final norm (quantize/lm-head.ts)
- *   assemble shards + configs into <out>.partial/final, rename to <out>
+ *   complete <out>.partial/final (the rest of the shards, configs), rename it to <out>
  *
  * Peak memory: one block of f32 weights + the calibration activations (X_b, advanced to
  * X_{b+1} in place) + one layer's Hessian and Hinv. It does not grow with the number of
@@ -30,7 +30,6 @@ import { openCheckpoint } from "../io/checkpoint.ts";
 import { weightKernels } from "../backend/weight-kernels.ts";
 import { Scratch } from "../load/canonical.ts";
 import { checkpointRowsF32Into, readStored } from "../load/raw-read.ts";
-import { openSafetensors, writeSafetensors, type SafetensorsFile } from "../io/safetensors.ts";
 import { checkpointSource, readModelConfig } from "../load/hf-folder.ts";
 import { blockForward, BlockWorkspace, type BlockContext, type LayerCache } from "../nn/block.ts";
 import { RopeTable } from "../nn/rope.ts";
@@ -47,6 +46,7 @@ import { gptqQuantizeLinearAsync, HessianAccumulatorF32 } from "../methods/gptq-
 import { checkResumable, JOURNAL_MAGIC, JOURNAL_VERSION, readJournal, writeJournal, type Journal } from "./journal.ts";
 import type { FinishInput, GridFormatId } from "./formats/format.ts";
 import { quantizeLmHead, type LmHeadReport } from "./lm-head.ts";
+import { openBlockOutput, type BlockOutput } from "./output.ts";
 import { FORMAT_FLAGS, FORMATS } from "./formats/table.ts";
 import { relOutputErrorAsync, relWeightError, type LayerReport } from "./report.ts";
 import { rtnQuantizeLinear, rtnQuantizeRows } from "../methods/rtn.ts";
@@ -144,17 +144,15 @@ export async function quantizeModel(job: QuantizeJob): Promise<QuantizeResult> {
   const journalPath = join(work, "journal.json");
   const searchPath = join(work, "awq-search.json");
   const settingsKey = JSON.stringify({ ...s, output: format.id });
-  let journal: Journal | null = readJournal(journalPath);
+  // --overwrite (without --resume) discards an interrupted run unread (issue 10); otherwise say both ways out
+  let journal: Journal | null = job.overwrite && !job.resume ? null : readJournal(journalPath);
   if (journal && !job.resume) {
-    // --overwrite discards an interrupted run (issue 10); otherwise say both ways out
-    if (!job.overwrite) {
-      throw new UsageError("an interrupted run of this output exists", {
-        file: work, hint: "pass --resume to continue it, or --overwrite to discard it and start over",
-      });
-    }
-    journal = null;
+    throw new UsageError("an interrupted run of this output exists", {
+      file: work, hint: "pass --resume to continue it, or --overwrite to discard it and start over",
+    });
   }
   if (journal) checkResumable(journal, modelDir, settingsKey, journalPath);
+  const fresh = !journal;
   if (!journal) {
     rmSync(work, { recursive: true, force: true });
     mkdirSync(work, { recursive: true });
@@ -193,7 +191,9 @@ export async function quantizeModel(job: QuantizeJob): Promise<QuantizeResult> {
   };
 
   let blockWrite: Promise<void> = Promise.resolve();
+  let output: BlockOutput | null = null;
   try {
+    output = await openBlockOutput({ format, cfg, s, ckpt, work, journal, journalPath, maxShardBytes: job.maxShardBytes ?? 4 * 2 ** 30, fresh });
     // --- calibration: X [samples][L·H] entering block 0 ---
     let X: Float32Array[] = [];
     if (needsCalibration(s)) {
@@ -271,9 +271,9 @@ export async function quantizeModel(job: QuantizeJob): Promise<QuantizeResult> {
       if (done) {
         // Resumed: quantized weights come back from the block file, bit-identical to the first run's.
         if (needsCalibration(s) && !advanced) {
-          const f = await openSafetensors(join(work, done.file));
+          const f = await output.read(b);
           try {
-            for (const spec of cfg.arch.linears) dequantize(format.readLinear(f, cfg, s, b, spec, done.file), w.linears[spec.name].weight);
+            for (const spec of cfg.arch.linears) dequantize(format.readLinear(f.reader, cfg, s, b, spec, f.file), w.linears[spec.name].weight);
           } finally { await f.close(); }
           advance(b, w);
         }
@@ -361,16 +361,11 @@ export async function quantizeModel(job: QuantizeJob): Promise<QuantizeResult> {
         }
       }
       await checkAbort();
-      const file = `block-${String(b).padStart(4, "0")}.safetensors`;
       const tensors = format.blockTensors(cfg, s, b, w, results, kernels);
       const seconds = (performance.now() - tb) / 1000;
-      // The block file is written (and fsynced) while the next block computes (plain RTN); the journal lists it only once it is on disk.
+      // The block is written (and synced) while the next block computes (plain RTN); the journal lists it only once it is on disk.
       await blockWrite;
-      const entry = { index: b, file, layers: blockLayers, seconds };
-      blockWrite = writeSafetensors(join(work, file), tensors).then(async () => {
-        journal!.blocks.push(entry);
-        await writeJournal(journalPath, journal!);
-      });
+      blockWrite = output.write({ index: b, layers: blockLayers, seconds }, tensors);
       blockWrite.catch(() => {}); // handled where it is awaited (the next block, or before finishing)
       // Only plain RTN overlaps (its blocks are cheap to hold); GPTQ/AWQ keep one block's output at a time.
       if (!rtnDirect) await blockWrite;
@@ -396,32 +391,24 @@ export async function quantizeModel(job: QuantizeJob): Promise<QuantizeResult> {
       }
       X = [];
     }
-    // --- assemble the final output (the format's finish), then rename it into place ---
+    // --- complete the final output (the format's finish), then rename it into place ---
     job.onEvent?.({ type: "finalize" });
-    const final = join(work, "final");
-    rmSync(final, { recursive: true, force: true });
-    const ordered = journal.blocks.slice().sort((a, b) => a.index - b.index);
-    const blockFiles: SafetensorsFile[] = [];
-    try {
-      for (const jb of ordered) blockFiles.push(await openSafetensors(join(work, jb.file)));
-      const done = await format.finish({
-        path: final, out: outDir, cfg, s, modelDir, ckpt, blockFiles, maxShardBytes: job.maxShardBytes ?? 4 * 2 ** 30,
-        layers, seconds: (performance.now() - t0) / 1000, ...(lmHead !== undefined ? { lmHead } : {}),
-      });
-      if (job.saveSearch && usesAwq(s.method)) copyFileSync(searchPath, resolve(job.saveSearch));
-      if (existsSync(outDir)) rmSync(outDir, { recursive: true, force: true });
-      renameSync(final, outDir);
-      rmSync(work, { recursive: true, force: true });
-      const report = format.kind === "folder" ? join(outDir, done.report) : done.report;
-      return {
-        outDir, format: format.id, layers, seconds: (performance.now() - t0) / 1000, files: done.files, report, summary: done.summary,
-        ...(lmHead !== undefined ? { lmHead: lmHead.report } : {}),
-      };
-    } finally {
-      await Promise.all(blockFiles.map((f) => f.close()));
-    }
+    const done = await output.finish({
+      out: outDir, cfg, s, modelDir, ckpt, maxShardBytes: job.maxShardBytes ?? 4 * 2 ** 30,
+      layers, seconds: (performance.now() - t0) / 1000, ...(lmHead !== undefined ? { lmHead } : {}),
+    });
+    if (job.saveSearch && usesAwq(s.method)) copyFileSync(searchPath, resolve(job.saveSearch));
+    if (existsSync(outDir)) rmSync(outDir, { recursive: true, force: true });
+    renameSync(output.path, outDir);
+    rmSync(work, { recursive: true, force: true });
+    const report = format.kind === "folder" ? join(outDir, done.report) : done.report;
+    return {
+      outDir, format: format.id, layers, seconds: (performance.now() - t0) / 1000, files: done.files, report, summary: done.summary,
+      ...(lmHead !== undefined ? { lmHead: lmHead.report } : {}),
+    };
   } finally {
     await blockWrite.catch(() => {}); // an interrupted run keeps the block being written (journaled once on disk)
+    await output?.close();
     await ckpt.close();
   }
 }

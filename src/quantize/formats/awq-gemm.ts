@@ -2,17 +2,35 @@
  * AutoAWQ GEMM folder (FORMATS.md §3): qweight/qzeros/scales per linear, 4-bit, contiguous
  * groups, zero points always stored (asymmetric).
  */
-import { groupCount } from "../../tensor/quantized.ts";
+import { groupLength, numGroups } from "../../tensor/quantized.ts";
 import { linearShapes } from "../../arch/shapes.ts";
 import { awqGemmShapeProblem, packAwqGemm, unpackAwqGemm } from "../../pack/awq-gemm.ts";
 import { UsageError } from "../../util/errors.ts";
 import type { QuantSettings } from "../settings.ts";
 import type { Format } from "./format.ts";
-import { bytesOf, hfBlockTensors, int32Of, reportJson, writeHfFolder } from "./hf-folder.ts";
+import { bytesOf, hfStreamBlockTensors, hfStreamLayout, int32Of, reportJson, writeHfConfigs, type HfLinearPacker } from "./hf-folder.ts";
 
 /** AutoAWQ's `quantization_config` (FORMATS.md §3). */
 export function awqQuantizationConfig(s: QuantSettings): Record<string, unknown> {
   return { quant_method: "awq", bits: s.bits, group_size: s.groupSize, zero_point: true, version: "gemm", modules_to_not_convert: null };
+}
+
+/** qweight [K, N/8], qzeros [K/g, N/8], scales [K/g, N] of one linear. */
+function awqPacker(s: QuantSettings): HfLinearPacker {
+  return {
+    decls: (base, N, K) => {
+      const G = numGroups(K, groupLength(s.groupSize, K));
+      return [
+        { name: `${base}.qweight`, dtype: "I32", shape: [K, N / 8] },
+        { name: `${base}.qzeros`, dtype: "I32", shape: [G, N / 8] },
+        { name: `${base}.scales`, dtype: "F16", shape: [G, N] },
+      ];
+    },
+    pack: (ql) => {
+      const t = packAwqGemm(ql);
+      return [bytesOf(t.qweight), bytesOf(t.qzeros), bytesOf(t.scales)];
+    },
+  };
 }
 
 export const awqGemmFormat: Format = {
@@ -31,16 +49,11 @@ export const awqGemmFormat: Format = {
     }
     if (s.actOrder) throw new UsageError("AutoAWQ GEMM has no g_idx: groups must be contiguous", { field: "--act-order", found: "--act-order", hint: "act-order results can only be written as HF-GPTQ" });
   },
-  blockTensors(cfg, _s, b, w, q) {
-    return hfBlockTensors(cfg, b, w, q, (base, ql) => {
-      const t = packAwqGemm(ql); // qweight [K, N/8], qzeros [K/g, N/8], scales [K/g, N]
-      const G = groupCount(ql);
-      return [
-        { name: `${base}.qweight`, dtype: "I32", shape: [ql.K, ql.N / 8], data: bytesOf(t.qweight) },
-        { name: `${base}.qzeros`, dtype: "I32", shape: [G, ql.N / 8], data: bytesOf(t.qzeros) },
-        { name: `${base}.scales`, dtype: "F16", shape: [G, ql.N], data: bytesOf(t.scales) },
-      ];
-    });
+  blockTensors(cfg, s, b, w, q) {
+    return hfStreamBlockTensors(cfg, b, w, q, awqPacker(s));
+  },
+  stream(cfg, s, ckpt) {
+    return hfStreamLayout(cfg, ckpt, awqPacker(s));
   },
   readLinear(f, cfg, s, b, spec, file) {
     const base = `${cfg.arch.blockPrefix(b)}.${spec.hf}`;
@@ -51,11 +64,11 @@ export const awqGemmFormat: Format = {
     }, { N, K, groupSize: s.groupSize, name: base, file });
   },
   async finish(o) {
-    const { files, tensorBytes } = await writeHfFolder(o, {
+    writeHfConfigs(o, {
       "config.json": { ...o.cfg.raw, quantization_config: awqQuantizationConfig(o.s) },
       // AutoAWQ's legacy spelling, read by older loaders.
       "quant_config.json": { zero_point: true, q_group_size: o.s.groupSize, w_bit: o.s.bits, version: "GEMM" },
     }, reportJson(o));
-    return { files, report: "quant-report.json", summary: "", tensorBytes };
+    return { files: o.files, report: "quant-report.json", summary: "" };
   },
 };

@@ -12,7 +12,7 @@
  * its default list, which keeps lm_head; docs/quantize-lm-head.md).
  */
 import { join } from "node:path";
-import type { SafetensorsFile, TensorSource as WriteSource } from "../../io/safetensors.ts";
+import type { TensorSource as WriteSource } from "../../io/safetensors.ts";
 import { linearShapes } from "../../arch/shapes.ts";
 import { writeInt8Outliers, INT8_OUTLIERS_FILE } from "../../pack/bnb-int8-outliers.ts";
 import { bnbQuantizationConfig, packBnbInt8, unpackBnbInt8, type RawTensor } from "../../pack/bnb-int8.ts";
@@ -20,7 +20,7 @@ import { fromF32 } from "../../tensor/dtype.ts";
 import type { Int8Linear, OutlierReport } from "../../tensor/int8.ts";
 import { UsageError } from "../../util/errors.ts";
 import type { Int8Settings } from "../settings.ts";
-import type { FinishInput, Format, FormatInputs } from "./format.ts";
+import type { BlockTensorReader, FinishInput, Format, FormatInputs } from "./format.ts";
 import { bytesOf, hfBlockTensors, writeHfFolder } from "./hf-folder.ts";
 
 /**
@@ -62,7 +62,7 @@ function int8Tensors(base: string, q: Int8Linear): WriteSource[] {
   ];
 }
 
-function raw(f: SafetensorsFile, name: string): RawTensor | undefined {
+function raw(f: BlockTensorReader, name: string): RawTensor | undefined {
   const info = f.tensors.get(name);
   return info ? { dtype: info.dtype, shape: info.shape, data: f.readRawSync(name) } : undefined;
 }

@@ -4,18 +4,24 @@
  *
  *   check        the format's constraints on the settings and on every layer's shape,
  *                run BEFORE any compute (a bad combination fails in milliseconds)
- *   blockTensors the packer: one finished block (norms + quantized linears) → the tensors
- *                of its block file (the resume journal's unit)
- *   readLinear   the unpacker: one linear back from a block file, exactly as packed (resume)
- *   finish       the config writer + assembly: block files → the output folder or file
+ *   blockTensors the packer: one finished block (norms + quantized linears) → its tensors
+ *                (the resume journal's unit)
+ *   stream       (the HF folders) the whole output's tensors declared from the settings
+ *                alone: the pipeline writes each block straight into the final shards, in
+ *                one pass (io/safetensors-stream.ts); formats without it (GGUF, whose file
+ *                is made from all blocks at the end) get one block file per block
+ *   readLinear   the unpacker: one linear back from what blockTensors wrote, exactly as
+ *                packed (resume)
+ *   finish       the config writer + assembly: streamed shards or block files → the output
  *
  * An entry is typed by what its pipeline hands it (`Format<F extends FormatInputs>`): the
  * per-layer result, the settings, the per-layer report rows and a quantized lm_head. The
  * rtn/gptq/awq pipeline (pipeline.ts) hands GridInputs (QuantizedLinear, QuantSettings,
  * LayerReport) to the GRID_FORMAT_IDS entries; the LLM.int8() pipeline (int8-pipeline.ts)
  * hands Int8Inputs (formats/bnb-int8.ts: BnbLinear, Int8Settings, OutlierReport) to
- * "bnb-int8". Both drive an entry the same way: check, then per block blockTensors → block
- * file, then finish.
+ * "bnb-int8". Both drive an entry the same way: check, then per block blockTensors → the
+ * output (quantize/output.ts: the streamed shards when the entry has `stream`, else a block
+ * file; the int8 pipeline always writes block files), then finish.
  *
  * Adding a format (compressed-tensors, K-quants next):
  *   1. write its byte packer/unpacker in src/pack/ (with unpack(pack(x)) == x tested);
@@ -29,7 +35,7 @@
 import type { ModelConfig } from "../../arch/config.ts";
 import type { LinearSpec, LinearName } from "../../arch/registry.ts";
 import type { Checkpoint } from "../../io/checkpoint.ts";
-import type { SafetensorsFile, TensorSource as WriteSource } from "../../io/safetensors.ts";
+import type { SafetensorsFile, TensorDecl, TensorSource as WriteSource } from "../../io/safetensors.ts";
 import type { BlockWeights } from "../../nn/weights.ts";
 import type { WeightKernels } from "../../backend/weight-kernels.ts";
 import type { QuantizedLinear } from "../../tensor/quantized.ts";
@@ -71,8 +77,10 @@ export interface FinishInput<F extends FormatInputs = GridInputs> {
   modelDir: string;
   /** The original (unquantized) checkpoint: embeddings, final norm, lm_head. */
   ckpt: Checkpoint;
-  /** One per block, in block order. */
+  /** Block-file formats: one per block, in block order (empty for a streamed format). */
   blockFiles: SafetensorsFile[];
+  /** Streamed formats: the shard files (and index) already written into `path` (empty otherwise). */
+  files: string[];
   maxShardBytes: number;
   /** The per-layer report rows (quant-report.json). */
   layers: F["report"][];
@@ -92,6 +100,23 @@ export interface FinishResult {
   tensorBytes?: number;
 }
 
+/** A block's tensors as blockTensors wrote them (a block file, or the streamed output). */
+export type BlockTensorReader = Pick<SafetensorsFile, "tensors" | "readRawSync" | "readF32Sync">;
+
+/** The output of a streamed format, in file order; every shape is known before any compute. */
+export interface StreamLayout<F extends FormatInputs = GridInputs> {
+  /** Tensors before block 0 (from the original checkpoint). */
+  head: WriteSource[];
+  /** Block b's declarations, in blockTensors' order. */
+  block(b: number): TensorDecl[];
+  /** Declarations of the tensors after the last block. */
+  tail: TensorDecl[];
+  /** Those tensors with their data, at the end (a quantized lm_head is made after the last block). */
+  tailTensors(o: Pick<FinishInput<F>, "lmHead">): WriteSource[];
+  /** `__metadata__` of every shard. */
+  metadata: Record<string, string>;
+}
+
 /** F: what the pipeline hands the entry; Id: its key in the table. */
 export interface Format<F extends FormatInputs = GridInputs, Id extends FormatId = GridFormatId> {
   id: Id;
@@ -100,9 +125,15 @@ export interface Format<F extends FormatInputs = GridInputs, Id extends FormatId
   kind: "folder" | "file";
   /** Throws a UsageError naming the flag (and the layer) at fault. */
   check(s: F["settings"], cfg: ModelConfig, modelDir: string, out: string): void;
-  /** The block file's tensors for block `b`: its norms from `w` (AWQ scales them) and every linear of `q`. */
+  /**
+   * The tensors of block `b`: its norms from `w` (AWQ scales them) and every linear of `q`.
+   * Their data must not alias `q`'s arrays: the pipeline reuses those for a later block
+   * while this block may still be being written.
+   */
   blockTensors(cfg: ModelConfig, s: F["settings"], b: number, w: BlockWeights, q: ReadonlyMap<LinearName, F["linear"]>, kernels?: WeightKernels): WriteSource[];
-  /** One linear of block `b` back from its block file (`file` for messages). */
-  readLinear(f: SafetensorsFile, cfg: ModelConfig, s: F["settings"], b: number, spec: LinearSpec, file: string): F["linear"];
+  /** Streamed formats: the whole output's layout (see StreamLayout). */
+  stream?(cfg: ModelConfig, s: F["settings"], ckpt: Checkpoint): StreamLayout<F>;
+  /** One linear of block `b` back from what blockTensors wrote (`file` for messages). */
+  readLinear(f: BlockTensorReader, cfg: ModelConfig, s: F["settings"], b: number, spec: LinearSpec, file: string): F["linear"];
   finish(o: FinishInput<F>): Promise<FinishResult>;
 }

@@ -24,7 +24,7 @@ import { groupCount, groupLength, type QuantizedLinear } from "../../tensor/quan
 import { loadTokenizer } from "../../tokenizer/tokenizer.ts";
 import { UsageError } from "../../util/errors.ts";
 import type { QuantSettings } from "../settings.ts";
-import type { Format } from "./format.ts";
+import type { BlockTensorReader, Format } from "./format.ts";
 import { bytesOf, int32Of, reportJson } from "./hf-folder.ts";
 
 /** f32 values as the HF folder would store them in `dtype` (the former route read them back from there). */
@@ -35,16 +35,17 @@ function asStored(dtype: "F32" | "F16" | "BF16", x: Float32Array): Float32Array 
 function blockLinearTensors(base: string, q: QuantizedLinear): WriteSource[] {
   const G = groupCount(q);
   const out: WriteSource[] = [
-    { name: `${base}.codes`, dtype: "U8", shape: [q.N, q.K], data: q.codes },
-    { name: `${base}.scales`, dtype: "F32", shape: [q.N, G], data: bytesOf(q.scales) },
-    { name: `${base}.zeros`, dtype: "U8", shape: [q.N, G], data: q.zeros },
-    { name: `${base}.g_idx`, dtype: "I32", shape: [q.K], data: bytesOf(q.gIdx) },
+    // copies: the pipeline reuses q's arrays for the next block while this one is written
+    { name: `${base}.codes`, dtype: "U8", shape: [q.N, q.K], data: q.codes.slice() },
+    { name: `${base}.scales`, dtype: "F32", shape: [q.N, G], data: bytesOf(q.scales.slice()) },
+    { name: `${base}.zeros`, dtype: "U8", shape: [q.N, G], data: q.zeros.slice() },
+    { name: `${base}.g_idx`, dtype: "I32", shape: [q.K], data: bytesOf(q.gIdx.slice()) },
   ];
   if (q.bias) out.push({ name: `${base}.bias`, dtype: "F16", shape: [q.N], data: fromF32("F16", q.bias) });
   return out;
 }
 
-function readBlockLinear(f: SafetensorsFile, base: string, s: QuantSettings, N: number, K: number): QuantizedLinear {
+function readBlockLinear(f: BlockTensorReader, base: string, s: QuantSettings, N: number, K: number): QuantizedLinear {
   const groupSize = groupLength(s.groupSize, K);
   return {
     N, K, bits: s.bits, groupSize, sym: s.sym,

@@ -1,18 +1,26 @@
 /**
- * What the HF folder formats (HF-GPTQ, AutoAWQ GEMM, bitsandbytes int8) share: block files
- * holding the block's norms and each linear's packed tensors under their HF names, and the
- * final folder (shards copied tensor by tensor from the block files, configs, tokenizer
- * files, report).
+ * What the HF folder formats (HF-GPTQ, AutoAWQ GEMM, bitsandbytes int8) share: each block's
+ * norms and linears' packed tensors under their HF names, and the rest of the final folder
+ * (configs, tokenizer files, report). Two ways to the shards:
+ *
+ *   streamed     (HF-GPTQ, AutoAWQ: the rtn/gptq/awq pipeline) the whole checkpoint declared
+ *                from the settings alone (hfStreamLayout), so the pipeline writes each block
+ *                straight into the final shards in one pass; finish adds writeHfConfigs
+ *   block files  (bitsandbytes int8: the int8 pipeline) hfBlockTensors per block file, and
+ *                writeHfFolder copies them tensor by tensor into the shards at the end
  */
 import { copyFileSync, existsSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { ModelConfig } from "../../arch/config.ts";
 import type { LinearName } from "../../arch/registry.ts";
+import { hasBias, linearShapes } from "../../arch/shapes.ts";
 import { writeShardedSafetensors, type Checkpoint } from "../../io/checkpoint.ts";
-import type { TensorSource as WriteSource } from "../../io/safetensors.ts";
+import type { TensorDecl, TensorSource as WriteSource } from "../../io/safetensors.ts";
 import type { BlockWeights } from "../../nn/weights.ts";
 import { fromF32 } from "../../tensor/dtype.ts";
-import type { FinishInput, FormatInputs } from "./format.ts";
+import type { QuantizedLinear } from "../../tensor/quantized.ts";
+import { invariant } from "../../util/errors.ts";
+import type { FinishInput, FormatInputs, StreamLayout } from "./format.ts";
 
 export const VERSION = "0.1.0";
 const TOKENIZER_FILES = ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json", "chat_template.jinja", "tokenizer.model"];
@@ -30,9 +38,9 @@ export function rawAs(ckpt: Checkpoint, name: string, dtype: "F32" | "F16" | "BF
 }
 
 /**
- * Block file tensors in file order: the two norms (in the model's dtype), then per linear
- * `pack(base, q)` and its bias, in `biasDtype` (F16, as GPTQ/AWQ loaders expect; bitsandbytes
- * keeps the model's dtype).
+ * Block file tensors in file order (block-file formats): the two norms (in the model's dtype),
+ * then per linear `pack(base, q)` and its bias, in `biasDtype` (F16, as GPTQ/AWQ loaders
+ * expect; bitsandbytes keeps the model's dtype).
  */
 export function hfBlockTensors<L extends { N: number; bias?: Float32Array }>(
   cfg: ModelConfig, b: number, w: BlockWeights, q: ReadonlyMap<LinearName, L>,
@@ -55,16 +63,86 @@ export function hfBlockTensors<L extends { N: number; bias?: Float32Array }>(
   return out;
 }
 
+/** One linear's HF tensors (streamed formats): their declarations from the shape alone, and their bytes from the quantized layer (same order). */
+export interface HfLinearPacker {
+  decls(base: string, N: number, K: number): TensorDecl[];
+  pack(q: QuantizedLinear): Uint8Array[];
+}
+
+/** Block b's tensors in file order, declared from the config and settings alone: the two norms, then per linear its packed tensors and its bias (F16). */
+export function hfBlockDecls(cfg: ModelConfig, b: number, linear: HfLinearPacker): TensorDecl[] {
+  const a = cfg.arch;
+  const p = a.blockPrefix(b);
+  const H = cfg.hiddenSize;
+  const shapes = linearShapes(cfg);
+  const out: TensorDecl[] = [{ name: `${p}.${a.attnNorm.hf}.weight`, dtype: cfg.torchDtype, shape: [H] }, { name: `${p}.${a.mlpNorm.hf}.weight`, dtype: cfg.torchDtype, shape: [H] }];
+  for (const spec of a.linears) {
+    const base = `${p}.${spec.hf}`;
+    const [N, K] = shapes[spec.name];
+    out.push(...linear.decls(base, N, K));
+    if (hasBias(cfg, spec.name)) out.push({ name: `${base}.bias`, dtype: "F16", shape: [N] });
+  }
+  return out;
+}
+
+/** Block b's tensors with their bytes (streamed formats): hfBlockDecls' declarations, norms from `w` (AWQ scales them) and every linear of `q` packed. */
+export function hfStreamBlockTensors(cfg: ModelConfig, b: number, w: BlockWeights, q: ReadonlyMap<LinearName, QuantizedLinear>, linear: HfLinearPacker): WriteSource[] {
+  const dtype = cfg.torchDtype;
+  const data: Uint8Array[] = [fromF32(dtype, w.attnNorm), fromF32(dtype, w.mlpNorm)];
+  for (const spec of cfg.arch.linears) {
+    const ql = q.get(spec.name)!;
+    data.push(...linear.pack(ql));
+    if (ql.bias) data.push(fromF32("F16", ql.bias));
+  }
+  const decls = hfBlockDecls(cfg, b, linear);
+  invariant(decls.length === data.length, `block ${b}: ${data.length} tensors packed, ${decls.length} declared (a bias the config does not declare?)`);
+  return decls.map((d, i) => ({ ...d, data: data[i]! }));
+}
+
+/**
+ * The whole output of a streamed HF folder format in file order (written by the pipeline in
+ * one pass): the embedding, every block's tensors, the final norm and lm_head, as
+ * writeShardedSafetensors would write them. `lmHead`: the packer of a quantized lm_head
+ * (QuantSettings.lmHead), whose packed tensors replace lm_head.weight.
+ */
+export function hfStreamLayout(cfg: ModelConfig, ckpt: Checkpoint, linear: HfLinearPacker, lmHead?: HfLinearPacker): StreamLayout {
+  const dtype = cfg.torchDtype;
+  const H = cfg.hiddenSize;
+  const a = cfg.arch;
+  const norm: WriteSource = { name: a.finalNorm.hf, dtype, shape: [H], data: () => rawAs(ckpt, a.finalNorm.hf, dtype) };
+  const headBase = a.lmHead.hf.replace(/\.weight$/, "");
+  const raw: WriteSource[] = !cfg.tieWordEmbeddings || ckpt.has(a.lmHead.hf) ? [{ name: a.lmHead.hf, dtype, shape: [cfg.vocabSize, H], data: () => rawAs(ckpt, a.lmHead.hf, dtype) }] : [];
+  return {
+    head: [{ name: a.embed.hf, dtype, shape: [cfg.vocabSize, H], data: () => rawAs(ckpt, a.embed.hf, dtype) }],
+    block: (b) => hfBlockDecls(cfg, b, linear),
+    tail: [norm, ...(lmHead !== undefined ? lmHead.decls(headBase, cfg.vocabSize, H) : raw)],
+    tailTensors: (o) => {
+      if (lmHead === undefined) return [norm, ...raw];
+      invariant(o.lmHead !== undefined, "the layout declared a quantized lm_head but none was made");
+      const decls = lmHead.decls(headBase, cfg.vocabSize, H), data = lmHead.pack(o.lmHead.q);
+      return [norm, ...decls.map((d, i) => ({ ...d, data: data[i]! }))];
+    },
+    metadata: { format: "pt", quantizer: `quantize-llm ${VERSION}` },
+  };
+}
+
 /** The per-layer report (quant-report.json); with a quantized lm_head, its line as `lm_head`. */
 export function reportJson(o: Pick<FinishInput, "s" | "modelDir" | "seconds" | "layers" | "lmHead">): string {
   return JSON.stringify({ settings: o.s, model: o.modelDir, seconds: o.seconds, layers: o.layers, ...(o.lmHead ? { lm_head: o.lmHead.report } : {}) }, null, 1) + "\n";
 }
 
+/** Everything of the folder `o.path` but its shards: the format's config files (name → JSON), tokenizer files, and `report` as quant-report.json. */
+export function writeHfConfigs(o: Pick<FinishInput<FormatInputs>, "path" | "modelDir">, configs: Record<string, unknown>, report: string): void {
+  const dir = o.path;
+  for (const [name, value] of Object.entries(configs)) writeFileSync(join(dir, name), JSON.stringify(value, null, 2) + "\n");
+  for (const f of TOKENIZER_FILES) if (existsSync(join(o.modelDir, f))) copyFileSync(join(o.modelDir, f), join(dir, f));
+  writeFileSync(join(dir, "quant-report.json"), report);
+}
+
 /**
- * Assemble the final folder `o.path`: shards, the format's config files (name → JSON),
- * tokenizer files, and `report` as quant-report.json. `lmHead`: the packed tensors of a
- * quantized lm_head, written instead of lm_head.weight. Returns the shard names and their
- * bytes of tensor data.
+ * Assemble the final folder `o.path` from block files (block-file formats): shards, then
+ * writeHfConfigs. `lmHead`: the packed tensors of a quantized lm_head, written instead of
+ * lm_head.weight. Returns the shard names and their bytes of tensor data.
  */
 export async function writeHfFolder(
   o: FinishInput<FormatInputs>, configs: Record<string, unknown>, report: string, lmHead?: WriteSource[],
@@ -84,8 +162,6 @@ export async function writeHfFolder(
     tensors.push({ name: a.lmHead.hf, dtype, shape: [cfg.vocabSize, H], data: () => rawAs(ckpt, a.lmHead.hf, dtype) });
   }
   const { files, totalSize } = await writeShardedSafetensors(dir, tensors, { maxShardBytes: o.maxShardBytes, metadata: { format: "pt", quantizer: `quantize-llm ${VERSION}` } });
-  for (const [name, value] of Object.entries(configs)) writeFileSync(join(dir, name), JSON.stringify(value, null, 2) + "\n");
-  for (const f of TOKENIZER_FILES) if (existsSync(join(o.modelDir, f))) copyFileSync(join(o.modelDir, f), join(dir, f));
-  writeFileSync(join(dir, "quant-report.json"), report);
+  writeHfConfigs(o, configs, report);
   return { files, tensorBytes: totalSize };
 }

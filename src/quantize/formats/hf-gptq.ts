@@ -2,15 +2,14 @@
  * HF-GPTQ folder (FORMATS.md §2): qweight/qzeros/scales/g_idx per linear, any of 2/3/4/8
  * bits, act-order included; checkpoint_format "gptq" (v1, stores zero − 1) or "gptq_v2".
  */
-import { groupCount, type QuantizedLinear } from "../../tensor/quantized.ts";
 import type { WeightKernels } from "../../backend/weight-kernels.ts";
-import type { TensorSource as WriteSource } from "../../io/safetensors.ts";
+import { groupLength, numGroups } from "../../tensor/quantized.ts";
 import { linearShapes } from "../../arch/shapes.ts";
 import { GPTQ_BITS, gptqShapeProblem, packGptq, unpackGptq } from "../../pack/hf-gptq.ts";
 import { UsageError } from "../../util/errors.ts";
 import type { QuantSettings } from "../settings.ts";
 import type { Format } from "./format.ts";
-import { bytesOf, hfBlockTensors, int32Of, reportJson, VERSION, writeHfFolder } from "./hf-folder.ts";
+import { bytesOf, hfStreamBlockTensors, hfStreamLayout, int32Of, reportJson, VERSION, writeHfConfigs, type HfLinearPacker } from "./hf-folder.ts";
 
 /** The `quantization_config` dict (FORMATS.md §2), written to config.json and quantize_config.json. */
 export function gptqQuantizationConfig(s: QuantSettings, version: string): Record<string, unknown> {
@@ -32,16 +31,23 @@ export function gptqQuantizationConfig(s: QuantSettings, version: string): Recor
   };
 }
 
-/** One linear's HF-GPTQ tensors (its own bit width: lm_head may differ from the blocks). */
-function gptqTensors(base: string, ql: QuantizedLinear, s: QuantSettings, kernels?: WeightKernels): WriteSource[] {
-  const t = packGptq(ql, s.format, kernels !== undefined ? (c, N, K, bits, out) => kernels.gptqPackCodes(c, N, K, bits, out) : undefined); // qweight [K·b/32, N], qzeros [G, N·b/32], scales [G, N], g_idx [K]
-  const G = groupCount(ql);
-  return [
-    { name: `${base}.qweight`, dtype: "I32", shape: [(ql.K * ql.bits) / 32, ql.N], data: bytesOf(t.qweight) },
-    { name: `${base}.qzeros`, dtype: "I32", shape: [G, (ql.N * ql.bits) / 32], data: bytesOf(t.qzeros) },
-    { name: `${base}.scales`, dtype: "F16", shape: [G, ql.N], data: bytesOf(t.scales) },
-    { name: `${base}.g_idx`, dtype: "I32", shape: [ql.K], data: bytesOf(t.gIdx) },
-  ];
+/** qweight [K·b/32, N], qzeros [G, N·b/32], scales [G, N], g_idx [K] of one linear (`s`: its own bits and group size: lm_head may differ from the blocks). */
+function gptqPacker(s: Pick<QuantSettings, "bits" | "groupSize" | "format">, kernels?: WeightKernels): HfLinearPacker {
+  return {
+    decls: (base, N, K) => {
+      const G = numGroups(K, groupLength(s.groupSize, K));
+      return [
+        { name: `${base}.qweight`, dtype: "I32", shape: [(K * s.bits) / 32, N] },
+        { name: `${base}.qzeros`, dtype: "I32", shape: [G, (N * s.bits) / 32] },
+        { name: `${base}.scales`, dtype: "F16", shape: [G, N] },
+        { name: `${base}.g_idx`, dtype: "I32", shape: [K] },
+      ];
+    },
+    pack: (ql) => {
+      const t = packGptq(ql, s.format, kernels !== undefined ? (c, N, K, bits, out) => kernels.gptqPackCodes(c, N, K, bits, out) : undefined);
+      return [bytesOf(t.qweight), bytesOf(t.qzeros), bytesOf(t.scales), bytesOf(t.gIdx)];
+    },
+  };
 }
 
 export const hfGptqFormat: Format = {
@@ -65,7 +71,10 @@ export const hfGptqFormat: Format = {
     }
   },
   blockTensors(cfg, s, b, w, q, kernels) {
-    return hfBlockTensors(cfg, b, w, q, (base, ql) => gptqTensors(base, ql, s, kernels));
+    return hfStreamBlockTensors(cfg, b, w, q, gptqPacker(s, kernels));
+  },
+  stream(cfg, s, ckpt) {
+    return hfStreamLayout(cfg, ckpt, gptqPacker(s), s.lmHead ? gptqPacker({ ...s, bits: s.lmHead.bits, groupSize: s.lmHead.groupSize }) : undefined);
   },
   readLinear(f, cfg, s, b, spec, file) {
     const base = `${cfg.arch.blockPrefix(b)}.${spec.hf}`;
@@ -79,8 +88,7 @@ export const hfGptqFormat: Format = {
     const qc = gptqQuantizationConfig(o.s, VERSION);
     // a tied model's quantized head is its own tensor now: the embedding stays as stored, for lookup
     const untie = o.lmHead?.report.untied === true ? { tie_word_embeddings: false } : {};
-    const head = o.lmHead !== undefined ? gptqTensors(o.cfg.arch.lmHead.hf.replace(/\.weight$/, ""), o.lmHead.q, o.s) : undefined;
-    const { files, tensorBytes } = await writeHfFolder(o, { "config.json": { ...o.cfg.raw, ...untie, quantization_config: qc }, "quantize_config.json": qc }, reportJson(o), head);
-    return { files, report: "quant-report.json", summary: "", tensorBytes };
+    writeHfConfigs(o, { "config.json": { ...o.cfg.raw, ...untie, quantization_config: qc }, "quantize_config.json": qc }, reportJson(o));
+    return { files: o.files, report: "quant-report.json", summary: "" };
   },
 };
