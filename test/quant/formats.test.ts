@@ -42,6 +42,13 @@ const base: QuantSettings = {
 };
 
 let model: TinyModel;
+/** The model's config and block 1's weights (f32), the checkpoint closed again. */
+async function block1(dir: string): Promise<{ cfg: ReturnType<typeof readModelConfig>; w: ReturnType<typeof loadBlock> }> {
+  const cfg = readModelConfig(dir);
+  const ckpt = await openCheckpoint(dir);
+  try { return { cfg, w: loadBlock(cfg, checkpointSource(ckpt, dir), 1) }; } finally { await ckpt.close(); }
+}
+
 async function tiny(): Promise<TinyModel> {
   model ??= await makeTinyModel({ modelType: "llama", hidden: 64, intermediate: 128, layers: 2, heads: 4, kvHeads: 2, seed: 9, tokenizer: "bundled", dir: join(tmp, "model") });
   return model;
@@ -53,10 +60,7 @@ describe("Format table", () => {
   ] as [GridFormatId, Partial<QuantSettings>][])("%s %j: readLinear gives back exactly what blockTensors packed", async (id, over) => {
     const m = await tiny();
     const s = { ...base, ...over };
-    const cfg = readModelConfig(m.dir);
-    const ckpt = await openCheckpoint(m.dir);
-    const w = loadBlock(cfg, checkpointSource(ckpt, m.dir), 1);
-    await ckpt.close();
+    const { cfg, w } = await block1(m.dir);
     const q = new Map<LinearName, QuantizedLinear>();
     for (const spec of cfg.arch.linears) {
       const l = w.linears[spec.name];
@@ -131,10 +135,7 @@ describe("Format table: the bnb-int8 entry (quantize-llm int8)", () => {
 
   it("readLinear gives back exactly what blockTensors packed: int8 rows, and a skipped module in the model's dtype", async () => {
     const m = await qwenBf16();
-    const cfg = readModelConfig(m.dir);
-    const ckpt = await openCheckpoint(m.dir);
-    const w = loadBlock(cfg, checkpointSource(ckpt, m.dir), 1);
-    await ckpt.close();
+    const { cfg, w } = await block1(m.dir);
     const q = new Map<LinearName, BnbLinear>();
     for (const spec of cfg.arch.linears) {
       const l = w.linears[spec.name];
