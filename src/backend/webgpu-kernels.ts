@@ -27,7 +27,14 @@ function fill(template: string, slots: Record<string, string>): string {
 
 export type WeightFormat = "q4" | "f16";
 export type MatmulKind = "gemv" | "gemm" | "sgmat";
-export type KernelName = `${MatmulKind}-${WeightFormat}` | "rmsnorm" | "rope" | "attention" | "embed" | "silu_mul" | "gather_cols" | "syrk";
+export type KernelName = `${MatmulKind}-${WeightFormat}` | "rmsnorm" | "rope" | "attention" | "embed" | "silu_mul" | "gather_cols" | "syrk"
+  | "gptq_load" | "gptq_sweep" | "gptq_update" | "gptq_store";
+
+/** Kernels that are one entry point of a shared file (the entry point is the kernel's name). */
+const ENTRY_FILES: Partial<Record<KernelName, string>> = {
+  embed: "elementwise", silu_mul: "elementwise", gather_cols: "elementwise",
+  gptq_load: "gptq", gptq_sweep: "gptq", gptq_update: "gptq", gptq_store: "gptq",
+};
 
 /** The kernel file of each matmul kind. */
 const MATMUL_FILES: Record<MatmulKind, string> = { gemv: "gemv.wgsl", gemm: "gemm.wgsl", sgmat: "gemm-sgmat.wgsl" };
@@ -119,7 +126,7 @@ export class GpuKernels {
       SGID: sg ? "sgid" : "0u",
     };
     const dash = name.indexOf("-");
-    if (dash < 0) return [...head, fill(source(`${name === "embed" || name === "silu_mul" || name === "gather_cols" ? "elementwise" : name}.wgsl`), slots)].join("\n");
+    if (dash < 0) return [...head, fill(source(`${ENTRY_FILES[name] ?? name}.wgsl`), slots)].join("\n");
     const kind = name.slice(0, dash) as MatmulKind, fmt = name.slice(dash + 1) as WeightFormat;
     slots["MATMUL_COMMON"] = fill(source("matmul-common.wgsl"), { WEIGHTS: source(`weights-${fmt}.wgsl`) });
     if (kind === "sgmat") {
@@ -161,7 +168,7 @@ export class GpuKernels {
       });
     }
     const dash = name.indexOf("-");
-    const entryPoint = dash < 0 && (name === "embed" || name === "silu_mul" || name === "gather_cols") ? name : "main";
+    const entryPoint = dash < 0 && ENTRY_FILES[name] !== undefined ? name : "main";
     const layout: GPUPipelineLayout | "auto" = dash < 0 ? "auto"
       : this.device.createPipelineLayout({ bindGroupLayouts: [this.matmulLayout(name.slice(dash + 1) as WeightFormat)] });
     // Synchronous creation on purpose: dawn.node's createComputePipelineAsync aborts the

@@ -20,11 +20,23 @@
 import type { Backend, GptqKernelArgs, KernelCallOptions } from "../backend/backend.ts";
 import { DAMP_STEP, gptqQuantizeLinear, notPositiveDefinite, type GptqOptions, type GptqResult } from "./gptq.ts";
 import { gptqGrid } from "./grid.ts";
+import { gptqHinv } from "./linalg.ts";
 import { groupLength, numGroups } from "../tensor/quantized.ts";
 import { invariant } from "../util/errors.ts";
 
+/**
+ * Where the lazy-batch sweep runs when not on the backend (GpuGptq of gptq-webgpu.ts): the
+ * backend's gptqQuantize contract, asynchronously. Its result can differ from the CPU kernel's
+ * by rounding (gptq-webgpu.ts states the bound).
+ */
+export interface GptqSweepDevice {
+  quantize(args: GptqKernelArgs, call?: KernelCallOptions): Promise<number>;
+}
+
 export type GptqFastOptions = GptqOptions & {
   backend: Backend;
+  /** Run the sweep here (the Hinv stays on the backend, or the TS reference where it has no kernel). */
+  sweep?: GptqSweepDevice | undefined;
   /**
    * Reused memory for the three large arrays instead of fresh ones (a pipeline quantizing
    * layer after layer allocates them once): codes [N·K] and dequantized [N·K] become the
@@ -118,11 +130,44 @@ export function gptqQuantizeLinearFast(o: GptqFastOptions): GptqResult {
  */
 export async function gptqQuantizeLinearAsync(o: GptqFastOptions, call: KernelCallOptions = {}): Promise<GptqResult> {
   const { backend } = o;
+  if (o.sweep) return sweepOnDevice(o, o.sweep, call);
   if (!backend.gptqHinvAsync || !backend.gptqQuantizeAsync) return gptqQuantizeLinearFast(o);
   const p = prepare(o);
   let dampUsed = o.damp;
   while (!(await backend.gptqHinvAsync(p.H, p.K, p.hinvPerm, p.damped(dampUsed), p.hinv, call))) dampUsed = nextDamp(dampUsed);
   return p.result(await backend.gptqQuantizeAsync(p.args, call), dampUsed);
+}
+
+/** gptqQuantizeLinearAsync with the sweep on `sweep`: the same preparation, Hinv on the backend (or gptqHinvInto). */
+async function sweepOnDevice(o: GptqFastOptions, sweep: GptqSweepDevice, call: KernelCallOptions): Promise<GptqResult> {
+  const { backend } = o;
+  const p = prepare(o);
+  const hinv = async (damp: number): Promise<boolean> => {
+    const diag = p.damped(damp);
+    if (backend.gptqHinvAsync) return backend.gptqHinvAsync(p.H, p.K, p.hinvPerm, diag, p.hinv, call);
+    if (backend.gptqHinv) return backend.gptqHinv(p.H, p.K, p.hinvPerm, diag, p.hinv);
+    return gptqHinvInto(p.H, p.K, p.hinvPerm, diag, p.hinv);
+  };
+  let dampUsed = o.damp;
+  while (!(await hinv(dampUsed))) dampUsed = nextDamp(dampUsed);
+  return p.result(await sweep.quantize(p.args, call), dampUsed);
+}
+
+/**
+ * Backend.gptqHinv in TypeScript (for backends without the kernel): out [K, K] f32 = the upper
+ * Cholesky factor of A⁻¹, A[i][j] = H[perm[i]][perm[j]] off the diagonal, diag[i] on it (f64 inside).
+ */
+export function gptqHinvInto(H: Float32Array | Float64Array, K: number, perm: Int32Array | null, diag: Float64Array, out: Float32Array): boolean {
+  const A = new Float64Array(K * K); // [K, K] permuted, damped
+  for (let i = 0; i < K; i++) {
+    const pi = perm ? perm[i]! : i;
+    for (let j = 0; j < K; j++) A[i * K + j] = H[pi * K + (perm ? perm[j]! : j)]!;
+    A[i * K + i] = diag[i]!;
+  }
+  const U = gptqHinv(A, K);
+  if (!U) return false;
+  out.set(U);
+  return true;
 }
 
 /** Grids of every (row, group) from the original weights, dead columns counted as 0 (gptq.ts, static groups). */
