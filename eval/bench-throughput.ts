@@ -6,14 +6,19 @@
  *   export   plain folder → GGUF f16, q4_0, q8_0 (export/gguf.ts, export/gguf-quant.ts)
  *   load     loadModel of the plain folder on the native backend (16-bit packed weights)
  *
- * one run each, in this process, on a TinyLlama-1.1B-shaped model (eval/gen-tinyllama.ts;
- * default the coordinator's /tmp/qllm-tinyllama/bf16, read only). The input file is read
- * once first so every path starts from the page cache (a cold read is the disk's speed, not
- * ours); outputs go under --work and are deleted after each path. Target: ≥ 0.5 GB/s each.
+ * one run each, EACH IN A FRESH PROCESS (this script re-runs itself with --child MODEL --path ID,
+ * same node flags), so no path's figure depends on what ran before it (heap and gc state,
+ * memory an earlier path freed; loadModel used to be timed last, after eight other paths in
+ * the same process). The child reads the input file once first so every path
+ * starts from the page cache (a cold read is the disk's speed, not ours), then times only the
+ * path itself (not node's start, the imports or the backend's creation); outputs go under --work
+ * and are deleted after each path. Target: ≥ 0.5 GB/s each. On a TinyLlama-1.1B-shaped model
+ * (eval/gen-tinyllama.ts; default the coordinator's /tmp/qllm-tinyllama/bf16, read only).
  *
- *   /work/bin/bench npx tsx eval/bench-throughput.ts [--model DIR]... [--work /tmp/qllm-bench] [--write]
+ *   /work/bin/bench node --expose-gc --import tsx eval/bench-throughput.ts [--model DIR]... [--reps N] [--work /tmp/qllm-bench] [--write]
  *
- * --model may be given twice (e.g. a BF16 and an F16 folder); --write puts the table in
+ * --model may be given twice (e.g. a BF16 and an F16 folder); --reps N runs every path N times
+ * (each in its own process) and reports the median; --write puts the table in
  * eval/reports/bench-throughput.md.
  */
 import { execFileSync } from "node:child_process";
@@ -30,12 +35,26 @@ import { loadModel } from "../src/load/hf-folder.ts";
 import { BUNDLED_CALIB_TEXT } from "../src/load/paths.ts";
 import { quantizeModel } from "../src/quantize/pipeline.ts";
 
-const { values } = parseArgs({ options: { model: { type: "string", multiple: true }, work: { type: "string" }, write: { type: "boolean" } }, strict: true });
-const models = (values.model ?? ["/tmp/qllm-tinyllama/bf16"]).map((m) => resolve(m));
+const { values } = parseArgs({
+  options: {
+    model: { type: "string", multiple: true }, work: { type: "string" }, write: { type: "boolean" },
+    reps: { type: "string" }, child: { type: "string" }, path: { type: "string" },
+  },
+  strict: true,
+});
 const work = resolve(values.work ?? "/tmp/qllm-bench");
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const TARGET = 0.5;
-const backend = createNativeBackend({ threads: defaultThreads() });
+
+/** The timed paths, in report order: id (for --path) → label. */
+const PATHS = [
+  ["rtn", "rtn → HF-GPTQ folder (4-bit g128 sym)"],
+  ["f16", "export → GGUF f16"],
+  ["q4_0", "export → GGUF q4_0 (token_embd, output q8_0)"],
+  ["q8_0", "export → GGUF q8_0 (token_embd, output q8_0)"],
+  ["load", "loadModel (native, 16-bit packed)"],
+] as const;
+type PathId = (typeof PATHS)[number][0];
 
 /** Bytes of every tensor in the checkpoint (the input weights), and its dtypes. */
 async function inputWeights(dir: string): Promise<{ bytes: number; dtypes: string }> {
@@ -63,27 +82,14 @@ function warm(dir: string): void {
 
 const size = (p: string): number => (statSync(p).isDirectory() ? readdirSync(p).reduce((s, f) => s + size(join(p, f)), 0) : statSync(p).size);
 
-interface Row { model: string; path: string; seconds: number; inBytes: number; outBytes: number }
-const rows: Row[] = [];
-
-async function time(model: string, path: string, inBytes: number, out: string | null, run: () => Promise<void>): Promise<void> {
-  const t0 = performance.now();
-  await run();
-  const seconds = (performance.now() - t0) / 1000;
-  const outBytes = out !== null ? size(out) : 0;
+/** Child: run one path on one model, print {seconds, outBytes} as the last stdout line. */
+async function child(dir: string, id: PathId): Promise<void> {
+  const backend = createNativeBackend({ threads: defaultThreads() });
+  const out = { rtn: join(work, "rtn"), f16: join(work, "f16.gguf"), q4_0: join(work, "q4_0.gguf"), q8_0: join(work, "q8_0.gguf"), load: null }[id];
   if (out !== null) rmSync(out, { recursive: true, force: true });
-  rows.push({ model, path, seconds, inBytes, outBytes });
-  process.stderr.write(`${model} ${path}: ${seconds.toFixed(2)} s, ${(inBytes / seconds / 1e9).toFixed(2)} GB/s\n`);
-}
-
-const load0 = execFileSync("uptime").toString().trim();
-rmSync(work, { recursive: true, force: true });
-mkdirSync(work, { recursive: true });
-for (const dir of models) {
-  const { bytes, dtypes } = await inputWeights(dir);
-  const name = `${dir.split("/").slice(-2).join("/")} (${dtypes})`;
   warm(dir);
-  await time(name, "rtn → HF-GPTQ folder (4-bit g128 sym)", bytes, join(work, "rtn"), async () => {
+  const t0 = performance.now(), c0 = process.cpuUsage();
+  if (id === "rtn") {
     await quantizeModel({
       modelDir: dir, outDir: join(work, "rtn"), backend, overwrite: true,
       settings: {
@@ -91,36 +97,82 @@ for (const dir of models) {
         trueSequential: true, format: "gptq", calibSamples: 0, calibSeqlen: 64, calibSeed: 0, calibText: BUNDLED_CALIB_TEXT,
       },
     });
-  });
-  await time(name, "export → GGUF f16", bytes, join(work, "f16.gguf"), async () => { await exportGguf(dir, join(work, "f16.gguf"), { type: "f16", backend }); });
-  for (const t of ["q4_0", "q8_0"] as const) {
-    await time(name, `export → GGUF ${t} (token_embd, output q8_0)`, bytes, join(work, `${t}.gguf`), async () => {
-      await exportQuantizedGguf(dir, join(work, `${t}.gguf`), { type: t, backend });
-    });
-  }
-  await time(name, "loadModel (native, 16-bit packed)", bytes, null, async () => {
+  } else if (id === "f16") {
+    await exportGguf(dir, join(work, "f16.gguf"), { type: "f16", backend });
+  } else if (id === "q4_0" || id === "q8_0") {
+    await exportQuantizedGguf(dir, join(work, `${id}.gguf`), { type: id, backend });
+  } else {
     const m = await loadModel(dir, backend, { warn: () => {} });
     if (m.weights !== "packed") throw new Error("expected packed weights");
-  });
+  }
+  const seconds = (performance.now() - t0) / 1000, cpu = process.cpuUsage(c0);
+  const outBytes = out !== null ? size(out) : 0;
+  if (out !== null) rmSync(out, { recursive: true, force: true });
+  process.stdout.write(`\n${JSON.stringify({ seconds, user: cpu.user / 1e6, sys: cpu.system / 1e6, outBytes, threads: backend.threads })}\n`);
+}
+
+if (values.child !== undefined) {
+  const id = PATHS.find(([i]) => i === values.path)?.[0];
+  if (id === undefined) throw new Error(`--path must be one of ${PATHS.map(([i]) => i).join(", ")} (got ${values.path ?? "nothing"})`);
+  await child(resolve(values.child), id);
+  process.exit(0);
+}
+
+const models = (values.model ?? ["/tmp/qllm-tinyllama/bf16"]).map((m) => resolve(m));
+interface Run { seconds: number; user: number; sys: number; outBytes: number; threads: number }
+interface Row { model: string; path: string; inBytes: number; runs: Run[] }
+const reps = Number(values.reps ?? "1");
+if (!Number.isInteger(reps) || reps < 1) throw new Error(`--reps must be an integer ≥ 1 (got ${values.reps})`);
+const rows: Row[] = [];
+let threads = 0;
+const load0 = execFileSync("uptime").toString().trim();
+rmSync(work, { recursive: true, force: true });
+mkdirSync(work, { recursive: true });
+// Rep-major (every path once, then again): a slow phase of the host spreads over paths instead of hitting one.
+for (let rep = 0; rep < reps; rep++) {
+  for (const dir of models) {
+    const { bytes, dtypes } = await inputWeights(dir);
+    const name = `${dir.split("/").slice(-2).join("/")} (${dtypes})`;
+    for (const [id, label] of PATHS) {
+      // Fresh process, same node flags (--expose-gc, --import tsx) as this one.
+      const stdout = execFileSync(process.execPath, [...process.execArgv, fileURLToPath(import.meta.url), "--child", dir, "--path", id, "--work", work], {
+        stdio: ["ignore", "pipe", "inherit"], maxBuffer: 16 << 20,
+      }).toString().trim().split("\n");
+      const r = JSON.parse(stdout[stdout.length - 1]!) as Run;
+      threads = r.threads;
+      let row = rows.find((x) => x.model === name && x.path === label);
+      if (row === undefined) rows.push((row = { model: name, path: label, inBytes: bytes, runs: [] }));
+      row.runs.push(r);
+      process.stderr.write(`${name} ${label}: ${r.seconds.toFixed(2)} s (user ${r.user.toFixed(2)}, sys ${r.sys.toFixed(2)}), ${(bytes / r.seconds / 1e9).toFixed(2)} GB/s\n`);
+    }
+  }
 }
 rmSync(work, { recursive: true, force: true });
 const load1 = execFileSync("uptime").toString().trim();
 
+/** The run of median wall time (the lower middle one for an even count). */
+const median = (runs: Run[]): Run => [...runs].sort((x, y) => x.seconds - y.seconds)[Math.floor((runs.length - 1) / 2)]!;
 const commit = execFileSync("git", ["rev-parse", "--short", "HEAD"], { cwd: root }).toString().trim();
 const gb = (b: number): string => (b / 1e9).toFixed(2);
+const rate = (r: Row, run: Run): number => r.inBytes / run.seconds / 1e9;
 const lines = [
   "# Throughput of the paths that touch every weight (issue 10)",
   "",
-  `\`/work/bin/bench npx tsx eval/bench-throughput.ts${models.map((m) => ` --model ${m}`).join("")} --write\`, commit ${commit}, ` +
-    `${backend.threads} threads, ${new Date().toISOString().slice(0, 16)}Z. TinyLlama-1.1B-shaped models from eval/gen-tinyllama.ts (random weights); ` +
-    "one run per path, in one process, input file in the page cache (read once before), outputs written to the same disk (fsync included) and deleted after each path. " +
-    `GB/s = input weight bytes / wall seconds (1 GB = 10⁹ B); target ≥ ${TARGET} GB/s.`,
+  `\`/work/bin/bench node --expose-gc --import tsx eval/bench-throughput.ts${models.map((m) => ` --model ${m}`).join("")}${reps > 1 ? ` --reps ${reps}` : ""} --write\`, commit ${commit}, ` +
+    `${threads} threads, ${new Date().toISOString().slice(0, 16)}Z. TinyLlama-1.1B-shaped models from eval/gen-tinyllama.ts (random weights); ` +
+    `${reps} run${reps > 1 ? "s" : ""} per path (median shown${reps > 1 ? ", all runs' GB/s in the last column" : ""}), each in a fresh process (timed inside it: node's start, the imports and the backend's creation not counted), ` +
+    "input file in the page cache (read once before, in that process), outputs written to the same disk (fsync included) and deleted after each path. " +
+    `GB/s = input weight bytes / wall seconds (1 GB = 10⁹ B); target ≥ ${TARGET} GB/s. user / sys: the process's CPU seconds in the timed part (sys is the kernel's: page-cache reads and copies, zeroing fresh pages).`,
   "",
   `Load before: \`${load0}\`; after: \`${load1}\`.`,
   "",
-  "| model | path | input weights (GB) | output (GB) | seconds | GB/s of input | ≥ target |",
-  "|---|---|---:|---:|---:|---:|:---:|",
-  ...rows.map((r) => `| ${r.model} | ${r.path} | ${gb(r.inBytes)} | ${r.outBytes > 0 ? gb(r.outBytes) : "—"} | ${r.seconds.toFixed(2)} | ${(r.inBytes / r.seconds / 1e9).toFixed(2)} | ${r.inBytes / r.seconds / 1e9 >= TARGET ? "yes" : "**no**"} |`),
+  `| model | path | input weights (GB) | output (GB) | seconds | user / sys CPU s | GB/s of input | ≥ target |${reps > 1 ? " runs (GB/s) |" : ""}`,
+  `|---|---|---:|---:|---:|---:|---:|:---:|${reps > 1 ? "---|" : ""}`,
+  ...rows.map((r) => {
+    const m = median(r.runs);
+    return `| ${r.model} | ${r.path} | ${gb(r.inBytes)} | ${m.outBytes > 0 ? gb(m.outBytes) : "—"} | ${m.seconds.toFixed(2)} | ${m.user.toFixed(2)} / ${m.sys.toFixed(2)} | ` +
+      `${rate(r, m).toFixed(2)} | ${rate(r, m) >= TARGET ? "yes" : "**no**"} |${reps > 1 ? ` ${r.runs.map((x) => rate(r, x).toFixed(2)).join(", ")} |` : ""}`;
+  }),
   "",
 ];
 process.stdout.write(lines.join("\n"));
