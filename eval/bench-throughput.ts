@@ -87,6 +87,7 @@ async function child(dir: string, id: PathId): Promise<void> {
   const backend = createNativeBackend({ threads: defaultThreads() });
   const out = { rtn: join(work, "rtn"), f16: join(work, "f16.gguf"), q4_0: join(work, "q4_0.gguf"), q8_0: join(work, "q8_0.gguf"), load: null }[id];
   if (out !== null) rmSync(out, { recursive: true, force: true });
+  mkdirSync(work, { recursive: true });
   warm(dir);
   const t0 = performance.now(), c0 = process.cpuUsage();
   if (id === "rtn") {
