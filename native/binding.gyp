@@ -35,7 +35,7 @@
         "src/pool.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
-      "dependencies": ["qllm_kernels_avx2", "qllm_kernels_avx512", "qllm_llm_int8_vnni"],
+      "dependencies": ["qllm_kernels_avx2", "qllm_kernels_avx512", "qllm_packed_avx512", "qllm_llm_int8_vnni"],
       "ldflags": ["-pthread"]
     },
     {
@@ -52,6 +52,14 @@
       "sources": ["src/kernels_avx512.cc", "src/gptq_rows_avx512.cc"],
       "conditions": [
         ["target_arch=='x64' or target_arch=='ia32'", { "cflags_cc": ["-mavx2", "-mfma", "-mavx512f"] }]
+      ]
+    },
+    {
+      "target_name": "qllm_packed_avx512",
+      "type": "static_library",
+      "sources": ["src/packed_avx512.cc", "src/packed_avx512_gemv.cc"],
+      "conditions": [
+        ["target_arch=='x64' or target_arch=='ia32'", { "cflags_cc": ["-mavx2", "-mfma", "-mf16c", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512vnni"] }]
       ]
     },
     {

@@ -26,6 +26,7 @@
 //   packedView(handle, part): PackedInfo             part p of a concatenated weight, sharing its memory
 //   matmulPackedParts(x, handle, M, biases[], outs[], f32Acts): void   one call, one output per part
 //   readBandwidth(bytes, threads, reps): Float64Array   GB/s of each pass (benchmark probe)
+//   packedKernelLevel(): string   the packed kernels the current level runs (packedKernelsFor)
 //   convertRows(src, srcType, rows | null, N, K, dst, dstType): number         (convert.h; types 0 F32, 1 F16, 2 BF16)
 //   ggmlQuantizeRows(src, srcType, rows | null, N, K, type (0 Q4_0, 1 Q8_0), out): void
 //   rtnQuantize(src, srcType, N, K, bits, g, sym, codes, scales, zeros, err (f64 [2])): number
@@ -123,6 +124,7 @@ class Addon : public Napi::Addon<Addon> {
                              InstanceMethod("awqFakeQuantizeAsync", &Addon::AwqFakeQuantizeAsync, napi_enumerable),
                              InstanceMethod("awqClipSearchAsync", &Addon::AwqClipSearchAsync, napi_enumerable),
                              InstanceMethod("readBandwidth", &Addon::ReadBandwidth, napi_enumerable),
+                             InstanceMethod("packedKernelLevel", &Addon::PackedKernelLevel, napi_enumerable),
                              InstanceMethod("convertRows", &Addon::ConvertRows, napi_enumerable),
                              InstanceMethod("ggmlQuantizeRows", &Addon::GgmlQuantizeRows, napi_enumerable),
                              InstanceMethod("rtnQuantize", &Addon::RtnQuantize, napi_enumerable),
@@ -559,6 +561,10 @@ class Addon : public Napi::Addon<Addon> {
       awqClipSearch(rt_, w, x, N, K, T, bits, g, maxVal, &c);
       return AsyncResult::none();
     });
+  }
+
+  Napi::Value PackedKernelLevel(const Napi::CallbackInfo& info) {
+    return Napi::String::New(info.Env(), packedKernelsFor(rt_.kernels->name)->name);
   }
 
   Napi::Value ReadBandwidth(const Napi::CallbackInfo& info) {

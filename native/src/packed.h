@@ -9,6 +9,11 @@
 //   packed_avx2_gemv.cc     M = 1 spans (decode, DRAM-bandwidth shaped)
 //   packed_avx2_gemm.cc     int8-activation tiles (prefill, M = 2…8)
 //   packed_avx2.cc          f32-activation and 16-bit tiles, quantizer, the table
+//   packed_avx512.h       AVX-512 VNNI (vpdpbusd), selected at run time: what its files share
+//   packed_avx512_gemv.cc   M = 1 spans
+//   packed_avx512_gemm.cc   int8-activation tiles (prefill)
+//   packed_avx512.cc        16-bit tile, quantizer, the table (borrows AVX2's other tiles)
+//   packed_walk.h         ISA-neutral block walk and span plumbing, one copy per level
 //
 // Every layout interleaves 16 rows ("a row group"): the 16 outputs of a row group
 // are one zmm of int32 or two ymm, and the row group is the unit of the static N
@@ -160,6 +165,7 @@ struct PackedKernels {
 
 const PackedKernels* packedKernelsScalar();
 const PackedKernels* packedKernelsAvx2();    // null when not compiled in
+const PackedKernels* packedKernelsAvx512();  // null when not compiled in (AVX-512 F/BW/VL/VNNI)
 /** The packed kernels for a kernel level name ("avx512" uses the best packed level the CPU runs). */
 const PackedKernels* packedKernelsFor(const char* levelName);
 

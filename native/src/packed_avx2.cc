@@ -80,24 +80,19 @@ void h16TileT(const PackedTileArgs& t) {
     }                                                      \
   }
 
+}  // namespace
+
+// Entry points (packed_avx2.h) that the AVX-512 table borrows too.
 QLLM_MR_DISPATCH(q4f, 2, case 1: quantF32Tile<false, 1>(t); break; default: quantF32Tile<false, 2>(t); break;)
 QLLM_MR_DISPATCH(q8f, 2, case 1: quantF32Tile<true, 1>(t); break; default: quantF32Tile<true, 2>(t); break;)
 
-template <bool BF16>
-void h16For(const PackedTileArgs& t) {
-  switch (t.mr) {
-    case 1: h16TileT<BF16, 1>(t); break;
-    case 2: h16TileT<BF16, 2>(t); break;
-    case 3: h16TileT<BF16, 3>(t); break;
-    case 4: h16TileT<BF16, 4>(t); break;
-    case 5: h16TileT<BF16, 5>(t); break;
-    default: h16TileT<BF16, 6>(t); break;
-  }
-}
+namespace {
 
 void h16(const PackedTileArgs& t) {
-  if (t.L->h16 == H16Type::BF16) h16For<true>(t);
-  else h16For<false>(t);
+  withRows<6>(t.mr, [&](auto mr) {
+    if (t.L->h16 == H16Type::BF16) h16TileT<true, decltype(mr)::value>(t);
+    else h16TileT<false, decltype(mr)::value>(t);
+  });
 }
 
 /** As quantizeScalar (packed_scalar.cc), 8 lanes at a time; same f32 operations, same bits. */

@@ -30,6 +30,8 @@
 
 namespace qllm {
 namespace avx2 {
+#include "packed_walk.h"  // groupOf, GroupWalk, withLayoutFlags, spans: this level's own copies
+
 /**
  * GCC hoists all the vpmaddubsw of a sub-block ahead of their adds (one register per
  * product: ~30 ymm spilled per sub-block, seen in objdump); pinning each running sum
@@ -41,11 +43,6 @@ inline __m256i bcast4(const int8_t* p) {
   int32_t v;
   std::memcpy(&v, p, 4);
   return _mm256_set1_epi32(v);
-}
-
-inline int64_t groupOf(const PackedLayout& L, int64_t k) {
-  const int64_t gi = k / L.g;
-  return gi < L.G ? gi : L.G - 1;
 }
 
 /** Scales (set 0) or mins (set 1) of group gi, rows 8h..8h+7, as f32. */
@@ -88,45 +85,13 @@ inline __m256 scalesAt(const uint8_t* p) {
   return _mm256_loadu_ps(reinterpret_cast<const float*>(p));
 }
 
-/** Walks the blocks of one activation row with the group index of each (Ba | g, or one group). */
-struct GroupWalk {
-  int64_t perGroup, gi = 0, left;
-  explicit GroupWalk(const PackedLayout& L) : perGroup(L.G > 1 ? L.g / L.Ba : INT64_MAX), left(perGroup) {}
-  void next() {
-    if (--left == 0) { ++gi; left = perGroup; }
-  }
-};
-
-/**
- * Calls f(subs, sb, mins) with the layout's Ba / 32 (1…4), scale bytes (2 or 4) and
- * mins flag (only when WithMins; else always false) as std::integral_constant
- * values, so that kernels templated on them have no per-block branch or division.
- */
-template <bool WithMins, class F>
-void withLayoutFlags(const PackedLayout& L, F&& f) {
-  auto withSb = [&](auto subs) {
-    auto withMins = [&](auto sb) {
-      if constexpr (WithMins) {
-        if (L.mins) return f(subs, sb, std::true_type{});
-      }
-      f(subs, sb, std::false_type{});
-    };
-    if (L.scaleBytes == 2) withMins(std::integral_constant<int, 2>{});
-    else withMins(std::integral_constant<int, 4>{});
-  };
-  switch (L.Ba / kSubBlock) {
-    case 1: withSb(std::integral_constant<int, 1>{}); break;
-    case 2: withSb(std::integral_constant<int, 2>{}); break;
-    case 3: withSb(std::integral_constant<int, 3>{}); break;
-    default: withSb(std::integral_constant<int, 4>{}); break;
-  }
-}
-
 // Entry points (the layout's flags are dispatched to templates inside each).
 void q4Span(const PackedSpanArgs& t);  // packed_avx2_gemv.cc
 void q8Span(const PackedSpanArgs& t);
 void q4(const PackedTileArgs& t);      // packed_avx2_gemm.cc
 void q8(const PackedTileArgs& t);
+void q4f(const PackedTileArgs& t);     // packed_avx2.cc (f32 activations, the exact path)
+void q8f(const PackedTileArgs& t);
 
 }  // namespace avx2
 }  // namespace qllm

@@ -18,36 +18,10 @@ namespace {
  *     depends on the layout's flags (scale bytes, mins, Ba/32) is a template
  *     argument, so the per-block epilogue has no branches and no division.
  * Per output row the f32 operations are those of the scalar reference in the same
- * order (bit-equal; test/kernels/packed.test.ts).
+ * order (bit-equal; test/kernels/packed.test.ts). The stream split and the prefetch
+ * targets (wrapping into the stream's next row group) are packed_walk.h's.
  */
 constexpr int64_t kPrefetch = 1024;
-
-inline void prefetchLines(const uint8_t* p, int lines) {
-  for (int i = 0; i < lines; ++i) _mm_prefetch(reinterpret_cast<const char*>(p + 64 * i), _MM_HINT_T0);
-}
-
-/**
- * The code bytes kPrefetch ahead of code offset `off` of row group rg in its stream: past
- * the codes that is the stream's next row group (rg + rgStride), not this one's scales.
- * Without the wrap every row group started cold (its first KiB missed in every stream):
- * a cost per row group, so gate/up (18 KiB row groups at K = 2048, 352 per matrix) paid
- * it 2.75× as often per byte as down (50 KiB at K = 5632): in a TinyLlama-shaped decode
- * step on this machine gate/up took 433 µs per call against down's 326 µs for the same
- * bytes (+33%); with the wrap (and the scale prefetch below) 696 / 792 µs per matrix
- * against 648 / 784 µs (+7% / +1%, a loaded machine: every call twice as slow).
- */
-inline const uint8_t* prefetchTarget(const PackedLayout& L, const uint8_t* rg, int64_t off) {
-  const int64_t at = off + kPrefetch;
-  return at < L.codeBytes ? rg + at : rg + L.rgStride + (at - L.codeBytes);
-}
-
-/**
- * Block b also prefetches line b of the stream's next row group's scales (and mins): they are
- * a second, short stream per row group that otherwise starts cold at every row group.
- */
-inline void prefetchNextScales(const PackedLayout& L, const uint8_t* rg, int64_t b, int64_t scaleBytes) {
-  if (64 * b < scaleBytes) _mm_prefetch(reinterpret_cast<const char*>(rg + L.rgStride + L.codeBytes + 64 * b), _MM_HINT_T0);
-}
 
 template <int NS, int SUBS, int SB, bool MINS>
 void q4SpanT(const PackedLayout& L, const uint8_t* const* rgs, const PackedSpanArgs& t, float* const* ys, const int* valid) {
@@ -66,7 +40,7 @@ void q4SpanT(const PackedLayout& L, const uint8_t* const* rgs, const PackedSpanA
       __m256i p[NS][2];
       for (int st = 0; st < NS; ++st) {
         p[st][0] = p[st][1] = _mm256_setzero_si256();
-        prefetchLines(prefetchTarget(L, rgs[st], k0 * 8), 4);
+        prefetchLines(prefetchTarget<kPrefetch>(L, rgs[st], k0 * 8), 4);
       }
       for (int c = 0; c < 4; ++c) {
         const __m256i alo = bcast4(a + 4 * c), ahi = bcast4(a + 16 + 4 * c);
@@ -120,7 +94,7 @@ void q8SpanT(const PackedLayout& L, const uint8_t* const* rgs, const PackedSpanA
     for (int st = 0; st < NS; ++st) S[st][0] = S[st][1] = _mm256_setzero_si256();
     for (int s = 0; s < SUBS; ++s) {
       const int64_t k0 = (b * SUBS + s) * kSubBlock;
-      for (int st = 0; st < NS; ++st) prefetchLines(prefetchTarget(L, rgs[st], k0 * 16), 8);
+      for (int st = 0; st < NS; ++st) prefetchLines(prefetchTarget<kPrefetch>(L, rgs[st], k0 * 16), 8);
       for (int c = 0; c < 8; ++c) {
         const __m256i a = bcast4(t.aq + k0 + 4 * c);
         for (int st = 0; st < NS; ++st) {
@@ -143,41 +117,20 @@ void q8SpanT(const PackedLayout& L, const uint8_t* const* rgs, const PackedSpanA
   for (int st = 0; st < NS; ++st) store16(ys[st], acc[st][0], acc[st][1], valid[st]);
 }
 
-/** Splits the span into NS contiguous parts walked side by side; a leftover row group runs alone. */
-template <class Two, class One>
-void spanStreams(const PackedSpanArgs& t, Two two, One one) {
-  const PackedLayout& L = *t.L;
-  const int64_t n = t.nrg, half = n / 2;
-  auto rgAt = [&](int64_t i) { return t.rg0 + i * L.rgStride; };
-  auto validAt = [&](int64_t i) { return i == n - 1 ? t.lastValid : static_cast<int>(kRowGroup); };
-  for (int64_t i = 0; i < half; ++i) {
-    const uint8_t* rgs[2] = {rgAt(i), rgAt(half + i)};
-    float* ys[2] = {t.y + i * kRowGroup, t.y + (half + i) * kRowGroup};
-    const int valid[2] = {validAt(i), validAt(half + i)};
-    two(L, rgs, t, ys, valid);
-  }
-  if (n % 2 == 1) {
-    const uint8_t* rgs[1] = {rgAt(n - 1)};
-    float* ys[1] = {t.y + (n - 1) * kRowGroup};
-    const int valid[1] = {t.lastValid};
-    one(L, rgs, t, ys, valid);
-  }
-}
-
 }  // namespace
 
 void q4Span(const PackedSpanArgs& t) {
   withLayoutFlags<true>(*t.L, [&](auto subs, auto sb, auto mins) {
     constexpr int SUBS = decltype(subs)::value, SB = decltype(sb)::value;
     constexpr bool MINS = decltype(mins)::value;
-    spanStreams(t, q4SpanT<2, SUBS, SB, MINS>, q4SpanT<1, SUBS, SB, MINS>);
+    spanStreams<2>(t, q4SpanT<2, SUBS, SB, MINS>, q4SpanT<1, SUBS, SB, MINS>);
   });
 }
 
 void q8Span(const PackedSpanArgs& t) {
   withLayoutFlags<false>(*t.L, [&](auto subs, auto sb, auto) {
     constexpr int SUBS = decltype(subs)::value, SB = decltype(sb)::value;
-    spanStreams(t, q8SpanT<2, SUBS, SB>, q8SpanT<1, SUBS, SB>);
+    spanStreams<2>(t, q8SpanT<2, SUBS, SB>, q8SpanT<1, SUBS, SB>);
   });
 }
 

@@ -139,7 +139,8 @@ void matmulPackedParts(Runtime& rt, const float* x, const PackedWeight& w, int64
 
 const PackedKernels* packedKernelsFor(const char* levelName) {
   // The packed levels follow the f32 kernel level (setKernelLevel) so that tests and
-  // benchmarks can force one; a level without packed tiles falls back to the next.
+  // benchmarks can force one; a level without packed tiles falls back to the next
+  // ("avx512" on a CPU with AVX-512F but no VNNI runs the AVX2 tiles).
   static const PackedKernels* avx2 = [] {
     const PackedKernels* k = packedKernelsAvx2();
 #if defined(__x86_64__) || defined(__i386__)
@@ -148,6 +149,18 @@ const PackedKernels* packedKernelsFor(const char* levelName) {
 #endif
     return k;
   }();
+  static const PackedKernels* avx512 = [] {
+    const PackedKernels* k = packedKernelsAvx512();
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_cpu_init();
+    // The table borrows AVX2 tiles (packed_avx512.cc), so it needs that level too.
+    if (k != nullptr && !(avx2 != nullptr && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                          __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni")))
+      k = nullptr;
+#endif
+    return k;
+  }();
+  if (std::strcmp(levelName, "avx512") == 0 && avx512 != nullptr) return avx512;
   if (std::strcmp(levelName, "scalar") != 0 && avx2 != nullptr) return avx2;
   return packedKernelsScalar();
 }

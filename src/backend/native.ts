@@ -355,6 +355,15 @@ export class NativeBackend implements Backend {
     return this.#addon.readBandwidth(bytes, threads, reps);
   }
 
+  /**
+   * The packed (int4 / int8 / 16-bit) kernels the current level runs: "avx512" is the
+   * VNNI level (needs AVX-512 F/BW/VL/VNNI; the f32 level "avx512" on a CPU without VNNI
+   * runs "avx2" packed kernels), then "avx2", "scalar".
+   */
+  get packedKernelLevel(): KernelLevel {
+    return this.#addon.packedKernelLevel();
+  }
+
   // ---------------------------------------------------------------- GPTQ kernels (native-gptq.ts, native/src/gptq.h)
 
   /** sum[K, K] = beta·sum + alpha · x[T, K]ᵀ · x, both triangles; sum may be f32 or f64. */

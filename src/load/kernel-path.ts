@@ -1,7 +1,7 @@
 /**
  * Which kernels a loaded model runs on, in one line (printed by `eval` and `chat`), and
  * how many bytes its weights hold.
- *   native avx512, 2 threads: 154 linears q4x16 (int4 g128, 4.27 bpw), lm_head bf16x16 (16 bpw); int8 activations; embedding bf16 rows
+ *   native avx512, 2 threads: 154 linears q4x16 (int4 g128, 4.27 bpw), lm_head bf16x16 (16 bpw); packed kernels avx512, int8 activations …; embedding bf16 rows
  */
 import { isPackedWeight, PackedSum, type LinearWeight } from "../backend/backend.ts";
 import type { Model } from "../nn/model.ts";
@@ -42,7 +42,8 @@ export function describeKernelPath(model: Model, opts: { activations?: "int8" | 
   const e = model.weights.embed;
   const embed = e instanceof Float32Array ? "embedding f32" : `embedding ${e.dtype} rows`;
   const acts = opts.activations ?? "int8";
-  return `${head}: ${parts.join(", ")}; ${packed ? `packed kernels, ${acts} activations${acts === "int8" ? " (16-bit weights: f32)" : ""}` : "f32 GEMM"}; ${embed}`;
+  const packedLevel = (b as { packedKernelLevel?: string }).packedKernelLevel;
+  return `${head}: ${parts.join(", ")}; ${packed ? `packed kernels${packedLevel !== undefined ? ` ${packedLevel}` : ""}, ${acts} activations${acts === "int8" ? " (16-bit weights: f32)" : ""}` : "f32 GEMM"}; ${embed}`;
 }
 
 /** Bytes held by the weights: packed (backend memory) and f32 (JS arrays: f32 linears, norms, an f32 embedding). */

@@ -6,6 +6,7 @@
  * block) nor of the SIMD width, N not a multiple of the 16-row interleave, M = 1,
  * 3 and 17 (one, a partial and several activation tiles).
  */
+import { readFileSync } from "node:fs";
 import { beforeAll, describe, expect, it } from "vitest";
 import { createNativeBackend, PackedWeight, type KernelLevel, type NativeBackend } from "../../src/backend/native.ts";
 import { UsageError } from "../../src/util/errors.ts";
@@ -33,6 +34,8 @@ const Q4_CASES: Q4Case[] = [
   // 7 row groups (the M = 1 span kernel's two streams + a leftover), Ba = 96 (3 sub-blocks)
   { N: 100, K: 70, g: 70, mins: false, perm: false, f16: true },
   { N: 100, K: 96, g: 96, mins: true, perm: false, f16: true },
+  // f32 scales without mins, Ba = 64 (2 sub-blocks), K % 64 ≠ 0, 3 row groups (a stream pair + a leftover)
+  { N: 45, K: 200, g: 64, mins: false, perm: false, f16: false },
   // long K (385 activation blocks), mins, M = 17 = 4 GEMM tiles of 4 rows + 1
   { N: 20, K: 12300, g: 32, mins: true, perm: false, f16: true },
 ];
@@ -44,6 +47,7 @@ const Q8_CASES: Q8Case[] = [
   { N: 100, K: 96, g: 96, perm: false, f16: true },   // 7 row groups, Ba = 96
   { N: 90, K: 256, g: 64, perm: false, f16: false },  // Ba = 64, f32 scales
   { N: 20, K: 12300, g: 128, perm: true, f16: true }, // long K, act-order
+  { N: 40, K: 150, g: 32, perm: false, f16: false },  // Ba = 32 with f32 scales, K % 32 ≠ 0
 ];
 
 function check(name: string, got: Float32Array, want: Float64Array, tol: Float64Array): void {
@@ -67,6 +71,21 @@ describe("packed matmul", () => {
   beforeAll(() => {
     nb = createNativeBackend({ threads: 1 });
     levels = nb.kernelLevels();
+  });
+
+  it("runs the AVX-512 VNNI packed kernels at level avx512 exactly when the CPU reports AVX-512 F/BW/VL/VNNI", () => {
+    let flags: string[] = [];
+    try { flags = (/^flags\s*:(.*)$/m.exec(readFileSync("/proc/cpuinfo", "utf8"))?.[1] ?? "").split(" "); } catch { /* not Linux */ }
+    const vnni = ["avx512f", "avx512bw", "avx512vl", "avx512_vnni"].every((f) => flags.includes(f));
+    const saved = nb.kernelLevel;
+    try {
+      for (const level of levels) {
+        nb.setKernelLevel(level);
+        expect(nb.packedKernelLevel).toBe(level === "avx512" && !vnni && flags.length > 0 ? "avx2" : level);
+      }
+    } finally {
+      nb.setKernelLevel(saved);
+    }
   });
 
   function runLevels(w: PackedWeight, x: Float32Array, M: number, bias: Float32Array | undefined, acts: "int8" | "f32"): Map<KernelLevel, Float32Array> {
