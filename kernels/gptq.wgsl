@@ -9,7 +9,7 @@
 //     gptq_sweep   one invocation per weight row n: for each column c of the block, a new grid
 //                  at a dynamic group start, q = quant(w), err = (w − dq)/Hinv[c,c], the rest of
 //                  the block's columns −= err·Hinv[c, c+1:i2]; dq replaces w, err goes to blk row c−i1
-//     gptq_update  wt[i2:, :] −= Hinv[i1:i2, i2:]ᵀ · err   (the trailing GEMM, 64×64 tiles)
+//     gptq_update  wt[i2:, :] += −Hinv[i1:i2, i2:]ᵀ · err   (the trailing GEMM, 64×64 tiles)
 //   gptq_store   dequantized [N, K] and codes [N, K] (4 per u32) in the original column order
 //
 // The running weights are TRANSPOSED, wt [K, N], so that the row-per-invocation sweep reads and
@@ -242,14 +242,9 @@ fn gptq_update(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
   let B = p.i2 - p.i1;
   let n0 = wid.x * 64u;
   let c0 = p.i2 + wid.y * 64u;
-  var acc: array<f32, 16>;  // [4 c][4 n], starts from the running weights (the CPU tile accumulates into them)
-  for (var a = 0u; a < 4u; a++) {
-    for (var b = 0u; b < 4u; b++) {
-      let c = c0 + lid.y * 4u + a;
-      let n = n0 + lid.x * 4u + b;
-      acc[a * 4u + b] = select(0.0, wt[min(c, K - 1u) * N + min(n, N - 1u)], c < K && n < N);
-    }
-  }
+  // [4 c][4 n]: −Σ_b h·err as one FMA chain from 0, then added to the running weights — the
+  // order of the CPU's register tile (native/src/kernel_impl.h tileFixed, accumulate = true)
+  var acc: array<f32, 16>;
   for (var b0 = 0u; b0 < B; b0 += 16u) {
     for (var r = 0u; r < 4u; r++) {
       let e = li * 4u + r;  // 0..1023
@@ -267,7 +262,7 @@ fn gptq_update(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
       for (var a = 0u; a < 4u; a++) {
         let h = ta[bb * 64u + lid.y * 4u + a];
         for (var b = 0u; b < 4u; b++) {
-          acc[a * 4u + b] = acc[a * 4u + b] - h * tb[bb * 64u + lid.x * 4u + b];
+          acc[a * 4u + b] = fma(-h, tb[bb * 64u + lid.x * 4u + b], acc[a * 4u + b]);
         }
       }
     }
@@ -277,7 +272,7 @@ fn gptq_update(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
     for (var b = 0u; b < 4u; b++) {
       let c = c0 + lid.y * 4u + a;
       let n = n0 + lid.x * 4u + b;
-      if (c < K && n < N) { wt[c * N + n] = acc[a * 4u + b]; }
+      if (c < K && n < N) { wt[c * N + n] = acc[a * 4u + b] + wt[c * N + n]; }
     }
   }
 }

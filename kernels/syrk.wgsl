@@ -17,7 +17,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
   let j = wid.x * 16u + lid.x;
   let ca = wid.y * 16u + lid.x;
   let cb = wid.x * 16u + lid.x;
+  // The CPU kernel's order (native/src/gptq.cc syrkImpl over the register tile): per 256-row
+  // chunk of x an FMA chain from 0, the chunks added in order, then beta·H + alpha·sum.
   var acc = 0.0;
+  var sum = 0.0;
   for (var t0 = 0u; t0 < p.T; t0 += 16u) {
     let t = t0 + lid.y;
     let row = min(t, p.T - 1u) * p.K;
@@ -25,12 +28,16 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     xb[lid.y * 16u + lid.x] = select(0.0, x[row + min(cb, p.K - 1u)], t < p.T && cb < p.K);
     workgroupBarrier();
     for (var tt = 0u; tt < 16u; tt++) {
-      acc += xa[tt * 16u + lid.y] * xb[tt * 16u + lid.x];
+      acc = fma(xa[tt * 16u + lid.y], xb[tt * 16u + lid.x], acc);
     }
     workgroupBarrier();
+    if ((t0 + 16u) % 256u == 0u || t0 + 16u >= p.T) {
+      sum = select(acc + sum, acc, t0 < 256u);
+      acc = 0.0;
+    }
   }
   if (i < p.K && j < p.K) {
     let o = i * p.K + j;
-    h[o] = p.beta * h[o] + p.alpha * acc;
+    h[o] = p.beta * h[o] + p.alpha * sum;
   }
 }

@@ -26,6 +26,8 @@ import { checkOutputTarget } from "../util/output-target.ts";
 import { refuseGgufInput, refuseQuantizedInput } from "./inputs.ts";
 import { choiceFlag, groupSizeFlag, intChoiceFlag, intFlag, onePositional, parseFlags } from "./args.ts";
 import type { Command } from "./command.ts";
+import { deviceFlag, openDevice } from "./device.ts";
+import { GpuGptq } from "../methods/gptq-webgpu.ts";
 
 const COMMON_FLAGS = `  -o, --out DIR           output folder (default ./<model>-<method>-w<bits>g<group>[.gguf])
   --format F              hf (HF-GPTQ / AutoAWQ folder, default) | gguf (one .gguf for llama.cpp, written
@@ -57,6 +59,10 @@ const GPTQ_FLAGS = `  --act-order             quantize columns by decreasing Hes
                           the group start, default) | block-start (the lazy block's start snapshot, as
                           IST-DASLab gptq.py); they differ only when --group-size < --block-size
   --no-true-sequential    quantize all layers of a block from the same inputs
+  --device D              where each linear's Hessian and lazy-batch sweep run: cpu (default) | gpu (WebGPU,
+                          any adapter, software ones included) | auto (a hardware GPU adapter when there is
+                          one, else the CPU); the rest of the pipeline stays on the CPU. The GPU's output equals
+                          the CPU's within f32 rounding (docs: README "GPTQ on the GPU")
   --calib-text FILE       calibration text (default: the bundled model's calibration split)
   --calib-samples N       windows (default 128); with --calib-sampling records: records
   --calib-seqlen N        tokens per window (default min(512, context))
@@ -67,6 +73,7 @@ const GPTQ_FLAGS = `  --act-order             quantize columns by decreasing Hes
 `;
 
 const AWQ_FLAGS = `  --then gptq             run GPTQ on the AWQ-scaled and clipped weights (writes HF-GPTQ; any bits)
+  --device D              with --then gptq: where GPTQ's Hessians and sweeps run (cpu | gpu | auto, as for gptq)
   --duo-scaling           AutoAWQ's s = x^α / w^(1−α) instead of llm-awq's s = x^α (the default)
   --no-duo-scaling        llm-awq's s = x^α (the default)
   --no-clip               skip the clip search
@@ -96,6 +103,7 @@ function makeCommand(method: "rtn" | "gptq" | "awq", summary: string, extra: str
         then: { type: "string" }, format: { type: "string" }, "no-duo-scaling": { type: "boolean" }, "duo-scaling": { type: "boolean" }, "no-clip": { type: "boolean" }, "clip-sampling": { type: "string" },
         "save-search": { type: "string" }, "load-search": { type: "string" },
         "quantize-lm-head": { type: "boolean" }, "lm-head-bits": { type: "string" }, "lm-head-group-size": { type: "string" },
+        device: { type: "string" },
       });
       if (v.help) { process.stdout.write(usage); return 0; }
       if (method === "rtn") {
@@ -182,6 +190,23 @@ function makeCommand(method: "rtn" | "gptq" | "awq", summary: string, extra: str
       // The target, before any compute: its folder writable, an existing one of the right kind only with --overwrite.
       checkOutputTarget(outDir, format.kind, { flag: "-o", overwriteFlag: "--overwrite", overwrite: v.overwrite === true });
 
+      const device = deviceFlag(v.device);
+      if (device !== "cpu" && fullMethod !== "gptq" && fullMethod !== "awq+gptq") {
+        throw new UsageError(`--device ${device} is for GPTQ only`, {
+          field: "--device", expected: "cpu with rtn and awq (only GPTQ's Hessian and sweep have GPU kernels)", found: device,
+          hint: "drop --device, or quantize with gptq (or awq --then gptq)",
+        });
+      }
+      const gpuCtx = await openDevice(device);
+      let gpu: GpuGptq | undefined;
+      try {
+        gpu = gpuCtx ? await GpuGptq.open(gpuCtx) : undefined;
+      } catch (e) {
+        gpuCtx?.device.destroy();
+        throw e;
+      }
+      if (gpu) process.stderr.write(`GPTQ Hessians and sweeps on the GPU: ${gpu.description}\n`);
+
       const ac = new AbortController();
       let firstSigint = 0;
       const onSigint = (): void => {
@@ -212,6 +237,7 @@ function makeCommand(method: "rtn" | "gptq" | "awq", summary: string, extra: str
           modelDir, outDir, settings, format: format.id, backend, resume: v.resume === true, overwrite: v.overwrite === true,
           ...(v["save-search"] !== undefined ? { saveSearch: resolve(v["save-search"]) } : {}),
           maxShardBytes: intFlag("max-shard-size", v["max-shard-size"], 4096) * 2 ** 20, onEvent: log, signal: ac.signal,
+          ...(gpu ? { gpu } : {}),
         });
       } catch (e) {
         progress.done();
@@ -223,6 +249,8 @@ function makeCommand(method: "rtn" | "gptq" | "awq", summary: string, extra: str
         throw e;
       } finally {
         process.off("SIGINT", onSigint);
+        gpu?.destroy();
+        gpuCtx?.device.destroy();
       }
       progress.done();
       process.stdout.write(layerTable(result.layers));

@@ -20,6 +20,7 @@ import { Scratch } from "../load/canonical.ts";
 import { readStored } from "../load/raw-read.ts";
 import { rmsNorm } from "../nn/block.ts";
 import { gptqQuantizeLinearAsync, HessianAccumulatorF32 } from "../methods/gptq-fast.ts";
+import type { GpuGptq, HessianSink } from "../methods/gptq-webgpu.ts";
 import { rtnQuantizeRows } from "../methods/rtn.ts";
 import type { QuantizedLinear } from "../tensor/quantized.ts";
 import { assertFinite, nonFiniteError } from "../util/errors.ts";
@@ -65,6 +66,8 @@ export interface LmHeadJob {
   /** Final norm weight [H]. */
   finalNorm: Float32Array;
   signal?: AbortSignal;
+  /** GPTQ's Hessian and sweep on the GPU (`--device gpu`), as for the blocks. */
+  gpu?: GpuGptq | undefined;
 }
 
 export async function quantizeLmHead(job: LmHeadJob): Promise<{ q: QuantizedLinear; report: LmHeadReport }> {
@@ -82,18 +85,19 @@ export async function quantizeLmHead(job: LmHeadJob): Promise<{ q: QuantizedLine
     return done(r.q, { loss: null, relOutputError: null, relWeightError: r.den > 0 ? r.num / r.den : 0, damp: null });
   }
   // GPTQ: Hessian of rmsNorm(X_last) over the calibration windows
-  const acc = new HessianAccumulatorF32(H);
+  const maxT = Math.max(1, ...job.X.map((x) => x.length / H));
+  const acc: HessianSink = job.gpu ? await job.gpu.hessian(0, H, maxT) : new HessianAccumulatorF32(H);
   for (const x of job.X) {
     const T = x.length / H;
     await acc.addAsync(job.backend, rmsNorm(x, job.finalNorm, T, H, cfg.rmsNormEps), T, job.signal !== undefined ? { signal: job.signal } : {}); // [T, H]
   }
-  const Hm = acc.hessian();
+  const Hm = await acc.hessian();
   const W = ckpt.readF32Sync(name); // [V, H]
   assertFinite(W, name, job.modelDir);
   assertFinite(Hm, `Hessian of ${name} (lm_head)`, job.modelDir);
   const res = await gptqQuantizeLinearAsync({
     backend: job.backend, weight: W, rows: V, cols: H, hessian: Hm, bits, groupSize, sym: s.sym,
-    actOrder: false, staticGroups: false, damp: s.damp, blockSize: s.blockSize, groupGrid: s.groupGrid,
+    actOrder: false, staticGroups: false, damp: s.damp, blockSize: s.blockSize, groupGrid: s.groupGrid, sweep: job.gpu,
   }, job.signal !== undefined ? { signal: job.signal } : {});
   const { dequantized, ...q } = res;
   const rel = await relOutputErrorAsync(job.backend, W, dequantized, Hm, V, H, job.signal !== undefined ? { signal: job.signal } : {}, { loss: q.loss, dampUsed: q.dampUsed });

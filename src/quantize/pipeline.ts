@@ -43,6 +43,7 @@ import { applyAwqClip, applyAwqScales } from "../methods/awq-apply.ts";
 import { checkAwqSearchFits, readAwqSearch, writeAwqSearch, type AwqSearchSettings } from "../methods/awq-result.ts";
 import { calibrationWindows } from "./calibrate.ts";
 import { gptqQuantizeLinearAsync, HessianAccumulatorF32 } from "../methods/gptq-fast.ts";
+import type { GpuGptq, HessianSink } from "../methods/gptq-webgpu.ts";
 import { checkResumable, JOURNAL_MAGIC, JOURNAL_VERSION, readJournal, writeJournal, type Journal } from "./journal.ts";
 import type { FinishInput, GridFormatId } from "./formats/format.ts";
 import { quantizeLmHead, type LmHeadReport } from "./lm-head.ts";
@@ -83,6 +84,12 @@ export interface QuantizeJob {
   onEvent?: (e: PipelineEvent) => void;
   /** Aborting stops between layers; the journal is kept for --resume. */
   signal?: AbortSignal;
+  /**
+   * GPTQ on the GPU (`--device gpu`): every linear's Hessian and lazy-batch sweep there, the
+   * Hinv and everything else on `backend` (src/methods/gptq-webgpu.ts). Not part of the
+   * settings: the output is the CPU's within the bound stated there.
+   */
+  gpu?: GpuGptq;
 }
 
 export interface QuantizeResult {
@@ -214,9 +221,9 @@ export async function quantizeModel(job: QuantizeJob): Promise<QuantizeResult> {
     // until the next one, so they are used without a copy; their Hessian updates (syrk) run off
     // the JS thread after each forward (before the next), so a Ctrl-C is honoured between them.
     const residual = buffers.f32("residual", L * H); // [L, H] a capture's block output, discarded
-    const capture = async (b: number, w: BlockWeights, needed: Map<LinearInput, HessianAccumulatorF32>): Promise<void> => {
+    const capture = async (b: number, w: BlockWeights, needed: Map<LinearInput, HessianSink>): Promise<void> => {
       for (const x of X) {
-        const got: { acc: HessianAccumulatorF32; x: Float32Array; T: number }[] = [];
+        const got: { acc: HessianSink; x: Float32Array; T: number }[] = [];
         try {
           blockForward({ ...ctx, tap: (ev) => {
             const acc = needed.get(ev.input);
@@ -305,11 +312,13 @@ export async function quantizeModel(job: QuantizeJob): Promise<QuantizeResult> {
           await checkAbort();
           const specs = group.map((n) => cfg.arch.linears.find((l) => l.name === n)!);
           // Hessians of the inputs this group reads, from the block as quantized so far.
-          const hess = new Map<LinearInput, HessianAccumulatorF32>();
+          const hess = new Map<LinearInput, HessianSink>();
           if (needsCalibration(s)) {
             for (const sp of specs) {
               const K = w.linears[sp.name].K;
-              if (!hess.has(sp.input)) hess.set(sp.input, new HessianAccumulatorF32(K, buffers.f32(`hessian:${hess.size}`, K * K)));
+              if (hess.has(sp.input)) continue;
+              const storage = buffers.f32(`hessian:${hess.size}`, K * K);
+              hess.set(sp.input, job.gpu ? await job.gpu.hessian(hess.size, K, L, storage) : new HessianAccumulatorF32(K, storage));
             }
             await capture(b, w, hess);
           }
@@ -326,7 +335,7 @@ export async function quantizeModel(job: QuantizeJob): Promise<QuantizeResult> {
               record(sp.name, r.q, r.den > 0 ? r.num / r.den : 0, { loss: null, damp: null, relOutputError: null }, tl);
               continue;
             }
-            const Hm = hess.get(sp.input)?.hessian() ?? null;
+            const Hm = (await hess.get(sp.input)?.hessian()) ?? null;
             assertFinite(l.weight, linearTensorName(cfg.arch, b, sp), modelDir);
             if (Hm) assertFinite(Hm, `Hessian of ${linearTensorName(cfg.arch, b, sp)}`, modelDir);
             let q: QuantizedLinear, Q: Float32Array, loss: number | null = null, damp: number | null = null;
@@ -339,7 +348,7 @@ export async function quantizeModel(job: QuantizeJob): Promise<QuantizeResult> {
                 // Off the JS thread: a Ctrl-C within this layer cancels the kernel (issue 8 item 7).
                 res = await gptqQuantizeLinearAsync({
                   backend, weight: l.weight, rows: l.N, cols: l.K, hessian: Hm!, bits: s.bits, groupSize: s.groupSize, sym: s.sym,
-                  actOrder: s.actOrder, staticGroups: s.staticGroups, damp: s.damp, blockSize: s.blockSize, groupGrid: s.groupGrid,
+                  actOrder: s.actOrder, staticGroups: s.staticGroups, damp: s.damp, blockSize: s.blockSize, groupGrid: s.groupGrid, sweep: job.gpu,
                   out: { codes: buffers.u8(codesSlot(b, sp.name), l.N * l.K), dequantized: buffers.f32("dequantized", l.N * l.K), hinv: buffers.f32("work", l.K * l.K) },
                 }, { signal: job.signal });
               } catch (e) {
@@ -382,7 +391,7 @@ export async function quantizeModel(job: QuantizeJob): Promise<QuantizeResult> {
       await checkAbort();
       try {
         lmHead = await quantizeLmHead({
-          cfg, s: { ...s, lmHead: s.lmHead }, ckpt, modelDir, backend, kernels, X, finalNorm: src.readF32Sync(cfg.arch.finalNorm.hf),
+          cfg, s: { ...s, lmHead: s.lmHead }, ckpt, modelDir, backend, kernels, X, finalNorm: src.readF32Sync(cfg.arch.finalNorm.hf), gpu: job.gpu,
           ...(job.signal !== undefined ? { signal: job.signal } : {}),
         });
       } catch (e) {
