@@ -2,15 +2,8 @@
 // Entry point of the `quantize-llm` command: runs the TypeScript CLI through tsx's loader,
 // in this process (no child process: signals reach the CLI directly).
 import { readFileSync } from "node:fs";
-import { setFlagsFromString } from "node:v8";
-import { runInNewContext } from "node:vm";
 import { Worker } from "node:worker_threads";
 import { register } from "tsx/esm/api";
-
-// Expose V8's gc() for the quantization pipeline's collections (src/quantize/pipeline.ts
-// collectGarbage says why they are still needed, with the measurement).
-setFlagsFromString("--expose-gc");
-globalThis.gc ??= runInNewContext("gc");
 
 watchNpmShell();
 

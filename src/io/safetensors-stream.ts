@@ -151,21 +151,45 @@ export class ShardedStreamWriter {
   get next(): TensorInfo | undefined { return this.plan.order[this.#next]?.info; }
 
   async write(name: string, data: Uint8Array): Promise<void> {
+    const o = await this.#start(name, data.byteLength);
+    await this.#writeAt(data, this.plan.shards[o.shard]!.header.length + o.info.begin);
+    this.#next++;
+  }
+
+  /**
+   * Write tensor `name` in pieces of at most `chunk.length` bytes, each filled by
+   * `read(piece, offset)` (the tensor's bytes from `offset` on): the same bytes as `write`,
+   * without the whole tensor in memory.
+   */
+  async writeFrom(name: string, read: (dst: Uint8Array, offset: number) => void, chunk: Uint8Array): Promise<void> {
+    invariant(chunk.length > 0, "writeFrom needs a non-empty chunk buffer");
+    const o = this.plan.order[this.#next];
+    const size = o !== undefined && o.info.name === name ? o.info.end - o.info.begin : 0;
+    await this.#start(name, size);
+    const at = this.plan.shards[o!.shard]!.header.length + o!.info.begin;
+    for (let off = 0; off < size; off += chunk.length) {
+      const piece = chunk.subarray(0, Math.min(chunk.length, size - off));
+      read(piece, off);
+      await this.#writeAt(piece, at + off);
+    }
+    this.#next++;
+  }
+
+  /** Checks that `name` (of `bytes` bytes) is the next tensor and opens its shard. */
+  async #start(name: string, bytes: number): Promise<{ shard: number; info: TensorInfo }> {
     const o = this.plan.order[this.#next];
     if (o === undefined || o.info.name !== name) {
       throw new UsageError("tensors must be written in declaration order", {
         file: this.dir, field: name, expected: o === undefined ? "no more tensors" : `"${o.info.name}"`, found: `"${name}"`,
       });
     }
-    if (data.byteLength !== o.info.end - o.info.begin) {
+    if (bytes !== o.info.end - o.info.begin) {
       throw new UsageError(`tensor "${name}" has the wrong byte size for its shape and dtype`, {
-        file: this.dir, field: name, expected: `${o.info.end - o.info.begin} bytes (shape [${o.info.shape.join(", ")}] x ${o.info.dtype})`, found: `${data.byteLength} bytes`,
+        file: this.dir, field: name, expected: `${o.info.end - o.info.begin} bytes (shape [${o.info.shape.join(", ")}] x ${o.info.dtype})`, found: `${bytes} bytes`,
       });
     }
     if (o.shard !== this.#shard) await this.#openShard(o.shard);
-    const s = this.plan.shards[o.shard]!;
-    await this.#writeAt(data, s.header.length + o.info.begin);
-    this.#next++;
+    return o;
   }
 
   /** Make everything written so far durable (fdatasync); the position to journal. */

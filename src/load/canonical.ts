@@ -246,6 +246,7 @@ export class Scratch {
   u8(slot: string, n: number): Uint8Array { return new Uint8Array(this.#buffer(slot, n), 0, n); }
   i8(slot: string, n: number): Int8Array { return new Int8Array(this.#buffer(slot, n), 0, n); }
   f32(slot: string, n: number): Float32Array { return new Float32Array(this.#buffer(slot, 4 * n), 0, n); }
+  i32(slot: string, n: number): Int32Array { return new Int32Array(this.#buffer(slot, 4 * n), 0, n); }
 }
 
 /** Fresh arrays each time (callers that keep the canonical inputs). */

@@ -41,6 +41,14 @@ export function checkpointRaw(ckpt: Checkpoint, name: string, m: Buffers, slot =
   return readRange(shard.path, shard.dataStart + t.begin, t.end - t.begin, m, slot, name);
 }
 
+/** Bytes offset .. offset + out.length of a checkpoint tensor's stored data into `out` (a piece of a tensor too large to hold whole). */
+export function checkpointBytesInto(ckpt: Checkpoint, name: string, offset: number, out: Uint8Array): Uint8Array {
+  const shard = ckpt.shards.get(ckpt.info(name).file)!;
+  const t = shard.info(name);
+  invariant(offset >= 0 && offset + out.length <= t.end - t.begin, () => `${name}: bytes ${offset}..${offset + out.length} of ${t.end - t.begin}`);
+  return readRangeInto(shard.path, shard.dataStart + t.begin + offset, out, name);
+}
+
 /**
  * A checkpoint tensor decoded to f32 into `out`: F32 bytes are read straight into it (this
  * host is little-endian, as safetensors is), other dtypes through `buffers` slot "raw".

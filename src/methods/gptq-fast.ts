@@ -40,10 +40,12 @@ export type GptqFastOptions = GptqOptions & {
   /**
    * Reused memory for the three large arrays instead of fresh ones (a pipeline quantizing
    * layer after layer allocates them once): codes [N·K] and dequantized [N·K] become the
-   * result's, hinv [K·K] is the work buffer. Zeroed here first, so the results are the bits
+   * result's, hinv [K·K] is the work buffer; `grids`, when given, holds the result's scales
+   * [N·G], zeros [N·G] and g_idx [K] (small, but a pipeline keeps them for a whole block, long
+   * enough to outlive V8's young generation). Zeroed here first, so the results are the bits
    * of fresh arrays. Ignored by the TS reference (backends without the kernels).
    */
-  out?: { codes: Uint8Array; dequantized: Float32Array; hinv: Float32Array };
+  out?: { codes: Uint8Array; dequantized: Float32Array; hinv: Float32Array; grids?: { scales: Float32Array; zeros: Uint8Array; gIdx: Int32Array } };
 };
 
 /** Everything before the Hinv factorisation: dead columns, act-order permutation, static grids, the damping mean. */
@@ -70,8 +72,11 @@ function prepare(o: GptqFastOptions) {
   const perm = Int32Array.from(order); // [K] permuted position → original column
 
   // Static groups: every group's grid from the original weights, in the original column order.
-  const scales = new Float32Array(N * G); // [N, G]
-  const zeros = new Uint8Array(N * G); // [N, G]
+  const grids = o.out?.grids;
+  invariant(grids === undefined || (grids.scales.length === N * G && grids.zeros.length === N * G && grids.gIdx.length === K),
+    () => `GPTQ grid buffers of ${grids!.scales.length}/${grids!.zeros.length}/${grids!.gIdx.length} values for N = ${N}, G = ${G}, K = ${K}`);
+  const scales = grids ? grids.scales.fill(0) : new Float32Array(N * G); // [N, G]
+  const zeros = grids ? grids.zeros.fill(0) : new Uint8Array(N * G); // [N, G]
   let colGroup: Int32Array | null = null; // [K] group of each permuted column
   if (o.staticGroups && g !== K) {
     colGroup = new Int32Array(K);
@@ -101,7 +106,7 @@ function prepare(o: GptqFastOptions) {
     colGroup, scales, zeros, codes, dequantized, blockSize: o.blockSize, blockStartGrids: o.groupGrid === "block-start",
   };
   const result = (loss: number, dampUsed: number): GptqResult => {
-    const gIdx = new Int32Array(K); // [K]
+    const gIdx = grids ? grids.gIdx : new Int32Array(K); // [K], every entry written
     for (let i = 0; i < K; i++) gIdx[perm[i]!] = colGroup || !o.actOrder ? Math.floor(perm[i]! / g) : Math.floor(i / g);
     return { N, K, bits, groupSize: g, sym, codes, scales, zeros, gIdx, dequantized, loss, dampUsed };
   };

@@ -12,6 +12,7 @@
 import type { QuantizedLinear } from "../tensor/quantized.ts";
 import { f16ToF32, f32ToF16 } from "../tensor/dtype.ts";
 import { FormatError, invariant, UsageError } from "../util/errors.ts";
+import { i32Out, u16Out, type PackAlloc } from "./bits.ts";
 
 /** Nibble i holds column ORDER[i] of its group of 8 (`order_map` in from_linear). */
 export const AWQ_ORDER = [0, 2, 4, 6, 1, 3, 5, 7] as const;
@@ -54,7 +55,8 @@ function unpackRow(src: Int32Array, sOff: number, words: number, dst: Uint8Array
   }
 }
 
-export function packAwqGemm(q: QuantizedLinear): AwqGemmTensors {
+/** `alloc`: reused output memory (bits.ts PackAlloc), else fresh arrays. */
+export function packAwqGemm(q: QuantizedLinear, alloc?: PackAlloc): AwqGemmTensors {
   const { N, K, bits, groupSize: g } = q;
   const problem = awqGemmShapeProblem(N, K, bits, g);
   if (problem) throw new UsageError("layer cannot be packed as AWQ GEMM", { expected: "a packable shape", found: problem, hint: "use --bits 4 and a group size dividing every layer's in_features (128, 64 or 32)" });
@@ -68,11 +70,11 @@ export function packAwqGemm(q: QuantizedLinear): AwqGemmTensors {
     }
   }
   const words = N / PACK;
-  const qweight = new Int32Array(K * words); // [K, N/8]
+  const qweight = i32Out(alloc, "qweight", K * words); // [K, N/8]
   for (let k = 0; k < K; k++) packRow(q.codes, k, K, words, qweight, k * words); // column n of row k is codes[n·K + k]
-  const qzeros = new Int32Array(G * words); // [G, N/8]
+  const qzeros = i32Out(alloc, "qzeros", G * words); // [G, N/8]
   for (let gi = 0; gi < G; gi++) packRow(q.zeros, gi, G, words, qzeros, gi * words);
-  const scales = new Uint16Array(G * N); // [G, N]
+  const scales = u16Out(alloc, "scales", G * N); // [G, N]
   for (let gi = 0; gi < G; gi++) for (let n = 0; n < N; n++) scales[gi * N + n] = f32ToF16(q.scales[n * G + gi]!);
   return { qweight, qzeros, scales };
 }

@@ -40,3 +40,24 @@ export function unpackStream(
     dst[offset + i * stride] = v & mask;
   }
 }
+
+/**
+ * Where a packer puts its output arrays: `bytes` bytes of reused memory for `slot` (the
+ * quantizer's Scratch; the packer zeroes them, so the result is the bits of a fresh array),
+ * valid until the same slot is asked for again. Absent: fresh arrays.
+ */
+export type PackAlloc = (slot: string, bytes: number) => Uint8Array;
+
+/** An Int32Array of n values from `alloc` slot `slot` (zeroed), or a fresh one. */
+export function i32Out(alloc: PackAlloc | undefined, slot: string, n: number): Int32Array {
+  if (alloc === undefined) return new Int32Array(n);
+  const b = alloc(slot, 4 * n);
+  return new Int32Array(b.buffer, b.byteOffset, n).fill(0);
+}
+
+/** A Uint16Array of n values from `alloc` slot `slot` (zeroed), or a fresh one. */
+export function u16Out(alloc: PackAlloc | undefined, slot: string, n: number): Uint16Array {
+  if (alloc === undefined) return new Uint16Array(n);
+  const b = alloc(slot, 2 * n);
+  return new Uint16Array(b.buffer, b.byteOffset, n).fill(0);
+}

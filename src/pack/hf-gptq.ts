@@ -9,7 +9,7 @@
 import { f16ToF32, f32ToF16 } from "../tensor/dtype.ts";
 import { groupCount, groupLength, type QuantizedLinear } from "../tensor/quantized.ts";
 import { FormatError, UsageError } from "../util/errors.ts";
-import { packStream, unpackStream } from "./bits.ts";
+import { i32Out, packStream, u16Out, unpackStream, type PackAlloc } from "./bits.ts";
 
 export type GptqCheckpointFormat = "gptq" | "gptq_v2";
 export const GPTQ_BITS = [2, 3, 4, 8] as const;
@@ -41,16 +41,19 @@ export function gptqShapeProblem(N: number, K: number, bits: number): string | n
 
 /**
  * `packCodes` packs qweight for 2/4/8 bits (the native kernel, WeightKernels.gptqPackCodes);
- * without it, and for 3 bits, packStream does.
+ * without it, and for 3 bits, packStream does. `alloc`: reused output memory (bits.ts
+ * PackAlloc), else fresh arrays.
  */
-export function packGptq(q: QuantizedLinear, format: GptqCheckpointFormat, packCodes?: (codes: Uint8Array, N: number, K: number, bits: 2 | 4 | 8, out: Int32Array) => void): GptqTensors {
+export function packGptq(
+  q: QuantizedLinear, format: GptqCheckpointFormat, packCodes?: (codes: Uint8Array, N: number, K: number, bits: 2 | 4 | 8, out: Int32Array) => void, alloc?: PackAlloc,
+): GptqTensors {
   const { N, K, bits } = q;
   const problem = gptqShapeProblem(N, K, bits);
   if (problem) throw new UsageError("layer cannot be packed as HF-GPTQ", { expected: "a packable shape", found: problem });
   const G = groupCount(q);
   const maxq = 2 ** bits - 1;
   const rowsPacked = (K * bits) / 32;
-  const qweight = new Int32Array(rowsPacked * N); // [K·b/32, N]
+  const qweight = i32Out(alloc, "qweight", rowsPacked * N); // [K·b/32, N]
   if (packCodes !== undefined && (bits === 2 || bits === 4 || bits === 8)) packCodes(q.codes, N, K, bits, qweight);
   else for (let n = 0; n < N; n++) packStream(q.codes, n * K, 1, K, bits, qweight, n, N);
 
@@ -68,12 +71,14 @@ export function packGptq(q: QuantizedLinear, format: GptqCheckpointFormat, packC
       z[g * N + n] = format === "gptq" ? (zero - 1) & maxq : zero;
     }
   }
-  const qzeros = new Int32Array(G * colsPacked); // [G, N·b/32]
+  const qzeros = i32Out(alloc, "qzeros", G * colsPacked); // [G, N·b/32]
   for (let g = 0; g < G; g++) packStream(z, g * N, 1, N, bits, qzeros, g * colsPacked, 1);
 
-  const scales = new Uint16Array(G * N); // [G, N]
+  const scales = u16Out(alloc, "scales", G * N); // [G, N]
   for (let g = 0; g < G; g++) for (let n = 0; n < N; n++) scales[g * N + n] = f32ToF16(q.scales[n * G + g]!);
-  return { qweight, qzeros, scales, gIdx: q.gIdx.slice() };
+  const gIdx = i32Out(alloc, "g_idx", K); // [K]
+  gIdx.set(q.gIdx);
+  return { qweight, qzeros, scales, gIdx };
 }
 
 export interface UnpackGptqOptions {

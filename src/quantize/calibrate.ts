@@ -14,7 +14,13 @@
  *            several BOS tokens, as in llm-awq. The shuffle is ours (mulberry32 Fisher–Yates),
  *            not HF datasets' `shuffle(seed=42)`: the same rule, not the same records.
  */
-import type { TextTokenizer } from "../tokenizer/tokenizer.ts";
+import { readFileSync } from "node:fs";
+import type { ModelConfig } from "../arch/config.ts";
+import type { Checkpoint } from "../io/checkpoint.ts";
+import type { Buffers } from "../load/canonical.ts";
+import { checkpointRowsF32Into } from "../load/raw-read.ts";
+import { expectShape, type TensorSource } from "../nn/weights.ts";
+import { loadTokenizer, type TextTokenizer } from "../tokenizer/tokenizer.ts";
 import { mulberry32 } from "../util/random.ts";
 import { UsageError } from "../util/errors.ts";
 
@@ -27,6 +33,31 @@ export interface CalibrationOptions {
   seed: number;
   /** default "windows" */
   sampling?: CalibSampling;
+}
+
+/** Where the calibration inputs come from: the model (its tokenizer and embedding) and the text file. */
+export interface CalibrationSource {
+  cfg: ModelConfig;
+  modelDir: string;
+  ckpt: Checkpoint;
+  /** The checkpoint's tensors (for the embedding's shape check). */
+  src: TensorSource;
+  /** The calibration text file. */
+  textFile: string;
+}
+
+/**
+ * The hidden states entering block 0, X [windows][seqlen·H]: the model's tokenizer cuts
+ * `o`'s windows from the text, and each window's [seqlen, H] rows of the embedding are read
+ * one by one (through `buffers` slot "row"), never the whole [V, H] matrix.
+ */
+export function calibrationInputs(c: CalibrationSource, o: CalibrationOptions, buffers: Buffers): Float32Array[] {
+  const { cfg } = c;
+  const H = cfg.hiddenSize;
+  const tok = loadTokenizer(c.modelDir, cfg.eosTokenIds);
+  const windows = calibrationWindows(tok, readFileSync(c.textFile, "utf8"), o, c.textFile);
+  expectShape(c.src, cfg.arch.embed.hf, [cfg.vocabSize, H]);
+  return windows.map((w) => checkpointRowsF32Into(c.ckpt, cfg.arch.embed.hf, H, w, new Float32Array(o.seqlen * H), buffers)); // [seqlen, H] each
 }
 
 /** [windows][seqlen] token ids under `o.sampling` (see the file comment). */

@@ -17,7 +17,7 @@
  * The weights need no calibration (per-row absmax); calibration only measures the outlier
  * features, so `--calib-samples 0` skips it (and then --static-outliers is refused).
  */
-import { existsSync, mkdirSync, readFileSync, renameSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, renameSync, rmSync } from "node:fs";
 import { join, resolve } from "node:path";
 import type { ModelConfig } from "../arch/config.ts";
 import { linearTensorName, type LinearInput, type LinearName } from "../arch/registry.ts";
@@ -27,10 +27,10 @@ import { openSafetensors, writeSafetensors, type SafetensorsFile } from "../io/s
 import { checkpointSource, readModelConfig } from "../load/hf-folder.ts";
 import { blockForward, rmsNorm, type BlockContext, type LayerCache } from "../nn/block.ts";
 import { RopeTable } from "../nn/rope.ts";
-import { loadBlock, loadEmbedding, type BlockWeights, type TensorSource } from "../nn/weights.ts";
-import { loadTokenizer } from "../tokenizer/tokenizer.ts";
+import { Scratch } from "../load/canonical.ts";
+import { loadBlock, type BlockWeights } from "../nn/weights.ts";
 import { assertFinite, UsageError } from "../util/errors.ts";
-import { calibrationWindows } from "./calibrate.ts";
+import { calibrationInputs } from "./calibrate.ts";
 import { quantizeInt8Rows } from "../methods/int8.ts";
 import { OutlierCounter, type OutlierReport } from "../methods/int8-outliers.ts";
 import { isSkipped, type BnbLinear, type Int8Inputs } from "./formats/bnb-int8.ts";
@@ -64,23 +64,6 @@ export interface Int8Result {
   seconds: number;
   /** bytes of tensor data written */
   totalSize: number;
-}
-
-/** The calibration windows' embeddings, X [samples][L·H] entering block 0 (none when calibSamples is 0). */
-function calibrationInputs(cfg: ModelConfig, src: TensorSource, job: Int8Job, modelDir: string): Float32Array[] {
-  const s = job.settings;
-  if (s.calibSamples === 0) return [];
-  const tok = loadTokenizer(modelDir, cfg.eosTokenIds);
-  const windows = calibrationWindows(tok, readFileSync(s.calibText!, "utf8"), { samples: s.calibSamples, seqlen: s.calibSeqlen, seed: s.calibSeed }, s.calibText!);
-  const H = cfg.hiddenSize, L = s.calibSeqlen;
-  const embed = loadEmbedding(cfg, src); // [V, H], dropped after this
-  const X = windows.map((w) => {
-    const x = new Float32Array(L * H); // [L, H]
-    w.forEach((id, t) => x.set(embed.subarray(id * H, (id + 1) * H), t * H));
-    return x;
-  });
-  job.onEvent?.({ type: "calibrated", samples: X.length, seqlen: L });
-  return X;
 }
 
 /** Block b's outlier statistics per linear input on X, and the ORIGINAL block's outputs (the next block's X). */
@@ -138,7 +121,11 @@ export async function quantizeInt8(job: Int8Job): Promise<Int8Result> {
   const blockFiles: SafetensorsFile[] = [];
   try {
     const src = checkpointSource(ckpt, modelDir);
-    let X = calibrationInputs(cfg, src, job, modelDir);
+    let X: Float32Array[] = []; // [samples][L·H] entering block 0 (none when calibSamples is 0)
+    if (s.calibSamples > 0) {
+      X = calibrationInputs({ cfg, modelDir, ckpt, src, textFile: s.calibText! }, { samples: s.calibSamples, seqlen: s.calibSeqlen, seed: s.calibSeed }, new Scratch());
+      job.onEvent?.({ type: "calibrated", samples: X.length, seqlen: s.calibSeqlen });
+    }
     const ctx: BlockContext = { cfg, backend: job.backend, rope: new RopeTable(cfg), exactElementwise: true };
     const kvDim = cfg.numKvHeads * cfg.headDim;
     const scratch: LayerCache = { k: new Float32Array(s.calibSeqlen * kvDim), v: new Float32Array(s.calibSeqlen * kvDim) };

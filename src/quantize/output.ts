@@ -20,10 +20,13 @@ import type { Checkpoint } from "../io/checkpoint.ts";
 import { openSafetensors, writeSafetensors, type SafetensorsFile, type TensorDecl, type TensorSource as WriteSource } from "../io/safetensors.ts";
 import { ShardedStreamWriter, ShardPlan } from "../io/safetensors-stream.ts";
 import { FormatError } from "../util/errors.ts";
-import type { BlockTensorReader, FinishInput, FinishResult, Format } from "./formats/format.ts";
+import type { BlockTensorReader, FinishInput, FinishResult, Format, StreamSource } from "./formats/format.ts";
 import { writeJournal, type Journal, type JournalBlock } from "./journal.ts";
 import type { ModelConfig } from "../arch/config.ts";
 import type { QuantSettings } from "./settings.ts";
+
+/** Bytes per piece when a checkpoint tensor is copied into the output (StreamSource.readAt). */
+const COPY_CHUNK = 1 << 20;
 
 export type BlockEntry = Pick<JournalBlock, "index" | "layers" | "seconds">;
 export type FinishArgs = Omit<FinishInput, "path" | "blockFiles" | "files">;
@@ -85,8 +88,13 @@ async function openStreamed(o: OutputSetup): Promise<BlockOutput> {
   const last = journal.blocks.find((x) => x.index === done.length - 1);
   mkdirSync(final, { recursive: true });
   const w = await ShardedStreamWriter.open(final, plan, last?.end);
-  const writeAll = async (ts: readonly WriteSource[]): Promise<void> => {
-    for (const t of ts) await w.write(t.name, typeof t.data === "function" ? await t.data() : t.data);
+  // Tensors copied from the checkpoint (the embedding, lm_head) go through one small buffer.
+  let chunk: Uint8Array | undefined;
+  const writeAll = async (ts: readonly StreamSource[]): Promise<void> => {
+    for (const t of ts) {
+      if (t.readAt !== undefined) await w.writeFrom(t.name, t.readAt, chunk ??= new Uint8Array(COPY_CHUNK));
+      else await w.write(t.name, typeof t.data === "function" ? await t.data() : t.data);
+    }
   };
   // The embedding goes first, while block 0 computes (the first block's write waits for it).
   let head: Promise<void> = last === undefined ? writeAll(layout.head) : Promise.resolve();

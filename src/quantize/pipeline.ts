@@ -13,9 +13,11 @@
  *
  * Peak memory: one block of f32 weights + the calibration activations (X_b, advanced to
  * X_{b+1} in place) + one layer's Hessian and Hinv. It does not grow with the number of
- * layers: every large array is allocated once and reused block after block (`buffers`, the
- * forward's `workspace`), so a block leaves only its packed block file's tensors and small
- * arrays behind as garbage; collectGarbage (below) still frees those promptly.
+ * layers: every array that lives longer than a few kernel calls is allocated once and reused
+ * block after block (`buffers`: weights, codes, grids, Hessians, the packed tensors; the
+ * forward's `workspace`), and the checkpoint tensors copied into the output go through a 1 MiB
+ * buffer (output.ts), so a block leaves no garbage that only a full collection would free
+ * (eval/memory-gptq.ts, without any gc(): flat from block 1 on; issue 8 item 4).
  *
  * ~440 lines: one function holds the block loop, because resume, interrupt and the
  * true-sequential propagation of X all act on the same locals (journal, X, blockWrite).
@@ -25,23 +27,23 @@ import { createHash } from "node:crypto";
 import { join, resolve } from "node:path";
 import type { ModelConfig } from "../arch/config.ts";
 import { linearTensorName, type LinearInput, type LinearName } from "../arch/registry.ts";
+import { linearShapes } from "../arch/shapes.ts";
 import type { Backend } from "../backend/backend.ts";
 import { openCheckpoint } from "../io/checkpoint.ts";
 import { weightKernels } from "../backend/weight-kernels.ts";
 import { Scratch } from "../load/canonical.ts";
-import { checkpointRowsF32Into, readStored } from "../load/raw-read.ts";
+import { readStored } from "../load/raw-read.ts";
 import { checkpointSource, readModelConfig } from "../load/hf-folder.ts";
 import { blockForward, BlockWorkspace, type BlockContext, type LayerCache } from "../nn/block.ts";
 import { RopeTable } from "../nn/rope.ts";
-import { expectShape, loadBlock, type BlockWeights } from "../nn/weights.ts";
+import { loadBlock, type BlockWeights } from "../nn/weights.ts";
 import { awqQuantizeLinear } from "../methods/awq-grid.ts";
-import { loadTokenizer } from "../tokenizer/tokenizer.ts";
 import { assertFinite, InterruptedError, nonFiniteError, NumericError, UsageError } from "../util/errors.ts";
 import { awqSearchBlock } from "../methods/awq.ts";
 import type { AwqBlockSearch } from "../methods/awq-types.ts";
 import { applyAwqClip, applyAwqScales } from "../methods/awq-apply.ts";
 import { checkAwqSearchFits, readAwqSearch, writeAwqSearch, type AwqSearchSettings } from "../methods/awq-result.ts";
-import { calibrationWindows } from "./calibrate.ts";
+import { calibrationInputs } from "./calibrate.ts";
 import { gptqQuantizeLinearAsync, HessianAccumulatorF32 } from "../methods/gptq-fast.ts";
 import type { GpuGptq, HessianSink } from "../methods/gptq-webgpu.ts";
 import { checkResumable, JOURNAL_MAGIC, JOURNAL_VERSION, readJournal, writeJournal, type Journal } from "./journal.ts";
@@ -52,7 +54,7 @@ import { FORMAT_FLAGS, FORMATS } from "./formats/table.ts";
 import { relOutputErrorAsync, relWeightError, type LayerReport } from "./report.ts";
 import { rtnQuantizeLinear, rtnQuantizeRows } from "../methods/rtn.ts";
 import { AWQ_DEFAULTS, calibSamplingOf, usesAwq, validateSettings, type QuantSettings } from "./settings.ts";
-import { dequantize, type QuantizedLinear } from "../tensor/quantized.ts";
+import { dequantize, groupLength, numGroups, type QuantizedLinear } from "../tensor/quantized.ts";
 
 export { VERSION } from "./formats/hf-folder.ts";
 
@@ -130,7 +132,33 @@ function awqSettings(s: QuantSettings): AwqSearchSettings {
   };
 }
 
-function int32(b: Uint8Array): Int32Array { return new Int32Array(b.slice().buffer); }
+/**
+ * The slots that layers of different shapes share (hessian:<j>, work, dequantized), taken at
+ * their largest size before block 0: a slot that grew later would leave its smaller buffer as
+ * garbage that only a full collection frees (the first block's peak RSS).
+ */
+function reserveSharedSlots(cfg: ModelConfig, s: QuantSettings, buffers: Scratch): void {
+  const shapes = linearShapes(cfg);
+  let NK = 0, KK = 0;
+  const hessian = new Map<number, number>(); // j → largest K²
+  for (const group of groupsOf(cfg, s)) {
+    const inputs: LinearInput[] = [];
+    for (const name of group) {
+      const [N, K] = shapes[name];
+      NK = Math.max(NK, N * K);
+      KK = Math.max(KK, K * K);
+      const input = cfg.arch.linears.find((l) => l.name === name)!.input;
+      if (!inputs.includes(input)) inputs.push(input);
+      const j = inputs.indexOf(input);
+      hessian.set(j, Math.max(hessian.get(j) ?? 0, K * K));
+    }
+  }
+  buffers.f32("dequantized", NK);
+  if (s.method === "awq" || !needsCalibration(s)) return; // no Hessians, no Hinv, no output error
+  for (const [j, n] of hessian) buffers.f32(`hessian:${j}`, n);
+  buffers.f32("work", Math.max(KK, NK)); // GPTQ's Hinv [K, K], then the output error's [N, K]
+  if (s.method === "rtn") buffers.f32("report:D", NK); // the output error's W − Q (GPTQ's comes from its loss)
+}
 
 export async function quantizeModel(job: QuantizeJob): Promise<QuantizeResult> {
   const t0 = performance.now();
@@ -185,7 +213,15 @@ export async function quantizeModel(job: QuantizeJob): Promise<QuantizeResult> {
   //   hessian:<j>             the j-th Hessian of a group (one per group when true-sequential)
   //   dequantized, work, report:D   one layer's Q; GPTQ's Hinv, then the error's [N, K] scratch
   const buffers = new Scratch();
+  if (!rtnDirect) reserveSharedSlots(cfg, s, buffers);
   const codesSlot = (b: number, name: LinearName): string => `codes:${rtnDirect ? b & 1 : 0}:${name}`;
+  //   grid:<set>:<layer>:*   a layer's scales, zeros, g_idx, kept with its codes
+  const gridSlots = (b: number, name: LinearName, N: number, K: number) => {
+    const G = numGroups(K, groupLength(s.groupSize, K)), set = codesSlot(b, name).replace(/^codes:/, "grid:");
+    return { scales: buffers.f32(`${set}:scales`, N * G), zeros: buffers.u8(`${set}:zeros`, N * G), gIdx: buffers.i32(`${set}:g_idx`, K) };
+  };
+  //   pack:<set>:<layer>:<array>   block b's packed tensors until written (the same two sets)
+  const packAlloc = (b: number) => (slot: string, n: number): Uint8Array => buffers.u8(`pack:${rtnDirect ? b & 1 : 0}:${slot}`, n);
   // The forward's buffers for one calibration window; taps see them (valid until the next forward).
   const ctx: BlockContext = { cfg, backend, rope: new RopeTable(cfg), exactElementwise: true, workspace: needsCalibration(s) ? new BlockWorkspace(cfg, L) : undefined };
   const kvDim = cfg.numKvHeads * cfg.headDim;
@@ -204,11 +240,7 @@ export async function quantizeModel(job: QuantizeJob): Promise<QuantizeResult> {
     // --- calibration: X [samples][L·H] entering block 0 ---
     let X: Float32Array[] = [];
     if (needsCalibration(s)) {
-      const tok = loadTokenizer(modelDir, cfg.eosTokenIds);
-      const windows = calibrationWindows(tok, readFileSync(s.calibText, "utf8"), { samples: s.calibSamples, seqlen: L, seed: s.calibSeed, sampling: calibSamplingOf(s) }, s.calibText);
-      expectShape(src, cfg.arch.embed.hf, [cfg.vocabSize, H]);
-      // [L, H] per window: only the embedding rows of its tokens are read
-      X = windows.map((w) => checkpointRowsF32Into(ckpt, cfg.arch.embed.hf, H, w, new Float32Array(L * H), buffers));
+      X = calibrationInputs({ cfg, modelDir, ckpt, src, textFile: s.calibText }, { samples: s.calibSamples, seqlen: L, seed: s.calibSeed, sampling: calibSamplingOf(s) }, buffers);
       job.onEvent?.({ type: "calibrated", samples: X.length, seqlen: L });
     }
     // X_b → X_{b+1}, each window updated in place (blockForward may write over its input).
@@ -349,7 +381,10 @@ export async function quantizeModel(job: QuantizeJob): Promise<QuantizeResult> {
                 res = await gptqQuantizeLinearAsync({
                   backend, weight: l.weight, rows: l.N, cols: l.K, hessian: Hm!, bits: s.bits, groupSize: s.groupSize, sym: s.sym,
                   actOrder: s.actOrder, staticGroups: s.staticGroups, damp: s.damp, blockSize: s.blockSize, groupGrid: s.groupGrid, sweep: job.gpu,
-                  out: { codes: buffers.u8(codesSlot(b, sp.name), l.N * l.K), dequantized: buffers.f32("dequantized", l.N * l.K), hinv: buffers.f32("work", l.K * l.K) },
+                  out: {
+                    codes: buffers.u8(codesSlot(b, sp.name), l.N * l.K), dequantized: buffers.f32("dequantized", l.N * l.K), hinv: buffers.f32("work", l.K * l.K),
+                    grids: gridSlots(b, sp.name, l.N, l.K),
+                  },
                 }, { signal: job.signal });
               } catch (e) {
                 if (job.signal?.aborted) throw new InterruptedError(work);
@@ -365,12 +400,11 @@ export async function quantizeModel(job: QuantizeJob): Promise<QuantizeResult> {
               throw e;
             }) : null }, tl);
             l.weight.set(Q); // later groups see the quantized layer (true-sequential); Q's slot is the next layer's
-            collectGarbage();
           }
         }
       }
       await checkAbort();
-      const tensors = format.blockTensors(cfg, s, b, w, results, kernels);
+      const tensors = format.blockTensors(cfg, s, b, w, results, kernels, packAlloc(b));
       const seconds = (performance.now() - tb) / 1000;
       // The block is written (and synced) while the next block computes (plain RTN); the journal lists it only once it is on disk.
       await blockWrite;
@@ -380,7 +414,6 @@ export async function quantizeModel(job: QuantizeJob): Promise<QuantizeResult> {
       if (!rtnDirect) await blockWrite;
       layers.push(...blockLayers);
       if (needsCalibration(s) && !advanced) advance(b, w);
-      collectGarbage(rtnDirect ? "minor" : "major"); // plain RTN's garbage is young: a scavenge frees it
       job.onEvent?.({ type: "block-done", block: b, blocks: cfg.numLayers, seconds, resumed: false });
     }
 
@@ -420,17 +453,4 @@ export async function quantizeModel(job: QuantizeJob): Promise<QuantizeResult> {
     await output?.close();
     await ckpt.close();
   }
-}
-
-/**
- * V8 frees large typed arrays lazily (as external memory grows), so garbage raises peak RSS.
- * With the reused buffers above a block's garbage is small, but not nothing: without these
- * collections eval/memory-gptq.ts --blocks 8 peaked at 420 MiB (commit 36afc9d; 443 MiB before
- * the F32 direct reads, the shared work slot and the row-wise embedding), over its 415 MiB
- * budget, against 421 MiB for the code before the reuse. `gc` exists when the CLI exposed it
- * (bin/quantize-llm.js); otherwise this is a no-op.
- */
-function collectGarbage(type: "minor" | "major" = "major"): void {
-  const gc = (globalThis as { gc?: (o?: { type: "minor" | "major" }) => void }).gc;
-  if (gc) type === "minor" ? gc({ type: "minor" }) : gc();
 }

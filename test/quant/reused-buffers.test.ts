@@ -19,6 +19,8 @@ import { checkpointRowsF32Into } from "../../src/load/raw-read.ts";
 import { relOutputError, relOutputErrorAsync } from "../../src/quantize/report.ts";
 import { DTYPE_SIZE, fromF32, toF32, toF32Into, type DType } from "../../src/tensor/dtype.ts";
 import { dequantize } from "../../src/tensor/quantized.ts";
+import { packAwqGemm } from "../../src/pack/awq-gemm.ts";
+import { packGptq } from "../../src/pack/hf-gptq.ts";
 import { weightKernels } from "../../src/backend/weight-kernels.ts";
 import { mulberry32 } from "../../src/util/random.ts";
 import { activations } from "../helpers/activations.ts";
@@ -133,10 +135,13 @@ describe("GPTQ, Hessian, report and RTN on reused buffers", () => {
       actOrder: true, staticGroups: false, damp: 0.01, blockSize: 64,
     };
     const want = gptqQuantizeLinearFast(opts);
-    const out = { codes: poisonU8(N * K), dequantized: poisonF32(N * K), hinv: poisonF32(K * K) };
+    const G = K / 32;
+    const grids = { scales: poisonF32(N * G), zeros: poisonU8(N * G), gIdx: new Int32Array(K).fill(-7) };
+    const out = { codes: poisonU8(N * K), dequantized: poisonF32(N * K), hinv: poisonF32(K * K), grids };
     const got = gptqQuantizeLinearFast({ ...opts, out });
     expect(got.codes).toBe(out.codes);
     expect(got.dequantized).toBe(out.dequantized);
+    expect(got.scales === grids.scales && got.zeros === grids.zeros && got.gIdx === grids.gIdx).toBe(true);
     expectSameBits(got.codes, want.codes, "codes");
     expectSameBits(got.dequantized, want.dequantized, "dequantized");
     expectSameBits(got.scales, want.scales, "scales");
@@ -144,6 +149,20 @@ describe("GPTQ, Hessian, report and RTN on reused buffers", () => {
     expectSameBits(got.gIdx, want.gIdx, "g_idx");
     expect([got.loss, got.dampUsed]).toEqual([want.loss, want.dampUsed]);
     expect(() => gptqQuantizeLinearFast({ ...opts, out: { ...out, hinv: new Float32Array(K) } })).toThrow(/GPTQ output buffers/);
+    expect(() => gptqQuantizeLinearFast({ ...opts, out: { ...out, grids: { ...grids, gIdx: new Int32Array(K - 1) } } })).toThrow(/GPTQ grid buffers/);
+
+    // packed into dirty reused memory (bits.ts PackAlloc): the bytes of fresh arrays
+    const dirtyAlloc = (slot: string, n: number): Uint8Array => { seen.push(slot); return poisonU8(n + 8).subarray(8); };
+    const seen: string[] = [];
+    for (const format of ["gptq_v2", "gptq"] as const) {
+      const sym = format === "gptq" ? { ...want, sym: true, zeros: want.zeros.map(() => 8) } : want;
+      const fresh = packGptq(sym, format), reused = packGptq(sym, format, undefined, dirtyAlloc);
+      for (const k of ["qweight", "qzeros", "scales", "gIdx"] as const) expectSameBits(reused[k], fresh[k], `${format} ${k}`);
+    }
+    const contiguous = gptqQuantizeLinearFast({ ...opts, actOrder: false });
+    const awqFresh = packAwqGemm(contiguous), awqReused = packAwqGemm(contiguous, dirtyAlloc);
+    for (const k of ["qweight", "qzeros", "scales"] as const) expectSameBits(awqReused[k], awqFresh[k], `awq ${k}`);
+    expect([...new Set(seen)].sort()).toEqual(["g_idx", "qweight", "qzeros", "scales"]);
 
     // the relative output error on dirty scratch slots, both ways (GPTQ's loss, and the direct trace)
     const dirty = { f32: (_slot: string, n: number) => poisonF32(n) };

@@ -48,6 +48,24 @@ describe("ShardedStreamWriter", () => {
     expect(folderBytes(got)).toEqual(folderBytes(ref));
   });
 
+  it.each([1, 7, 13, 1 << 20])("writeFrom (pieces of %i bytes) writes the bytes write does", async (piece) => {
+    const ref = join(tmp, `from-ref-${piece}`), got = join(tmp, `from-got-${piece}`);
+    await writeShardedSafetensors(ref, TENSORS, { maxShardBytes: 40, metadata: META });
+    mkdirSync(got);
+    const w = await ShardedStreamWriter.open(got, new ShardPlan(TENSORS, 40, META));
+    const chunk = new Uint8Array(piece).fill(0xee);
+    const asked: number[] = [];
+    for (const t of TENSORS) {
+      await w.writeFrom(t.name, (dst, offset) => { asked.push(dst.length); dst.set(bytes(t).subarray(offset, offset + dst.length)); }, chunk);
+    }
+    await w.finish();
+    expect(folderBytes(got)).toEqual(folderBytes(ref));
+    expect(Math.max(...asked)).toBeLessThanOrEqual(piece);
+    const w2 = await ShardedStreamWriter.open(join(tmp, `from-got-${piece}`), new ShardPlan(TENSORS, 40, META));
+    await expect(w2.writeFrom("b", () => {}, chunk)).rejects.toThrow(/declaration order/);
+    await w2.close();
+  });
+
   it("resumes from every synced position to the same bytes, cutting off what was written after the sync", async () => {
     const plan = new ShardPlan(TENSORS, 40, META);
     const ref = join(tmp, "resume-ref");

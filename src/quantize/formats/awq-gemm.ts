@@ -26,8 +26,8 @@ function awqPacker(s: QuantSettings): HfLinearPacker {
         { name: `${base}.scales`, dtype: "F16", shape: [G, N] },
       ];
     },
-    pack: (ql) => {
-      const t = packAwqGemm(ql);
+    pack: (ql, alloc) => {
+      const t = packAwqGemm(ql, alloc);
       return [bytesOf(t.qweight), bytesOf(t.qzeros), bytesOf(t.scales)];
     },
   };
@@ -49,8 +49,8 @@ export const awqGemmFormat: Format = {
     }
     if (s.actOrder) throw new UsageError("AutoAWQ GEMM has no g_idx: groups must be contiguous", { field: "--act-order", found: "--act-order", hint: "act-order results can only be written as HF-GPTQ" });
   },
-  blockTensors(cfg, s, b, w, q) {
-    return hfStreamBlockTensors(cfg, b, w, q, awqPacker(s));
+  blockTensors(cfg, s, b, w, q, _kernels, alloc) {
+    return hfStreamBlockTensors(cfg, b, w, q, awqPacker(s), alloc);
   },
   stream(cfg, s, ckpt) {
     return hfStreamLayout(cfg, ckpt, awqPacker(s));

@@ -38,6 +38,7 @@ import type { Checkpoint } from "../../io/checkpoint.ts";
 import type { SafetensorsFile, TensorDecl, TensorSource as WriteSource } from "../../io/safetensors.ts";
 import type { BlockWeights } from "../../nn/weights.ts";
 import type { WeightKernels } from "../../backend/weight-kernels.ts";
+import type { PackAlloc } from "../../pack/bits.ts";
 import type { QuantizedLinear } from "../../tensor/quantized.ts";
 import type { LayerReport } from "../report.ts";
 import type { LmHeadReport } from "../lm-head.ts";
@@ -103,16 +104,25 @@ export interface FinishResult {
 /** A block's tensors as blockTensors wrote them (a block file, or the streamed output). */
 export type BlockTensorReader = Pick<SafetensorsFile, "tensors" | "readRawSync" | "readF32Sync">;
 
+/**
+ * A tensor of a streamed layout. `readAt`, given when its output bytes are bytes of the original
+ * checkpoint (an embedding, lm_head in their stored dtype), fills `dst` with the bytes from
+ * `offset` on: the output copies it in pieces through one small buffer instead of holding it whole.
+ */
+export interface StreamSource extends WriteSource {
+  readAt?: (dst: Uint8Array, offset: number) => void;
+}
+
 /** The output of a streamed format, in file order; every shape is known before any compute. */
 export interface StreamLayout<F extends FormatInputs = GridInputs> {
   /** Tensors before block 0 (from the original checkpoint). */
-  head: WriteSource[];
+  head: StreamSource[];
   /** Block b's declarations, in blockTensors' order. */
   block(b: number): TensorDecl[];
   /** Declarations of the tensors after the last block. */
   tail: TensorDecl[];
   /** Those tensors with their data, at the end (a quantized lm_head is made after the last block). */
-  tailTensors(o: Pick<FinishInput<F>, "lmHead">): WriteSource[];
+  tailTensors(o: Pick<FinishInput<F>, "lmHead">): StreamSource[];
   /** `__metadata__` of every shard. */
   metadata: Record<string, string>;
 }
@@ -128,9 +138,11 @@ export interface Format<F extends FormatInputs = GridInputs, Id extends FormatId
   /**
    * The tensors of block `b`: its norms from `w` (AWQ scales them) and every linear of `q`.
    * Their data must not alias `q`'s arrays: the pipeline reuses those for a later block
-   * while this block may still be being written.
+   * while this block may still be being written. `alloc`: reused memory for the packed
+   * arrays (the pipeline's, one set per block being written), so a block leaves no
+   * garbage behind; absent, fresh arrays.
    */
-  blockTensors(cfg: ModelConfig, s: F["settings"], b: number, w: BlockWeights, q: ReadonlyMap<LinearName, F["linear"]>, kernels?: WeightKernels): WriteSource[];
+  blockTensors(cfg: ModelConfig, s: F["settings"], b: number, w: BlockWeights, q: ReadonlyMap<LinearName, F["linear"]>, kernels?: WeightKernels, alloc?: PackAlloc): WriteSource[];
   /** Streamed formats: the whole output's layout (see StreamLayout). */
   stream?(cfg: ModelConfig, s: F["settings"], ckpt: Checkpoint): StreamLayout<F>;
   /** One linear of block `b` back from what blockTensors wrote (`file` for messages). */

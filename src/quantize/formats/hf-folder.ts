@@ -19,8 +19,10 @@ import type { TensorDecl, TensorSource as WriteSource } from "../../io/safetenso
 import type { BlockWeights } from "../../nn/weights.ts";
 import { fromF32 } from "../../tensor/dtype.ts";
 import type { QuantizedLinear } from "../../tensor/quantized.ts";
+import type { PackAlloc } from "../../pack/bits.ts";
 import { invariant } from "../../util/errors.ts";
-import type { FinishInput, FormatInputs, StreamLayout } from "./format.ts";
+import { checkpointBytesInto } from "../../load/raw-read.ts";
+import type { FinishInput, FormatInputs, StreamLayout, StreamSource } from "./format.ts";
 
 export const VERSION = "0.1.0";
 const TOKENIZER_FILES = ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json", "chat_template.jinja", "tokenizer.model"];
@@ -66,7 +68,8 @@ export function hfBlockTensors<L extends { N: number; bias?: Float32Array }>(
 /** One linear's HF tensors (streamed formats): their declarations from the shape alone, and their bytes from the quantized layer (same order). */
 export interface HfLinearPacker {
   decls(base: string, N: number, K: number): TensorDecl[];
-  pack(q: QuantizedLinear): Uint8Array[];
+  /** `alloc`: reused memory for the packed arrays (pack/bits.ts PackAlloc), else fresh arrays. */
+  pack(q: QuantizedLinear, alloc?: PackAlloc): Uint8Array[];
 }
 
 /** Block b's tensors in file order, declared from the config and settings alone: the two norms, then per linear its packed tensors and its bias (F16). */
@@ -85,13 +88,19 @@ export function hfBlockDecls(cfg: ModelConfig, b: number, linear: HfLinearPacker
   return out;
 }
 
-/** Block b's tensors with their bytes (streamed formats): hfBlockDecls' declarations, norms from `w` (AWQ scales them) and every linear of `q` packed. */
-export function hfStreamBlockTensors(cfg: ModelConfig, b: number, w: BlockWeights, q: ReadonlyMap<LinearName, QuantizedLinear>, linear: HfLinearPacker): WriteSource[] {
+/**
+ * Block b's tensors with their bytes (streamed formats): hfBlockDecls' declarations, norms from
+ * `w` (AWQ scales them) and every linear of `q` packed (into `alloc`'s slots `<linear>:<array>`
+ * when given).
+ */
+export function hfStreamBlockTensors(
+  cfg: ModelConfig, b: number, w: BlockWeights, q: ReadonlyMap<LinearName, QuantizedLinear>, linear: HfLinearPacker, alloc?: PackAlloc,
+): WriteSource[] {
   const dtype = cfg.torchDtype;
   const data: Uint8Array[] = [fromF32(dtype, w.attnNorm), fromF32(dtype, w.mlpNorm)];
   for (const spec of cfg.arch.linears) {
     const ql = q.get(spec.name)!;
-    data.push(...linear.pack(ql));
+    data.push(...linear.pack(ql, alloc && ((slot, n) => alloc(`${spec.name}:${slot}`, n))));
     if (ql.bias) data.push(fromF32("F16", ql.bias));
   }
   const decls = hfBlockDecls(cfg, b, linear);
@@ -111,9 +120,9 @@ export function hfStreamLayout(cfg: ModelConfig, ckpt: Checkpoint, linear: HfLin
   const a = cfg.arch;
   const norm: WriteSource = { name: a.finalNorm.hf, dtype, shape: [H], data: () => rawAs(ckpt, a.finalNorm.hf, dtype) };
   const headBase = a.lmHead.hf.replace(/\.weight$/, "");
-  const raw: WriteSource[] = !cfg.tieWordEmbeddings || ckpt.has(a.lmHead.hf) ? [{ name: a.lmHead.hf, dtype, shape: [cfg.vocabSize, H], data: () => rawAs(ckpt, a.lmHead.hf, dtype) }] : [];
+  const raw: StreamSource[] = !cfg.tieWordEmbeddings || ckpt.has(a.lmHead.hf) ? [copyOf(ckpt, a.lmHead.hf, dtype, [cfg.vocabSize, H])] : [];
   return {
-    head: [{ name: a.embed.hf, dtype, shape: [cfg.vocabSize, H], data: () => rawAs(ckpt, a.embed.hf, dtype) }],
+    head: [copyOf(ckpt, a.embed.hf, dtype, [cfg.vocabSize, H])],
     block: (b) => hfBlockDecls(cfg, b, linear),
     tail: [norm, ...(lmHead !== undefined ? lmHead.decls(headBase, cfg.vocabSize, H) : raw)],
     tailTensors: (o) => {
@@ -124,6 +133,13 @@ export function hfStreamLayout(cfg: ModelConfig, ckpt: Checkpoint, linear: HfLin
     },
     metadata: { format: "pt", quantizer: `quantize-llm ${VERSION}` },
   };
+}
+
+/** A checkpoint tensor in `dtype` as a stream source: copied in pieces (`readAt`) when stored in that dtype, else converted whole. */
+function copyOf(ckpt: Checkpoint, name: string, dtype: "F32" | "F16" | "BF16", shape: number[]): StreamSource {
+  const t: StreamSource = { name, dtype, shape, data: () => rawAs(ckpt, name, dtype) };
+  if (ckpt.info(name).dtype === dtype) t.readAt = (dst, offset) => { checkpointBytesInto(ckpt, name, offset, dst); };
+  return t;
 }
 
 /** The per-layer report (quant-report.json); with a quantized lm_head, its line as `lm_head`. */

@@ -43,8 +43,8 @@ function gptqPacker(s: Pick<QuantSettings, "bits" | "groupSize" | "format">, ker
         { name: `${base}.g_idx`, dtype: "I32", shape: [K] },
       ];
     },
-    pack: (ql) => {
-      const t = packGptq(ql, s.format, kernels !== undefined ? (c, N, K, bits, out) => kernels.gptqPackCodes(c, N, K, bits, out) : undefined);
+    pack: (ql, alloc) => {
+      const t = packGptq(ql, s.format, kernels !== undefined ? (c, N, K, bits, out) => kernels.gptqPackCodes(c, N, K, bits, out) : undefined, alloc);
       return [bytesOf(t.qweight), bytesOf(t.qzeros), bytesOf(t.scales), bytesOf(t.gIdx)];
     },
   };
@@ -70,8 +70,8 @@ export const hfGptqFormat: Format = {
       if (problem) throw new UsageError("lm_head cannot be stored as HF-GPTQ", { field: "--lm-head-bits", expected: `one of ${GPTQ_BITS.join(", ")} with packable shapes`, found: problem });
     }
   },
-  blockTensors(cfg, s, b, w, q, kernels) {
-    return hfStreamBlockTensors(cfg, b, w, q, gptqPacker(s, kernels));
+  blockTensors(cfg, s, b, w, q, kernels, alloc) {
+    return hfStreamBlockTensors(cfg, b, w, q, gptqPacker(s, kernels), alloc);
   },
   stream(cfg, s, ckpt) {
     return hfStreamLayout(cfg, ckpt, gptqPacker(s), s.lmHead ? gptqPacker({ ...s, bits: s.lmHead.bits, groupSize: s.lmHead.groupSize }) : undefined);
