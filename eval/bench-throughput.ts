@@ -15,7 +15,7 @@
  * and are deleted after each path. Target: ≥ 0.5 GB/s each. On a TinyLlama-1.1B-shaped model
  * (eval/gen-tinyllama.ts; default the coordinator's /tmp/qllm-tinyllama/bf16, read only).
  *
- *   /work/bin/bench node --expose-gc --import tsx eval/bench-throughput.ts [--model DIR]... [--reps N] [--work /tmp/qllm-bench] [--write]
+ *   /work/bin/bench node --import tsx eval/bench-throughput.ts [--model DIR]... [--reps N] [--work /tmp/qllm-bench] [--write]
  *
  * --model may be given twice (e.g. a BF16 and an F16 folder); --reps N runs every path N times
  * (each in its own process) and reports the median; --write puts the table in
@@ -135,7 +135,7 @@ for (let rep = 0; rep < reps; rep++) {
     const { bytes, dtypes } = await inputWeights(dir);
     const name = `${dir.split("/").slice(-2).join("/")} (${dtypes})`;
     for (const [id, label] of PATHS) {
-      // Fresh process, same node flags (--expose-gc, --import tsx) as this one.
+      // Fresh process, same node flags (--import tsx) as this one.
       const stdout = execFileSync(process.execPath, [...process.execArgv, fileURLToPath(import.meta.url), "--child", dir, "--path", id, "--work", work], {
         stdio: ["ignore", "pipe", "inherit"], maxBuffer: 16 << 20,
       }).toString().trim().split("\n");
@@ -159,7 +159,7 @@ const rate = (r: Row, run: Run): number => r.inBytes / run.seconds / 1e9;
 const lines = [
   "# Throughput of the paths that touch every weight (issue 10)",
   "",
-  `\`/work/bin/bench node --expose-gc --import tsx eval/bench-throughput.ts${models.map((m) => ` --model ${m}`).join("")}${reps > 1 ? ` --reps ${reps}` : ""} --write\`, commit ${commit}, ` +
+  `\`/work/bin/bench node --import tsx eval/bench-throughput.ts${models.map((m) => ` --model ${m}`).join("")}${reps > 1 ? ` --reps ${reps}` : ""} --write\`, commit ${commit}, ` +
     `${threads} threads, ${new Date().toISOString().slice(0, 16)}Z. TinyLlama-1.1B-shaped models from eval/gen-tinyllama.ts (random weights); ` +
     `${reps} run${reps > 1 ? "s" : ""} per path (median shown${reps > 1 ? ", all runs' GB/s in the last column" : ""}), each in a fresh process (timed inside it: node's start, the imports and the backend's creation not counted), ` +
     "input file in the page cache (read once before, in that process), outputs written to the same disk (fsync included) and deleted after each path. " +
