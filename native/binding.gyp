@@ -57,7 +57,7 @@
     {
       "target_name": "qllm_packed_avx512",
       "type": "static_library",
-      "sources": ["src/packed_avx512.cc", "src/packed_avx512_gemv.cc"],
+      "sources": ["src/packed_avx512.cc", "src/packed_avx512_gemv.cc", "src/packed_avx512_gemm.cc"],
       "conditions": [
         ["target_arch=='x64' or target_arch=='ia32'", { "cflags_cc": ["-mavx2", "-mfma", "-mf16c", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512vnni"] }]
       ]

@@ -4,6 +4,7 @@
 // packed_avx512_gemv.cc, the int8-activation GEMM tiles in packed_avx512_gemm.cc; what
 // they share in packed_avx512.h.
 #include "packed_avx512.h"
+#include "packed_avx512_gemm.h"
 
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__AVX512VNNI__)
 namespace qllm {
@@ -95,12 +96,12 @@ namespace {
 // rows per call (mr*) belong to the tile in the same slot.
 constexpr PackedKernels kAvx512 = {
     "avx512",
-    4,                // mrQ4: avx2::q4's
-    2,                // mrQ8: avx2::q8's
+    avx512::kGemmMrQ4,  // mrQ4: avx512::gemmQ4's
+    avx512::kGemmMrQ8,  // mrQ8: avx512::gemmQ8's
     2,                // mrF32: avx2::q4f / q8f's
     avx512::kMrH16,   // mrH16
-    avx2::q4,         // int4 × int8-activation GEMM tile (AVX2 until packed_avx512_gemm.cc has one)
-    avx2::q8,         // int8 × int8-activation GEMM tile (likewise)
+    avx512::gemmQ4,   // int4 × int8-activation GEMM tile (packed_avx512_gemm.cc)
+    avx512::gemmQ8,   // int8 × int8-activation GEMM tile (packed_avx512_gemm.cc)
     avx2::q4f,        // int4, f32 activations (the exact path)
     avx2::q8f,        // int8, f32 activations
     avx512::h16,
