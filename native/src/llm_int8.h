@@ -42,6 +42,15 @@ Int8Packed* int8Pack(const int8_t* cb, const float* scb, int64_t N, int64_t K);
 /** Inverse of int8Pack (tests): cb [N, K]. */
 void int8Unpack(const Int8Packed& p, int8_t* cb);
 
+constexpr int kI8MaxParts = 4;
+/**
+ * The weights of one input (q, k, v; gate, up) as one packed matrix: the parts' row groups back
+ * to back, exactly int8Pack of their concatenated rows (new, caller owns). Null when they
+ * cannot be: 1..kI8MaxParts parts of one K, every part but the last a whole number of 16-row
+ * groups (so that no group straddles two parts).
+ */
+Int8Packed* int8Concat(const Int8Packed* const* parts, int n);
+
 /** One kernel call: int32 acc[m][r] = Σ_q Σ_j a[m][4q+j] · codes[g][q][r][j] for one group. */
 struct Int8DotArgs {
   const int8_t* w;      // codes of the group: [KQ][16][4]
@@ -64,7 +73,23 @@ struct Int8KernelTable {
    * streams in flight. Exact int32 like dot16, so the results are the same bits.
    */
   void (*dot16x2)(const Int8DotArgs& a, const Int8DotArgs& b);
+  /** Four groups side by side (d[0..3], rows ≤ kI8PairRows, same activations), or null. */
+  void (*dot16x4)(const Int8DotArgs* d);
+  /**
+   * Activation row scan: returns max |x[k]| over k < K with |x[k]| < t (NaN skipped; t = +inf
+   * takes every element) and, when flags is not null, sets flags[k] = 1 where |x[k]| ≥ t.
+   */
+  float (*scanRow)(const float* x, int64_t K, float t, uint8_t* flags);
+  /**
+   * codes[k] = u8(s8(q)) + offset (mod 256), q = round-half-even(x[k]·s) in f32, for k < K.
+   * |x[k]·s| may exceed 127 only in columns the driver overwrites afterwards (outliers).
+   */
+  void (*quantizeRow)(const float* x, int64_t K, float s, uint8_t offset, uint8_t* codes);
 };
+
+/** The scalar scanRow / quantizeRow: the reference the SIMD levels equal bit for bit. */
+float int8ScanRowScalar(const float* x, int64_t K, float t, uint8_t* flags);
+void int8QuantizeRowScalar(const float* x, int64_t K, float s, uint8_t offset, uint8_t* codes);
 
 constexpr int kI8PairRows = 2;  // activation rows the two-stream kernel takes
 
@@ -82,8 +107,17 @@ struct Int8MatmulArgs {
   float threshold;          // > 0: dynamic outlier columns (any |x| ≥ t in this batch)
   const int32_t* staticCols;  // fixed outlier columns (ascending), or null
   int64_t nStatic;
-  const float* bias;        // [N] or null
-  float* y;                 // [M, N]
+  const float* bias;        // [N] or null (nParts = 0)
+  float* y;                 // [M, N] (nParts = 0)
+  /**
+   * nParts ≥ 1: rows partRow[0] ≤ n < partRow[nParts] of w only, as nParts outputs: part p is
+   * rows partRow[p]..partRow[p+1]−1 into ys[p] [M, partRow[p+1] − partRow[p]] with biases[p]
+   * (or null). partRow[0] and every inner bound are multiples of 16 (int8Concat's parts).
+   */
+  int nParts;
+  const int64_t* partRow;   // [nParts + 1]
+  float* const* ys;
+  const float* const* biases;
   const Int8KernelTable* kernels;
   int32_t* outlierCount;    // out: number of outlier columns used (may be null)
 };

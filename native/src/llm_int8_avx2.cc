@@ -96,7 +96,44 @@ void dot16(const Int8DotArgs& d) {
   }
 }
 
-constexpr Int8KernelTable kTable{"avx2", false, dot16, dot16x2};
+/** Scalar tail of scanRow / quantizeRow: the reference's operations (cvtss2si rounds half to even). */
+float scanRow(const float* x, int64_t K, float t, uint8_t* flags) {
+  const __m256 tv = _mm256_set1_ps(t), absMask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+  __m256 acc = _mm256_setzero_ps();
+  int64_t k = 0;
+  for (; k + 8 <= K; k += 8) {
+    const __m256 a = _mm256_and_ps(_mm256_loadu_ps(x + k), absMask);
+    const __m256 below = _mm256_cmp_ps(a, tv, _CMP_LT_OQ);
+    acc = _mm256_max_ps(_mm256_and_ps(a, below), acc);  // lanes not below t (NaN included) count as 0
+    if (flags != nullptr) {
+      const int hot = _mm256_movemask_ps(_mm256_cmp_ps(a, tv, _CMP_GE_OQ));
+      for (unsigned m = static_cast<unsigned>(hot); m != 0; m &= m - 1) flags[k + __builtin_ctz(m)] = 1;
+    }
+  }
+  __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+  m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+  m4 = _mm_max_ss(m4, _mm_shuffle_ps(m4, m4, 1));
+  const float head = _mm_cvtss_f32(m4);
+  const float tail = int8ScanRowScalar(x + k, K - k, t, flags != nullptr ? flags + k : nullptr);
+  return tail > head ? tail : head;
+}
+
+void quantizeRow(const float* x, int64_t K, float s, uint8_t offset, uint8_t* codes) {
+  const __m256 sv = _mm256_set1_ps(s);
+  const __m256i off = _mm256_set1_epi8(static_cast<char>(offset));
+  const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+  int64_t k = 0;
+  for (; k + 32 <= K; k += 32) {
+    __m256i q[4];
+    for (int i = 0; i < 4; ++i) q[i] = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + k + 8 * i), sv));  // round half to even
+    // In range (|q| ≤ 127) the saturating packs are exact; out of range only in outlier columns (overwritten).
+    const __m256i b = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(codes + k), _mm256_add_epi8(_mm256_permutevar8x32_epi32(b, order), off));
+  }
+  int8QuantizeRowScalar(x + k, K - k, s, offset, codes + k);
+}
+
+constexpr Int8KernelTable kTable{"avx2", false, dot16, dot16x2, nullptr, scanRow, quantizeRow};
 
 }  // namespace
 

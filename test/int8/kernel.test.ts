@@ -38,6 +38,8 @@ const SHAPES: [number, number, number][] = [
   [1, 16, 64], [1, 37, 70], [3, 33, 129], [4, 64, 256], [5, 48, 96], [17, 31, 203], [64, 80, 160],
   // decode (M ≤ 2): the two-stream kernel over two halves of 7 groups (+ the odd one alone)
   [1, 100, 70], [2, 100, 131],
+  // an odd number of quads (the pair kernel's one-quad tail), and a long row
+  [1, 100, 130], [2, 64, 2050],
 ];
 
 describe("int8 matmul: native levels equal the TS reference bit for bit", () => {
