@@ -121,6 +121,8 @@ class Addon : public Napi::Addon<Addon> {
                              InstanceMethod("int8Dispose", &Addon::Int8Dispose, napi_enumerable),
                              InstanceMethod("int8Levels", &Addon::Int8Levels, napi_enumerable),
                              InstanceMethod("int8Matmul", &Addon::Int8Matmul, napi_enumerable),
+                             InstanceMethod("int8Concat", &Addon::Int8Concat, napi_enumerable),
+                             InstanceMethod("int8MatmulParts", &Addon::Int8MatmulParts, napi_enumerable),
                              InstanceMethod("awqFakeQuantizeAsync", &Addon::AwqFakeQuantizeAsync, napi_enumerable),
                              InstanceMethod("awqClipSearchAsync", &Addon::AwqClipSearchAsync, napi_enumerable),
                              InstanceMethod("readBandwidth", &Addon::ReadBandwidth, napi_enumerable),
@@ -531,6 +533,14 @@ class Addon : public Napi::Addon<Addon> {
   Napi::Value Int8Matmul(const Napi::CallbackInfo& info) {
     auto lock = calls_.lock();
     return napiInt8Matmul(rt_, info);
+  }
+  Napi::Value Int8Concat(const Napi::CallbackInfo& info) {
+    auto lock = calls_.lock();
+    return napiInt8Concat(rt_, info);
+  }
+  Napi::Value Int8MatmulParts(const Napi::CallbackInfo& info) {
+    auto lock = calls_.lock();
+    return napiInt8MatmulParts(rt_, info);
   }
 
   // ---------------------------------------------------------------- AWQ (awq.h)

@@ -9,6 +9,10 @@
 //   int8Matmul(x, handle, M, threshold, staticCols Int32Array | null, bias | null, out, level | null): number
 //       y [M,N] = LLM.int8()(x [M,K]); returns the number of outlier columns used;
 //       level null = the one matching the addon's kernel level (avx512 → vnni when present)
+//   int8Concat(handles[]): handle | null   the parts' rows as one weight (int8Concat in llm_int8.h)
+//   int8MatmulParts(x, handle, M, threshold, staticCols | null, rows number[n+1], biases (Float32Array | null)[n], outs[n], level | null): number
+//       rows rows[p]..rows[p+1]−1 of the weight into outs[p] [M, rows[p+1] − rows[p]]: one
+//       activation quantization and one pool wake-up for every part
 #pragma once
 #include <napi.h>
 
@@ -20,4 +24,6 @@ Napi::Value napiInt8Bytes(Runtime& rt, const Napi::CallbackInfo& info);
 Napi::Value napiInt8Dispose(Runtime& rt, const Napi::CallbackInfo& info);
 Napi::Value napiInt8Levels(Runtime& rt, const Napi::CallbackInfo& info);
 Napi::Value napiInt8Matmul(Runtime& rt, const Napi::CallbackInfo& info);
+Napi::Value napiInt8Concat(Runtime& rt, const Napi::CallbackInfo& info);
+Napi::Value napiInt8MatmulParts(Runtime& rt, const Napi::CallbackInfo& info);
 }  // namespace qllm

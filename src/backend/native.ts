@@ -256,8 +256,9 @@ export class NativeBackend implements Backend {
    * they cannot share one call: not all plain packed weights, 2…4 of them, of one layout,
    * group plan, scale width and act-order perm.
    */
-  fuse(ws: readonly LinearWeight[]): PackedWeight[] | null {
+  fuse(ws: readonly LinearWeight[]): PackedWeight[] | Int8PackedWeight[] | null {
     if (ws.length < 2 || ws.length > 4) return null;
+    if (ws.every((w) => w instanceof Int8PackedWeight)) return this.int8.fuse(ws as Int8PackedWeight[]); // LLM.int8(): int8Concat
     const parts: PackedWeight[] = [];
     for (const w of ws) if (w instanceof PackedWeight && w.fused === null && !w.disposed) parts.push(w); else return null;
     const p0 = parts[0]!;
@@ -278,6 +279,11 @@ export class NativeBackend implements Backend {
   /** Backend.matmulMany: one native call on the views of one fused weight (in order), else a matmul per part. */
   matmulMany(x: Float32Array, M: number, K: number, parts: readonly ManyPart[]): void {
     const w0 = parts[0]?.w;
+    if (w0 instanceof Int8PackedWeight && w0.fused !== null && parts.length === w0.fused.group.views.length && parts.every((p, i) => p.w === w0.fused!.group.views[i] && p.N === p.w.N)) {
+      if (K !== w0.K) throw new UsageError("matmulMany: K does not match the weights", { field: "K", expected: String(w0.K), found: String(K) });
+      this.int8.matmulParts(x, parts.map((p) => p.w as Int8PackedWeight), M, parts.map((p) => p.bias), parts.map((p) => p.out));
+      return;
+    }
     const f = w0 instanceof PackedWeight ? w0.fused : null;
     if (f === null || parts.length !== f.group.parts.length || parts.some((p, i) => p.w !== f.group.parts[i])) {
       for (const p of parts) this.matmul(x, p.w as Parameters<NativeBackend["matmul"]>[1], M, K, p.N, p.bias, p.out);
