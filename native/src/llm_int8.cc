@@ -29,7 +29,13 @@ size_t align64(size_t n) { return (n + 63) / 64 * 64; }
 
 Int8Packed::~Int8Packed() { std::free(block); }
 
-Int8Packed* int8Pack(const int8_t* cb, const float* scb, int64_t N, int64_t K) {
+namespace {
+/**
+ * An empty (zeroed) packed weight of N rows × K: the layout's sizes and one block for codes,
+ * SCB and row sums. Large weights are 2 MiB aligned and huge-page advised before first touch
+ * (KERNELS.md §4).
+ */
+Int8Packed* allocInt8Packed(int64_t N, int64_t K) {
   auto* p = new Int8Packed();
   p->N = N;
   p->K = K;
@@ -38,17 +44,22 @@ Int8Packed* int8Pack(const int8_t* cb, const float* scb, int64_t N, int64_t K) {
   const size_t rowsP = static_cast<size_t>(p->groups * kI8Rows);
   const size_t codeBytes = align64(rowsP * static_cast<size_t>(p->KQ * kI8Quad));
   p->bytes = codeBytes + align64(rowsP * sizeof(float)) + align64(rowsP * sizeof(int32_t));
-  // Large weights: 2 MiB aligned and huge-page advised before first touch (KERNELS.md §4).
   const size_t alignment = p->bytes >= 2 * kHugePage ? kHugePage : 64;
   if (posix_memalign(&p->block, alignment, (p->bytes + alignment - 1) / alignment * alignment) != 0) std::abort();
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
   if (alignment == kHugePage) madvise(p->block, p->bytes, MADV_HUGEPAGE);
 #endif
   auto* base = static_cast<uint8_t*>(p->block);
+  std::memset(p->block, 0, p->bytes);
   p->codes = reinterpret_cast<int8_t*>(base);
   p->scb = reinterpret_cast<float*>(base + codeBytes);
   p->rowSum = reinterpret_cast<int32_t*>(base + codeBytes + align64(rowsP * sizeof(float)));
-  std::memset(p->block, 0, p->bytes);
+  return p;
+}
+}  // namespace
+
+Int8Packed* int8Pack(const int8_t* cb, const float* scb, int64_t N, int64_t K) {
+  Int8Packed* p = allocInt8Packed(N, K);
   const int64_t KQ = p->KQ;
   for (int64_t n = 0; n < N; ++n) {
     const int64_t g = n / kI8Rows, r = n % kI8Rows;
@@ -80,25 +91,8 @@ Int8Packed* int8Concat(const Int8Packed* const* parts, int n) {
     N += parts[i]->N;
   }
   // int8Pack of the concatenated rows, copied group by group instead of re-packed.
-  auto* p = new Int8Packed();
-  p->N = N;
-  p->K = K;
-  p->KQ = parts[0]->KQ;
-  p->groups = ceilDiv(N, kI8Rows);
-  const size_t rowsP = static_cast<size_t>(p->groups * kI8Rows);
+  Int8Packed* p = allocInt8Packed(N, K);
   const size_t groupBytes = static_cast<size_t>(p->KQ * kI8Rows * kI8Quad);
-  const size_t codeBytes = align64(rowsP * groupBytes / kI8Rows);
-  p->bytes = codeBytes + align64(rowsP * sizeof(float)) + align64(rowsP * sizeof(int32_t));
-  const size_t alignment = p->bytes >= 2 * kHugePage ? kHugePage : 64;
-  if (posix_memalign(&p->block, alignment, (p->bytes + alignment - 1) / alignment * alignment) != 0) std::abort();
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-  if (alignment == kHugePage) madvise(p->block, p->bytes, MADV_HUGEPAGE);
-#endif
-  auto* base = static_cast<uint8_t*>(p->block);
-  std::memset(p->block, 0, p->bytes);
-  p->codes = reinterpret_cast<int8_t*>(base);
-  p->scb = reinterpret_cast<float*>(base + codeBytes);
-  p->rowSum = reinterpret_cast<int32_t*>(base + codeBytes + align64(rowsP * sizeof(float)));
   int64_t g = 0, row = 0;
   for (int i = 0; i < n; ++i) {
     const Int8Packed& q = *parts[i];

@@ -12,18 +12,13 @@ import { mulberry32 } from "../../src/util/random.ts";
 import { int8MatmulRef, outlierColumns, quantizeInt8Rows, type Int8Linear } from "../../src/methods/int8.ts";
 import { QuantizeLlmError } from "../../src/util/errors.ts";
 import { randn } from "../helpers/random-weights.ts";
+import { int8Layer } from "../helpers/int8-layer.ts";
 
 let nb: NativeBackend;
 beforeAll(() => { nb = createNativeBackend({ threads: 1 }); });
 afterAll(() => nb.setThreads(1));
 
-function layer(N: number, K: number, seed: number, bias: boolean): Int8Linear {
-  const r = mulberry32(seed);
-  const w = Float32Array.from({ length: N * K }, () => randn(r) / Math.sqrt(K));
-  const q: Int8Linear = { N, K, ...quantizeInt8Rows(w, N, K) };
-  if (bias) q.bias = Float32Array.from({ length: N }, () => randn(r) * 0.1);
-  return q;
-}
+const layer = int8Layer;
 
 /** x [M, K] ~ N(0, 1), with `hot` columns carrying |x| ≥ 20 on most rows (emergent outliers). */
 function acts(M: number, K: number, seed: number, hot: number[]): Float32Array {
