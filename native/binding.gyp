@@ -17,6 +17,7 @@
         "src/awq.cc",
         "src/convert.cc",
         "src/convert_scalar.cc",
+        "src/direct_io.cc",
         "src/dispatch.cc",
         "src/elementwise.cc",
         "src/gptq.cc",

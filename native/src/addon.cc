@@ -31,6 +31,7 @@
 //   ggmlQuantizeRows(src, srcType, rows | null, N, K, type (0 Q4_0, 1 Q8_0), out): void
 //   rtnQuantize(src, srcType, N, K, bits, g, sym, codes, scales, zeros, err (f64 [2])): number
 //   gptqPackCodes(codes, N, K, bits, qweight): void
+//   alignedBuffer(bytes, align): ArrayBuffer                                     (direct_io.h: O_DIRECT output staging)
 //
 // …Async variants (async.h): the same call on a libuv worker thread, returning a Promise;
 // the last argument is the ctl Int32Array [3] (cancel, progress done, progress total) or null:
@@ -62,6 +63,7 @@
 #include "async.h"
 #include "awq.h"
 #include "convert.h"
+#include "direct_io.h"
 #include "packed_repack.h"
 #include "gptq.h"
 #include "packed.h"
@@ -131,6 +133,7 @@ class Addon : public Napi::Addon<Addon> {
                              InstanceMethod("ggmlQuantizeRows", &Addon::GgmlQuantizeRows, napi_enumerable),
                              InstanceMethod("rtnQuantize", &Addon::RtnQuantize, napi_enumerable),
                              InstanceMethod("gptqPackCodes", &Addon::GptqPackCodes, napi_enumerable),
+                             InstanceMethod("alignedBuffer", &Addon::AlignedBuffer, napi_enumerable),
                          });
   }
 
@@ -621,6 +624,8 @@ class Addon : public Napi::Addon<Addon> {
     gptqPackCodes(rt_, static_cast<const uint8_t*>(taData(info[0])), i64(info[1]), i64(info[2]), static_cast<int>(i64(info[3])),
                   static_cast<int32_t*>(taData(info[4])));
   }
+
+  Napi::Value AlignedBuffer(const Napi::CallbackInfo& info) { return alignedBuffer(info); }
 
   std::vector<const KernelTable*> levels_;
   Runtime rt_;

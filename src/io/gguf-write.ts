@@ -2,9 +2,9 @@
  * GGUF v3 writer: every KV pair and tensor is declared up front (so offsets are known),
  * then tensor bytes stream one tensor at a time into a temp file renamed on `finish()`.
  */
-import { open, type FileHandle } from "node:fs/promises";
 import { UsageError, invariant, type ErrorDetails } from "../util/errors.ts";
-import { BackgroundFlush, removeTempFile, renameAtomic, tempPathFor } from "./atomic.ts";
+import { removeTempFile, renameAtomic, tempPathFor } from "./atomic.ts";
+import { AppendFile } from "./direct-write.ts";
 import {
   GGUF_MAGIC, GGUF_VERSION, GGUF_DEFAULT_ALIGNMENT, GGUF_ALIGNMENT_KEY, GGML_MAX_DIMS, MAX_KEY_BYTES, MAX_STRING_BYTES, MAX_ARRAY_ITEMS, READ_CHUNK, IO_CHUNK, GGML_TYPES, TYPE_BY_ID, TYPE_BY_NAME, findGgmlType, ggmlTensorBytes, GGUF_VALUE_TYPES, kv, FIXED, NUMBER_RANGE, BIGINT_RANGE, ByteBuilder, alignUp, valueProblem,
   type GgmlTypeInfo, type GgufValueTypeName, type GgufNumberType, type GgufBigIntType, type GgufItemType, type GgufValue, type GgufArray,
@@ -116,19 +116,17 @@ export function encodeGgufHeader(
  *   try { for (...) await w.writeTensor(name, bytes); await w.finish(); } catch (e) { await w.abort(); throw e; }
  */
 export class GgufWriter {
-  #handle: FileHandle | undefined;
-  #flush: BackgroundFlush | undefined;
+  #file: AppendFile | undefined;
   #next = 0;
   #pos: number;
 
   private constructor(
-    readonly path: string, readonly tmpPath: string, handle: FileHandle,
+    readonly path: string, readonly tmpPath: string, file: AppendFile,
     readonly infos: readonly GgufTensorInfo[], readonly alignment: number, readonly dataStart: number,
     /** Final file size: header + every tensor padded to the alignment. */
     readonly totalBytes: number,
   ) {
-    this.#handle = handle;
-    this.#flush = new BackgroundFlush(handle);
+    this.#file = file;
     this.#pos = dataStart;
   }
 
@@ -137,8 +135,7 @@ export class GgufWriter {
   ): Promise<GgufWriter> {
     const { header, infos, alignment, dataBytes } = encodeGgufHeader(kvs, tensors, opts);
     const tmp = tempPathFor(path);
-    const h = await open(tmp, "wx");
-    const w = new GgufWriter(path, tmp, h, infos, alignment, header.length, header.length + dataBytes);
+    const w = new GgufWriter(path, tmp, await AppendFile.open(tmp, "wx"), infos, alignment, header.length, header.length + dataBytes);
     try {
       await w.#writeAt(header, 0);
     } catch (err) {
@@ -182,39 +179,34 @@ export class GgufWriter {
         file: this.path, expected: `"${t.name}" and ${this.infos.length - this.#next - 1} more`,
       });
     }
-    const h = this.#handleOrFail();
-    await this.#flush?.settle();
-    await h.sync();
-    this.#handle = undefined;
-    await h.close();
+    const f = this.#fileOrFail();
+    await f.sync(true);
+    this.#file = undefined;
+    await f.close();
     await renameAtomic(this.tmpPath, this.path);
   }
 
   /** Close and delete the temp file. Idempotent; a no-op after a successful finish(). */
   async abort(): Promise<void> {
-    const h = this.#handle;
-    this.#handle = undefined;
+    const f = this.#file;
+    this.#file = undefined;
     try {
-      await this.#flush?.settle();
-      await h?.close();
+      await f?.close();
     } finally {
       await removeTempFile(this.tmpPath);
     }
   }
 
+  /** The file is written front to back: `position` is where the last write ended. */
   async #writeAt(data: Uint8Array, position: number): Promise<void> {
-    const h = this.#handleOrFail();
-    for (let off = 0; off < data.byteLength;) {
-      const { bytesWritten } = await h.write(data, off, Math.min(data.byteLength - off, IO_CHUNK), position + off);
-      invariant(bytesWritten > 0, `write to ${this.tmpPath} made no progress`);
-      off += bytesWritten;
-    }
-    await this.#flush?.wrote(data.byteLength);
+    const f = this.#fileOrFail();
+    invariant(f.position === position, `GGUF writer at ${f.position}, asked to write at ${position}`);
+    await f.append(data);
   }
 
-  #handleOrFail(): FileHandle {
-    invariant(this.#handle !== undefined, `GGUF writer for ${this.path} is already finished or aborted`);
-    return this.#handle;
+  #fileOrFail(): AppendFile {
+    invariant(this.#file !== undefined, `GGUF writer for ${this.path} is already finished or aborted`);
+    return this.#file;
   }
 }
 

@@ -17,12 +17,12 @@
  * is refused rather than patched).
  */
 import { closeSync, existsSync, openSync, readSync, rmSync, statSync, truncateSync } from "node:fs";
-import { open, type FileHandle } from "node:fs/promises";
 import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { toF32 } from "../tensor/dtype.ts";
 import { FormatError, invariant, UsageError } from "../util/errors.ts";
-import { BackgroundFlush, fsyncDir, writeFileAtomic } from "./atomic.ts";
+import { fsyncDir, writeFileAtomic } from "./atomic.ts";
+import { AppendFile } from "./direct-write.ts";
 import { INDEX_FILE, planShards, shardIndexJson } from "./checkpoint.ts";
 import { IO_CHUNK, type TensorInfo } from "./safetensors-types.ts";
 import { buildSafetensorsHeader, type TensorDecl } from "./safetensors-write.ts";
@@ -100,8 +100,7 @@ export class ShardPlan {
 export class ShardedStreamWriter {
   #next: number;
   #shard = -1;
-  #handle: FileHandle | undefined;
-  #flush: BackgroundFlush | undefined;
+  #file: AppendFile | undefined;
 
   private constructor(readonly dir: string, readonly plan: ShardPlan, at: number) {
     this.#next = at;
@@ -138,8 +137,7 @@ export class ShardedStreamWriter {
     });
     w.#shard = cur;
     if (cur >= 0 && plan.order[n]?.shard === cur) { // else the shard is complete: the next tensor opens the next one
-      w.#handle = await open(join(dir, plan.shards[cur]!.file), "r+");
-      w.#flush = new BackgroundFlush(w.#handle);
+      w.#file = await AppendFile.open(join(dir, plan.shards[cur]!.file), "r+", want.bytes);
     }
     return w;
   }
@@ -194,10 +192,7 @@ export class ShardedStreamWriter {
 
   /** Make everything written so far durable (fdatasync); the position to journal. */
   async sync(): Promise<StreamPosition> {
-    if (this.#handle !== undefined) {
-      await this.#flush?.settle();
-      await this.#handle.datasync();
-    }
+    await this.#file?.sync();
     return this.plan.positionAfter(this.#next);
   }
 
@@ -249,33 +244,28 @@ export class ShardedStreamWriter {
   async #openShard(i: number): Promise<void> {
     await this.#closeShard(true);
     const s = this.plan.shards[i]!;
-    this.#handle = await open(join(this.dir, s.file), "w");
-    this.#flush = new BackgroundFlush(this.#handle);
+    this.#file = await AppendFile.open(join(this.dir, s.file), "w");
     this.#shard = i;
     await this.#writeAt(s.header, 0);
   }
 
   /** Close the open shard (`sync`: fsync it first, as a finished shard must be). */
   async #closeShard(sync: boolean): Promise<void> {
-    const h = this.#handle;
-    if (h === undefined) return;
-    this.#handle = undefined;
+    const f = this.#file;
+    if (f === undefined) return;
+    this.#file = undefined;
     try {
-      await this.#flush?.settle();
-      if (sync) await h.sync();
+      if (sync) await f.sync(true);
     } finally {
-      await h.close();
+      await f.close();
     }
   }
 
+  /** A shard is written front to back: `position` is where the last write ended. */
   async #writeAt(data: Uint8Array, position: number): Promise<void> {
-    const h = this.#handle;
-    invariant(h !== undefined, `stream writer for ${this.dir} has no open shard`);
-    for (let off = 0; off < data.byteLength;) {
-      const { bytesWritten } = await h.write(data, off, Math.min(data.byteLength - off, IO_CHUNK), position + off);
-      invariant(bytesWritten > 0, `write to ${this.dir} made no progress`);
-      off += bytesWritten;
-    }
-    await this.#flush?.wrote(data.byteLength);
+    const f = this.#file;
+    invariant(f !== undefined, `stream writer for ${this.dir} has no open shard`);
+    invariant(f.position === position, `stream writer at ${f.position} of ${this.dir}, asked to write at ${position}`);
+    await f.append(data);
   }
 }

@@ -3,10 +3,10 @@
  * dtypes and shapes), then each tensor's bytes in declaration order, into a temp file
  * that is renamed on success. Key order and padding match the reference writer.
  */
-import { open, type FileHandle } from "node:fs/promises";
 import type { DType } from "../tensor/dtype.ts";
 import { UsageError, invariant } from "../util/errors.ts";
-import { BackgroundFlush, removeTempFile, renameAtomic, tempPathFor, writeOverlapped } from "./atomic.ts";
+import { removeTempFile, renameAtomic, tempPathFor, writeOverlapped } from "./atomic.ts";
+import { AppendFile } from "./direct-write.ts";
 import { HEADER_ALIGN, IO_CHUNK, isCount, isDType, show, tensorByteSize, type TensorInfo } from "./safetensors-types.ts";
 
 export interface TensorDecl {
@@ -66,20 +66,17 @@ export function buildSafetensorsHeader(
  * declaration order. Use as: try { ...write...; await w.finish() } catch (e) { await w.abort(); throw e }.
  */
 export class SafetensorsWriter {
-  #handle: FileHandle | undefined;
-  #flush: BackgroundFlush | undefined;
+  #file: AppendFile | undefined;
   #next = 0;
 
-  private constructor(readonly path: string, readonly tmpPath: string, handle: FileHandle, readonly infos: readonly TensorInfo[]) {
-    this.#handle = handle;
-    this.#flush = new BackgroundFlush(handle);
+  private constructor(readonly path: string, readonly tmpPath: string, file: AppendFile, readonly infos: readonly TensorInfo[]) {
+    this.#file = file;
   }
 
   static async create(path: string, decls: readonly TensorDecl[], metadata?: Record<string, string>): Promise<SafetensorsWriter> {
     const { header, infos } = buildSafetensorsHeader(decls, metadata);
     const tmp = tempPathFor(path);
-    const h = await open(tmp, "wx");
-    const w = new SafetensorsWriter(path, tmp, h, infos);
+    const w = new SafetensorsWriter(path, tmp, await AppendFile.open(tmp, "wx"), infos);
     try {
       await w.#writeAll(header);
     } catch (err) {
@@ -116,39 +113,31 @@ export class SafetensorsWriter {
     if (t !== undefined) {
       throw new UsageError(`finish() before every tensor was written`, { file: this.path, expected: `"${t.name}" and ${this.infos.length - this.#next - 1} more` });
     }
-    const h = this.#handleOrFail();
-    await this.#flush?.settle();
-    await h.sync();
-    this.#handle = undefined;
-    await h.close();
+    const f = this.#fileOrFail();
+    await f.sync(true);
+    this.#file = undefined;
+    await f.close();
     await renameAtomic(this.tmpPath, this.path);
   }
 
   /** Close and remove the temp file. Idempotent; a no-op after a successful finish(). */
   async abort(): Promise<void> {
-    const h = this.#handle;
-    this.#handle = undefined;
+    const f = this.#file;
+    this.#file = undefined;
     try {
-      await this.#flush?.settle();
-      await h?.close();
+      await f?.close();
     } finally {
       await removeTempFile(this.tmpPath);
     }
   }
 
   async #writeAll(data: Uint8Array): Promise<void> {
-    const h = this.#handleOrFail();
-    for (let off = 0; off < data.byteLength; ) {
-      const { bytesWritten } = await h.write(data, off, Math.min(data.byteLength - off, IO_CHUNK));
-      invariant(bytesWritten > 0, `write to ${this.tmpPath} made no progress`);
-      off += bytesWritten;
-    }
-    await this.#flush?.wrote(data.byteLength);
+    await this.#fileOrFail().append(data);
   }
 
-  #handleOrFail(): FileHandle {
-    invariant(this.#handle !== undefined, `safetensors writer for ${this.path} is already finished or aborted`);
-    return this.#handle;
+  #fileOrFail(): AppendFile {
+    invariant(this.#file !== undefined, `safetensors writer for ${this.path} is already finished or aborted`);
+    return this.#file;
   }
 }
 
