@@ -68,7 +68,7 @@ const header = [
   `| commit | ${sh("git rev-parse --short HEAD")} |`,
   `| CPU | ${cpus()[0]?.model ?? "?"}, ${cpus().length} cores; ${simd.join(" ")} |`,
   `| threads | ${threads} (ours and llama.cpp) |`,
-  `| our kernel level | ${nb.kernelLevel} |`,
+  `| our kernel level | ${nb.kernelLevel} (packed kernels: ${nb.packedKernelLevel}) |`,
   `| llama.cpp | node-llama-cpp's prebuilt ggml, CPU variant libggml-cpu-${ctx.llamaVariant}.so (eval/bench-quantized/ggml-harness.c) |`,
   `| THP | ${thp()} |`,
   `| loadavg before / after | ${load0.map((v) => v.toFixed(2)).join(" ")} / ${loadavg().map((v) => v.toFixed(2)).join(" ")} |`,

@@ -7,20 +7,30 @@ namespace avx512 {
 namespace {
 
 /**
- * Decode (M = 1) over a span of row groups, written for DRAM bandwidth:
- *   - NS streams: the span is cut into NS contiguous parts walked side by side
- *     (packed_walk.h spanStreams), so each thread keeps NS sequential DRAM streams
- *     in flight, and the activation broadcasts are shared by all of them;
- *   - software prefetch kPrefetch bytes ahead in each stream, wrapping into the
- *     stream's next row group, and the next row group's scales one line per block;
+ * Decode (M = 1) over a span of row groups, written for DRAM bandwidth. Measured on
+ * this Zen 4 (2 threads, weights cycled through 256 MB, configurations interleaved in
+ * one process, % of the read probe taken around each case; the host is noisy, ±10
+ * points between runs):
+ *   - kStreams = 4: the span is cut into 4 contiguous parts walked side by side
+ *     (packed_walk.h spanStreams), so each thread keeps 4 sequential DRAM streams in
+ *     flight, as the probe does; 1 stream read 49–60% of the probe for int4, 2 streams
+ *     60–84%, 3–4 streams 73–92% (4 best or tied in most cases), and the activation
+ *     broadcasts are shared by all of them;
+ *   - no software prefetch of the codes, unlike the AVX2 spans on the Zen 3: here
+ *     prefetcht0 1–2 KiB ahead LOST 10–25 points against none (int8 4096×4096 with
+ *     2 streams: 58% at 1 KiB, 77% without; 128 B–512 B ahead: 5–15 points lost), the
+ *     hardware prefetchers follow the 4 streams on their own. The next row group's
+ *     scales are still prefetched one line per block (neutral on these shapes, cheap:
+ *     it covers the short second stream of small row groups);
+ *   - L3-resident (one 4096×4096 copy), the same spans run 85–93 GB/s int4 and
+ *     61–67 GB/s int8, 2–3× the DRAM probe: compute is not the limit;
  *   - per stream two int32 chains (low and high nibbles; even and odd chunks for
  *     int8), so a sub-block is 4 dependent vpdpbusd per chain, not 8;
  *   - the layout's flags are template arguments: no branch or division per block.
  * Per output row the f32 operations are those of the scalar reference in the same
  * order (bit-equal; test/kernels/packed.test.ts).
  */
-constexpr int kStreams = 2;
-constexpr int64_t kPrefetch = 1024;
+constexpr int kStreams = 4;
 
 template <int NS, int SUBS, int SB, bool MINS>
 void q4SpanT(const PackedLayout& L, const uint8_t* const* rgs, const PackedSpanArgs& t, float* const* ys, const int* valid) {
@@ -43,7 +53,6 @@ void q4SpanT(const PackedLayout& L, const uint8_t* const* rgs, const PackedSpanA
     for (int s = 0; s < SUBS; ++s) {
       const int64_t k0 = (b * SUBS + s) * kSubBlock;
       const int8_t* a = t.aq + k0;
-      for (int st = 0; st < NS; ++st) prefetchLines(prefetchTarget<kPrefetch>(L, rgs[st], k0 * 8), 4);
       for (int c = 0; c < 4; ++c) {
         const __m512i alo = bcast4(a + 4 * c), ahi = bcast4(a + 16 + 4 * c);
         for (int st = 0; st < NS; ++st) {
@@ -82,7 +91,6 @@ void q8SpanT(const PackedLayout& L, const uint8_t* const* rgs, const PackedSpanA
     }
     for (int s = 0; s < SUBS; ++s) {
       const int64_t k0 = (b * SUBS + s) * kSubBlock;
-      for (int st = 0; st < NS; ++st) prefetchLines(prefetchTarget<kPrefetch>(L, rgs[st], k0 * 16), 8);
       for (int c = 0; c < 8; ++c) {
         const __m512i a = bcast4(t.aq + k0 + 4 * c);
         for (int st = 0; st < NS; ++st)
