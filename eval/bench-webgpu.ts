@@ -271,7 +271,7 @@ say();
   say(`| CPU: HessianAccumulatorF32 on ${cpuB.name === "native" ? `native, ${cpus().length} threads` : cpuB.name} | ${cs.toFixed(3)} | ${(flop / cs / 1e9).toFixed(1)} | 1.00× |`);
   say(`| GPU: GpuHessianAccumulator (kernels/syrk.wgsl) | ${gs.toFixed(3)} | ${(flop / gs / 1e9).toFixed(1)} | ${(cs / gs).toFixed(2)}× |`);
   say();
-  say("The lazy-batch column update is not on the GPU yet and the quantize pipeline does not use the GPU Hessian.");
+  say("`gptq --device gpu` runs the Hessian and the lazy-batch sweep on the GPU (kernels/gptq.wgsl); the whole layer, GPU vs CPU: eval/bench-gptq-gpu.ts.");
   say();
   json["gptqHessian"] = { K: HK, T: HT, sequences: HS, cpuSeconds: cs, gpuSeconds: gs, speedup: cs / gs, maxError: worst };
 }

@@ -10,6 +10,8 @@
 #   4. eval/bench-webgpu.ts on the bundled model: adapter, int4 GEMV GB/s, f16/int4 GEMM
 #      GFLOP/s (tiled and subgroup-matrix), the subgroup-matrix GEMM against the reference, and
 #      GPTQ's Hessian Σ xᵀx on the GPU vs the CPU (the figure issue 13 item 4 asks for)
+#   4b. eval/bench-gptq-gpu.ts: GPTQ's Hessian and lazy-batch sweep of one 4096×4096 layer on the
+#      GPU vs the native CPU path (whether --device auto should ever pick the GPU)
 #   5. a Q4_0 GGUF to compare on: TinyLlama-shaped random weights (eval/gen-tinyllama.ts) on a
 #      hardware adapter; the bundled model exported to Q4_0 on a software one
 #   6. eval/bench-webgpu.ts on that GGUF: tokens/s (prefill, decode) ours on the GPU, ours on
@@ -27,6 +29,8 @@ mkdir -p "$OUT/logs"
 WORK="$(mktemp -d /tmp/qllm-gpu-check-work.XXXXXX)"
 trap 'rm -rf "$WORK"' EXIT
 BUDGET="${QLLM_GPU_CHECK_BUDGET:-570}"   # seconds for all steps (the device run allows 600)
+# Per-step limits: probe 30 + tests 140 + bench-bundled 70 + bench-gptq-gpu 90 + gen-tinyllama 110
+# (or export-bundled 60) + bench-gguf 120 = 560 s ≤ BUDGET, so no step is squeezed by the ones before.
 START=$(date +%s)
 SUMMARY="$OUT/gpu-check.md"
 STATUS=0
@@ -69,7 +73,7 @@ const { features, ...rest } = ctx.info;
 console.log(JSON.stringify({ ...rest, featureCount: features.length, features }));
 ctx.device.destroy();
 EOF
-step probe 60 $TSX "$WORK/probe.mts"
+step probe 30 $TSX "$WORK/probe.mts"
 PROBE=$(grep '^{' "$OUT/logs/probe.log" | tail -1)
 SOFTWARE=unknown
 if [ -n "$PROBE" ]; then
@@ -78,15 +82,18 @@ if [ -n "$PROBE" ]; then
 fi
 
 # 3. GPU tests ---------------------------------------------------------------------------
-step tests 200 env QLLM_REQUIRE_GPU=1 npx vitest run test/webgpu
+step tests 140 env QLLM_REQUIRE_GPU=1 npx vitest run test/webgpu
 
 # 4. kernels + bundled model -------------------------------------------------------------
-step bench-bundled 90 $TSX eval/bench-webgpu.ts --out "$OUT/bench-webgpu-bundled.md" --json "$OUT/bench-webgpu-bundled.json"
+step bench-bundled 70 $TSX eval/bench-webgpu.ts --out "$OUT/bench-webgpu-bundled.md" --json "$OUT/bench-webgpu-bundled.json"
+
+# 4b. GPTQ on the GPU vs the CPU, one 4096×4096 layer (issue 13 item 4: the decision) -----
+step bench-gptq-gpu 90 $TSX eval/bench-gptq-gpu.ts --out "$OUT/bench-gptq-gpu.md"
 
 # 5. a Q4_0 GGUF -------------------------------------------------------------------------
 GGUF=""
 if [ "$SOFTWARE" = "no" ]; then
-  step gen-tinyllama 150 $TSX eval/gen-tinyllama.ts --out "$WORK/tinyllama" && GGUF="$WORK/tinyllama/q4_0.gguf"
+  step gen-tinyllama 110 $TSX eval/gen-tinyllama.ts --out "$WORK/tinyllama" && GGUF="$WORK/tinyllama/q4_0.gguf"
   MODEL_NOTE="TinyLlama-shaped (1.1B, random weights) Q4_0 GGUF from eval/gen-tinyllama.ts"
 else
   step export-bundled 60 node bin/quantize-llm.js export --format gguf --type q4_0 -o "$WORK/qllm-tiny-q4_0.gguf" && GGUF="$WORK/qllm-tiny-q4_0.gguf"
@@ -95,7 +102,7 @@ fi
 
 # 6. tokens/s vs llama.cpp ---------------------------------------------------------------
 if [ -n "$GGUF" ]; then
-  step bench-gguf 200 $TSX eval/bench-webgpu.ts --model "$GGUF" --reps 2 --llamacpp auto --out "$OUT/bench-webgpu-gguf.md" --json "$OUT/bench-webgpu-gguf.json"
+  step bench-gguf 120 $TSX eval/bench-webgpu.ts --model "$GGUF" --reps 2 --llamacpp auto --out "$OUT/bench-webgpu-gguf.md" --json "$OUT/bench-webgpu-gguf.json"
 fi
 
 # summary --------------------------------------------------------------------------------
@@ -130,7 +137,7 @@ fi
   echo "## GPU tests (test/webgpu)"; echo; echo '```'
   sed 's/\x1b\[[0-9;]*m//g' "$OUT/logs/tests.log" | grep -vE '^Warning: maxDynamic' | grep -E '✓|✗|×|FAIL|Test Files|Tests |skipped|Error' | head -80
   echo '```'; echo
-  for f in bench-webgpu-bundled bench-webgpu-gguf; do
+  for f in bench-webgpu-bundled bench-gptq-gpu bench-webgpu-gguf; do
     if [ -f "$OUT/$f.md" ]; then
       echo "## $f"; echo
       [ "$f" = bench-webgpu-gguf ] && echo "Model: ${MODEL_NOTE:-?}." && echo

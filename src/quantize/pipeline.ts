@@ -89,7 +89,7 @@ export interface QuantizeJob {
   /**
    * GPTQ on the GPU (`--device gpu`): every linear's Hessian and lazy-batch sweep there, the
    * Hinv and everything else on `backend` (src/methods/gptq-webgpu.ts). Not part of the
-   * settings: the output is the CPU's within the bound stated there.
+   * settings (the output is the CPU's within the bound stated there), but part of the resume key.
    */
   gpu?: GpuGptq;
 }
@@ -178,7 +178,10 @@ export async function quantizeModel(job: QuantizeJob): Promise<QuantizeResult> {
   const work = `${outDir}.partial`;
   const journalPath = join(work, "journal.json");
   const searchPath = join(work, "awq-search.json");
-  const settingsKey = JSON.stringify({ ...s, output: format.id });
+  // The device is part of the resume key: a GPU sweep's codes equal the CPU's on the same Hessian,
+  // but the Hessians differ by f32 summation order, so later blocks differ (test/webgpu/gptq-cli.test.ts:
+  // 87.6% of the codes identical); a resumed run mixing the two would match neither run.
+  const settingsKey = JSON.stringify({ ...s, output: format.id, device: job.gpu !== undefined ? "gpu" : "cpu" });
   // --overwrite (without --resume) discards an interrupted run unread (issue 10); otherwise say both ways out
   let journal: Journal | null = job.overwrite && !job.resume ? null : readJournal(journalPath);
   if (journal && !job.resume) {

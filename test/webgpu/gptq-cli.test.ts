@@ -15,6 +15,12 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { GpuContext } from "../../src/backend/webgpu-device.ts";
 import { openSafetensors } from "../../src/io/safetensors.ts";
 import { BUNDLED_EVAL_TEXT } from "../../src/load/paths.ts";
+import { selectBackend } from "../../src/backend/select.ts";
+import { GpuGptq } from "../../src/methods/gptq-webgpu.ts";
+import { quantizeModel } from "../../src/quantize/pipeline.ts";
+import type { QuantSettings } from "../../src/quantize/settings.ts";
+import { BUNDLED_CALIB_TEXT, BUNDLED_MODEL_DIR } from "../../src/load/paths.ts";
+import { InterruptedError } from "../../src/util/errors.ts";
 import { runMain } from "../cli/run-main.ts";
 import { tryOpenGpu } from "./gpu.ts";
 
@@ -70,5 +76,25 @@ describe("gptq --device", () => {
     expect(auto.status, auto.stderr).toBe(0);
     expect(auto.stderr).toContain("--device auto runs on the CPU: only a software WebGPU adapter is available");
     expect(auto.stderr).not.toMatch(/on the GPU/);
+  }, 120_000);
+
+  it("resume refuses to mix devices: an interrupted --device gpu run resumed on the CPU names the field", async (t) => {
+    if (ctx === null) return t.skip();
+    const out = join(tmp, "mixed");
+    const settings: QuantSettings = {
+      method: "gptq", bits: 4, groupSize: 128, sym: true, actOrder: false, staticGroups: false, damp: 0.01, blockSize: 128,
+      trueSequential: true, format: "gptq", calibSamples: 4, calibSeqlen: 48, calibSeed: 0, calibText: BUNDLED_CALIB_TEXT,
+    };
+    const gpu = await GpuGptq.open(ctx);
+    const ac = new AbortController();
+    try {
+      await expect(quantizeModel({
+        modelDir: BUNDLED_MODEL_DIR, outDir: out, settings, backend: selectBackend({ backend: "native" }), gpu, signal: ac.signal,
+        onEvent: (e) => { if (e.type === "block-done") ac.abort(); },
+      })).rejects.toBeInstanceOf(InterruptedError);
+    } finally { gpu.destroy(); }
+    const r = await runMain("gptq", ...CALIB, "--group-size", "128", "--resume", "-o", out);
+    expect(r.status).toBe(2);
+    expect(r.stderr).toMatch(/different settings[\s\S]*field: +device\n[\s\S]*found: +device: "gpu" → "cpu" \(interrupted run → this command\)/);
   }, 120_000);
 });
