@@ -19,7 +19,7 @@
  */
 import { constants } from "node:fs";
 import { open, type FileHandle } from "node:fs/promises";
-import { loadAddon } from "../backend/native.ts";
+import { createRequire } from "node:module";
 import { invariant } from "../util/errors.ts";
 import { BackgroundFlush } from "./atomic.ts";
 
@@ -38,7 +38,8 @@ function alignedAllocator(): AlignedBuffer | null {
   if (aligned !== undefined) return aligned;
   aligned = null;
   try {
-    const addon = loadAddon() as { alignedBuffer?: AlignedBuffer };
+    const file = new URL("../../native/build/Release/quantize_llm.node", import.meta.url);
+    const addon = createRequire(import.meta.url)(file.pathname) as { alignedBuffer?: AlignedBuffer };
     if (typeof addon.alignedBuffer === "function") aligned = addon.alignedBuffer.bind(addon);
   } catch { /* no addon: buffered writes */ }
   return aligned;
