@@ -33,7 +33,11 @@ const IO_CHUNK = 1 << 30;
 type AlignedBuffer = (bytes: number, align: number) => ArrayBuffer;
 let aligned: AlignedBuffer | null | undefined;
 
-/** The addon's alignedBuffer, or null (not built, or built before it). */
+/**
+ * The addon's alignedBuffer, or null (not built, or built before it). Loaded here, not through
+ * backend/native.ts: io/ is a room below backend/ (test/quant/rooms.test.ts), and this needs only
+ * one allocator, no kernel.
+ */
 function alignedAllocator(): AlignedBuffer | null {
   if (aligned !== undefined) return aligned;
   aligned = null;
