@@ -5,7 +5,7 @@
  * run, interleaved A/B; prints and writes ratios of medians.
  *
  *   flock -x /tmp/qllm-cpu.lock npx tsx eval/bench-quantized.ts [--threads 2] [--reps 5]
- *         [--sections probe,gemv,gemm] [--out eval/reports/bench-quantized.md]
+ *         [--sections probe,gemv,gemm,smallm] [--out eval/reports/bench-quantized.md]
  *
  * Sections are modules in eval/bench-quantized/ listed in SECTIONS (add one there);
  * the probe runs first because the others report "% of probe".
@@ -17,11 +17,13 @@ import { parseArgs } from "node:util";
 import { createNativeBackend } from "../src/backend/native.ts";
 import { createContext, type BenchContext } from "./bench-quantized/context.ts";
 import { gemmSection, gemvSection, probeSection } from "./bench-quantized/matmul.ts";
+import { smallMSection } from "./bench-quantized/smallm.ts";
 
 const SECTIONS: Record<string, (ctx: BenchContext) => Promise<string>> = {
   probe: probeSection,
   gemv: gemvSection,
   gemm: gemmSection,
+  smallm: smallMSection,
 };
 
 const { values: opts } = parseArgs({

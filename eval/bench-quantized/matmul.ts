@@ -14,9 +14,9 @@ import { randomWeights, writeGgmlBlocks } from "./weights.ts";
 // Distinct weight bytes each GEMV case cycles through. 64 MB (2× the 32 MiB L3) is not
 // enough on this Zen 3: its L3 is a victim cache and still served part of a 64 MB cycle
 // (ours read 110–125% of the DRAM probe there, node-only, same day), so cycle 256 MB.
-const COLD_BYTES = 256e6;
-const PROBE_BYTES = 512 << 20;
-const GEMV_SHAPES: [number, number][] = [[4096, 4096], [11008, 4096], [4096, 11008]];  // [N, K]
+export const COLD_BYTES = 256e6;
+export const PROBE_BYTES = 512 << 20;
+export const GEMV_SHAPES: [number, number][] = [[4096, 4096], [11008, 4096], [4096, 11008]];  // [N, K]
 
 export async function probeSection(ctx: BenchContext): Promise<string> {
   const passes = Array.from(ctx.nb.readBandwidth(PROBE_BYTES, ctx.threads, ctx.reps * 2));
@@ -71,7 +71,7 @@ async function loadBoth(ctx: BenchContext, bits: 4 | 8, N: number, K: number, co
   return { ws, llamaBytes, buft };
 }
 
-function xFor(M: number, K: number): Float32Array {
+export function xFor(M: number, K: number): Float32Array {
   const x = new Float32Array(M * K);
   for (let i = 0; i < x.length; i++) x[i] = Math.sin(i * 0.37) * 0.8;
   return x;
