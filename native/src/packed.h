@@ -10,8 +10,8 @@
 //   packed_avx2_gemm.cc     int8-activation tiles (prefill, M = 2…8)
 //   packed_avx2.cc          f32-activation and 16-bit tiles, quantizer, the table
 //   packed_avx512.h       AVX-512 VNNI (vpdpbusd), selected at run time: what its files share
-//   packed_avx512_gemv.cc   M = 1 spans
-//   packed_avx512_gemm.cc   int8-activation tiles (prefill)
+//   packed_avx512_gemv.cc   M = 1…8 spans (decode, batched decode: W streamed once)
+//   packed_avx512_gemm.cc   int8-activation tiles (prefill, M > 8)
 //   packed_avx512.cc        16-bit tile, quantizer, the table (borrows AVX2's other tiles)
 //   packed_walk.h         ISA-neutral block walk and span plumbing, one copy per level
 //
@@ -131,9 +131,10 @@ struct PackedTileArgs {
 };
 
 /**
- * Decode (M = 1, int8 activations) over nrg consecutive row groups starting at rg0;
- * y is the output of the first one's row 0; every row group but the last has 16
- * valid rows, the last has lastValid.
+ * Decode (M = 1…spanMaxM, int8 activations) over nrg consecutive row groups starting
+ * at rg0; y is the output of the first one's row 0 for activation row 0 (row m at
+ * y + m·ldy); every row group but the last has 16 valid rows, the last has lastValid.
+ * Activation rows: aq [mr][lda], ad and asum [mr][nb] (as in QuantActs).
  */
 struct PackedSpanArgs {
   const PackedLayout* L;
@@ -144,6 +145,9 @@ struct PackedSpanArgs {
   const int32_t* asum;
   float* y;
   int lastValid;
+  int mr = 1;        // activation rows (M of the call)
+  int64_t ldy = 0;   // output row stride (N of the part); unused when mr = 1
+  int64_t lda = 0;   // row stride of aq (≥ Kp; padded off a 4 KiB multiple); unused when mr = 1
 };
 
 struct PackedKernels {
@@ -158,9 +162,11 @@ struct PackedKernels {
   void (*quantize)(const float* x, int64_t K, int64_t Kp, int64_t Ba, int8_t* q, float* d, int32_t* sum);
   /** Bandwidth probe: reads `bytes` (a multiple of 256) from each of 4 streams at once; returns a checksum. */
   uint64_t (*readStreams)(const uint8_t* const* streams, size_t bytes);
-  /** M = 1 over a span of row groups (bandwidth-shaped); null: the driver calls q4 / q8 per row group. */
+  /** M ≤ spanMaxM over a span of row groups (bandwidth-shaped); null: the driver calls q4 / q8 per row group. */
   void (*q4Span)(const PackedSpanArgs& t);
   void (*q8Span)(const PackedSpanArgs& t);
+  /** The largest M the spans take (larger M runs the tiles, mr rows at a time). */
+  int spanMaxM = 1;
 };
 
 const PackedKernels* packedKernelsScalar();

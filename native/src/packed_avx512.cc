@@ -109,6 +109,7 @@ constexpr PackedKernels kAvx512 = {
     avx512::readStreams,
     avx512::q4Span,
     avx512::q8Span,
+    avx512::kSpanMaxM,  // spanMaxM: the spans run M = 1…8 (decode, batched decode)
 };
 }  // namespace
 

@@ -3,8 +3,8 @@
 // CPU reports all four, packed_matmul.cc): register helpers, scale loads, the entry
 // points of each file:
 //
-//   packed_avx512_gemv.cc   M = 1 "spans": bandwidth-shaped decode over many row groups
-//   packed_avx512_gemm.cc   int8-activation tiles: MR rows × one row group (prefill)
+//   packed_avx512_gemv.cc   M ≤ 8 "spans": bandwidth-shaped decode over many row groups
+//   packed_avx512_gemm.cc   int8-activation tiles: MR rows × one row group (prefill, M > 8)
 //   packed_avx512.cc        16-bit weights, activation quantizer, probe reader, the table
 //
 // The layouts were made for this level (native/LAYOUTS.md): one 64-byte chunk of a row
@@ -49,6 +49,29 @@ inline __m512 scalesAt(const uint8_t* p) {
   return _mm512_loadu_ps(reinterpret_cast<const float*>(p));
 }
 
+/**
+ * acc += dpbusd(w, 4 s8 at p broadcast): the broadcast as the instruction's
+ * embedded {1to16} memory operand (GCC 12 emits a separate vpbroadcastd into a
+ * register for _mm512_set1_epi32, one more uop and register per product).
+ */
+inline void dpbusdB(__m512i& acc, __m512i w, const int8_t* p) {
+  asm("vpdpbusd %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(w), "m"(*reinterpret_cast<const int32_t*>(p)));
+}
+
+/**
+ * The MR activation rows at a sub-block, as opaque pointers: without the barrier
+ * GCC hoists every m·Kp + 4c of the unrolled loop as its own invariant (64 stack
+ * slots reloaded before each product); with it each product addresses its row's
+ * pointer plus an immediate.
+ */
+template <int MR>
+inline void rowPointers(const int8_t* a, int64_t Kp, const int8_t** ar) {
+  for (int m = 0; m < MR; ++m) {
+    ar[m] = a + m * Kp;
+    asm("" : "+r"(ar[m]));
+  }
+}
+
 /** Stores rows 0..nValid−1 of one row group's outputs. */
 inline void store16(float* y, __m512 v, int nValid) {
   if (nValid == 16) _mm512_storeu_ps(y, v);
@@ -58,6 +81,7 @@ inline void store16(float* y, __m512 v, int nValid) {
 // Entry points (the layout's flags are dispatched to templates inside each).
 void q4Span(const PackedSpanArgs& t);  // packed_avx512_gemv.cc
 void q8Span(const PackedSpanArgs& t);
+constexpr int kSpanMaxM = 8;           // the spans' largest t.mr
 
 }  // namespace avx512
 

@@ -9,8 +9,7 @@
 // epilogue per block (cvt, s·d, fma) is the reference's, in its order: bit-equal.
 #include "packed_avx512_gemm.h"
 
-#include <cstring>
-#include <type_traits>
+#include "packed_avx512.h"  // dpbusdB, rowPointers, scalesAt, store16, GroupWalk
 
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__AVX512VNNI__) && \
     defined(__F16C__)
@@ -19,49 +18,6 @@
 namespace qllm {
 namespace avx512 {
 namespace {
-
-/**
- * acc += dpbusd(w, 4 s8 at p broadcast): the broadcast as the instruction's
- * embedded {1to16} memory operand (GCC 12 emits a separate vpbroadcastd into a
- * register for _mm512_set1_epi32, one more uop and register per product).
- */
-inline void dpbusdB(__m512i& acc, __m512i w, const int8_t* p) {
-  asm("vpdpbusd %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(w), "m"(*reinterpret_cast<const int32_t*>(p)));
-}
-
-/**
- * The MR activation rows at a sub-block, as opaque pointers: without the barrier
- * GCC hoists every m·Kp + 4c of the unrolled loop as its own invariant (64 stack
- * slots reloaded before each product); with it each product addresses its row's
- * pointer plus an immediate.
- */
-template <int MR>
-inline void rowPointers(const int8_t* a, int64_t Kp, const int8_t** ar) {
-  for (int m = 0; m < MR; ++m) {
-    ar[m] = a + m * Kp;
-    asm("" : "+r"(ar[m]));
-  }
-}
-
-template <int SB>
-inline __m512 scales16(const uint8_t* p) {
-  if (SB == 2) return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
-  return _mm512_loadu_ps(reinterpret_cast<const float*>(p));
-}
-
-inline void store16(float* y, __m512 v, int nValid) {
-  if (nValid == 16) _mm512_storeu_ps(y, v);
-  else _mm512_mask_storeu_ps(y, static_cast<__mmask16>((1u << nValid) - 1), v);
-}
-
-/** Group index per activation block: Ba | g, or one group per row (packed.h). */
-struct GroupWalk {
-  int64_t perGroup, gi = 0, left;
-  explicit GroupWalk(const PackedLayout& L) : perGroup(L.G > 1 ? L.g / L.Ba : INT64_MAX), left(perGroup) {}
-  void next() {
-    if (--left == 0) { ++gi; left = perGroup; }
-  }
-};
 
 // ---------------------------------------------------------------- int4
 
@@ -91,12 +47,12 @@ void q4T(const PackedTileArgs& t) {
       }
     }
     const uint8_t* sp = scl + gw.gi * kRowGroup * SB;
-    const __m512 sc = scales16<SB>(sp);
+    const __m512 sc = scalesAt<SB>(sp);
     for (int m = 0; m < MR; ++m) {
       const float d = t.ad[m * nb + b];
       acc[m] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(S[m]), _mm512_mul_ps(sc, _mm512_set1_ps(d)), acc[m]);
       if (MINS)
-        acc[m] = _mm512_fmadd_ps(scales16<SB>(sp + minsOff), _mm512_set1_ps(d * static_cast<float>(t.asum[m * nb + b])),
+        acc[m] = _mm512_fmadd_ps(scalesAt<SB>(sp + minsOff), _mm512_set1_ps(d * static_cast<float>(t.asum[m * nb + b])),
                                  acc[m]);
     }
   }
@@ -126,56 +82,28 @@ void q8T(const PackedTileArgs& t) {
         for (int m = 0; m < MR; ++m) dpbusdB(S[m], v, ar[m] + 4 * c);
       }
     }
-    const __m512 sc = scales16<SB>(scl + gw.gi * kRowGroup * SB);
+    const __m512 sc = scalesAt<SB>(scl + gw.gi * kRowGroup * SB);
     for (int m = 0; m < MR; ++m)
       acc[m] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(S[m]), _mm512_mul_ps(sc, _mm512_set1_ps(t.ad[m * nb + b])), acc[m]);
   }
   for (int m = 0; m < MR; ++m) store16(t.y + m * t.ldy, acc[m], t.nValid);
 }
 
-// ---------------------------------------------------------------- dispatch
-
-/** f(subs, sb) with Ba / 32 (1…4) and the scale bytes (2, 4) as integral constants. */
-template <class F>
-void withSubsSb(const PackedLayout& L, F&& f) {
-  auto withSb = [&](auto subs) {
-    if (L.scaleBytes == 2) f(subs, std::integral_constant<int, 2>{});
-    else f(subs, std::integral_constant<int, 4>{});
-  };
-  switch (L.Ba / kSubBlock) {
-    case 1: withSb(std::integral_constant<int, 1>{}); break;
-    case 2: withSb(std::integral_constant<int, 2>{}); break;
-    case 3: withSb(std::integral_constant<int, 3>{}); break;
-    default: withSb(std::integral_constant<int, 4>{}); break;
-  }
-}
-
-/** g(std::integral_constant<int, mr>) for mr = 1…MAX. */
-template <int MAX, class G>
-void withMr(int mr, G&& g) {
-  if constexpr (MAX > 1) {
-    if (mr < MAX) return withMr<MAX - 1>(mr, g);
-  }
-  g(std::integral_constant<int, MAX>{});
-}
-
 }  // namespace
 
+// The layout's flags and t.mr as template arguments: withLayoutFlags, withRows (packed_walk.h).
 void gemmQ4(const PackedTileArgs& t) {
-  withSubsSb(*t.L, [&](auto subs, auto sb) {
+  withLayoutFlags<true>(*t.L, [&](auto subs, auto sb, auto mins) {
     constexpr int SUBS = decltype(subs)::value, SB = decltype(sb)::value;
-    withMr<kGemmMrQ4>(t.mr, [&](auto mr) {
-      constexpr int MR = decltype(mr)::value;
-      if (t.L->mins) q4T<MR, SUBS, SB, true>(t);
-      else q4T<MR, SUBS, SB, false>(t);
-    });
+    constexpr bool MINS = decltype(mins)::value;
+    withRows<kGemmMrQ4>(t.mr, [&](auto mr) { q4T<decltype(mr)::value, SUBS, SB, MINS>(t); });
   });
 }
 
 void gemmQ8(const PackedTileArgs& t) {
-  withSubsSb(*t.L, [&](auto subs, auto sb) {
+  withLayoutFlags<false>(*t.L, [&](auto subs, auto sb, auto) {
     constexpr int SUBS = decltype(subs)::value, SB = decltype(sb)::value;
-    withMr<kGemmMrQ8>(t.mr, [&](auto mr) { q8T<decltype(mr)::value, SUBS, SB>(t); });
+    withRows<kGemmMrQ8>(t.mr, [&](auto mr) { q8T<decltype(mr)::value, SUBS, SB>(t); });
   });
 }
 

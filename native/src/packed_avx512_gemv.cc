@@ -1,4 +1,4 @@
-// AVX-512 VNNI GEMV spans (decode, M = 1, int8 activations): see packed_avx512.h.
+// AVX-512 VNNI GEMV spans (decode, M = 1…8, int8 activations): see packed_avx512.h.
 #include "packed_avx512.h"
 
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__AVX512VNNI__)
@@ -107,20 +107,134 @@ void q8SpanT(const PackedLayout& L, const uint8_t* const* rgs, const PackedSpanA
   for (int st = 0; st < NS; ++st) store16(ys[st], acc[st], valid[st]);
 }
 
+// ---------------------------------------------------------------- M = 2…8
+
+/**
+ * MR activation rows (batched decode) over a span, W streamed once: NS streams as at
+ * M = 1, each 64-byte chunk (its two nibble halves for int4) used by MR `vpdpbusd`
+ * against broadcast activations of the MR rows ({1to16} memory operands, no
+ * register), one int32 chain per (stream, row) and one f32 accumulator each. The
+ * GEMM tile (one row group at a time) read W from DRAM as one stream per thread.
+ * Streams per MR (streamsFor): NS·MR int32 chains + NS·MR f32 sums + 3 zmm of codes
+ * stay within the 32 zmm registers up to MR = 6 (MR = 7, 8 spill a few f32 sums,
+ * touched once per block). Against the tiles on this Zen 4, cold, 2 threads, the
+ * three GEMV shapes × int4 g32 / g128 / int8 g32, 3 rounds alternating in one process
+ * (eval/bench-quantized-ab.ts): M = 2 0.96–1.20×, M = 4 1.07–1.69×, M = 8 1.10–1.30×
+ * (with the driver's padded activation rows, packed_matmul.cc). int4 at M = 8 is
+ * vpdpbusd-bound, not DRAM-bound: 2 products per 64 bytes per row, 13–15 GB/s cold and
+ * 17 GB/s L3-resident (4096×4096), where the int8 layout (1 product per 64 bytes)
+ * reads 18 cold / 26 L3-resident.
+ */
+constexpr int streamsFor(int mr) { return mr <= 3 ? 4 : mr == 4 ? 3 : 2; }
+
+template <int NS, int MR, int SUBS, int SB, bool MINS>
+void q4SpanMT(const PackedLayout& L, const uint8_t* const* rgs, const PackedSpanArgs& t, float* const* ys,
+              const int* valid) {
+  const int64_t nb = L.Kp / L.Ba;
+  const __m512i m4 = _mm512_set1_epi8(0x0f);
+  __m512 acc[NS][MR];
+  for (int st = 0; st < NS; ++st)
+    for (int m = 0; m < MR; ++m) acc[st][m] = _mm512_setzero_ps();
+  GroupWalk gw(L);
+  const int64_t minsOff = L.G * kRowGroup * SB, scaleBytes = (MINS ? 2 : 1) * minsOff;
+  for (int64_t b = 0; b < nb; ++b, gw.next()) {
+    for (int st = 0; st < NS; ++st) prefetchNextScales(L, rgs[st], b, scaleBytes);
+    __m512i S[NS][MR];
+    for (int m = 0; m < MR; ++m) {
+      // Σ(q − 8)·a = Σq·a − 8·Σa: the symmetric offset is each chain's starting value.
+      const __m512i start = MINS ? _mm512_setzero_si512() : _mm512_set1_epi32(-8 * t.asum[m * nb + b]);
+      for (int st = 0; st < NS; ++st) S[st][m] = start;
+    }
+    for (int s = 0; s < SUBS; ++s) {
+      const int64_t k0 = (b * SUBS + s) * kSubBlock;
+      const int8_t* ar[MR];
+      rowPointers<MR>(t.aq + k0, t.lda, ar);
+      for (int c = 0; c < 4; ++c) {
+        for (int st = 0; st < NS; ++st) {
+          const __m512i v = _mm512_load_si512(rgs[st] + k0 * 8 + 64 * c);
+          const __m512i lo = _mm512_and_si512(v, m4), hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+          for (int m = 0; m < MR; ++m) dpbusdB(S[st][m], lo, ar[m] + 4 * c);
+          for (int m = 0; m < MR; ++m) dpbusdB(S[st][m], hi, ar[m] + 16 + 4 * c);
+        }
+      }
+    }
+    for (int st = 0; st < NS; ++st) {
+      const uint8_t* sp = rgs[st] + L.codeBytes + gw.gi * kRowGroup * SB;
+      const __m512 sc = scalesAt<SB>(sp);
+      for (int m = 0; m < MR; ++m) {
+        const float d = t.ad[m * nb + b];
+        acc[st][m] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(S[st][m]), _mm512_mul_ps(sc, _mm512_set1_ps(d)), acc[st][m]);
+        if (MINS)
+          acc[st][m] = _mm512_fmadd_ps(scalesAt<SB>(sp + minsOff), _mm512_set1_ps(d * static_cast<float>(t.asum[m * nb + b])),
+                                       acc[st][m]);
+      }
+    }
+  }
+  for (int st = 0; st < NS; ++st)
+    for (int m = 0; m < MR; ++m) store16(ys[st] + m * t.ldy, acc[st][m], valid[st]);
+}
+
+template <int NS, int MR, int SUBS, int SB>
+void q8SpanMT(const PackedLayout& L, const uint8_t* const* rgs, const PackedSpanArgs& t, float* const* ys,
+              const int* valid) {
+  const int64_t nb = L.Kp / L.Ba;
+  __m512 acc[NS][MR];
+  for (int st = 0; st < NS; ++st)
+    for (int m = 0; m < MR; ++m) acc[st][m] = _mm512_setzero_ps();
+  GroupWalk gw(L);
+  const int64_t scaleBytes = L.G * kRowGroup * SB;
+  for (int64_t b = 0; b < nb; ++b, gw.next()) {
+    for (int st = 0; st < NS; ++st) prefetchNextScales(L, rgs[st], b, scaleBytes);
+    __m512i S[NS][MR];
+    for (int m = 0; m < MR; ++m) {
+      const __m512i start = _mm512_set1_epi32(-128 * t.asum[m * nb + b]);  // the bytes are q + 128
+      for (int st = 0; st < NS; ++st) S[st][m] = start;
+    }
+    for (int s = 0; s < SUBS; ++s) {
+      const int64_t k0 = (b * SUBS + s) * kSubBlock;
+      const int8_t* ar[MR];
+      rowPointers<MR>(t.aq + k0, t.lda, ar);
+      for (int c = 0; c < 8; ++c)
+        for (int st = 0; st < NS; ++st) {
+          const __m512i v = _mm512_load_si512(rgs[st] + k0 * 16 + 64 * c);
+          for (int m = 0; m < MR; ++m) dpbusdB(S[st][m], v, ar[m] + 4 * c);
+        }
+    }
+    for (int st = 0; st < NS; ++st) {
+      const __m512 sc = scalesAt<SB>(rgs[st] + L.codeBytes + gw.gi * kRowGroup * SB);
+      for (int m = 0; m < MR; ++m)
+        acc[st][m] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(S[st][m]), _mm512_mul_ps(sc, _mm512_set1_ps(t.ad[m * nb + b])),
+                                     acc[st][m]);
+    }
+  }
+  for (int st = 0; st < NS; ++st)
+    for (int m = 0; m < MR; ++m) store16(ys[st] + m * t.ldy, acc[st][m], valid[st]);
+}
+
 }  // namespace
 
 void q4Span(const PackedSpanArgs& t) {
   withLayoutFlags<true>(*t.L, [&](auto subs, auto sb, auto mins) {
     constexpr int SUBS = decltype(subs)::value, SB = decltype(sb)::value;
     constexpr bool MINS = decltype(mins)::value;
-    spanStreams<kStreams>(t, q4SpanT<kStreams, SUBS, SB, MINS>, q4SpanT<1, SUBS, SB, MINS>);
+    if (t.mr == 1) return spanStreams<kStreams>(t, q4SpanT<kStreams, SUBS, SB, MINS>, q4SpanT<1, SUBS, SB, MINS>);
+    auto rows = [&](auto mr) {
+      constexpr int MR = decltype(mr)::value, NS = streamsFor(MR);
+      spanStreams<NS>(t, q4SpanMT<NS, MR, SUBS, SB, MINS>, q4SpanMT<1, MR, SUBS, SB, MINS>);
+    };
+    withRowsFrom<2, kSpanMaxM>(t.mr, rows);
   });
 }
 
 void q8Span(const PackedSpanArgs& t) {
   withLayoutFlags<false>(*t.L, [&](auto subs, auto sb, auto) {
     constexpr int SUBS = decltype(subs)::value, SB = decltype(sb)::value;
-    spanStreams<kStreams>(t, q8SpanT<kStreams, SUBS, SB>, q8SpanT<1, SUBS, SB>);
+    if (t.mr == 1) return spanStreams<kStreams>(t, q8SpanT<kStreams, SUBS, SB>, q8SpanT<1, SUBS, SB>);
+    auto rows = [&](auto mr) {
+      constexpr int MR = decltype(mr)::value, NS = streamsFor(MR);
+      spanStreams<NS>(t, q8SpanMT<NS, MR, SUBS, SB>, q8SpanMT<1, MR, SUBS, SB>);
+    };
+    withRowsFrom<2, kSpanMaxM>(t.mr, rows);
   });
 }
 

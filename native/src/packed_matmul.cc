@@ -8,9 +8,10 @@
 //      writes whole output lines (no false sharing; KERNELS.md §4). For each row
 //      group (a few KiB to ~100 KiB, L1/L2 resident) the tile sweeps all M rows,
 //      mr at a time: decode (M ≤ 8) reads W from DRAM once, prefill re-reads
-//      each row group from cache for every mr rows; M = 1 with int8 activations goes
-//      to the level's span kernel (two DRAM streams per thread + prefetch), which
-//      measured ~1.25× the per-row-group tile on this Zen 3 (packed_avx2.cc);
+//      each row group from cache for every mr rows; M ≤ spanMaxM with int8 activations
+//      goes to the level's span kernel (several DRAM streams per thread), which
+//      measured ~1.25× the per-row-group tile at M = 1 on the Zen 3 (packed_avx2.cc),
+//      and on the Zen 4 (AVX-512, M = 1…8) see packed_avx512_gemv.cc;
 //   3. bias, per thread, on its own columns.
 // A concatenated weight (packedConcat: q|k|v, gate|up) runs as one call with one output
 // array per part (matmulPackedParts): one quantization of x, one pool wake-up, and the
@@ -64,16 +65,22 @@ void matmulPackedParts(Runtime& rt, const float* x, const PackedWeight& w, int64
     for (int p = 0; p < nParts; ++p) nOf[p] = w.partN[p];
   }
 
-  // 1. Activations, in rt.shared: [M][Kp] f32 (gathered / padded) and/or [M][Kp] int8 + [M][nb] d, Σ.
+  void (*span)(const PackedSpanArgs&) = !int8Acts || M > pk.spanMaxM ? nullptr : L.kind == PackedKind::Q4 ? pk.q4Span : pk.q8Span;
+
+  // 1. Activations, in rt.shared: [M][Kp] f32 (gathered / padded) and/or [M][lda] int8 + [M][nb] d, Σ.
+  //    The spans' rows are lda = Kp + 64 apart: Kp is often a multiple of 4 KiB (4096, 11008 = 43·256 is
+  //    not), and rows a multiple of 4 KiB apart fall into one L1 set, with every stream's code line
+  //    of the same offset: at M = 4, K = 4096 int8 the span ran 26 GB/s L3-resident against M = 3's 80.
   const int64_t Kp = L.Kp, nb = L.Kp / L.Ba;
+  const int64_t lda = span != nullptr && M > 1 ? Kp + 64 : Kp;
   const bool needF32 = L.perm != nullptr;  // gathered rows x'[k] = x[perm[k]], zero past K
   const size_t f32Floats = needF32 ? static_cast<size_t>(M * Kp) : 0;
-  const size_t qFloats = int8Acts ? static_cast<size_t>((M * Kp + 3) / 4 + 2 * M * nb) : 0;
+  const size_t qFloats = int8Acts ? static_cast<size_t>((M * lda + 3) / 4 + 2 * M * nb) : 0;
   float* buf = rt.shared.get(f32Floats + qFloats + 16);
   float* xf = buf;                               // [M][Kp]
   float* ad = buf + f32Floats;                   // [M][nb]
   int32_t* asum = reinterpret_cast<int32_t*>(ad + M * nb);  // [M][nb]
-  int8_t* aq = reinterpret_cast<int8_t*>(asum + M * nb);    // [M][Kp]
+  int8_t* aq = reinterpret_cast<int8_t*>(asum + M * nb);    // [M][lda]
   const float* xRows = needF32 ? xf : x;
   const int64_t ldx = needF32 ? Kp : L.K;
   const int actTasks = parallel && M >= 2 * threads ? threads : 1;
@@ -87,7 +94,7 @@ void matmulPackedParts(Runtime& rt, const float* x, const PackedWeight& w, int64
         for (int64_t k = L.K; k < Kp; ++k) dst[k] = 0.0f;
         src = dst;
       }
-      if (int8Acts) pk.quantize(src, L.K, Kp, L.Ba, aq + m * Kp, ad + m * nb, asum + m * nb);
+      if (int8Acts) pk.quantize(src, L.K, Kp, L.Ba, aq + m * lda, ad + m * nb, asum + m * nb);
     }
   });
 
@@ -96,7 +103,6 @@ void matmulPackedParts(Runtime& rt, const float* x, const PackedWeight& w, int64
                                         : L.kind == PackedKind::Q4 ? (int8Acts ? pk.q4 : pk.q4f)
                                                                    : (int8Acts ? pk.q8 : pk.q8f);
   const int mrMax = L.kind == PackedKind::H16 ? pk.mrH16 : !int8Acts ? pk.mrF32 : L.kind == PackedKind::Q4 ? pk.mrQ4 : pk.mrQ8;
-  void (*span)(const PackedSpanArgs&) = !int8Acts || M != 1 ? nullptr : L.kind == PackedKind::Q4 ? pk.q4Span : pk.q8Span;
   forTasks(rt, nTasks, [&](int t, int) {
     const int64_t t0 = t * RG / nTasks, t1 = (t + 1) * RG / nTasks;
     for (int p = 0; p < nParts; ++p) {
@@ -106,7 +112,8 @@ void matmulPackedParts(Runtime& rt, const float* x, const PackedWeight& w, int64
       float* y = ys[p];
       if (span != nullptr) {
         const PackedSpanArgs s{&L, w.data + rg0 * L.rgStride, rg1 - rg0, aq, ad, asum, y + (rg0 - base) * kRowGroup,
-                               static_cast<int>(minI(kRowGroup, N - (rg1 - 1 - base) * kRowGroup))};
+                               static_cast<int>(minI(kRowGroup, N - (rg1 - 1 - base) * kRowGroup)),
+                               static_cast<int>(M), N, lda};
         span(s);
       } else {
         PackedTileArgs a{};

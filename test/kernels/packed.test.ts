@@ -4,7 +4,7 @@
  * every kernel level this CPU runs, and every fast level against the scalar
  * reference tiles. Shapes are odd on purpose: K not a multiple of 32 (the code
  * block) nor of the SIMD width, N not a multiple of the 16-row interleave, M = 1,
- * 3 and 17 (one, a partial and several activation tiles).
+ * 2, 3, 5, 8 (the span kernels) and 17 (several activation tiles).
  */
 import { readFileSync } from "node:fs";
 import { beforeAll, describe, expect, it } from "vitest";
@@ -23,7 +23,8 @@ const F32_SUM_TOL_PER_TERM = F32_EPS;
 /** The int8 tiles follow the scalar reference's order of f32 operations exactly. */
 const INT8_TILES_EQUAL_BITS = 0;
 
-const MS = [1, 3, 17];
+/** 1: the M = 1 spans; 2, 3, 5, 8: the small-M spans (2–4 streams, MR rows each); 17: GEMM tiles. */
+const MS = [1, 2, 3, 5, 8, 17];
 
 interface Q4Case { N: number; K: number; g: number; mins: boolean; perm: boolean; f16: boolean }
 const Q4_CASES: Q4Case[] = [
@@ -38,6 +39,9 @@ const Q4_CASES: Q4Case[] = [
   { N: 45, K: 200, g: 64, mins: false, perm: false, f16: false },
   // long K (385 activation blocks), mins, M = 17 = 4 GEMM tiles of 4 rows + 1
   { N: 20, K: 12300, g: 32, mins: true, perm: false, f16: true },
+  // 13 row groups: every stream count of the small-M spans (2, 3, 4) gets whole rounds and a leftover
+  { N: 203, K: 200, g: 32, mins: false, perm: false, f16: true },
+  { N: 203, K: 264, g: 128, mins: true, perm: true, f16: true },
 ];
 
 interface Q8Case { N: number; K: number; g: number; perm: boolean; f16: boolean }
@@ -48,6 +52,7 @@ const Q8_CASES: Q8Case[] = [
   { N: 90, K: 256, g: 64, perm: false, f16: false },  // Ba = 64, f32 scales
   { N: 20, K: 12300, g: 128, perm: true, f16: true }, // long K, act-order
   { N: 40, K: 150, g: 32, perm: false, f16: false },  // Ba = 32 with f32 scales, K % 32 ≠ 0
+  { N: 203, K: 200, g: 32, perm: false, f16: true },  // 13 row groups (the small-M spans' streams + leftovers)
 ];
 
 function check(name: string, got: Float32Array, want: Float64Array, tol: Float64Array): void {
