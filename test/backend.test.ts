@@ -96,6 +96,15 @@ const ATTENTION_SHAPES: AttentionShape[] = [
   { T: 40, pos0: 0, nHead: 4, nKvHead: 1, headDim: 128 },
   { T: 35, pos0: 30, nHead: 2, nKvHead: 2, headDim: 64 },
   { T: 17, pos0: 5, nHead: 8, nKvHead: 2, headDim: 24 },
+  // Decode over chunks of keys (native attnChunk + attnCombine): one chunk below 64 keys,
+  // up to 8 past it, key counts off the 16-key blocks, head dims off the SIMD width, past
+  // one 8-vector P·V pass (136), groups 1, 3 and 8 (the 4-head and single-head P·V paths).
+  { T: 1, pos0: 600, nHead: 32, nKvHead: 4, headDim: 64 },
+  { T: 1, pos0: 130, nHead: 8, nKvHead: 1, headDim: 40 },
+  { T: 2, pos0: 200, nHead: 6, nKvHead: 2, headDim: 72 },
+  { T: 1, pos0: 99, nHead: 3, nKvHead: 3, headDim: 136 },
+  { T: 3, pos0: 1100, nHead: 16, nKvHead: 2, headDim: 128 },
+  { T: 5, pos0: 63, nHead: 4, nKvHead: 4, headDim: 17 },
 ];
 
 interface AttentionCase { shape: AttentionShape; q: Float32Array; k: Float32Array; v: Float32Array; tol: number }

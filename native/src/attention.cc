@@ -1,8 +1,10 @@
 // Causal grouped-query attention: the driver (layouts in src/backend/backend.ts).
 //
-//   T < 8   (decode, short chunks) "rows" form: one task per (position, kv head)
-//           runs the group's heads over the cache with vector dot products and
-//           AXPYs (kernel attnRows); bandwidth bound on K and V.
+//   T < 8   (decode, short chunks) "rows" form: one task per (position, chunk of
+//           keys) runs every head over a contiguous run of cache rows (kernel
+//           attnChunk: scores as a small GEMM on transposed key blocks, exp, P·V),
+//           leaving a partial result per chunk that attnCombine merges (the
+//           log-sum-exp merge of split-K / "flash decoding"); bandwidth bound on K, V.
 //   T ≥ 8   (prefill) "tiled" form, the score and value products as GEMM tiles:
 //           1. pack each kv head's keys 0..S-1 into MR-key panels [d][MR] and its
 //              values into contiguous rows (once per call, shared by the group);
@@ -22,6 +24,9 @@ namespace {
 constexpr int64_t kTiledMinT = 8;      // fewer new positions: rows form
 constexpr int64_t kPvKeyBlock = 256;   // keys per P·V pass (P and V slices stay in L2)
 constexpr double kSerialFlops = 2e6;   // below this a call is not worth waking the pool
+constexpr int64_t kRowsMinChunkKeys = 64;    // rows form: fewest keys worth a chunk of their own
+constexpr int64_t kRowsMaxChunks = 8;        // rows form: chunks per row (enough for 2–8 threads)
+constexpr int64_t kRowsMaxChunkKeys = 1024;  // rows form: a chunk's scores stay in L2
 
 int64_t ceilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 int64_t minI(int64_t a, int64_t b) { return a < b ? a : b; }
@@ -35,33 +40,57 @@ void forTasks(Runtime& rt, int64_t nTasks, bool parallel, F&& f) {
   }
 }
 
+/**
+ * Chunks of keys a row with nKeys visible keys is split into: enough for the pool to
+ * share (≥ kRowsMinChunkKeys keys each, at most kRowsMaxChunks), more when a chunk would
+ * pass kRowsMaxChunkKeys. It depends on nKeys only, never on the thread count, so one
+ * thread and many give the same bits.
+ */
+int64_t rowsChunks(int64_t nKeys) {
+  const int64_t byMin = minI(kRowsMaxChunks, ceilDiv(nKeys, kRowsMinChunkKeys));
+  const int64_t byMax = ceilDiv(nKeys, kRowsMaxChunkKeys);
+  return byMin > byMax ? byMin : byMax;
+}
+
 void rowsForm(Runtime& rt, const float* q, const float* k, const float* v, const AttentionShape& s, float* out,
               bool parallel) {
   const KernelTable& kt = *rt.kernels;
-  const int64_t d = s.headDim, group = s.nHead / s.nKvHead;
-  const int64_t qStride = s.nHead * d, kvStride = s.nKvHead * d;
+  const int64_t d = s.headDim, nHead = s.nHead, group = s.nHead / s.nKvHead;
+  const int64_t qStride = nHead * d, kvStride = s.nKvHead * d;
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));
-  // One task per kv head reads K and V once for the whole group; with too few kv
-  // heads to feed the threads, split the group's heads instead.
-  const int64_t headsPerTask = (parallel && s.T * s.nKvHead < 2 * rt.pool.threads()) ? 1 : group;
-  const int64_t tasksPerRow = s.nHead / headsPerTask;
-  forTasks(rt, s.T * tasksPerRow, parallel, [&](int task, int tid) {
-    const int64_t t = task / tasksPerRow, h0 = (task % tasksPerRow) * headsPerTask;
-    const int64_t kvh = h0 / group;
+  // One task per (position, chunk of keys); every chunk of a row has the row's chunk
+  // count, the last ones possibly empty. Partial results [T][nc][nHead][d], m, l.
+  const int64_t nc = rowsChunks(s.pos0 + s.T);
+  const int64_t parts = s.T * nc;
+  float* part = rt.shared.get(static_cast<size_t>(parts * nHead * (d + 2) + (nc + 1) * nHead));
+  float* mAll = part + parts * nHead * d;
+  float* lAll = mAll + parts * nHead;
+  float* w = lAll + parts * nHead;
+  forTasks(rt, parts, parallel, [&](int task, int tid) {
+    const int64_t t = task / nc, c = task % nc;
     const int64_t nKeys = s.pos0 + t + 1;
-    AttnRowsArgs a{};
-    a.q = q + t * qStride + h0 * d;
-    a.k = k + kvh * d;
-    a.v = v + kvh * d;
+    const int64_t len = ceilDiv(ceilDiv(nKeys, nc), 16) * 16;  // whole blocks of 16 keys
+    const int64_t j0 = minI(nKeys, c * len), j1 = minI(nKeys, j0 + len);
+    AttnChunkArgs a{};
+    a.q = q + t * qStride;
+    a.k = k + j0 * kvStride;
+    a.v = v + j0 * kvStride;
     a.kvStride = kvStride;
-    a.nKeys = nKeys;
+    a.nKeys = j1 - j0;
     a.d = static_cast<int>(d);
-    a.group = static_cast<int>(headsPerTask);
+    a.nKvHead = static_cast<int>(s.nKvHead);
+    a.group = static_cast<int>(group);
     a.scale = scale;
-    a.out = out + t * qStride + h0 * d;
-    a.scores = rt.local[static_cast<size_t>(tid)].get(static_cast<size_t>(headsPerTask * nKeys + kAttnRowsKeyBlock * d));
-    kt.attnRows(a);
+    a.out = part + task * nHead * d;
+    a.m = mAll + task * nHead;
+    a.l = lAll + task * nHead;
+    a.scratch = rt.local[static_cast<size_t>(tid)].get(static_cast<size_t>(attnChunkScratch(nHead, j1 - j0, d)));
+    kt.attnChunk(a);
   });
+  for (int64_t t = 0; t < s.T; ++t) {
+    kt.attnCombine(part + t * nc * nHead * d, mAll + t * nc * nHead, lAll + t * nc * nHead, static_cast<int>(nc),
+                   static_cast<int>(nHead), static_cast<int>(d), out + t * qStride, w);
+  }
 }
 
 void tiledForm(Runtime& rt, const float* q, const float* k, const float* v, const AttentionShape& s, float* out,

@@ -8,15 +8,16 @@
 //   tile            THE HOT LOOP: an MR×NR register tile over a K block
 //   gemv            dot-product form for 1..4 rows (decode)
 //   softmaxCols     causal softmax down the columns of a transposed score block
-//   attnRows        attention of one position's heads over the cache (decode)
+//   attnChunk       decode attention over a chunk of keys, all heads (attn_chunk_impl.h)
+//   attnCombine     merges the chunks' partial results
 //   swiglu          silu(gate) · up, elementwise (the MLP between gate/up and down)
 //   fmaLoop         the FMA peak probe the kernel benchmark reports against
 // Nothing here allocates, spawns threads or checks arguments (the drivers and the
 // TypeScript loader do that).
 //
-// ~465 lines: every per-level template lives here because kernels_<level>.cc must
-// instantiate the whole set (the table at the end) from ONE include per level; a split
-// would only add a second include each level must remember.
+// Every per-level template is reached from here because kernels_<level>.cc must
+// instantiate the whole set (the table at the end) from ONE include per level; the
+// decode attention kernels sit in attn_chunk_impl.h, included below (not by the levels).
 
 template <class T>
 inline T minOf(T a, T b) { return a < b ? a : b; }
@@ -254,172 +255,7 @@ void softmaxCols(float* s, int64_t rows, int64_t limit0, float scale, float* inv
 
 // ---------------------------------------------------------------- decode attention
 
-/** s[j] = scale · q·k_j for j in [j0, j1), four keys per pass over q. */
-template <class S>
-void scoreRange(const float* q, const float* k, int64_t ks, int d, int64_t j0, int64_t j1, float scale, float* s) {
-  using V = typename S::V;
-  constexpr int W = S::W;
-  const int nv = d / W;
-  const int tail = d - nv * W;
-  const typename S::M tm = S::mask(tail);
-  int64_t j = j0;
-  for (; j + 4 <= j1; j += 4) {
-    const float* k0 = k + j * ks;
-    const float* k1 = k0 + ks;
-    const float* k2 = k1 + ks;
-    const float* k3 = k2 + ks;
-    V a0 = S::zero(), a1 = S::zero(), a2 = S::zero(), a3 = S::zero();
-    for (int c = 0; c < nv * W; c += W) {
-      const V qv = S::load(q + c);
-      a0 = S::fma(qv, S::load(k0 + c), a0);
-      a1 = S::fma(qv, S::load(k1 + c), a1);
-      a2 = S::fma(qv, S::load(k2 + c), a2);
-      a3 = S::fma(qv, S::load(k3 + c), a3);
-    }
-    if (tail) {
-      const int c = nv * W;
-      const V qv = S::load(q + c, tm);
-      a0 = S::fma(qv, S::load(k0 + c, tm), a0);
-      a1 = S::fma(qv, S::load(k1 + c, tm), a1);
-      a2 = S::fma(qv, S::load(k2 + c, tm), a2);
-      a3 = S::fma(qv, S::load(k3 + c, tm), a3);
-    }
-    s[j] = S::hsum(a0) * scale;
-    s[j + 1] = S::hsum(a1) * scale;
-    s[j + 2] = S::hsum(a2) * scale;
-    s[j + 3] = S::hsum(a3) * scale;
-  }
-  for (; j < j1; ++j) {
-    const float* kj = k + j * ks;
-    V a = S::zero();
-    for (int c = 0; c < nv * W; c += W) a = S::fma(S::load(q + c), S::load(kj + c), a);
-    if (tail) a = S::fma(S::load(q + nv * W, tm), S::load(kj + nv * W, tm), a);
-    s[j] = S::hsum(a) * scale;
-  }
-}
-
-/** p[j] = exp(s[j] − max) / Σ, in place. */
-template <class S>
-void softmaxRow(float* s, int64_t n) {
-  using V = typename S::V;
-  constexpr int W = S::W;
-  const int64_t nFull = n / W * W;
-  const typename S::M tm = S::mask(n - nFull);
-  V mx = S::set1(kNegInf);
-  for (int64_t j = 0; j < nFull; j += W) mx = S::max(mx, S::load(s + j));
-  float m = S::hmax(mx);
-  for (int64_t j = nFull; j < n; ++j) m = s[j] > m ? s[j] : m;
-  const V mv = S::set1(m);
-  V sum = S::zero();
-  for (int64_t j = 0; j < nFull; j += W) {
-    const V e = S::exp(S::sub(S::load(s + j), mv));
-    S::store(s + j, e);
-    sum = S::add(sum, e);
-  }
-  float total = S::hsum(sum);
-  if (nFull < n) {
-    S::store(s + nFull, S::exp(S::sub(S::load(s + nFull, tm), mv)), tm);
-    for (int64_t j = nFull; j < n; ++j) total += s[j];
-  }
-  const float inv = 1.0f / total;
-  const V iv = S::set1(inv);
-  for (int64_t j = 0; j < nFull; j += W) S::store(s + j, S::mul(S::load(s + j), iv));
-  for (int64_t j = nFull; j < n; ++j) s[j] *= inv;
-}
-
-/** o[c] (+)= Σ_j p[j]·v[j·ks + c] for c < width, NVC vectors (the last one partial when TAIL). */
-template <class S, int NVC, bool TAIL>
-void pvChunk(const float* p, const float* v, int64_t ks, int64_t nKeys, float* o, bool first, int width) {
-  using V = typename S::V;
-  constexpr int W = S::W;
-  const typename S::M tm = S::mask(width - (NVC - 1) * W);
-  V acc[NVC];
-  for (int c = 0; c < NVC; ++c) {
-    const bool part = TAIL && c == NVC - 1;
-    acc[c] = first ? S::zero() : part ? S::load(o + c * W, tm) : S::load(o + c * W);
-  }
-  for (int64_t j = 0; j < nKeys; ++j) {
-    const V pj = S::set1(p[j]);
-    const float* vj = v + j * ks;
-#pragma GCC unroll 8
-    for (int c = 0; c < NVC; ++c) {
-      const bool part = TAIL && c == NVC - 1;
-      acc[c] = S::fma(pj, part ? S::load(vj + c * W, tm) : S::load(vj + c * W), acc[c]);
-    }
-  }
-  for (int c = 0; c < NVC; ++c) {
-    if (TAIL && c == NVC - 1) S::store(o + c * W, acc[c], tm);
-    else S::store(o + c * W, acc[c]);
-  }
-}
-
-template <class S, int NVC>
-struct PvByWidth {
-  static void run(int nvc, bool tail, const float* p, const float* v, int64_t ks, int64_t nKeys, float* o, bool first, int width) {
-    if (nvc == NVC) {
-      if (tail) pvChunk<S, NVC, true>(p, v, ks, nKeys, o, first, width);
-      else pvChunk<S, NVC, false>(p, v, ks, nKeys, o, first, width);
-    } else {
-      PvByWidth<S, NVC - 1>::run(nvc, tail, p, v, ks, nKeys, o, first, width);
-    }
-  }
-};
-template <class S>
-struct PvByWidth<S, 0> {
-  static void run(int, bool, const float*, const float*, int64_t, int64_t, float*, bool, int) {}
-};
-
-/** dst[j·d + c] = src[j·ks + c]: a block of rows made contiguous. */
-inline void copyRows(const float* src, int64_t ks, int64_t rows, int d, float* dst) {
-  for (int64_t j = 0; j < rows; ++j) __builtin_memcpy(dst + j * d, src + j * ks, static_cast<size_t>(d) * sizeof(float));
-}
-
-/**
- * One query position, the `group` heads of one kv head: scores, softmax, P·V.
- * Keys are visited in blocks; with several heads per kv head the block is first
- * copied to contiguous scratch (in the cache its rows are often 4 KiB apart and
- * would not stay in L1), so every head of the group reads it from L1.
- */
-template <class S>
-void attnRows(const AttnRowsArgs& a) {
-  constexpr int W = S::W;
-  constexpr int kMaxVecs = 8;  // d columns per P·V pass (accumulators in registers)
-  constexpr int64_t KB = kAttnRowsKeyBlock;
-  const int d = a.d;
-  const int64_t nk = a.nKeys;
-  const bool copy = a.group > 1;
-  float* blk = a.scores + a.group * nk;  // [KB, d]
-  for (int64_t j0 = 0; j0 < nk; j0 += KB) {
-    const int64_t j1 = minOf(nk, j0 + KB);
-    const float* kb = a.k + j0 * a.kvStride;
-    int64_t ks = a.kvStride;
-    if (copy) {
-      copyRows(kb, ks, j1 - j0, d, blk);
-      kb = blk;
-      ks = d;
-    }
-    for (int h = 0; h < a.group; ++h) scoreRange<S>(a.q + h * d, kb, ks, d, 0, j1 - j0, a.scale, a.scores + h * nk + j0);
-  }
-  for (int h = 0; h < a.group; ++h) softmaxRow<S>(a.scores + h * nk, nk);
-  for (int64_t j0 = 0; j0 < nk; j0 += KB) {
-    const int64_t j1 = minOf(nk, j0 + KB);
-    const float* vb = a.v + j0 * a.kvStride;
-    int64_t ks = a.kvStride;
-    if (copy) {
-      copyRows(vb, ks, j1 - j0, d, blk);
-      vb = blk;
-      ks = d;
-    }
-    for (int h = 0; h < a.group; ++h) {
-      for (int c0 = 0; c0 < d; c0 += kMaxVecs * W) {
-        const int width = minOf(kMaxVecs * W, d - c0);
-        const int nvc = (width + W - 1) / W;
-        PvByWidth<S, kMaxVecs>::run(nvc, width % W != 0, a.scores + h * nk + j0, vb + c0, ks, j1 - j0,
-                                    a.out + h * d + c0, j0 == 0, width);
-      }
-    }
-  }
-}
+#include "attn_chunk_impl.h"
 
 // ---------------------------------------------------------------- peak probe
 
@@ -464,5 +300,5 @@ void swiglu(float* g, const float* u, int64_t n) {
 template <class S, int MR, int NV>
 constexpr KernelTable makeTable(const char* name, int kc) {
   return KernelTable{name, MR, NV * S::W, kc, &packA<MR>, &packB<S, NV * S::W>, &tile<S, MR, NV>,
-                     &gemv<S>, &softmaxCols<S, NV>, &attnRows<S>, &swiglu<S>, &fmaLoop<S>};
+                     &gemv<S>, &softmaxCols<S, NV>, &attnChunk<S>, &attnCombine<S>, &swiglu<S>, &fmaLoop<S>};
 }

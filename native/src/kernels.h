@@ -39,22 +39,36 @@ struct GemvArgs {
   int64_t ldy;
 };
 
-/** Attention of the `group` heads sharing one kv head, for one query position. */
-struct AttnRowsArgs {
-  const float* q;  // [group, d]: this position's query rows of the group's heads
-  const float* k;  // key j at k + j·kvStride (already offset to the kv head)
-  const float* v;  // value j at v + j·kvStride
+/**
+ * Decode attention of one query position over a chunk of nKeys keys, every head
+ * (attn_chunk_impl.h). Head h reads kv head h / group. Writes the chunk's partial
+ * result: out[h] = Σ_j exp(s_hj − m[h]) · v_j (not normalised), m[h] = max_j s_hj and
+ * l[h] = Σ_j exp(s_hj − m[h]), where s_hj = scale · q_h · k_j; nKeys = 0 gives
+ * out = 0, m = −inf, l = 0. attnCombine merges the chunks.
+ */
+struct AttnChunkArgs {
+  const float* q;  // [nKvHead·group, d]: this position's query rows
+  const float* k;  // key j of kv head g at k + j·kvStride + g·d (offset to the chunk's first key)
+  const float* v;  // value j of kv head g at v + j·kvStride + g·d
   int64_t kvStride;
-  int64_t nKeys;   // keys 0..nKeys-1 are visible
+  int64_t nKeys;
   int d;
-  int group;
+  int nKvHead;
+  int group;       // query heads per kv head
   float scale;
-  float* out;      // [group, d]
-  float* scores;   // scratch [group·nKeys + kAttnRowsKeyBlock·d]
+  float* out;      // [nHead, d]
+  float* m;        // [nHead]
+  float* l;        // [nHead]
+  float* scratch;  // [attnChunkScratch(...)] floats, 64-byte aligned
 };
 
-/** Keys per block in attnRows: one block of K (or V) serves all heads of the group. */
-constexpr int64_t kAttnRowsKeyBlock = 32;
+/** Keys per P·V block in attnChunk: the block's value rows (all kv heads) stay in L1. */
+constexpr int64_t kAttnChunkPvKeys = 32;
+/** Keys attnChunk prefetches ahead of the rows it reads (software prefetch: the rows of a kv head are strided). */
+constexpr int64_t kAttnChunkPrefetchKeys = 32;
+
+/** Floats of scratch attnChunk needs: scores [nHead, nKeys rounded up to 16] + a [d, 16] key block. */
+constexpr int64_t attnChunkScratch(int64_t nHead, int64_t nKeys, int64_t d) { return nHead * ((nKeys + 15) / 16 * 16) + d * 16; }
 
 struct KernelTable {
   const char* name;
@@ -71,7 +85,13 @@ struct KernelTable {
    * Writes exp(scale·(s − max)) (0 where masked) and invSum[i] = 1 / Σ_j.
    */
   void (*softmaxCols)(float* s, int64_t rows, int64_t limit0, float scale, float* invSum);
-  void (*attnRows)(const AttnRowsArgs& a);
+  void (*attnChunk)(const AttnChunkArgs& a);
+  /**
+   * Merges nChunks partial results of attnChunk (part [nChunks][nHead][d], m and l
+   * [nChunks][nHead]) into out [nHead, d] = Σ_c e^(m_c − M)·part_c / Σ_c e^(m_c − M)·l_c,
+   * M = max_c m_c, per head. w: scratch [(nChunks + 1)·nHead] floats.
+   */
+  void (*attnCombine)(const float* part, const float* m, const float* l, int nChunks, int nHead, int d, float* out, float* w);
   /**
    * SwiGLU of the MLP: g[i] = silu(g[i]) · u[i] = g / (1 + exp(−g)) · u for i < n, f32
    * (exp's argument clamped to ≤ 88 so that it stays finite; silu(g ≤ −88) is then
