@@ -13,6 +13,13 @@
 // a block of W keys of one kv head is transposed in registers to [d][W], then each
 // query head accumulates W scores in one vector (broadcast q · row of Kᵀ), with no
 // horizontal sum per (head, key); the transpose is shared by the group's heads.
+// Measured (the cache cycled through 75 MB so it streams from DRAM, one call per layer):
+// 173–180 µs → 92–100 µs per call on 2 threads; inside a decode step 157 µs
+// (eval/reports/profile-decode-576.md, a loaded host). What is left: 4.7 MFLOP per
+// call is ~41 µs of one core's FMA peak (114 GFLOP/s measured), and the score and
+// P·V loops run at that peak (perf: one FMA per cycle); the 16×16 transposes and the
+// exp take ~30% more, so it is compute-bound on f32 as much as bandwidth-bound on the
+// 1.18 MB of K and V. Halving the bytes (an f16 cache) does not lift the FMA floor.
 
 /**
  * kt[c·W + jj] = k_jj[c] for c < d, jj < W (keys past nb read as 0): the block of W keys
