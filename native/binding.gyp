@@ -36,7 +36,7 @@
         "src/pool.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
-      "dependencies": ["qllm_kernels_avx2", "qllm_kernels_avx512", "qllm_packed_avx512", "qllm_llm_int8_vnni"],
+      "dependencies": ["qllm_kernels_avx2", "qllm_kernels_avx512", "qllm_packed_avx512", "qllm_packed_amx", "qllm_llm_int8_vnni"],
       "ldflags": ["-pthread"]
     },
     {
@@ -61,6 +61,14 @@
       "sources": ["src/packed_avx512.cc", "src/packed_avx512_gemv.cc", "src/packed_avx512_gemm.cc"],
       "conditions": [
         ["target_arch=='x64' or target_arch=='ia32'", { "cflags_cc": ["-mavx2", "-mfma", "-mf16c", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512vnni"] }]
+      ]
+    },
+    {
+      "target_name": "qllm_packed_amx",
+      "type": "static_library",
+      "sources": ["src/packed_amx.cc"],
+      "conditions": [
+        ["target_arch=='x64'", { "cflags_cc": ["-mavx2", "-mfma", "-mf16c", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512vnni", "-mamx-tile", "-mamx-int8"] }]
       ]
     },
     {

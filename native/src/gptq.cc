@@ -42,7 +42,7 @@ constexpr int64_t kMaxChunkRows = 512;   // the running copy [rows][K] stays in 
 
 const GptqRowKernel& rowKernelFor(const KernelTable& kt) {
   for (const GptqRowKernel* k : {gptqRowsAvx512(), gptqRowsAvx2(), gptqRowsScalar()}) {
-    if (k != nullptr && strcmp(k->level, kt.name) == 0) return *k;
+    if (k != nullptr && strcmp(k->level, simdLevelOf(kt.name)) == 0) return *k;
   }
   return *gptqRowsScalar();
 }

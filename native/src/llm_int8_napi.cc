@@ -28,7 +28,7 @@ const Int8KernelTable* levelFor(Runtime& rt, const Napi::Value& v) {
   if (v.IsString()) {
     want = v.As<Napi::String>().Utf8Value();
   } else {
-    want = rt.kernels->name;
+    want = simdLevelOf(rt.kernels->name);
     if (want == "avx512") return levels[0];  // the best int8 level (vnni, else avx2)
   }
   for (int i = 0; i < n; ++i) if (want == levels[i]->name) return levels[i];

@@ -13,6 +13,7 @@
 //   packed_avx512_gemv.cc   M = 1…8 spans (decode, batched decode: W streamed once)
 //   packed_avx512_gemm.cc   int8-activation tiles (prefill, M > 8)
 //   packed_avx512.cc        16-bit tile, quantizer, the table (borrows AVX2's other tiles)
+//   packed_amx.cc         AMX-INT8 tiles (prefill, M ≥ 16): the "amx" level = avx512's table + this GEMM
 //   packed_walk.h         ISA-neutral block walk and span plumbing, one copy per level
 //
 // Every layout interleaves 16 rows ("a row group"): the 16 outputs of a row group
@@ -167,12 +168,24 @@ struct PackedKernels {
   void (*q8Span)(const PackedSpanArgs& t);
   /** The largest M the spans take (larger M runs the tiles, mr rows at a time). */
   int spanMaxM = 1;
+  /**
+   * M ≥ gemmMinM (int8 activations) over a range of row groups, all M rows in one call
+   * (t.mr = M, t.lda = Kp): the AMX level's tile GEMM; null: the per-row-group tiles.
+   */
+  void (*q4Gemm)(const PackedSpanArgs& t) = nullptr;
+  void (*q8Gemm)(const PackedSpanArgs& t) = nullptr;
+  int gemmMinM = 0;
 };
 
 const PackedKernels* packedKernelsScalar();
 const PackedKernels* packedKernelsAvx2();    // null when not compiled in
 const PackedKernels* packedKernelsAvx512();  // null when not compiled in (AVX-512 F/BW/VL/VNNI)
-/** The packed kernels for a kernel level name ("avx512" uses the best packed level the CPU runs). */
+/**
+ * The AVX-512 table (the CPU runs it) plus the AMX-INT8 GEMM (packed_amx.cc); null when not
+ * compiled in or when the CPU, the OS (XCR0) or Linux's arch_prctl permission refuses tiles.
+ */
+const PackedKernels* packedKernelsAmx(const PackedKernels* avx512);
+/** The packed kernels for a kernel level name ("amx", "avx512": the best packed level at or below it the CPU runs). */
 const PackedKernels* packedKernelsFor(const char* levelName);
 
 /**

@@ -66,13 +66,17 @@ void matmulPackedParts(Runtime& rt, const float* x, const PackedWeight& w, int64
   }
 
   void (*span)(const PackedSpanArgs&) = !int8Acts || M > pk.spanMaxM ? nullptr : L.kind == PackedKind::Q4 ? pk.q4Span : pk.q8Span;
+  // M ≥ gemmMinM: the level's range GEMM (AMX), all M rows per call.
+  void (*gemm)(const PackedSpanArgs&) = !int8Acts || span != nullptr || M < pk.gemmMinM ? nullptr
+                                        : L.kind == PackedKind::Q4 ? pk.q4Gemm : pk.q8Gemm;
 
   // 1. Activations, in rt.shared: [M][Kp] f32 (gathered / padded) and/or [M][lda] int8 + [M][nb] d, Σ.
   //    The spans' rows are lda = Kp + 64 apart: Kp is often a multiple of 4 KiB (4096, 11008 = 43·256 is
   //    not), and rows a multiple of 4 KiB apart fall into one L1 set, with every stream's code line
   //    of the same offset: at M = 4, K = 4096 int8 the span ran 26 GB/s L3-resident against M = 3's 80.
   const int64_t Kp = L.Kp, nb = L.Kp / L.Ba;
-  const int64_t lda = span != nullptr && M > 1 ? Kp + 64 : Kp;
+  //    The AMX GEMM's A tiles (16 rows at lda) likewise: at lda = 4096 a tile's rows are one L1 set.
+  const int64_t lda = (span != nullptr && M > 1) || gemm != nullptr ? Kp + 64 : Kp;
   const bool needF32 = L.perm != nullptr;  // gathered rows x'[k] = x[perm[k]], zero past K
   const size_t f32Floats = needF32 ? static_cast<size_t>(M * Kp) : 0;
   const size_t qFloats = int8Acts ? static_cast<size_t>((M * lda + 3) / 4 + 2 * M * nb) : 0;
@@ -110,11 +114,11 @@ void matmulPackedParts(Runtime& rt, const float* x, const PackedWeight& w, int64
       if (rg1 <= rg0) continue;
       const int64_t N = nOf[p], base = rgAt[p];  // local row group of rg: rg − base
       float* y = ys[p];
-      if (span != nullptr) {
+      if (span != nullptr || gemm != nullptr) {
         const PackedSpanArgs s{&L, w.data + rg0 * L.rgStride, rg1 - rg0, aq, ad, asum, y + (rg0 - base) * kRowGroup,
                                static_cast<int>(minI(kRowGroup, N - (rg1 - 1 - base) * kRowGroup)),
                                static_cast<int>(M), N, lda};
-        span(s);
+        (span != nullptr ? span : gemm)(s);
       } else {
         PackedTileArgs a{};
         a.L = &L;
@@ -167,7 +171,9 @@ const PackedKernels* packedKernelsFor(const char* levelName) {
 #endif
     return k;
   }();
-  if (std::strcmp(levelName, "avx512") == 0 && avx512 != nullptr) return avx512;
+  static const PackedKernels* amx = packedKernelsAmx(avx512);
+  if (std::strcmp(levelName, "amx") == 0 && amx != nullptr) return amx;
+  if ((std::strcmp(levelName, "avx512") == 0 || std::strcmp(levelName, "amx") == 0) && avx512 != nullptr) return avx512;
   if (std::strcmp(levelName, "scalar") != 0 && avx2 != nullptr) return avx2;
   return packedKernelsScalar();
 }

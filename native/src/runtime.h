@@ -52,6 +52,8 @@ struct Runtime {
 
 /** Levels compiled into this build that the CPU can run, fastest first. */
 std::vector<const KernelTable*> availableKernels();
+/** The SIMD level whose non-packed kernels (GPTQ rows, int8, convert) a level runs: "amx" → "avx512". */
+const char* simdLevelOf(const char* levelName);
 
 // The drivers. Arguments are trusted (validated in src/backend/native.ts).
 /** y[M, N] = x[M, K] · W[N, K]ᵀ (+ bias[N]). */

@@ -71,8 +71,8 @@ export interface NativePackedAddon {
   matmulPackedParts(x: Float32Array, handle: unknown, M: number, biases: (Float32Array | null)[], outs: Float32Array[], f32Acts: boolean): void;
   /** GB/s of each of `reps` streaming-read passes over `bytes` on `threads` pool threads (benchmark probe). */
   readBandwidth(bytes: number, threads: number, reps: number): Float64Array;
-  /** The packed kernels the current kernel level runs ("avx512" = VNNI, "avx2", "scalar"; native/src/packed_matmul.cc packedKernelsFor). */
-  packedKernelLevel(): "avx512" | "avx2" | "scalar";
+  /** The packed kernels the current kernel level runs ("amx" = VNNI + AMX-INT8 GEMM, "avx512" = VNNI, "avx2", "scalar"; native/src/packed_matmul.cc packedKernelsFor). */
+  packedKernelLevel(): "amx" | "avx512" | "avx2" | "scalar";
   /** The same on a libuv worker thread (native/src/async.h). */
   matmulPackedAsync(x: Float32Array, handle: unknown, M: number, bias: Float32Array | null, out: Float32Array, f32Acts: boolean, ctl: Int32Array | null): Promise<void>;
 }

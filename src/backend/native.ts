@@ -44,7 +44,8 @@ import { callNative, checkF32, checkInt, checkNoOverlap } from "./native-call.ts
 export { callNative } from "./native-call.ts";
 
 /** SIMD levels the addon can be built with, fastest first. */
-export type KernelLevel = "avx512" | "avx2" | "scalar";
+/** "amx": the avx512 level with the AMX-INT8 packed GEMM for prefill (native/src/packed_amx.cc). */
+export type KernelLevel = "amx" | "avx512" | "avx2" | "scalar";
 
 /** The addon's exports, as native/src/addon.cc defines them. */
 interface NativeAddon extends NativePackedAddon, Int8Addon, NativeConvertAddon, GptqAddon, AwqAddon {
@@ -362,9 +363,10 @@ export class NativeBackend implements Backend {
   }
 
   /**
-   * The packed (int4 / int8 / 16-bit) kernels the current level runs: "avx512" is the
-   * VNNI level (needs AVX-512 F/BW/VL/VNNI; the f32 level "avx512" on a CPU without VNNI
-   * runs "avx2" packed kernels), then "avx2", "scalar".
+   * The packed (int4 / int8 / 16-bit) kernels the current level runs: "amx" is the VNNI
+   * level with AMX-INT8 tiles for M ≥ 16 (offered when the CPU, OS and process permit
+   * tiles), "avx512" the VNNI level (needs AVX-512 F/BW/VL/VNNI; the f32 level "avx512"
+   * on a CPU without VNNI runs "avx2" packed kernels), then "avx2", "scalar".
    */
   get packedKernelLevel(): KernelLevel {
     return this.#addon.packedKernelLevel();

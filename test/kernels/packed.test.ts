@@ -55,6 +55,11 @@ const Q8_CASES: Q8Case[] = [
   { N: 203, K: 200, g: 32, perm: false, f16: true },  // 13 row groups (the small-M spans' streams + leftovers)
 ];
 
+/** The CPU's feature flags from /proc/cpuinfo ([] off Linux). */
+function cpuFlags(): string[] {
+  try { return (/^flags\s*:(.*)$/m.exec(readFileSync("/proc/cpuinfo", "utf8"))?.[1] ?? "").split(" "); } catch { return []; }
+}
+
 function check(name: string, got: Float32Array, want: Float64Array, tol: Float64Array): void {
   let worst = -Infinity, at = -1;
   for (let i = 0; i < want.length; i++) {
@@ -79,8 +84,7 @@ describe("packed matmul", () => {
   });
 
   it("runs the AVX-512 VNNI packed kernels at level avx512 exactly when the CPU reports AVX-512 F/BW/VL/VNNI", () => {
-    let flags: string[] = [];
-    try { flags = (/^flags\s*:(.*)$/m.exec(readFileSync("/proc/cpuinfo", "utf8"))?.[1] ?? "").split(" "); } catch { /* not Linux */ }
+    const flags = cpuFlags();
     const vnni = ["avx512f", "avx512bw", "avx512vl", "avx512_vnni"].every((f) => flags.includes(f));
     const saved = nb.kernelLevel;
     try {
@@ -91,6 +95,14 @@ describe("packed matmul", () => {
     } finally {
       nb.setKernelLevel(saved);
     }
+  });
+
+  it("offers level amx (AMX-INT8 packed GEMM) exactly when Linux reports amx_tile and amx_int8", () => {
+    const flags = cpuFlags();
+    if (flags.length === 0) { console.log("amx level check skipped: no /proc/cpuinfo"); return; }
+    const amx = ["amx_tile", "amx_int8", "avx512_vnni"].every((f) => flags.includes(f));
+    expect(levels.includes("amx")).toBe(amx);
+    if (!amx) console.log("no AMX-INT8 on this CPU: the amx level and its tests are skipped");
   });
 
   function runLevels(w: PackedWeight, x: Float32Array, M: number, bias: Float32Array | undefined, acts: "int8" | "f32"): Map<KernelLevel, Float32Array> {
@@ -184,6 +196,60 @@ describe("packed matmul", () => {
       const got = runLevels(w, x, M, undefined, "f32");
       for (const level of levels) check(`${dtype} ${level} M=${M}`, got.get(level)!, ref.y, bound(refAbs.abs, K));
     }
+  });
+
+  /**
+   * The AMX GEMM (M ≥ 16, packed_amx.cc): M = 16 (one A tile), 17 (two tiles, the second
+   * of 1 row), 33 (a 32-row pair + a 1-row tail), 512 (prefill); N not a multiple
+   * of 16 and odd row-group counts (a single row group after the pairs); one group and
+   * several; Ba = 32, 64, 96 (32-k steps), 128; mins; f32 scales; act-order; 1 and 2 threads.
+   */
+  describe.skipIf(!createNativeBackend().kernelLevels().includes("amx"))("amx level (AMX-INT8 tiles)", () => {
+    const AMX_MS = [16, 17, 33, 512];
+    const cases = [
+      { bits: 4, N: 37, K: 200, g: 32, mins: false, perm: false, f16: true },    // Q4_0-like, 3 row groups
+      { bits: 4, N: 45, K: 1000, g: 128, mins: true, perm: true, f16: true },    // GPTQ g128 with zeros, act-order
+      { bits: 4, N: 20, K: 96, g: 96, mins: false, perm: false, f16: false },    // one group, Ba = 96: 32-k steps
+      { bits: 4, N: 50, K: 256, g: 64, mins: true, perm: false, f16: false },    // Ba = 64, f32 scales and mins
+      { bits: 4, N: 16, K: 300, g: 300, mins: true, perm: false, f16: true },    // one group per row, Ba = 128
+      { bits: 8, N: 37, K: 200, g: 32, mins: false, perm: false, f16: true },    // Q8_0-like
+      { bits: 8, N: 90, K: 640, g: 128, mins: false, perm: true, f16: false },   // int8 g128, act-order, f32 scales
+      { bits: 8, N: 21, K: 300, g: 300, mins: false, perm: false, f16: true },   // per-row int8
+    ];
+    it.each(cases)("int$bits N=$N K=$K g=$g mins=$mins perm=$perm f16=$f16: amx equals scalar bit for bit", (c) => {
+      const r = rng(3 + c.N * 1000 + c.K + c.g);
+      const G = Math.ceil(c.K / Math.min(c.g, c.K));
+      const scales = randScales(c.N * G, r, c.f16);
+      const perm = c.perm ? randPerm(c.K, r) : null;
+      const w = c.bits === 4
+        ? nb.packQ4({
+          codes: Uint8Array.from({ length: c.N * c.K }, () => Math.floor(r() * 16)), scales, N: c.N, K: c.K, groupSize: c.g, perm,
+          mins: c.mins ? randScales(c.N * G, r, c.f16).map((v) => (c.f16 ? toF16 : Number)(-8 * v * (0.5 + r()))) : null,
+        })
+        : nb.packQ8({ codes: Int8Array.from({ length: c.N * c.K }, () => Math.floor(r() * 256) - 128), scales, N: c.N, K: c.K, groupSize: c.g, perm });
+      const saved = nb.kernelLevel;
+      try {
+        for (const M of AMX_MS) {
+          const x = randF32(M * c.K, r);
+          const bias = M === 17 ? randF32(c.N, r) : undefined;
+          nb.setKernelLevel("scalar");
+          const want = nb.matmulPacked(x, w, M, bias);
+          nb.setKernelLevel("amx");
+          expect(nb.packedKernelLevel).toBe("amx");
+          for (const threads of [1, 2]) {
+            nb.setThreads(threads);
+            const got = nb.matmulPacked(x, w, M, bias);
+            const diff = got.map((v, i) => Math.abs(v - want[i]!));
+            expect(Math.max(...diff), `amx vs scalar M=${M} threads=${threads}`).toBe(INT8_TILES_EQUAL_BITS);
+            expect(got.every(Number.isFinite)).toBe(true);
+          }
+        }
+      } finally {
+        nb.setThreads(1);
+        nb.setKernelLevel(saved);
+      }
+      w.dispose();
+    });
   });
 
   it("gives the same bits on two threads as on one", () => {
