@@ -4,7 +4,9 @@
  *
  *   rtn      plain folder → HF-GPTQ folder (4-bit, g128, sym; quantizeModel, no calibration)
  *   export   plain folder → GGUF f16, q4_0, q8_0 (export/gguf.ts, export/gguf-quant.ts)
- *   load     loadModel of the plain folder on the native backend (16-bit packed weights)
+ *   load     loadModel of the plain folder on the native backend: the 16-bit linears as row-major
+ *            views of the mapped file (the default, --weights16 map; native/LAYOUTS.md "Row-major views")
+ *   load-copy  the same with --weights16 copy: every linear copied into the interleaved bf16x16 / f16x16 layout
  *   touch    a host probe, not a product path: first write of 1 GiB of fresh memory (the
  *            ceiling of a path whose output is new memory: loadModel writes ~as many bytes as it reads)
  *
@@ -17,14 +19,16 @@
  * and are deleted after each path. Target: ≥ 0.5 GB/s each. On a TinyLlama-1.1B-shaped model
  * (eval/gen-tinyllama.ts; default the coordinator's /tmp/qllm-tinyllama/bf16, read only).
  *
- *   /work/bin/bench node --import tsx eval/bench-throughput.ts [--model DIR]... [--reps N] [--work /tmp/qllm-bench] [--write]
+ *   /work/bin/bench node --import tsx eval/bench-throughput.ts [--model DIR]... [--reps N] [--only load,load-copy] [--work /tmp/qllm-bench] [--write]
  *
  * --model may be given twice (e.g. a BF16 and an F16 folder); --reps N runs every path N times
- * (each in its own process) and reports the median; --write puts the table in
- * eval/reports/bench-throughput.md.
+ * (each in its own process) and reports the median; --only runs just the listed paths; --write
+ * puts the table in eval/reports/bench-throughput.md. The load paths also report the process's
+ * resident memory after the load (RssAnon: its own pages; RssFile: mapped file pages, which the
+ * page cache holds and shares).
  */
 import { execFileSync } from "node:child_process";
-import { closeSync, mkdirSync, openSync, readSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { closeSync, mkdirSync, openSync, readFileSync, readSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
@@ -40,7 +44,7 @@ import { quantizeModel } from "../src/quantize/pipeline.ts";
 const { values } = parseArgs({
   options: {
     model: { type: "string", multiple: true }, work: { type: "string" }, write: { type: "boolean" },
-    reps: { type: "string" }, child: { type: "string" }, path: { type: "string" },
+    reps: { type: "string" }, child: { type: "string" }, path: { type: "string" }, only: { type: "string" },
   },
   strict: true,
 });
@@ -54,7 +58,8 @@ const PATHS = [
   ["f16", "export → GGUF f16"],
   ["q4_0", "export → GGUF q4_0 (token_embd, output q8_0)"],
   ["q8_0", "export → GGUF q8_0 (token_embd, output q8_0)"],
-  ["load", "loadModel (native, 16-bit packed)"],
+  ["load", "loadModel (native, 16-bit views of the mapped file: --weights16 map, the default)"],
+  ["load-copy", "loadModel (native, 16-bit packed copy: --weights16 copy)"],
   ["touch", "host probe: first touch of 1 GiB of fresh memory (not a product path)"],
 ] as const;
 /** Bytes the touch probe writes: fresh anonymous memory, as loadModel's packed weights are. */
@@ -90,7 +95,7 @@ const size = (p: string): number => (statSync(p).isDirectory() ? readdirSync(p).
 /** Child: run one path on one model, print {seconds, outBytes} as the last stdout line. */
 async function child(dir: string, id: PathId): Promise<void> {
   const backend = createNativeBackend({ threads: defaultThreads() });
-  const out = { rtn: join(work, "rtn"), f16: join(work, "f16.gguf"), q4_0: join(work, "q4_0.gguf"), q8_0: join(work, "q8_0.gguf"), load: null, touch: null }[id];
+  const out = { rtn: join(work, "rtn"), f16: join(work, "f16.gguf"), q4_0: join(work, "q4_0.gguf"), q8_0: join(work, "q8_0.gguf"), load: null, "load-copy": null, touch: null }[id];
   if (out !== null) rmSync(out, { recursive: true, force: true });
   mkdirSync(work, { recursive: true });
   warm(dir);
@@ -115,13 +120,15 @@ async function child(dir: string, id: PathId): Promise<void> {
     a.fill(1);
     if (a[TOUCH_BYTES - 1] !== 1) throw new Error("touch probe: fill did not reach the end");
   } else {
-    const m = await loadModel(dir, backend, { warn: () => {} });
+    const m = await loadModel(dir, backend, { warn: () => {}, weights16: id === "load" ? "map" : "copy" });
     if (m.weights !== "packed") throw new Error("expected packed weights");
   }
   const seconds = (performance.now() - t0) / 1000, cpu = process.cpuUsage(c0);
+  const status = readFileSync("/proc/self/status", "utf8");
+  const kb = (key: string): number => Number(new RegExp(`^${key}:\\s+(\\d+)`, "m").exec(status)?.[1] ?? NaN) * 1024;
   const outBytes = out !== null ? size(out) : 0;
   if (out !== null) rmSync(out, { recursive: true, force: true });
-  process.stdout.write(`\n${JSON.stringify({ seconds, user: cpu.user / 1e6, sys: cpu.system / 1e6, outBytes, threads: backend.threads })}\n`);
+  process.stdout.write(`\n${JSON.stringify({ seconds, user: cpu.user / 1e6, sys: cpu.system / 1e6, outBytes, threads: backend.threads, rssAnon: kb("RssAnon"), rssFile: kb("RssFile") })}\n`);
 }
 
 if (values.child !== undefined) {
@@ -132,9 +139,12 @@ if (values.child !== undefined) {
 }
 
 const models = (values.model ?? ["/tmp/qllm-tinyllama/bf16"]).map((m) => resolve(m));
-interface Run { seconds: number; user: number; sys: number; outBytes: number; threads: number }
+interface Run { seconds: number; user: number; sys: number; outBytes: number; threads: number; rssAnon: number; rssFile: number }
 interface Row { model: string; path: string; inBytes: number; runs: Run[] }
 const reps = Number(values.reps ?? "1");
+const only = values.only === undefined ? null : values.only.split(",");
+for (const id of only ?? []) if (!PATHS.some(([i]) => i === id)) throw new Error(`--only: unknown path ${id}; known: ${PATHS.map(([i]) => i).join(", ")}`);
+const gb = (b: number): string => (b / 1e9).toFixed(2);
 if (!Number.isInteger(reps) || reps < 1) throw new Error(`--reps must be an integer ≥ 1 (got ${values.reps})`);
 const rows: Row[] = [];
 let threads = 0;
@@ -147,6 +157,7 @@ for (let rep = 0; rep < reps; rep++) {
     const { bytes, dtypes } = await inputWeights(dir);
     const name = `${dir.split("/").slice(-2).join("/")} (${dtypes})`;
     for (const [id, label] of PATHS) {
+      if (only !== null && !only.includes(id)) continue;
       // Fresh process, same node flags (--import tsx) as this one.
       const stdout = execFileSync(process.execPath, [...process.execArgv, fileURLToPath(import.meta.url), "--child", dir, "--path", id, "--work", work], {
         stdio: ["ignore", "pipe", "inherit"], maxBuffer: 16 << 20,
@@ -156,7 +167,8 @@ for (let rep = 0; rep < reps; rep++) {
       let row = rows.find((x) => x.model === name && x.path === label);
       if (row === undefined) rows.push((row = { model: name, path: label, inBytes: id === "touch" ? TOUCH_BYTES : bytes, runs: [] }));
       row.runs.push(r);
-      process.stderr.write(`${name} ${label}: ${r.seconds.toFixed(2)} s (user ${r.user.toFixed(2)}, sys ${r.sys.toFixed(2)}), ${(row.inBytes / r.seconds / 1e9).toFixed(2)} GB/s\n`);
+      const rss = id.startsWith("load") ? `, RSS after: anon ${gb(r.rssAnon)} GB, file ${gb(r.rssFile)} GB` : "";
+      process.stderr.write(`${name} ${label}: ${r.seconds.toFixed(2)} s (user ${r.user.toFixed(2)}, sys ${r.sys.toFixed(2)}), ${(row.inBytes / r.seconds / 1e9).toFixed(2)} GB/s${rss}\n`);
     }
   }
 }
@@ -166,12 +178,11 @@ const load1 = execFileSync("uptime").toString().trim();
 /** The run of median wall time (the lower middle one for an even count). */
 const median = (runs: Run[]): Run => [...runs].sort((x, y) => x.seconds - y.seconds)[Math.floor((runs.length - 1) / 2)]!;
 const commit = execFileSync("git", ["rev-parse", "--short", "HEAD"], { cwd: root }).toString().trim();
-const gb = (b: number): string => (b / 1e9).toFixed(2);
 const rate = (r: Row, run: Run): number => r.inBytes / run.seconds / 1e9;
 const lines = [
   "# Throughput of the paths that touch every weight (issue 10)",
   "",
-  `\`/work/bin/bench node --import tsx eval/bench-throughput.ts${models.map((m) => ` --model ${m}`).join("")}${reps > 1 ? ` --reps ${reps}` : ""} --write\`, commit ${commit}, ` +
+  `\`/work/bin/bench node --import tsx eval/bench-throughput.ts${models.map((m) => ` --model ${m}`).join("")}${reps > 1 ? ` --reps ${reps}` : ""}${only !== null ? ` --only ${only.join(",")}` : ""} --write\`, commit ${commit}, ` +
     `${threads} threads, ${new Date().toISOString().slice(0, 16)}Z. TinyLlama-1.1B-shaped models from eval/gen-tinyllama.ts (random weights); ` +
     `${reps} run${reps > 1 ? "s" : ""} per path (median shown${reps > 1 ? ", all runs' GB/s in the last column" : ""}), each in a fresh process (timed inside it: node's start, the imports and the backend's creation not counted), ` +
     "input file in the page cache (read once before, in that process), outputs written to the same disk (fsync included) and deleted after each path. " +
@@ -179,12 +190,12 @@ const lines = [
   "",
   `Load before: \`${load0}\`; after: \`${load1}\`.`,
   "",
-  `| model | path | input weights (GB) | output (GB) | seconds | user / sys CPU s | GB/s of input | ≥ target |${reps > 1 ? " runs (GB/s) |" : ""}`,
-  `|---|---|---:|---:|---:|---:|---:|:---:|${reps > 1 ? "---|" : ""}`,
+  `| model | path | input weights (GB) | output (GB) | seconds | user / sys CPU s | GB/s of input | ≥ target | RSS after, anon / file (GB) |${reps > 1 ? " runs (GB/s) |" : ""}`,
+  `|---|---|---:|---:|---:|---:|---:|:---:|---:|${reps > 1 ? "---|" : ""}`,
   ...rows.map((r) => {
     const m = median(r.runs);
     return `| ${r.model} | ${r.path} | ${gb(r.inBytes)} | ${m.outBytes > 0 ? gb(m.outBytes) : "—"} | ${m.seconds.toFixed(2)} | ${m.user.toFixed(2)} / ${m.sys.toFixed(2)} | ` +
-      `${rate(r, m).toFixed(2)} | ${r.path.startsWith("host probe") ? "—" : rate(r, m) >= TARGET ? "yes" : "**no**"} |${reps > 1 ? ` ${r.runs.map((x) => rate(r, x).toFixed(2)).join(", ")} |` : ""}`;
+      `${rate(r, m).toFixed(2)} | ${r.path.startsWith("host probe") ? "—" : rate(r, m) >= TARGET ? "yes" : "**no**"} | ${r.path.startsWith("loadModel") ? `${gb(m.rssAnon)} / ${gb(m.rssFile)}` : "—"} |${reps > 1 ? ` ${r.runs.map((x) => rate(r, x).toFixed(2)).join(", ")} |` : ""}`;
   }),
   "",
 ];

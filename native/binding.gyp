@@ -28,6 +28,7 @@
         "src/llm_int8_napi.cc",
         "src/llm_int8_scalar.cc",
         "src/matmul.cc",
+        "src/packed_map.cc",
         "src/packed_matmul.cc",
         "src/packed_pack.cc",
         "src/packed_repack.cc",
@@ -42,7 +43,7 @@
     {
       "target_name": "qllm_kernels_avx2",
       "type": "static_library",
-      "sources": ["src/kernels_avx2.cc", "src/convert_avx2.cc", "src/gptq_rows_avx2.cc", "src/packed_avx2.cc", "src/packed_avx2_gemv.cc", "src/packed_avx2_gemm.cc", "src/llm_int8_avx2.cc"],
+      "sources": ["src/kernels_avx2.cc", "src/convert_avx2.cc", "src/gptq_rows_avx2.cc", "src/packed_avx2.cc", "src/packed_avx2_gemv.cc", "src/packed_avx2_gemm.cc", "src/packed_avx2_rows.cc", "src/llm_int8_avx2.cc"],
       "conditions": [
         ["target_arch=='x64' or target_arch=='ia32'", { "cflags_cc": ["-mavx2", "-mfma", "-mf16c"] }]
       ]

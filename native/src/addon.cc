@@ -24,6 +24,9 @@
 //   matmulPackedAsync(x, handle, M, bias | null, out, f32Acts, ctl): Promise<void>
 //   packedConcat(handles[]): PackedInfo | [status]   row groups of the parts back to back (1 no memory, 2 incompatible)
 //   packedView(handle, part): PackedInfo             part p of a concatenated weight, sharing its memory
+//   mapFile(path, populate): { handle, bytes } | [status, errno]   read-only map (packed_map.cc; 1 open, 2 map, 3 unsupported)
+//   mapRelease(handle): void      drops the caller's reference (the views keep theirs)
+//   view16(map, offset, isBf16, N, K): PackedInfo | null   a row-major 16-bit view of mapped bytes (null: out of bounds)
 //   matmulPackedParts(x, handle, M, biases[], outs[], f32Acts): void   one call, one output per part
 //   readBandwidth(bytes, threads, reps): Float64Array   GB/s of each pass (benchmark probe)
 //   packedKernelLevel(): string   the packed kernels the current level runs (packedKernelsFor)
@@ -116,6 +119,9 @@ class Addon : public Napi::Addon<Addon> {
                              InstanceMethod("matmulPackedAsync", &Addon::MatmulPackedAsync, napi_enumerable),
                              InstanceMethod("packedConcat", &Addon::PackedConcat, napi_enumerable),
                              InstanceMethod("packedView", &Addon::PackedView, napi_enumerable),
+                             InstanceMethod("mapFile", &Addon::MapFile, napi_enumerable),
+                             InstanceMethod("mapRelease", &Addon::MapRelease, napi_enumerable),
+                             InstanceMethod("view16", &Addon::View16, napi_enumerable),
                              InstanceMethod("matmulPackedParts", &Addon::MatmulPackedParts, napi_enumerable),
                              InstanceMethod("int8Pack", &Addon::Int8Pack, napi_enumerable),
                              InstanceMethod("int8Unpack", &Addon::Int8Unpack, napi_enumerable),
@@ -350,7 +356,7 @@ class Addon : public Napi::Addon<Addon> {
   };
 
   /** Native bytes a handle accounts for: a view's memory belongs to its concatenated weight. */
-  static int64_t ownedBytes(const PackedWeight* w) { return w->view ? 0 : static_cast<int64_t>(w->bytes); }
+  static int64_t ownedBytes(const PackedWeight* w) { return w->view || w->L.rowMajor ? 0 : static_cast<int64_t>(w->bytes); }
 
   static void FinalizePacked(Napi::Env env, PackedHolder* h) {
     if (h->w != nullptr) {
@@ -378,6 +384,7 @@ class Addon : public Napi::Addon<Addon> {
     o.Set("mins", Napi::Boolean::New(env, L.mins));
     o.Set("bytes", Napi::Number::New(env, static_cast<double>(w->bytes)));
     o.Set("rowGroupBytes", Napi::Number::New(env, static_cast<double>(L.rgStride)));
+    o.Set("rowMajor", Napi::Boolean::New(env, L.rowMajor));
     return o;
   }
 
@@ -424,7 +431,16 @@ class Addon : public Napi::Addon<Addon> {
     const PackedWeight* w = info[0].As<Napi::External<PackedHolder>>().Data()->w;
     assert(w != nullptr);
     Napi::Uint8Array out = Napi::Uint8Array::New(info.Env(), w->bytes);
-    std::memcpy(out.Data(), w->data, w->bytes);
+    if (w->L.rowMajor && w->nParts > 0) {  // a concatenation of views: each part where the file has it
+      size_t at = 0;
+      for (int p = 0; p < w->nParts; ++p) {
+        const size_t n = static_cast<size_t>(w->partN[p] * w->L.codeBytes);
+        std::memcpy(out.Data() + at, w->partData[p], n);
+        at += n;
+      }
+    } else {
+      std::memcpy(out.Data(), w->data, w->bytes);
+    }
     return out;
   }
 
@@ -464,6 +480,46 @@ class Addon : public Napi::Addon<Addon> {
     const int64_t p = i64(info[1]);
     assert(p >= 0 && p < w->nParts);
     return WrapPacked(info.Env(), packedView(*w, static_cast<int>(p)));
+  }
+
+  /** Owns one reference to a mapped file; mapRelease drops it early, the GC finalizer otherwise. */
+  struct MapHolder {
+    MappedFile* f;
+  };
+
+  static void FinalizeMap(Napi::Env, MapHolder* h) {
+    releaseFile(h->f);
+    delete h;
+  }
+
+  Napi::Value MapFile(const Napi::CallbackInfo& info) {
+    const std::string path = info[0].As<Napi::String>().Utf8Value();
+    MapStatus st;
+    int err;
+    MappedFile* f = qllm::mapFile(path.c_str(), info[1].As<Napi::Boolean>().Value(), &st, &err);
+    if (f == nullptr) {
+      Napi::Array out = Napi::Array::New(info.Env(), 2);
+      out.Set(0u, Napi::Number::New(info.Env(), static_cast<double>(st)));
+      out.Set(1u, Napi::Number::New(info.Env(), err));
+      return out;
+    }
+    Napi::Object o = Napi::Object::New(info.Env());
+    o.Set("handle", Napi::External<MapHolder>::New(info.Env(), new MapHolder{f}, FinalizeMap));
+    o.Set("bytes", Napi::Number::New(info.Env(), static_cast<double>(mappedBytes(f))));
+    return o;
+  }
+
+  void MapRelease(const Napi::CallbackInfo& info) {
+    MapHolder* h = info[0].As<Napi::External<MapHolder>>().Data();
+    releaseFile(h->f);
+    h->f = nullptr;
+  }
+
+  Napi::Value View16(const Napi::CallbackInfo& info) {
+    MappedFile* f = info[0].As<Napi::External<MapHolder>>().Data()->f;
+    assert(f != nullptr);
+    const H16Type t = info[2].As<Napi::Boolean>().Value() ? H16Type::BF16 : H16Type::F16;
+    return WrapPacked(info.Env(), view16(f, static_cast<size_t>(i64(info[1])), t, i64(info[3]), i64(info[4])));
   }
 
   /** matmulPackedParts(x, handle, M, biases (Float32Array | null)[], outs[], f32Acts): one output per part. */

@@ -45,6 +45,8 @@ struct PackedLayout {
   int32_t scaleBytes;  // 2 = f16 scales (and mins), 4 = f32 (when some value is not exactly an f16)
   bool mins;           // Q4 only: w = s·q + m (else w = s·(q − 8))
   H16Type h16;         // H16 only
+  bool rowMajor;       // H16 only: a row-major view [N, K] of stored bytes (LAYOUTS.md "Row-major views"):
+                       // row n at byte n·codeBytes of its part, codeBytes = 2K, rgStride = 16·2K, no padding
   int64_t codeBytes;   // per row group: Kp/32 sub-blocks × 256 (Q4) / 512 (Q8), or Kp·32 (H16)
   int64_t rgStride;    // bytes per row group: codes, then scales [G][16], then mins [G][16], padded to 64
   const int32_t* perm; // [K] or null: x'[k] = x[perm[k]] (act-order), owned by the PackedWeight
@@ -69,7 +71,30 @@ struct PackedWeight {
   int64_t partN[kMaxParts] = {};
   /** A view of one part of a concatenated weight: data and perm belong to that weight. */
   bool view = false;
+  /**
+   * Row-major views (L.rowMajor): part p's row 0 (partData[0] = data for a plain view; the
+   * parts of a concatenation stay where the file has them, nothing is copied) and the
+   * mapped file each part lies in (one reference each, released by freePacked).
+   */
+  uint8_t* partData[kMaxParts] = {};  // read-only memory (PROT_READ) for views of a file
+  struct MappedFile* files[kMaxParts] = {};
 };
+
+// ---------------------------------------------------------------- mapped files (packed_map.cc)
+
+/** A read-only shared mapping of a whole file, reference counted (the views of it hold references). */
+struct MappedFile;
+enum class MapStatus : int32_t { Ok = 0, OpenFailed = 1, MapFailed = 2, Unsupported = 3 };
+/** Maps `path` read-only (MAP_SHARED); null with *status on failure (errno in *err). */
+MappedFile* mapFile(const char* path, bool populate, MapStatus* status, int* err);
+size_t mappedBytes(const MappedFile* f);
+void retainFile(MappedFile* f);
+void releaseFile(MappedFile* f);
+/**
+ * A row-major 16-bit view W [N, K] at byte `offset` of f (any alignment; the kernels load
+ * unaligned); holds a reference to f. Null when offset + 2·N·K passes the end of the file.
+ */
+PackedWeight* view16(MappedFile* f, size_t offset, H16Type type, int64_t N, int64_t K);
 
 // ---------------------------------------------------------------- packers (packed_pack.cc)
 // Inputs are trusted (validated in src/backend/native.ts). Each returns a new
@@ -151,6 +176,23 @@ struct PackedSpanArgs {
   int64_t lda = 0;   // row stride of aq (≥ Kp; padded off a 4 KiB multiple); unused when mr = 1
 };
 
+/**
+ * Row-major 16-bit weights, M ≤ h16RowsMaxM: y[m, n] = Σ_k w[n, k]·x[m, k] for rows
+ * n < rows, each row read once, sequentially (a few rows in flight per call). w is the
+ * first row (any alignment), ldw the bytes between rows; x [M][ldx] f32; y[m·ldy + n].
+ */
+struct H16RowsArgs {
+  const uint8_t* w;
+  int64_t ldw;
+  int64_t rows, K;
+  H16Type type;
+  const float* x;
+  int64_t ldx;
+  int M;
+  float* y;
+  int64_t ldy;
+};
+
 struct PackedKernels {
   const char* name;
   int mrQ4, mrQ8, mrF32, mrH16;  // activation rows per tile call: int4, int8, their exact f32 path, 16-bit
@@ -175,6 +217,15 @@ struct PackedKernels {
   void (*q4Gemm)(const PackedSpanArgs& t) = nullptr;
   void (*q8Gemm)(const PackedSpanArgs& t) = nullptr;
   int gemmMinM = 0;
+  /** Row-major 16-bit views (LAYOUTS.md "Row-major views"), M ≤ h16RowsMaxM. */
+  void (*h16Rows)(const H16RowsArgs& a) = nullptr;
+  /**
+   * Larger M: one row group of a row-major view into the f16x16 layout in a small buffer
+   * (out [K][16], rows ≥ nValid zero), then the h16 tile runs on it: the pack is amortized
+   * over the M activation rows. rows: row 0 (any alignment), ldw bytes between rows.
+   */
+  void (*h16Pack)(const uint8_t* rows, int64_t ldw, int nValid, int64_t K, uint16_t* out) = nullptr;
+  int h16RowsMaxM = 0;
 };
 
 const PackedKernels* packedKernelsScalar();

@@ -157,7 +157,7 @@ uint64_t readStreams(const uint8_t* const* s, size_t bytes) {
 
 namespace {
 using namespace avx2;
-constexpr PackedKernels kAvx2 = {"avx2", 4, 2, 2, 6, q4, q8, q4f, q8f, h16, quantize, readStreams, q4Span, q8Span};
+constexpr PackedKernels kAvx2 = {"avx2", 4, 2, 2, 6, q4, q8, q4f, q8f, h16, quantize, readStreams, q4Span, q8Span, 1, nullptr, nullptr, 0, h16Rows, h16Pack, 8};
 }  // namespace
 
 const PackedKernels* packedKernelsAvx2() { return &kAvx2; }

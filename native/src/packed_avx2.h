@@ -5,6 +5,7 @@
 //   packed_avx2_gemv.cc   M = 1 "spans": bandwidth-shaped decode over many row groups
 //   packed_avx2_gemm.cc   int8-activation tiles: MR rows × one row group (prefill, M = 2…8)
 //   packed_avx2.cc        f32-activation tiles, 16-bit weights, activation quantizer, table
+//   packed_avx2_rows.cc   row-major 16-bit views: row streams (decode), row-group pack (prefill)
 //
 // A row group (16 rows) is two ymm halves: rows 0–7 are bytes 0–31 of each 64-byte
 // chunk, rows 8–15 bytes 32–63 (native/LAYOUTS.md). Every tile does the f32
@@ -92,6 +93,8 @@ void q4(const PackedTileArgs& t);      // packed_avx2_gemm.cc
 void q8(const PackedTileArgs& t);
 void q4f(const PackedTileArgs& t);     // packed_avx2.cc (f32 activations, the exact path)
 void q8f(const PackedTileArgs& t);
+void h16Rows(const H16RowsArgs& a);    // packed_avx2_rows.cc (row-major 16-bit views)
+void h16Pack(const uint8_t* rows, int64_t ldw, int nValid, int64_t K, uint16_t* out);
 
 }  // namespace avx2
 }  // namespace qllm

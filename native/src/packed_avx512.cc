@@ -42,6 +42,75 @@ void h16(const PackedTileArgs& t) {
   });
 }
 
+// ---------------------------------------------------------------- row-major 16-bit views
+
+/** Lanes k .. k+15 that lie below K. */
+inline __mmask16 laneMask(int64_t k, int64_t K) {
+  const int64_t n = K - k;
+  return n >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << n) - 1);
+}
+
+template <bool BF16>
+inline __m512 load16w(const uint8_t* p, __mmask16 mask) {
+  const __m256i raw = _mm256_maskz_loadu_epi16(mask, p);  // unaligned, nothing read past the mask
+  return BF16 ? _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(raw), 16)) : _mm512_cvtph_ps(raw);
+}
+
+/**
+ * R rows in flight (each read front to back: R DRAM streams per thread), MR activation
+ * rows per pass, 16 lanes of k per row and activation row, the K tail masked (no
+ * scalar tail, nothing read past a row), one horizontal sum per output. Each step
+ * prefetches (to L2) the line of the next R rows at the same k: a row of the page cache
+ * is one or a few 4 KiB pages (K = 2048 bf16: exactly one), where the hardware streamer
+ * stops, so without it every new row starts cold. Measured, M = 1, 2 threads, cold,
+ * TinyLlama shapes (eval/bench-rows16.ts): 0.68–0.77× of the interleaved layout without
+ * the prefetch, 0.80–0.93× with it (a line 16 lines ahead in the same row: 0.58–0.82×;
+ * R = 2 or 8 rows: no better than 4).
+ */
+template <bool BF16, int R, int MR>
+void rowsT(const uint8_t* w, int64_t ldw, int64_t K, const float* x, int64_t ldx, float* y, int64_t ldy) {
+  __m512 acc[R][MR];
+  for (int r = 0; r < R; ++r)
+    for (int m = 0; m < MR; ++m) acc[r][m] = _mm512_setzero_ps();
+  for (int64_t k = 0; k < K; k += 16) {
+    const __mmask16 mask = laneMask(k, K);
+    __m512 wv[R];
+    for (int r = 0; r < R; ++r) {
+      _mm_prefetch(reinterpret_cast<const char*>(w + (r + R) * ldw + 2 * k), _MM_HINT_T1);  // the next R rows, same k
+      wv[r] = load16w<BF16>(w + r * ldw + 2 * k, mask);
+    }
+    for (int m = 0; m < MR; ++m) {
+      const __m512 xv = _mm512_maskz_loadu_ps(mask, x + m * ldx + k);
+      for (int r = 0; r < R; ++r) acc[r][m] = _mm512_fmadd_ps(wv[r], xv, acc[r][m]);
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int m = 0; m < MR; ++m) y[m * ldy + r] = _mm512_reduce_add_ps(acc[r][m]);
+}
+
+constexpr int kRowsR = 4, kRowsMR = 4;  // 16 accumulators + 4 weight vectors + 1 activation vector of 32 zmm
+
+template <bool BF16, int MR>
+void rowsM(const H16RowsArgs& a, const float* x, float* y) {
+  int64_t n = 0;
+  for (; n + kRowsR <= a.rows; n += kRowsR) rowsT<BF16, kRowsR, MR>(a.w + n * a.ldw, a.ldw, a.K, x, a.ldx, y + n, a.ldy);
+  for (; n < a.rows; ++n) rowsT<BF16, 1, MR>(a.w + n * a.ldw, a.ldw, a.K, x, a.ldx, y + n, a.ldy);
+}
+
+template <bool BF16>
+void rowsB(const H16RowsArgs& a) {
+  for (int m0 = 0; m0 < a.M; m0 += kRowsMR) {
+    const float* x = a.x + m0 * a.ldx;
+    float* y = a.y + m0 * a.ldy;
+    withRows<kRowsMR>(a.M - m0 < kRowsMR ? a.M - m0 : kRowsMR, [&](auto mr) { rowsM<BF16, decltype(mr)::value>(a, x, y); });
+  }
+}
+
+void h16Rows(const H16RowsArgs& a) {
+  if (a.type == H16Type::BF16) rowsB<true>(a);
+  else rowsB<false>(a);
+}
+
 // ---------------------------------------------------------------- activations, probe
 
 /** Lanes k .. k+15 that lie below k1 (masked loads read nothing, and give 0, past it). */
@@ -110,6 +179,12 @@ constexpr PackedKernels kAvx512 = {
     avx512::q4Span,
     avx512::q8Span,
     avx512::kSpanMaxM,  // spanMaxM: the spans run M = 1…8 (decode, batched decode)
+    nullptr,            // q4Gemm: the AMX level's (packed_amx.cc)
+    nullptr,            // q8Gemm
+    0,                  // gemmMinM
+    avx512::h16Rows,    // row-major 16-bit views, M ≤ 8 (row streams)
+    avx2::h16Pack,      // row-major 16-bit views, larger M: row group → f16x16 panel (packed_avx2_rows.cc)
+    8,                  // h16RowsMaxM
 };
 }  // namespace
 

@@ -93,6 +93,7 @@ void q4(const PackedTileArgs& t);
 void q8(const PackedTileArgs& t);
 void q4f(const PackedTileArgs& t);
 void q8f(const PackedTileArgs& t);
+void h16Pack(const uint8_t* rows, int64_t ldw, int nValid, int64_t K, uint16_t* out);
 }  // namespace avx2
 }  // namespace qllm
 #endif

@@ -16,6 +16,11 @@
 // A concatenated weight (packedConcat: q|k|v, gate|up) runs as one call with one output
 // array per part (matmulPackedParts): one quantization of x, one pool wake-up, and the
 // threads split the row groups of all parts together.
+// Row-major 16-bit views (packed_map.cc; LAYOUTS.md "Row-major views") split the same
+// way: M ≤ h16RowsMaxM streams each thread's rows (h16Rows), a larger M packs each row
+// group into the f16x16 layout in a per-thread panel (h16Pack, 32·K bytes, L2-resident)
+// and runs the level's h16 tile on it, so a prefill pays one pack per row group for all
+// M rows (BLIS-style) and gets the interleaved layout's results bit for bit.
 #include <cassert>
 #include <cstring>
 
@@ -107,14 +112,22 @@ void matmulPackedParts(Runtime& rt, const float* x, const PackedWeight& w, int64
                                         : L.kind == PackedKind::Q4 ? (int8Acts ? pk.q4 : pk.q4f)
                                                                    : (int8Acts ? pk.q8 : pk.q8f);
   const int mrMax = L.kind == PackedKind::H16 ? pk.mrH16 : !int8Acts ? pk.mrF32 : L.kind == PackedKind::Q4 ? pk.mrQ4 : pk.mrQ8;
-  forTasks(rt, nTasks, [&](int t, int) {
+  const bool rows = L.rowMajor && M <= pk.h16RowsMaxM;  // row-major view: stream its rows
+  const bool packRows = L.rowMajor && !rows;           // row-major view, larger M: pack each row group, then the tile
+  forTasks(rt, nTasks, [&](int t, int tid) {
     const int64_t t0 = t * RG / nTasks, t1 = (t + 1) * RG / nTasks;
+    uint16_t* panel = packRows ? reinterpret_cast<uint16_t*>(rt.local[static_cast<size_t>(tid)].get(static_cast<size_t>(L.K) * 8)) : nullptr;
     for (int p = 0; p < nParts; ++p) {
       const int64_t rg0 = t0 > rgAt[p] ? t0 : rgAt[p], rg1 = t1 < rgAt[p + 1] ? t1 : rgAt[p + 1];
       if (rg1 <= rg0) continue;
       const int64_t N = nOf[p], base = rgAt[p];  // local row group of rg: rg − base
       float* y = ys[p];
-      if (span != nullptr || gemm != nullptr) {
+      const uint8_t* row0 = L.rowMajor ? (w.nParts == 0 ? w.data : w.partData[p]) : nullptr;  // the part's row 0
+      if (rows) {
+        const int64_t n0 = (rg0 - base) * kRowGroup, n1 = minI(N, (rg1 - base) * kRowGroup);
+        const H16RowsArgs r{row0 + n0 * L.codeBytes, L.codeBytes, n1 - n0, L.K, L.h16, xRows, ldx, static_cast<int>(M), y + n0, N};
+        pk.h16Rows(r);
+      } else if (span != nullptr || gemm != nullptr) {
         const PackedSpanArgs s{&L, w.data + rg0 * L.rgStride, rg1 - rg0, aq, ad, asum, y + (rg0 - base) * kRowGroup,
                                static_cast<int>(minI(kRowGroup, N - (rg1 - 1 - base) * kRowGroup)),
                                static_cast<int>(M), N, lda};
@@ -125,8 +138,13 @@ void matmulPackedParts(Runtime& rt, const float* x, const PackedWeight& w, int64
         a.ldaf = ldx;
         a.ldy = N;
         for (int64_t rg = rg0; rg < rg1; ++rg) {
-          a.rg = w.data + rg * L.rgStride;
           a.nValid = static_cast<int>(minI(kRowGroup, N - (rg - base) * kRowGroup));
+          if (packRows) {
+            pk.h16Pack(row0 + (rg - base) * L.rgStride, L.codeBytes, a.nValid, L.K, panel);
+            a.rg = reinterpret_cast<const uint8_t*>(panel);
+          } else {
+            a.rg = w.data + rg * L.rgStride;
+          }
           for (int64_t m0 = 0; m0 < M; m0 += mrMax) {
             a.mr = static_cast<int>(minI(mrMax, M - m0));
             a.aq = aq + m0 * Kp;

@@ -251,11 +251,32 @@ PackedWeight* packedConcat(const PackedWeight* const* parts, int n, ConcatStatus
     const PackedWeight& w = *parts[p];
     const PackedLayout& B = w.L;
     if (w.nParts != 0 || w.view || B.kind != A.kind || B.K != A.K || B.Kp != A.Kp || B.g != A.g || B.G != A.G ||
-        B.Ba != A.Ba || B.scaleBytes != A.scaleBytes || B.mins != A.mins || B.h16 != A.h16 || B.codeBytes != A.codeBytes ||
+        B.Ba != A.Ba || B.scaleBytes != A.scaleBytes || B.mins != A.mins || B.h16 != A.h16 || B.rowMajor != A.rowMajor || B.codeBytes != A.codeBytes ||
         B.rgStride != A.rgStride || (B.perm == nullptr) != (A.perm == nullptr))
       return nullptr;
     if (B.perm != nullptr && std::memcmp(B.perm, A.perm, static_cast<size_t>(A.K) * 4) != 0) return nullptr;
     rgs += B.Np / kRowGroup;
+  }
+  if (A.rowMajor) {  // every part is a row-major view (rgStride and codeBytes equal): nothing is copied
+    auto* w = new PackedWeight();
+    w->L = A;
+    w->L.Np = rgs * kRowGroup;
+    w->L.N = (rgs - parts[n - 1]->L.Np / kRowGroup) * kRowGroup + parts[n - 1]->L.N;
+    w->nParts = n;
+    w->data = parts[0]->data;
+    int64_t rg = 0;
+    for (int p = 0; p < n; ++p) {
+      w->partRg[p] = rg;
+      w->partN[p] = parts[p]->L.N;
+      w->partData[p] = parts[p]->data;
+      w->files[p] = parts[p]->files[0];
+      if (w->files[p] != nullptr) retainFile(w->files[p]);
+      w->bytes += parts[p]->bytes;
+      rg += parts[p]->L.Np / kRowGroup;
+    }
+    w->partRg[n] = rg;
+    *status = ConcatStatus::Ok;
+    return w;
   }
   auto* w = new PackedWeight();
   w->L = A;
@@ -286,8 +307,9 @@ PackedWeight* packedView(const PackedWeight& f, int p) {
   w->L = f.L;
   w->L.N = f.partN[p];
   w->L.Np = (f.partRg[p + 1] - f.partRg[p]) * kRowGroup;
-  w->data = f.data + f.partRg[p] * f.L.rgStride;
-  w->bytes = static_cast<size_t>(w->L.Np / kRowGroup * f.L.rgStride);
+  w->data = f.L.rowMajor ? f.partData[p] : f.data + f.partRg[p] * f.L.rgStride;
+  w->bytes = f.L.rowMajor ? static_cast<size_t>(w->L.N * f.L.codeBytes) : static_cast<size_t>(w->L.Np / kRowGroup * f.L.rgStride);
+  w->partData[0] = w->data;
   w->perm = f.perm;
   w->view = true;
   return w;
@@ -296,6 +318,11 @@ PackedWeight* packedView(const PackedWeight& f, int p) {
 void freePacked(PackedWeight* w) {
   if (w == nullptr) return;
   if (w->view) {
+    delete w;
+    return;
+  }
+  if (w->L.rowMajor) {  // the bytes are the mapped file's
+    for (MappedFile* f : w->files) releaseFile(f);
     delete w;
     return;
   }

@@ -116,6 +116,35 @@ void tileH16(const PackedTileArgs& t) {
   }
 }
 
+inline uint16_t load16(const uint8_t* p) {  // rows of a mapped file need not be 2-aligned
+  uint16_t v;
+  std::memcpy(&v, p, 2);
+  return v;
+}
+
+/** Row-major views: each row's dot products in the k order of tileH16 (the SIMD levels split k into lanes). */
+void rowsH16(const H16RowsArgs& a) {
+  const bool bf = a.type == H16Type::BF16;
+  for (int64_t n = 0; n < a.rows; ++n) {
+    const uint8_t* row = a.w + n * a.ldw;
+    for (int m = 0; m < a.M; ++m) {
+      const float* x = a.x + m * a.ldx;
+      float acc = 0.0f;
+      for (int64_t k = 0; k < a.K; ++k) {
+        const uint16_t v = load16(row + 2 * k);
+        acc = std::fma(bf ? bf16ToFloat(v) : halfToFloat(v), x[k], acc);
+      }
+      a.y[m * a.ldy + n] = acc;
+    }
+  }
+}
+
+/** One row group of a row-major view into the f16x16 / bf16x16 layout (LAYOUTS.md): out[16k + r] = w[r, k]. */
+void packRowsH16(const uint8_t* rows, int64_t ldw, int nValid, int64_t K, uint16_t* out) {
+  for (int64_t k = 0; k < K; ++k)
+    for (int r = 0; r < kRowGroup; ++r) out[k * kRowGroup + r] = r < nValid ? load16(rows + r * ldw + 2 * k) : 0;
+}
+
 void quantizeScalar(const float* x, int64_t K, int64_t Kp, int64_t Ba, int8_t* q, float* d, int32_t* sum) {
   for (int64_t b = 0; b * Ba < Kp; ++b) {
     const int64_t k0 = b * Ba, k1 = k0 + Ba < K ? k0 + Ba : K;
@@ -148,7 +177,7 @@ uint64_t readStreamsScalar(const uint8_t* const* s, size_t bytes) {
 
 constexpr PackedKernels kScalar = {
     "scalar", 4, 4, 4, 4, tileInt8Acts<false>, tileInt8Acts<true>, tileF32Acts<false>, tileF32Acts<true>, tileH16, quantizeScalar,
-    readStreamsScalar, nullptr, nullptr,
+    readStreamsScalar, nullptr, nullptr, 1, nullptr, nullptr, 0, rowsH16, packRowsH16, 8,
 };
 
 }  // namespace

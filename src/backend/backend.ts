@@ -116,6 +116,23 @@ export interface Pack16Args {
   K: number;
 }
 
+/** A file the backend mapped read-only; the 16-bit views made of it keep it mapped until they are freed. */
+export interface MappedFile {
+  readonly path: string;
+  readonly bytes: number;
+  /** Drops the caller's reference (views made of the file keep their own). */
+  release(): void;
+}
+
+/** 16-bit weights [N, K] in place: at byte `offset` of a mapped file (any alignment), row-major as stored. */
+export interface View16Args {
+  file: MappedFile;
+  offset: number;
+  dtype: "f16" | "bf16";
+  N: number;
+  K: number;
+}
+
 /**
  * LLM.int8() weights (bitsandbytes 8-bit): w[n, k] = CB[n, k]·SCB[n]/127, multiplied with
  * per-token int8 activations and the outlier decomposition (src/methods/int8.ts
@@ -292,6 +309,10 @@ export interface Backend {
   packQ4?(a: PackQ4Args): PackedWeight;
   packQ8?(a: PackQ8Args): PackedWeight;
   pack16?(a: Pack16Args): PackedWeight;
+  /** Maps a file read-only for view16; null when it cannot be mapped here (loaders then copy through pack16). */
+  mapFile?(path: string): MappedFile | null;
+  /** 16-bit weights as row-major views of a mapped file: no copy (native/LAYOUTS.md "Row-major views"). */
+  view16?(a: View16Args): PackedWeight;
   /** LLM.int8() weights (bitsandbytes folders); loaders fall back to the dequantized f32 weights without it. */
   packInt8?(a: PackInt8Args): PackedWeight;
   /**

@@ -8,17 +8,19 @@
  *         w[n, k] = scales[n, g]·codes[n, k] + mins[n, g], g = ⌊k / groupSize⌋;
  *         mins = null means w = scales·(codes − 8).
  *   int8  codes [N, K] −128..127, scales [N, G]: w = scales·codes.
- *   16-bit data [N, K] f16 or bf16 bit patterns.
+ *   16-bit data [N, K] f16 or bf16 bit patterns (pack16: copied into f16x16 / bf16x16), or
+ *         in place, row-major as stored in a mapped file (mapFile + view16: "f16-rows" /
+ *         "bf16-rows", native/LAYOUTS.md "Row-major views").
  *   perm  [K] | null (act-order): the columns are already in the permuted order, and
  *         y = x[:, perm] · Wᵀ, i.e. the kernel reads x'[k] = x[perm[k]].
  * groupSize must be a multiple of 32, or ≥ K (one group per row).
  */
 import { UsageError } from "../util/errors.ts";
 import { checkInt, checkPerm, describeArray } from "./native-call.ts";
-import type { Pack16Args, PackedActivations, PackedWeight as BackendPackedWeight, PackQ4Args, PackQ8Args, SourceBlocks } from "./backend.ts";
+import type { MappedFile, Pack16Args, PackedActivations, PackedWeight as BackendPackedWeight, PackQ4Args, PackQ8Args, SourceBlocks, View16Args } from "./backend.ts";
 
 /** Runtime layouts (native/LAYOUTS.md): 16 interleaved rows each. */
-export type PackedLayoutName = "q4x16" | "q8x16" | "f16x16" | "bf16x16";
+export type PackedLayoutName = "q4x16" | "q8x16" | "f16x16" | "bf16x16" | "f16-rows" | "bf16-rows";
 
 export type { Pack16Args, PackQ4Args, PackQ8Args } from "./backend.ts";
 
@@ -46,6 +48,8 @@ export interface NativePackedInfo {
   mins: boolean;
   bytes: number;
   rowGroupBytes: number;
+  /** A row-major view of mapped file bytes (view16): its memory is the file's page cache. */
+  rowMajor: boolean;
 }
 
 /** The addon's packed-weight exports (native/src/addon.cc). */
@@ -61,6 +65,12 @@ export interface NativePackedAddon {
   ): NativePackedInfo | [number, number];
   /** A copy of a packed weight's bytes (tests: the repackers equal the packers). */
   packedBytes(handle: unknown): Uint8Array;
+  /** Maps a file read-only (native/src/packed_map.cc): { handle, bytes }, or [status, errno] (1 open failed, 2 mmap failed, 3 not Linux). */
+  mapFile(path: string, populate: boolean): { handle: unknown; bytes: number } | [number, number];
+  /** Drops the caller's reference to a mapping (the views of it keep theirs). */
+  mapRelease(handle: unknown): void;
+  /** A row-major 16-bit view [N, K] at byte `offset` of a mapping; null when it passes the end of the file. */
+  view16(map: unknown, offset: number, isBf16: boolean, N: number, K: number): NativePackedInfo | null;
   /** y[M, N] = x[M, K] · Wᵀ (+ bias) into out; synchronous. */
   matmulPacked(x: Float32Array, handle: unknown, M: number, bias: Float32Array | null, out: Float32Array, f32Acts: boolean): void;
   /** Row groups of the parts back to back in one new arena (native/src/packed_pack.cc packedConcat): its info, or [1] out of memory / [2] incompatible parts. */
@@ -75,6 +85,51 @@ export interface NativePackedAddon {
   packedKernelLevel(): "amx" | "avx512" | "avx2" | "scalar";
   /** The same on a libuv worker thread (native/src/async.h). */
   matmulPackedAsync(x: Float32Array, handle: unknown, M: number, bias: Float32Array | null, out: Float32Array, f32Acts: boolean, ctl: Int32Array | null): Promise<void>;
+}
+
+/** A file mapped by the addon (NativeBackend.mapFile); release() drops this reference, the views keep theirs. */
+export class NativeMappedFile implements MappedFile {
+  #handle: unknown;
+  readonly #release: (h: unknown) => void;
+  constructor(readonly path: string, readonly bytes: number, handle: unknown, release: (h: unknown) => void) {
+    this.#handle = handle;
+    this.#release = release;
+  }
+
+  release(): void {
+    if (this.#handle === null) return;
+    this.#release(this.#handle);
+    this.#handle = null;
+  }
+
+  /** The native handle, for view16. */
+  static handleOf(f: MappedFile, op: string): unknown {
+    if (!(f instanceof NativeMappedFile) || f.#handle === null) {
+      throw new UsageError(`${op}: file must be a live mapping of this backend`, {
+        field: "file", expected: "the result of NativeBackend.mapFile, not yet released", found: f instanceof NativeMappedFile ? `released mapping of ${f.path}` : describeArray(f),
+        hint: "map the file with the backend that makes the views, and release it after the last view16",
+      });
+    }
+    return f.#handle;
+  }
+}
+
+/** Checks view16's arguments: shape, dtype, and the byte range inside the mapped file. */
+export function validateView16(a: View16Args): void {
+  const op = "view16";
+  checkInt(op, "N", a.N, 1);
+  checkInt(op, "K", a.K, 1);
+  checkInt(op, "offset", a.offset, 0);
+  if (a.dtype !== "f16" && a.dtype !== "bf16") {
+    throw new UsageError(`${op}: unknown dtype`, { field: "dtype", expected: '"f16" or "bf16"', found: String(a.dtype) });
+  }
+  const end = a.offset + 2 * a.N * a.K;
+  if (end > a.file.bytes) {
+    throw new UsageError(`${op}: the tensor passes the end of the file`, {
+      file: a.file.path, field: "offset", expected: `offset + 2·N·K ≤ ${a.file.bytes} (the file's size)`, found: `${a.offset} + ${2 * a.N * a.K} = ${end}`,
+      hint: "the file is shorter than its header says (truncated, or changed after it was opened?)",
+    });
+  }
 }
 
 /**

@@ -25,11 +25,11 @@ import { createRequire } from "node:module";
 import { fileURLToPath } from "node:url";
 import { DependencyError, UsageError } from "../util/errors.ts";
 import {
-  matmulPackedSum, PackedSum, type AttentionShape, type Backend, type GptqKernelArgs, type KernelCallOptions, type LinearWeight, type ManyPart, type PackInt8Args,
-  type SourceBlocks,
+  matmulPackedSum, PackedSum, type AttentionShape, type Backend, type GptqKernelArgs, type KernelCallOptions, type LinearWeight, type ManyPart, type MappedFile, type PackInt8Args,
+  type SourceBlocks, type View16Args,
 } from "./backend.ts";
 import {
-  FusedPacked, PackedWeight, packedOrThrow, validateMatmulPacked, validatePack16, validatePackQ4, validatePackQ8, validateRepack,
+  FusedPacked, NativeMappedFile, PackedWeight, packedOrThrow, validateMatmulPacked, validatePack16, validatePackQ4, validatePackQ8, validateRepack, validateView16,
   type MatmulPackedOptions, type NativePackedAddon, type Pack16Args, type PackQ4Args, type PackQ8Args,
 } from "./native-packed.ts";
 
@@ -220,6 +220,27 @@ export class NativeBackend implements Backend {
     validatePack16(a);
     const info = this.#addon.pack16(a.data, a.dtype === "bf16", a.N, a.K);
     return new PackedWeight(a.dtype === "bf16" ? "bf16x16" : "f16x16", packedOrThrow("pack16", info, a.N, a.K), (h) => this.#addon.packedFree(h));
+  }
+
+  /**
+   * A file mapped read-only (MAP_SHARED, page tables filled up front: the pages are usually
+   * already in the page cache) for view16; null when this platform or file system refuses,
+   * and loaders then copy through pack16.
+   */
+  mapFile(path: string): MappedFile | null {
+    if (typeof path !== "string" || path === "") throw new UsageError("mapFile: path must be a file path", { field: "path", expected: "a non-empty string", found: String(path) });
+    const r = this.#addon.mapFile(path, true);
+    if (Array.isArray(r)) return null;
+    return new NativeMappedFile(path, r.bytes, r.handle, (h) => this.#addon.mapRelease(h));
+  }
+
+  /** 16-bit weights in place: a row-major view [N, K] of a mapped file's bytes ("f16-rows" / "bf16-rows", native/LAYOUTS.md "Row-major views"). */
+  view16(a: View16Args): PackedWeight {
+    const handle = NativeMappedFile.handleOf(a.file, "view16");
+    validateView16(a);
+    const info = this.#addon.view16(handle, a.offset, a.dtype === "bf16", a.N, a.K);
+    if (info === null) throw new UsageError("view16: the tensor passes the end of the mapping", { file: a.file.path, field: "offset", expected: `≤ ${a.file.bytes - 2 * a.N * a.K}`, found: String(a.offset) });
+    return new PackedWeight(a.dtype === "bf16" ? "bf16-rows" : "f16-rows", info, (h) => this.#addon.packedFree(h));
   }
 
   /**

@@ -10,7 +10,7 @@ import { Progress } from "../util/progress.ts";
 import { readTextFile } from "../util/text-file.ts";
 import { choiceFlag, intFlag, onePositional, parseFlags } from "./args.ts";
 import type { Command } from "./command.ts";
-import { DEVICE_USAGE, deviceFlag, loadOnDevice } from "./device.ts";
+import { DEVICE_USAGE, deviceFlag, loadOnDevice, WEIGHTS16_USAGE, weights16Flag } from "./device.ts";
 
 const usage = `usage: quantize-llm eval [model] [options]
 
@@ -28,7 +28,7 @@ Perplexity of a model (HF, HF-GPTQ or AWQ folder, or .gguf file) on a text file.
   --weights W           packed (runtime int4/int8/16-bit layouts) | f32 (dequantized reference)
                         | auto (default: packed on the native backend, f32 on ref)
   --activations A       packed matmuls: int8 (per block, as llama.cpp; default) | f32 (exact)
-${DEVICE_USAGE}  --json                print one JSON object as the last line of stdout
+${DEVICE_USAGE}${WEIGHTS16_USAGE}  --json                print one JSON object as the last line of stdout
 `;
 
 export const evalCommand: Command = {
@@ -39,7 +39,7 @@ export const evalCommand: Command = {
     const { values, positionals } = parseFlags("eval", argv, {
       text: { type: "string" }, protocol: { type: "string" }, ctx: { type: "string" },
       "max-tokens": { type: "string" }, threads: { type: "string" }, backend: { type: "string" },
-      weights: { type: "string" }, activations: { type: "string" }, device: { type: "string" },
+      weights: { type: "string" }, activations: { type: "string" }, device: { type: "string" }, weights16: { type: "string" },
       json: { type: "boolean" }, help: { type: "boolean", short: "h" },
     });
     if (values.help) { process.stdout.write(usage); return 0; }
@@ -64,7 +64,7 @@ export const evalCommand: Command = {
 
     const device = deviceFlag(values.device);
     const t0 = performance.now();
-    const loaded = await loadOnDevice(dir, device, backend, { weights, activations });
+    const loaded = await loadOnDevice(dir, device, backend, { weights, weights16: weights16Flag(values.weights16), activations });
     const { cfg, tokenizer } = loaded;
     for (const w of cfg.warnings) process.stderr.write(`warning: ${w}\n`);
     const loadSeconds = (performance.now() - t0) / 1000;

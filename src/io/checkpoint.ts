@@ -64,6 +64,13 @@ export class Checkpoint {
     return { name, dtype: t.dtype, shape: t.shape.slice(), file };
   }
 
+  /** The shard's path and the absolute byte range [begin, end) of a tensor's data in it (for a mapping of the file). */
+  locate(name: string): { path: string; begin: number; end: number } {
+    const f = this.#shard(name);
+    const t = f.info(name);
+    return { path: f.path, begin: f.dataStart + t.begin, end: f.dataStart + t.end };
+  }
+
   readRaw(name: string): Promise<Uint8Array> {
     return this.#shard(name).readRaw(name);
   }

@@ -13,6 +13,8 @@ import { u16 } from "./gguf-canonical.ts";
 export interface CheckpointCanonical {
   readCanonical(name: string, buffers?: Buffers): CanonicalWeight;
   readEmbedding(name: string): Float32Array | EmbeddingTable;
+  /** An F16/BF16 matrix's place in its shard (TensorSource.locate16), null for other dtypes. */
+  locate16(name: string): { path: string; offset: number; dtype: "f16" | "bf16" } | null;
 }
 
 export function checkpointCanonical(ckpt: Checkpoint, origin: string): CheckpointCanonical {
@@ -30,6 +32,12 @@ export function checkpointCanonical(ckpt: Checkpoint, origin: string): Checkpoin
       }
       if (dtype === "F32") return { kind: "f32", N, K, data: ckpt.readF32Sync(name) };
       throw new FormatError(`tensor "${name}" has a dtype that cannot be a weight`, { file: origin, field: name, expected: "F32, F16 or BF16", found: dtype });
+    },
+    locate16(name) {
+      const { dtype } = matrix(name);
+      if (dtype !== "F16" && dtype !== "BF16") return null;
+      const { path, begin } = ckpt.locate(name);
+      return { path, offset: begin, dtype: dtype === "F16" ? "f16" : "bf16" };
     },
     readEmbedding(name) {
       const { dtype, N, K } = matrix(name);

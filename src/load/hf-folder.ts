@@ -83,6 +83,7 @@ export function checkpointSource(ckpt: Checkpoint, origin: string): TensorSource
     readF32Into: (name, out, buffers) => checkpointF32Into(ckpt, name, out, buffers),
     readCanonical: (name, buffers) => plain.readCanonical(name, buffers),
     readEmbedding: (name) => plain.readEmbedding(name),
+    locate16: (name) => plain.locate16(name),
   };
 }
 
@@ -117,7 +118,7 @@ export async function loadHfModel(dir: string, backend: Backend, opts: LoadOptio
         });
       }
     }
-    const weights = loadWeights(cfg, source, backend, mode, warn);
+    const weights = loadWeights(cfg, source, backend, mode, warn, opts.weights16 ?? "map");
     const tokenizer = loadTokenizer(dir, cfg.eosTokenIds);
     return { dir, format, cfg, tokenizer, model: new Model(cfg, weights, backend), weights: mode };
   } finally {

@@ -8,7 +8,7 @@
  */
 import type { ModelConfig } from "../arch/config.ts";
 import { linearTensorName, type LinearName } from "../arch/registry.ts";
-import type { Backend, LinearWeight } from "../backend/backend.ts";
+import type { Backend, LinearWeight, MappedFile } from "../backend/backend.ts";
 import { expectShape, hasBias, linearShapes, loadModelWeights, type BlockWeights, type Linear, type ModelWeights, type TensorSource } from "../nn/weights.ts";
 import { UsageError } from "../util/errors.ts";
 import { canPack, packWeight, Scratch } from "./canonical.ts";
@@ -17,8 +17,18 @@ import type { BnbRunOptions } from "./bnb-int8-source.ts";
 /** How a loader stores linear weights: packed (backend layouts), f32 (dequantized reference), or packed when the backend can. */
 export type WeightMode = "auto" | "packed" | "f32";
 
+/**
+ * How 16-bit (F16/BF16) linears of a safetensors folder are held when packed: "map" runs
+ * them in place, as row-major views of a read-only mapping of the file (no copy; the
+ * pages are the page cache's, shared with other processes); "copy" packs them into the
+ * interleaved f16x16 / bf16x16 layout in fresh memory (native/LAYOUTS.md).
+ */
+export type Weights16Mode = "map" | "copy";
+
 export interface LoadOptions {
   weights?: WeightMode;
+  /** 16-bit linears in place or copied (default "map"; a backend or file that cannot map copies). */
+  weights16?: Weights16Mode;
   /** bitsandbytes 8-bit folders: threshold override, static outlier columns (bnb-int8-source.ts). */
   int8?: BnbRunOptions;
   /** Non-fatal notes (a layer that had to stay f32, ...); default: stderr. */
@@ -46,10 +56,30 @@ export function resolveWeightMode(mode: WeightMode | undefined, backend: Backend
   return "f32";
 }
 
-interface PackContext { src: TensorSource; backend: Backend; warn: (msg: string) => void; scratch: Scratch }
+interface PackContext {
+  src: TensorSource;
+  backend: Backend;
+  warn: (msg: string) => void;
+  scratch: Scratch;
+  /** Files mapped for 16-bit views, by path (null: mapping refused, copy instead); released after the load. */
+  maps: Map<string, MappedFile | null> | null;
+}
+
+/** A 16-bit weight as a view of its mapped file, or null (not stored as F16/BF16, or the file cannot be mapped). */
+function viewPacked(c: PackContext, name: string, N: number, K: number): LinearWeight | null {
+  const { backend, maps } = c;
+  if (maps === null || backend.mapFile === undefined || backend.view16 === undefined || c.src.locate16 === undefined) return null;
+  const at = c.src.locate16(name);
+  if (at === null) return null;
+  if (!maps.has(at.path)) maps.set(at.path, backend.mapFile(at.path));
+  const file = maps.get(at.path)!;
+  return file === null ? null : backend.view16({ file, offset: at.offset, dtype: at.dtype, N, K });
+}
 
 function readPacked(c: PackContext, name: string, N: number, K: number): LinearWeight {
   expectShape(c.src, name, [N, K]);
+  const view = viewPacked(c, name, N, K);
+  if (view !== null) return view;
   if (c.backend.repack !== undefined && c.src.readSource !== undefined) {
     // Stored bytes straight into the layout (native/src/packed_repack.cc); the canonical path is the fallback.
     const s = c.src.readSource(name, c.scratch);
@@ -99,9 +129,20 @@ function fuseLinears(backend: Backend, linears: Record<LinearName, Linear<Linear
   }
 }
 
-export function loadPackedModelWeights(cfg: ModelConfig, src: TensorSource, backend: Backend, warn: (msg: string) => void = defaultWarn): ModelWeights<LinearWeight> {
+export function loadPackedModelWeights(
+  cfg: ModelConfig, src: TensorSource, backend: Backend, warn: (msg: string) => void = defaultWarn, weights16: Weights16Mode = "map",
+): ModelWeights<LinearWeight> {
+  const maps = weights16 === "map" ? new Map<string, MappedFile | null>() : null;
+  try {
+    return loadPacked(cfg, { src, backend, warn, scratch: new Scratch(), maps });
+  } finally {
+    for (const f of maps?.values() ?? []) f?.release(); // the views hold the mappings from here on
+  }
+}
+
+function loadPacked(cfg: ModelConfig, c: PackContext): ModelWeights<LinearWeight> {
+  const { src } = c;
   const { arch: a, vocabSize: V, hiddenSize: H } = cfg;
-  const c: PackContext = { src, backend, warn, scratch: new Scratch() };
   expectShape(src, a.embed.hf, [V, H]);
   const embed = src.readEmbedding !== undefined ? src.readEmbedding(a.embed.hf) : src.readF32Sync(a.embed.hf);
   const blocks: BlockWeights<LinearWeight>[] = [];
@@ -116,6 +157,8 @@ export function loadPackedModelWeights(cfg: ModelConfig, src: TensorSource, back
 }
 
 /** Weights in the resolved mode: packed through the backend, or dequantized f32. */
-export function loadWeights(cfg: ModelConfig, src: TensorSource, backend: Backend, mode: "packed" | "f32", warn: (msg: string) => void = defaultWarn): ModelWeights<LinearWeight> {
-  return mode === "packed" ? loadPackedModelWeights(cfg, src, backend, warn) : loadModelWeights(cfg, src);
+export function loadWeights(
+  cfg: ModelConfig, src: TensorSource, backend: Backend, mode: "packed" | "f32", warn: (msg: string) => void = defaultWarn, weights16: Weights16Mode = "map",
+): ModelWeights<LinearWeight> {
+  return mode === "packed" ? loadPackedModelWeights(cfg, src, backend, warn, weights16) : loadModelWeights(cfg, src);
 }

@@ -90,6 +90,8 @@ export interface TensorSource {
   readSource?(name: string, buffers: Buffers): SourceBlocks | null;
   /** The embedding [V, H] in its stored form (f32, or rows decoded on demand). */
   readEmbedding?(name: string): Float32Array | EmbeddingTable;
+  /** Where an F16/BF16 tensor's bytes lie in a file (for Backend.view16), or null when it is not one stored as such. */
+  locate16?(name: string): { path: string; offset: number; dtype: "f16" | "bf16" } | null;
 }
 
 export function expectShape(src: TensorSource, name: string, expected: readonly number[]): void {
