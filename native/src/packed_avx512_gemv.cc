@@ -16,9 +16,10 @@ namespace {
  *     flight, as the probe does; 1 stream read 49–60% of the probe for int4, 2 streams
  *     60–84%, 3–4 streams 73–92% (4 best or tied in most cases), and the activation
  *     broadcasts are shared by all of them;
- *   - no software prefetch of the codes, unlike the AVX2 spans on the Zen 3: here
- *     prefetcht0 1–2 KiB ahead LOST 10–25 points against none (int8 4096×4096 with
- *     2 streams: 58% at 1 KiB, 77% without; 128 B–512 B ahead: 5–15 points lost), the
+ *   - no software prefetch of the codes on this Zen 4 (unlike the AVX2 spans on the
+ *     Zen 3, and the Intel host: codeAhead below): prefetcht0 1–2 KiB ahead LOST 10–25
+ *     points against none (int8 4096×4096 with 2 streams: 58% at 1 KiB, 77% without;
+ *     128 B–512 B ahead: 5–15 points lost), the
  *     hardware prefetchers follow the 4 streams on their own. The next row group's
  *     scales are still prefetched one line per block (neutral on these shapes, cheap:
  *     it covers the short second stream of small row groups);
@@ -32,7 +33,29 @@ namespace {
  */
 constexpr int kStreams = 4;
 
-template <int NS, int SUBS, int SB, bool MINS>
+/**
+ * Bytes of codes the M = 1 spans prefetch ahead of each stream (prefetcht0, one line per
+ * line read; 0: none), by CPU vendor. On the Intel host (AVX-512 VNNI + AMX Xeon, KVM,
+ * 2 vCPUs; 4 streams per thread) the hardware prefetchers alone left the int4 spans at
+ * 81–87% of the read probe; 1 KiB ahead read 88–93% (eval/bench-quantized-ab.ts figures
+ * in the commit). On the Zen 4 host prefetching lost (above), so AMD keeps none.
+ */
+int64_t codeAhead() {
+  static const int64_t ahead = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_is("intel") ? int64_t{1024} : int64_t{0};
+  }();
+  return ahead;
+}
+
+/** Calls f(std::integral_constant<int64_t, A>{}) with A = codeAhead() (a template argument: no per-block branch). */
+template <class F>
+void withAhead(F&& f) {
+  if (codeAhead() == 1024) return f(std::integral_constant<int64_t, 1024>{});
+  f(std::integral_constant<int64_t, 0>{});
+}
+
+template <int NS, int SUBS, int SB, bool MINS, int64_t AHEAD>
 void q4SpanT(const PackedLayout& L, const uint8_t* const* rgs, const PackedSpanArgs& t, float* const* ys, const int* valid) {
   const int64_t nb = L.Kp / L.Ba;
   const __m512i m4 = _mm512_set1_epi8(0x0f);
@@ -53,6 +76,12 @@ void q4SpanT(const PackedLayout& L, const uint8_t* const* rgs, const PackedSpanA
     for (int s = 0; s < SUBS; ++s) {
       const int64_t k0 = (b * SUBS + s) * kSubBlock;
       const int8_t* a = t.aq + k0;
+      if constexpr (AHEAD > 0) {
+        for (int st = 0; st < NS; ++st) {
+          const uint8_t* p = prefetchTarget<AHEAD>(L, rgs[st], k0 * 8);
+          for (int c = 0; c < 4; ++c) _mm_prefetch(reinterpret_cast<const char*>(p + 64 * c), _MM_HINT_T0);
+        }
+      }
       for (int c = 0; c < 4; ++c) {
         const __m512i alo = bcast4(a + 4 * c), ahi = bcast4(a + 16 + 4 * c);
         for (int st = 0; st < NS; ++st) {
@@ -74,7 +103,7 @@ void q4SpanT(const PackedLayout& L, const uint8_t* const* rgs, const PackedSpanA
   for (int st = 0; st < NS; ++st) store16(ys[st], acc[st], valid[st]);
 }
 
-template <int NS, int SUBS, int SB>
+template <int NS, int SUBS, int SB, int64_t AHEAD>
 void q8SpanT(const PackedLayout& L, const uint8_t* const* rgs, const PackedSpanArgs& t, float* const* ys, const int* valid) {
   const int64_t nb = L.Kp / L.Ba;
   __m512 acc[NS];
@@ -91,6 +120,12 @@ void q8SpanT(const PackedLayout& L, const uint8_t* const* rgs, const PackedSpanA
     }
     for (int s = 0; s < SUBS; ++s) {
       const int64_t k0 = (b * SUBS + s) * kSubBlock;
+      if constexpr (AHEAD > 0) {
+        for (int st = 0; st < NS; ++st) {
+          const uint8_t* p = prefetchTarget<AHEAD>(L, rgs[st], k0 * 16);
+          for (int c = 0; c < 8; ++c) _mm_prefetch(reinterpret_cast<const char*>(p + 64 * c), _MM_HINT_T0);
+        }
+      }
       for (int c = 0; c < 8; ++c) {
         const __m512i a = bcast4(t.aq + k0 + 4 * c);
         for (int st = 0; st < NS; ++st)
@@ -217,7 +252,11 @@ void q4Span(const PackedSpanArgs& t) {
   withLayoutFlags<true>(*t.L, [&](auto subs, auto sb, auto mins) {
     constexpr int SUBS = decltype(subs)::value, SB = decltype(sb)::value;
     constexpr bool MINS = decltype(mins)::value;
-    if (t.mr == 1) return spanStreams<kStreams>(t, q4SpanT<kStreams, SUBS, SB, MINS>, q4SpanT<1, SUBS, SB, MINS>);
+    if (t.mr == 1)
+      return withAhead([&](auto ahead) {
+        constexpr int64_t A = decltype(ahead)::value;
+        spanStreams<kStreams>(t, q4SpanT<kStreams, SUBS, SB, MINS, A>, q4SpanT<1, SUBS, SB, MINS, A>);
+      });
     auto rows = [&](auto mr) {
       constexpr int MR = decltype(mr)::value, NS = streamsFor(MR);
       spanStreams<NS>(t, q4SpanMT<NS, MR, SUBS, SB, MINS>, q4SpanMT<1, MR, SUBS, SB, MINS>);
@@ -229,7 +268,11 @@ void q4Span(const PackedSpanArgs& t) {
 void q8Span(const PackedSpanArgs& t) {
   withLayoutFlags<false>(*t.L, [&](auto subs, auto sb, auto) {
     constexpr int SUBS = decltype(subs)::value, SB = decltype(sb)::value;
-    if (t.mr == 1) return spanStreams<kStreams>(t, q8SpanT<kStreams, SUBS, SB>, q8SpanT<1, SUBS, SB>);
+    if (t.mr == 1)
+      return withAhead([&](auto ahead) {
+        constexpr int64_t A = decltype(ahead)::value;
+        spanStreams<kStreams>(t, q8SpanT<kStreams, SUBS, SB, A>, q8SpanT<1, SUBS, SB, A>);
+      });
     auto rows = [&](auto mr) {
       constexpr int MR = decltype(mr)::value, NS = streamsFor(MR);
       spanStreams<NS>(t, q8SpanMT<NS, MR, SUBS, SB>, q8SpanMT<1, MR, SUBS, SB>);

@@ -1,0 +1,59 @@
+/**
+ * A/B of two builds of the native addon on whole decode steps, in ONE process: the model is
+ * loaded once per addon (each its own backend and pool), and the rounds alternate A, B, A, B …
+ * (each round: a fresh cache, a prompt, then `steps` greedy decode steps timed), so the drift of
+ * this host's bandwidth hits both sides alike. Prints the median ms per step, tokens/s per side
+ * and the speed-up B / A per model.
+ *
+ *   cp native/build/Release/quantize_llm.node /tmp/a.node   # the build to compare against
+ *   … change, npm run build:native …
+ *   /work/bin/bench npx tsx eval/decode-ab.ts --a /tmp/a.node --b native/build/Release/quantize_llm.node \
+ *         [--model /tmp/qllm-tinyllama/q4_0.gguf --model /tmp/qllm-tinyllama/gptq-w4g128] [--rounds 5] [--steps 16] [--prompt 32] [--threads 2]
+ */
+import { resolve } from "node:path";
+import { parseArgs } from "node:util";
+import { loadAddon, NativeBackend } from "../src/backend/native.ts";
+import { loadModel } from "../src/load/hf-folder.ts";
+import { argmax } from "../src/nn/generate.ts";
+import type { Model } from "../src/nn/model.ts";
+import { mulberry32 } from "../src/util/random.ts";
+import { median } from "./bench-quantized/context.ts";
+
+const { values: opts } = parseArgs({
+  options: {
+    a: { type: "string" }, b: { type: "string" }, model: { type: "string", multiple: true },
+    rounds: { type: "string", default: "5" }, steps: { type: "string", default: "16" }, prompt: { type: "string", default: "32" },
+    threads: { type: "string", default: "2" },
+  },
+});
+if (opts.a === undefined || opts.b === undefined) throw new Error("--a and --b: the two addon files (quantize_llm.node) to compare");
+const models = opts.model ?? ["/tmp/qllm-tinyllama/q4_0.gguf", "/tmp/qllm-tinyllama/gptq-w4g128"];
+const rounds = Number(opts.rounds), steps = Number(opts.steps), promptLen = Number(opts.prompt);
+const sides = [opts.a, opts.b].map((f) => {
+  const nb = new NativeBackend(loadAddon(resolve(f)));
+  nb.setThreads(Number(opts.threads));
+  return nb;
+});
+console.log(`A = ${opts.a}, B = ${opts.b}; ${rounds} rounds A, B alternating, ${steps} steps after a ${promptLen}-token prompt, ${opts.threads} threads`);
+
+/** ms per greedy decode step over `steps` steps after the prompt, in a fresh cache. */
+function decodeMs(m: Model, prompt: number[], V: number): number {
+  const c = m.newCache(promptLen + steps + 1);
+  let logits = m.forward(prompt, c, { logits: "last" });
+  const t0 = performance.now();
+  for (let i = 0; i < steps; i++) logits = m.forward([argmax(logits, 0, V)], c, { logits: "last" });
+  return (performance.now() - t0) / steps;
+}
+
+for (const path of models) {
+  const loaded = [];
+  for (const nb of sides) loaded.push(await loadModel(path, nb, { weights: "packed" }));
+  const V = loaded[0]!.cfg.vocabSize, r = mulberry32(1);
+  const prompt = Array.from({ length: promptLen }, () => Math.floor(r() * V));
+  for (const l of loaded) decodeMs(l.model, prompt, V); // warm-up: JIT, pools, page tables
+  const ms: number[][] = [[], []];
+  for (let round = 0; round < rounds; round++) for (let s = 0; s < 2; s++) ms[s]!.push(decodeMs(loaded[s]!.model, prompt, V));
+  const [a, b] = ms.map(median) as [number, number];
+  console.log(`${path}: A ${a.toFixed(2)} ms/step (${(1000 / a).toFixed(2)} tok/s), B ${b.toFixed(2)} ms/step (${(1000 / b).toFixed(2)} tok/s), ` +
+    `B/A speed-up ${(a / b).toFixed(3)}× (per round A ${ms[0]!.map((v) => v.toFixed(1)).join(" ")}; B ${ms[1]!.map((v) => v.toFixed(1)).join(" ")})`);
+}
