@@ -97,8 +97,22 @@ void rowsM(const H16RowsArgs& a, const float* x, float* y) {
   for (; n < a.rows; ++n) rowsT<BF16, 1, MR>(a.w + n * a.ldw, a.ldw, a.K, x, a.ldx, y + n, a.ldy);
 }
 
+/**
+ * M = 7, 8: 2 rows × M activation rows in one pass (16 accumulators), each row read once
+ * instead of twice (MR = 4 passes): M = 8 view / interleaved 0.85–1.10× against 0.78–1.06×
+ * (eval/bench-rows16.ts --M 6,8, two alternating sittings); at M = 5, 6 no better than the passes.
+ */
+template <bool BF16, int MR>
+void rowsWide(const H16RowsArgs& a) {
+  int64_t n = 0;
+  for (; n + 2 <= a.rows; n += 2) rowsT<BF16, 2, MR>(a.w + n * a.ldw, a.ldw, a.K, a.x, a.ldx, a.y + n, a.ldy);
+  for (; n < a.rows; ++n) rowsT<BF16, 1, MR>(a.w + n * a.ldw, a.ldw, a.K, a.x, a.ldx, a.y + n, a.ldy);
+}
+
 template <bool BF16>
 void rowsB(const H16RowsArgs& a) {
+  if (a.M == 7) return rowsWide<BF16, 7>(a);
+  if (a.M == 8) return rowsWide<BF16, 8>(a);
   for (int m0 = 0; m0 < a.M; m0 += kRowsMR) {
     const float* x = a.x + m0 * a.ldx;
     float* y = a.y + m0 * a.ldy;

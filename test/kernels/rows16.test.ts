@@ -17,8 +17,8 @@ import type { MappedFile } from "../../src/backend/backend.ts";
 import { UsageError } from "../../src/util/errors.ts";
 import { bf16BitsToNumber, F32_EPS, f16BitsToNumber, randF32, refMatmulF64, rng } from "./packed-ref.ts";
 
-/** 1, 2, 3, 8: the row streams (MR = 2 or 4 activation rows per pass, a partial pass); 17, 64: packed row groups. */
-const MS = [1, 2, 3, 8, 17, 64];
+/** 1…8: the row streams (MR = 2 or 4 activation rows per pass and a partial one; AVX-512 M = 7, 8: 2 rows × M in one pass); 17, 64: packed row groups. */
+const MS = [1, 2, 3, 5, 7, 8, 17, 64];
 const ROWS_MAX_M = 8;
 
 type Dtype = "f16" | "bf16";
