@@ -64,8 +64,12 @@ inline __m512 load16w(const uint8_t* p, __mmask16 mask) {
  * is one or a few 4 KiB pages (K = 2048 bf16: exactly one), where the hardware streamer
  * stops, so without it every new row starts cold. Measured, M = 1, 2 threads, cold,
  * TinyLlama shapes (eval/bench-rows16.ts): 0.68–0.77× of the interleaved layout without
- * the prefetch, 0.80–0.93× with it (a line 16 lines ahead in the same row: 0.58–0.82×;
- * R = 2 or 8 rows: no better than 4).
+ * the prefetch, 0.80–0.93× with it (a line 16 lines ahead in the same row instead: 0.58–0.82×;
+ * 512 B or 1 KiB ahead in the row on top of it, prefetcht0: 0.73–0.87×, no better; R = 2 or 8
+ * rows: no better than 4). What is left is most likely the 4 KiB pages of the page cache
+ * (the interleaved copy sits on 2 MiB pages; at 256×2048, where both sides have 4 KiB
+ * pages, the view is 1.26–1.76× faster): MADV_COLLAPSE is refused here (EINVAL) and the
+ * cache's folios of an already-read file stay small.
  */
 template <bool BF16, int R, int MR>
 void rowsT(const uint8_t* w, int64_t ldw, int64_t K, const float* x, int64_t ldx, float* y, int64_t ldy) {
