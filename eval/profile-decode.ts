@@ -4,7 +4,7 @@
  * argmax, JS overhead, GC), measured on the real model in one process.
  *
  *   /work/bin/bench npx tsx eval/profile-decode.ts --model /tmp/qllm-lmhead-int8bench/int8-t6-lm-head \
- *       [--model /tmp/qllm-tinyllama/q4_0.gguf] [--threads 2] [--steps 32] [--prompt 32] [--out eval/reports/profile-decode.md]
+ *       [--model /tmp/qllm-tinyllama/q4_0.gguf] [--threads 2] [--steps 32] [--prompt 32] [--kv f32|f16] [--out eval/reports/profile-decode.md]
  *
  * How: the model runs on a timing proxy of the native backend (every matmul, matmulMany,
  * attention and swiglu call is timed with performance.now() at the Backend boundary, so a
@@ -33,10 +33,12 @@ import { mulberry32 } from "../src/util/random.ts";
 
 const { values } = parseArgs({ options: {
   model: { type: "string", multiple: true }, threads: { type: "string" }, steps: { type: "string" }, prompt: { type: "string" },
-  out: { type: "string" },
+  out: { type: "string" }, kv: { type: "string" },
 } });
 const models = values.model ?? ["/tmp/qllm-lmhead-int8bench/int8-t6-lm-head", "/tmp/qllm-tinyllama/q4_0.gguf"];
 const threads = Number(values.threads ?? 2), steps = Number(values.steps ?? 32), promptLen = Number(values.prompt ?? 32);
+const kv = values.kv ?? "f32";
+if (kv !== "f32" && kv !== "f16") throw new Error(`--kv: f32 or f16, not ${kv}`);
 const nb = createNativeBackend({ threads });
 const lines: string[] = [];
 const say = (s: string): void => { console.log(s); lines.push(s); };
@@ -67,7 +69,7 @@ function timedBackend(b: Backend, names: Map<LinearWeight, string>, slots: Map<s
     attention: (q, k, v, shape, out) => {
       const t0 = performance.now();
       b.attention(q, k, v, shape, out);
-      add("attention (native)", performance.now() - t0, 2 * 4 * (shape.pos0 + shape.T) * shape.nKvHead * shape.headDim);
+      add("attention (native)", performance.now() - t0, 2 * k.BYTES_PER_ELEMENT * (shape.pos0 + shape.T) * shape.nKvHead * shape.headDim);
     },
   };
   if (b.swiglu !== undefined) {
@@ -117,7 +119,7 @@ for (const path of models) {
 
   /** ms per decode step (argmax included) over `steps` steps after the prompt. */
   const decode = async (m: Model): Promise<number> => {
-    const c = m.newCache(promptLen + steps + 1);
+    const c = m.newCache(promptLen + steps + 1, kv);
     let logits = m.forward(prompt, c, { logits: "last" });
     await new Promise((res) => setImmediate(res)); // let queued GC observer entries of the prefill land
     slots.clear(); gcMs = 0; gcCount = 0;
@@ -160,7 +162,7 @@ for (const path of models) {
   say("");
   say(`${describeKernelPath(loaded.model)}`);
   say("");
-  say(`decode step: **${plain.toFixed(2)} ms** (${(1000 / plain).toFixed(2)} tokens/s; median of 3 × ${steps} steps after a ${promptLen}-token prompt); with the timing proxy ${timedStep.toFixed(2)} ms (its own cost ${(timedStep - plain).toFixed(2)} ms)`);
+  say(`decode step: **${plain.toFixed(2)} ms** (${(1000 / plain).toFixed(2)} tokens/s; median of 3 × ${steps} steps after a ${promptLen}-token prompt, ${kv} KV cache); with the timing proxy ${timedStep.toFixed(2)} ms (its own cost ${(timedStep - plain).toFixed(2)} ms)`);
   say("");
   say("| part | ms / step | share | calls / step | µs / call | GB/s read | % of probe |");
   say("|---|---:|---:|---:|---:|---:|---:|");

@@ -9,6 +9,7 @@ import type { AttentionShape } from "../src/backend/backend.ts";
 import { createNativeBackend, loadAddon, type KernelLevel, type NativeBackend } from "../src/backend/native.ts";
 import { refAttention, refBackend, refMatmul } from "../src/backend/ref.ts";
 import { defaultThreads, selectBackend } from "../src/backend/select.ts";
+import { f32ToF16 } from "../src/tensor/dtype.ts";
 import { DependencyError, UsageError } from "../src/util/errors.ts";
 
 /** Machine epsilon of f32 (2^-23). */
@@ -186,6 +187,45 @@ describe("native backend", () => {
         expectClose(got, want, () => c.tol, `${level} ${shapeName(shape)}`);
       }
     }
+  });
+
+  it("attention over an f16 cache matches the reference on the same f16 values at every SIMD level", () => {
+    const f16 = (a: Float32Array): Uint16Array => Uint16Array.from(a, (x) => f32ToF16(x));
+    for (const level of levels) {
+      nb.setKernelLevel(level);
+      for (const [i, shape] of ATTENTION_SHAPES.entries()) {
+        const c = attentionCase(shape, 200 + i);
+        const k16 = f16(c.k), v16 = f16(c.v);
+        const want = new Float32Array(shape.T * shape.nHead * shape.headDim);
+        refAttention(c.q, k16, v16, shape, want); // decodes the same bits exactly
+        const got = new Float32Array(want.length);
+        nb.attention(c.q, k16, v16, shape, got);
+        expectClose(got, want, () => c.tol, `f16 cache ${level} ${shapeName(shape)}`);
+        if (level !== levels[0]) continue;
+        // The cache's rounding itself: |k − k16| ≤ 2⁻¹¹|k| moves each score by ≤ 2⁻¹¹·Σ|q k|/√d,
+        // the softmax weights by ≤ 2× that relatively (max|v| = 1), and v's own rounding 2⁻¹¹.
+        const exact = new Float32Array(want.length);
+        refAttention(c.q, c.k, c.v, shape, exact);
+        const d = shape.headDim, kvTol = 2 ** -11 * (2 * (d * 3 * 1) / Math.sqrt(d) + 1) + c.tol;
+        expectClose(want, exact, () => kvTol, `f16 cache vs f32 ${shapeName(shape)}`);
+      }
+    }
+    // Spare capacity full of f16 NaN (0x7e00): a kernel reading past pos0+T poisons the result.
+    const shape = { T: 1, pos0: 600, nHead: 32, nKvHead: 4, headDim: 64 };
+    const c = attentionCase(shape, 10);
+    const kvLen = (shape.pos0 + shape.T) * shape.nKvHead * shape.headDim;
+    const k16 = new Uint16Array(kvLen + 4096).fill(0x7e00), v16 = new Uint16Array(kvLen + 4096).fill(0x7e00);
+    k16.set(f16(c.k));
+    v16.set(f16(c.v));
+    const want = new Float32Array(shape.nHead * shape.headDim);
+    refAttention(c.q, k16, v16, shape, want);
+    for (const level of levels) {
+      nb.setKernelLevel(level);
+      const got = new Float32Array(want.length);
+      nb.attention(c.q, k16, v16, shape, got);
+      expectClose(got, want, () => c.tol, `f16 cache ${level} with spare rows`);
+    }
+    expect(() => nb.attention(c.q, k16, c.v, shape, want)).toThrow(/must be a Uint16Array/);
   });
 
   it("attention reads only the first pos0+T cache rows and writes only out", () => {

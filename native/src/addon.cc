@@ -3,7 +3,7 @@
 // validates every argument: this file unpacks and asserts, nothing more.
 //
 //   matmul(x, w, M, K, N, bias | null, out): void
-//   attention(q, k, v, T, pos0, nHead, nKvHead, headDim, out): void
+//   attention(q, k, v, T, pos0, nHead, nKvHead, headDim, out): void   (k, v: Float32Array, or Uint16Array f16 bits)
 //   swiglu(g, u, n): void         g[i] = silu(g[i])·u[i] (the MLP activation; elementwise.cc)
 //   setThreads(n): void / getThreads(): number
 //   kernelLevels(): string[]      compiled levels this CPU runs, fastest first
@@ -176,9 +176,16 @@ class Addon : public Napi::Addon<Addon> {
   void Attention(const Napi::CallbackInfo& info) {
     const AttentionShape s{i64(info[3]), i64(info[4]), i64(info[5]), i64(info[6]), i64(info[7])};
     assert(lenF32(info[0]) >= static_cast<size_t>(s.T * s.nHead * s.headDim));
-    assert(lenF32(info[1]) >= static_cast<size_t>((s.pos0 + s.T) * s.nKvHead * s.headDim));
-    assert(lenF32(info[2]) >= static_cast<size_t>((s.pos0 + s.T) * s.nKvHead * s.headDim));
     assert(lenF32(info[8]) >= static_cast<size_t>(s.T * s.nHead * s.headDim));
+    const size_t kvLen = static_cast<size_t>((s.pos0 + s.T) * s.nKvHead * s.headDim);
+    if (info[1].As<Napi::TypedArray>().TypedArrayType() == napi_uint16_array) {  // an f16 cache
+      const auto k = info[1].As<Napi::Uint16Array>(), v = info[2].As<Napi::Uint16Array>();
+      assert(k.ElementLength() >= kvLen && v.ElementLength() >= kvLen);
+      auto lock = calls_.lock();
+      attentionF16(rt_, inF32(info[0]), k.Data(), v.Data(), s, outF32(info[8]));
+      return;
+    }
+    assert(lenF32(info[1]) >= kvLen && lenF32(info[2]) >= kvLen);
     auto lock = calls_.lock();
     attention(rt_, inF32(info[0]), inF32(info[1]), inF32(info[2]), s, outF32(info[8]));
   }

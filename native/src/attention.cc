@@ -15,6 +15,9 @@
 #include <cassert>
 #include <cmath>
 #include <cstring>
+#include <vector>
+
+#include "packed_f16.h"
 
 #include "runtime.h"
 
@@ -26,7 +29,7 @@ constexpr int64_t kPvKeyBlock = 256;   // keys per P·V pass (P and V slices sta
 constexpr double kSerialFlops = 2e6;   // below this a call is not worth waking the pool
 constexpr int64_t kRowsMinChunkKeys = 64;    // rows form: fewest keys worth a chunk of their own
 constexpr int64_t kRowsMaxChunks = 8;        // rows form: chunks per row (enough for 2–8 threads)
-constexpr int64_t kRowsMaxChunkKeys = 1024;  // rows form: a chunk's scores stay in L2
+constexpr int64_t kRowsBlockKeys = 16;       // rows form: chunk bounds fall on whole blocks of 16 keys
 
 int64_t ceilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 int64_t minI(int64_t a, int64_t b) { return a < b ? a : b; }
@@ -42,50 +45,59 @@ void forTasks(Runtime& rt, int64_t nTasks, bool parallel, F&& f) {
 
 /**
  * Chunks of keys a row with nKeys visible keys is split into: enough for the pool to
- * share (≥ kRowsMinChunkKeys keys each, at most kRowsMaxChunks), more when a chunk would
- * pass kRowsMaxChunkKeys. It depends on nKeys only, never on the thread count, so one
- * thread and many give the same bits.
+ * share (≥ kRowsMinChunkKeys keys each, at most kRowsMaxChunks). It depends on nKeys
+ * only, never on the thread count, so one thread and many give the same bits.
  */
-int64_t rowsChunks(int64_t nKeys) {
-  const int64_t byMin = minI(kRowsMaxChunks, ceilDiv(nKeys, kRowsMinChunkKeys));
-  const int64_t byMax = ceilDiv(nKeys, kRowsMaxChunkKeys);
-  return byMin > byMax ? byMin : byMax;
-}
+int64_t rowsChunks(int64_t nKeys) { return minI(kRowsMaxChunks, ceilDiv(nKeys, kRowsMinChunkKeys)); }
 
-void rowsForm(Runtime& rt, const float* q, const float* k, const float* v, const AttentionShape& s, float* out,
+/** E: the cache's element type, float or uint16_t (f16 bits: kernel attnChunkF16). */
+template <class E>
+void rowsForm(Runtime& rt, const float* q, const E* k, const E* v, const AttentionShape& s, float* out,
               bool parallel) {
   const KernelTable& kt = *rt.kernels;
   const int64_t d = s.headDim, nHead = s.nHead, group = s.nHead / s.nKvHead;
   const int64_t qStride = nHead * d, kvStride = s.nKvHead * d;
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));
-  // One task per (position, chunk of keys); every chunk of a row has the row's chunk
-  // count, the last ones possibly empty. Partial results [T][nc][nHead][d], m, l.
+  // Chunks per (position, chunk of keys); every chunk of a row has the row's chunk count,
+  // the last ones possibly empty. Partial results [T][nc][nHead][d], m, l. One task per
+  // thread runs a contiguous run of the chunks in order, so that its reads are one stream
+  // and each chunk's prefetches run on into the next (the bits do not depend on the split).
   const int64_t nc = rowsChunks(s.pos0 + s.T);
   const int64_t parts = s.T * nc;
   float* part = rt.shared.get(static_cast<size_t>(parts * nHead * (d + 2) + (nc + 1) * nHead));
   float* mAll = part + parts * nHead * d;
   float* lAll = mAll + parts * nHead;
   float* w = lAll + parts * nHead;
-  forTasks(rt, parts, parallel, [&](int task, int tid) {
-    const int64_t t = task / nc, c = task % nc;
-    const int64_t nKeys = s.pos0 + t + 1;
-    const int64_t len = ceilDiv(ceilDiv(nKeys, nc), 16) * 16;  // whole blocks of 16 keys
-    const int64_t j0 = minI(nKeys, c * len), j1 = minI(nKeys, j0 + len);
-    AttnChunkArgs a{};
-    a.q = q + t * qStride;
-    a.k = k + j0 * kvStride;
-    a.v = v + j0 * kvStride;
-    a.kvStride = kvStride;
-    a.nKeys = j1 - j0;
-    a.d = static_cast<int>(d);
-    a.nKvHead = static_cast<int>(s.nKvHead);
-    a.group = static_cast<int>(group);
-    a.scale = scale;
-    a.out = part + task * nHead * d;
-    a.m = mAll + task * nHead;
-    a.l = lAll + task * nHead;
-    a.scratch = rt.local[static_cast<size_t>(tid)].get(static_cast<size_t>(attnChunkScratch(nHead, j1 - j0, d)));
-    kt.attnChunk(a);
+  const int64_t nTasks = parallel ? minI(parts, rt.pool.threads()) : 1;
+  forTasks(rt, nTasks, parallel, [&](int task, int tid) {
+    const int64_t p0 = task * parts / nTasks, p1 = (task + 1) * parts / nTasks;
+    for (int64_t p = p0; p < p1; ++p) {
+      const int64_t t = p / nc, c = p % nc;
+      const int64_t nKeys = s.pos0 + t + 1;
+      const int64_t nBlocks = ceilDiv(nKeys, kRowsBlockKeys);  // spread evenly over the chunks
+      const auto bound = [&](int64_t i) { return minI(nKeys, i * nBlocks / nc * kRowsBlockKeys); };
+      const int64_t j0 = bound(c), j1 = bound(c + 1);
+      // This task's last chunk of row t: its prefetches stop at that chunk's end.
+      const int64_t cLast = t == (p1 - 1) / nc ? (p1 - 1) % nc : nc - 1;
+      AttnChunkArgs a{};
+      a.q = q + t * qStride;
+      a.k = k + j0 * kvStride;
+      a.v = v + j0 * kvStride;
+      a.kvStride = kvStride;
+      a.nKeys = j1 - j0;
+      a.d = static_cast<int>(d);
+      a.nKvHead = static_cast<int>(s.nKvHead);
+      a.group = static_cast<int>(group);
+      a.scale = scale;
+      a.out = part + p * nHead * d;
+      a.m = mAll + p * nHead;
+      a.l = lAll + p * nHead;
+      a.scratch = rt.local[static_cast<size_t>(tid)].get(static_cast<size_t>(attnChunkScratch(nHead, d)));
+      a.prefetchKeys = bound(cLast + 1) - j0;
+      a.prefetchHead = p == p0 || c == 0;
+      if constexpr (sizeof(E) == 2) kt.attnChunkF16(a);
+      else kt.attnChunk(a);
+    }
   });
   for (int64_t t = 0; t < s.T; ++t) {
     kt.attnCombine(part + t * nc * nHead * d, mAll + t * nc * nHead, lAll + t * nc * nHead, static_cast<int>(nc),
@@ -182,12 +194,32 @@ void tiledForm(Runtime& rt, const float* q, const float* k, const float* v, cons
 
 }  // namespace
 
-void attention(Runtime& rt, const float* q, const float* k, const float* v, const AttentionShape& s, float* out) {
+bool attentionParallel(Runtime& rt, const AttentionShape& s) {
   assert(s.T >= 1 && s.pos0 >= 0 && s.nKvHead >= 1 && s.nHead % s.nKvHead == 0 && s.headDim >= 1);
   const double flops = 4.0 * s.nHead * s.headDim * s.T * (s.pos0 + 0.5 * s.T);
-  const bool parallel = rt.pool.threads() > 1 && flops >= kSerialFlops;
+  return rt.pool.threads() > 1 && flops >= kSerialFlops;
+}
+
+void attention(Runtime& rt, const float* q, const float* k, const float* v, const AttentionShape& s, float* out) {
+  const bool parallel = attentionParallel(rt, s);
   if (s.T < kTiledMinT) rowsForm(rt, q, k, v, s, out, parallel);
   else tiledForm(rt, q, k, v, s, out, parallel);
+}
+
+void attentionF16(Runtime& rt, const float* q, const uint16_t* k, const uint16_t* v, const AttentionShape& s, float* out) {
+  const bool parallel = attentionParallel(rt, s);
+  if (s.T < kTiledMinT) {
+    rowsForm(rt, q, k, v, s, out, parallel);
+    return;
+  }
+  // Prefill: the tiled form packs K and V anyway; widen the rows it reads to f32 first.
+  const size_t n = static_cast<size_t>((s.pos0 + s.T) * s.nKvHead * s.headDim);
+  std::vector<float> k32(n), v32(n);
+  for (size_t i = 0; i < n; ++i) {
+    k32[i] = halfToFloat(k[i]);
+    v32[i] = halfToFloat(v[i]);
+  }
+  tiledForm(rt, q, k32.data(), v32.data(), s, out, parallel);
 }
 
 }  // namespace qllm

@@ -20,104 +20,109 @@
 // P·V loops run at that peak (perf: one FMA per cycle); the 16×16 transposes and the
 // exp take ~30% more, so it is compute-bound on f32 as much as bandwidth-bound on the
 // 1.18 MB of K and V. Halving the bytes (an f16 cache) does not lift the FMA floor.
+//
+// Session 10 (Xeon host, AVX-512, 2 cores; /tmp micro calling attnChunk on one thread,
+// 288 keys): one pass over blocks of 32 keys (online softmax, kAttnChunkSlack) instead of
+// a K pass then a V pass, so that a thread's chunks are one stream of K and V rows read
+// in order (rowsForm gives each thread a contiguous run of chunks, the prefetches running
+// on into the next); prefetches a kv head at a time between the products (a whole block's
+// burst stalled: 192 vs 167 ns per key cold); scores over 32 keys per q broadcast (the 16-
+// key loop was load-bound). Hot 114 → 106 ns per key; DRAM-cold ~210 ns per key with two
+// threads streaming, i.e. bound by the bytes (this host's read probe swings 17–32 GB/s).
+// Hence attnChunkF16 (E = uint16_t): the same kernel over an f16 cache (KvCache "f16"), the
+// rows widened to f32 as loaded (vcvtph2ps; the scalar level through halfToFloat). Micro
+// (eval/bench-attention-ab.ts, 576 keys, 2 threads, cold): f32 93 µs → f16 62 µs per call.
+
+/** W elements of a cache row as f32: f32 as is, f16 (IEEE binary16 bits) widened. */
+template <class S>
+[[gnu::always_inline]] inline typename S::V loadRow(const float* p) { return S::load(p); }
+template <class S>
+[[gnu::always_inline]] inline typename S::V loadRow(const uint16_t* p) { return S::loadH(p); }
+/** The first n < W elements, 0 past them (f16 through a buffer: the level may lack 16-bit masked loads). */
+template <class S>
+inline typename S::V loadRow(const float* p, int n) { return S::load(p, S::mask(n)); }
+template <class S>
+inline typename S::V loadRow(const uint16_t* p, int n) {
+  alignas(64) float t[S::W];
+  for (int i = 0; i < S::W; ++i) t[i] = i < n ? halfToFloat(p[i]) : 0.0f;
+  return S::load(t);
+}
 
 /**
- * kt[c·W + jj] = k_jj[c] for c < d, jj < W (keys past nb read as 0): the block of W keys
+ * kt[c·ldt + jj] = k_jj[c] for c < d, jj < W (keys past nb read as 0): the block of W keys
  * at k (row stride ks) transposed, W×W register blocks at a time.
  */
-template <class S>
-void transposeKeys(const float* k, int64_t ks, int nb, int d, float* kt) {
+template <class S, class E>
+[[gnu::always_inline]] inline void transposeKeys(const E* k, int64_t ks, int nb, int d, float* kt, int64_t ldt) {
   using V = typename S::V;
   constexpr int W = S::W;
   for (int c0 = 0; c0 < d; c0 += W) {
     V r[W];
     if (nb == W && c0 + W <= d) {  // whole block: plain loads, all in registers
-      for (int jj = 0; jj < W; ++jj) r[jj] = S::load(k + jj * ks + c0);
+      for (int jj = 0; jj < W; ++jj) r[jj] = loadRow<S>(k + jj * ks + c0);
     } else {
-      const typename S::M m = S::mask(d - c0);
-      for (int jj = 0; jj < W; ++jj) r[jj] = jj < nb ? S::load(k + jj * ks + c0, m) : S::zero();
+      const int n = minOf(W, d - c0);
+      for (int jj = 0; jj < W; ++jj) r[jj] = jj < nb ? loadRow<S>(k + jj * ks + c0, n) : S::zero();
     }
     S::transpose(r);
     // A fixed count when whole: with a variable one GCC turns the stores into a memcpy
     // of r spilled to the stack (rep movsq: a third of the kernel's time, measured).
     if (c0 + W <= d) {
-      for (int i = 0; i < W; ++i) S::store(kt + (c0 + i) * W, r[i]);
+      for (int i = 0; i < W; ++i) S::store(kt + (c0 + i) * ldt, r[i]);
     } else {
-      for (int i = 0; i < d - c0; ++i) S::store(kt + (c0 + i) * W, r[i]);
+      for (int i = 0; i < d - c0; ++i) S::store(kt + (c0 + i) * ldt, r[i]);
     }
   }
 }
 
-/** s[h·ss .. +W) = scale · Σ_c q[h·d + c] · kt[c·W ..] for h < group: W scores of each head. */
-template <class S>
-void scoresFromKt(const float* q, const float* kt, int d, int group, float scale, float* s, int64_t ss) {
+/**
+ * s[h·ss + j] = scale · Σ_c q[h·d + c] · kt[c·NV·W + j] for h < HG, j < NV·W: the scores of
+ * HG heads over a block of NV·W transposed keys. Each q element is broadcast once for the
+ * NV vectors (with one vector per broadcast the loop was load-bound: 10 loads per 8 FMAs).
+ */
+template <class S, int HG, int NV>
+[[gnu::always_inline]] inline void scoresHeads(const float* q, const float* kt, int d, float scale, float* s, int64_t ss) {
   using V = typename S::V;
   constexpr int W = S::W;
+  V a[HG][NV];
+  for (int h = 0; h < HG; ++h) {
+    for (int n = 0; n < NV; ++n) a[h][n] = S::zero();
+  }
+  for (int c = 0; c < d; ++c) {
+    V kv[NV];
+    for (int n = 0; n < NV; ++n) kv[n] = S::load(kt + (c * NV + n) * W);
+    for (int h = 0; h < HG; ++h) {
+      const V qb = S::set1(q[h * d + c]);
+      for (int n = 0; n < NV; ++n) a[h][n] = S::fma(qb, kv[n], a[h][n]);
+    }
+  }
   const V sc = S::set1(scale);
-  int h = 0;
-  for (; h + 4 <= group; h += 4) {  // 4 heads × 2 chains (even / odd c): 8 FMAs in flight
-    const float* qh = q + h * d;
-    V a[4][2];
-    for (int i = 0; i < 4; ++i) a[i][0] = a[i][1] = S::zero();
-    int c = 0;
-    for (; c + 2 <= d; c += 2) {
-      const V k0 = S::load(kt + c * W), k1 = S::load(kt + (c + 1) * W);
-      for (int i = 0; i < 4; ++i) {
-        a[i][0] = S::fma(S::set1(qh[i * d + c]), k0, a[i][0]);
-        a[i][1] = S::fma(S::set1(qh[i * d + c + 1]), k1, a[i][1]);
-      }
-    }
-    if (c < d) {
-      const V k0 = S::load(kt + c * W);
-      for (int i = 0; i < 4; ++i) a[i][0] = S::fma(S::set1(qh[i * d + c]), k0, a[i][0]);
-    }
-    for (int i = 0; i < 4; ++i) S::store(s + (h + i) * ss, S::mul(S::add(a[i][0], a[i][1]), sc));
-  }
-  for (; h < group; ++h) {  // one head, 4 chains
-    const float* qh = q + h * d;
-    V a[4] = {S::zero(), S::zero(), S::zero(), S::zero()};
-    int c = 0;
-    for (; c + 4 <= d; c += 4) {
-      for (int i = 0; i < 4; ++i) a[i] = S::fma(S::set1(qh[c + i]), S::load(kt + (c + i) * W), a[i]);
-    }
-    for (; c < d; ++c) a[0] = S::fma(S::set1(qh[c]), S::load(kt + c * W), a[0]);
-    S::store(s + h * ss, S::mul(S::add(S::add(a[0], a[1]), S::add(a[2], a[3])), sc));
+  for (int h = 0; h < HG; ++h) {
+    for (int n = 0; n < NV; ++n) S::store(s + h * ss + n * W, S::mul(a[h][n], sc));
   }
 }
 
-/** s[j] = exp(s[j] − m) for j < n, in place; *mOut = m = max_j s[j], *lOut = Σ_j s[j] after. */
-template <class S>
-void expPartial(float* s, int64_t n, float* mOut, float* lOut) {
-  using V = typename S::V;
-  constexpr int W = S::W;
-  const int64_t nFull = n / W * W;
-  const typename S::M tm = S::mask(n - nFull);
-  V mx = S::set1(kNegInf);
-  for (int64_t j = 0; j < nFull; j += W) mx = S::max(mx, S::load(s + j));
-  float m = S::hmax(mx);
-  for (int64_t j = nFull; j < n; ++j) m = s[j] > m ? s[j] : m;
-  const V mv = S::set1(m);
-  V sum = S::zero();
-  for (int64_t j = 0; j < nFull; j += W) {
-    const V e = S::exp(S::sub(S::load(s + j), mv));
-    S::store(s + j, e);
-    sum = S::add(sum, e);
+/** scoresHeads for the `group` heads of one kv head: as many heads per pass as the registers hold. */
+template <class S, int NV>
+[[gnu::always_inline]] inline void scoresGroup(const float* q, const float* kt, int d, int group, float scale, float* s, int64_t ss) {
+  constexpr int HG = S::REGS / 2 / NV > 8 ? 8 : S::REGS / 2 / NV < 1 ? 1 : S::REGS / 2 / NV;  // HG·NV accumulators ≤ half the registers
+  int h = 0;
+  for (; h + HG <= group; h += HG) scoresHeads<S, HG, NV>(q + h * d, kt, d, scale, s + h * ss, ss);
+  if constexpr (HG > 4) {
+    for (; h + 4 <= group; h += 4) scoresHeads<S, 4, NV>(q + h * d, kt, d, scale, s + h * ss, ss);
   }
-  float total = S::hsum(sum);
-  if (nFull < n) {
-    S::store(s + nFull, S::exp(S::sub(S::load(s + nFull, tm), mv)), tm);
-    for (int64_t j = nFull; j < n; ++j) total += s[j];
+  if constexpr (HG > 2) {
+    for (; h + 2 <= group; h += 2) scoresHeads<S, 2, NV>(q + h * d, kt, d, scale, s + h * ss, ss);
   }
-  *mOut = m;
-  *lOut = total;
+  for (; h < group; ++h) scoresHeads<S, 1, NV>(q + h * d, kt, d, scale, s + h * ss, ss);
 }
 
 /**
  * o[h·d + c] (+)= Σ_j p[h·ps + j] · v[j·ks + c] for HG heads and NVC vectors of columns
  * (c < width; the last vector masked): the value rows are loaded once for the HG heads.
  */
-template <class S, int HG, int NVC, bool TAIL>
-void pvHeads(const float* p, int64_t ps, const float* v, int64_t ks, int64_t nKeys, float* o, int d, bool first, int width) {
+template <class S, int HG, int NVC, bool TAIL, class E>
+void pvHeads(const float* p, int64_t ps, const E* v, int64_t ks, int64_t nKeys, float* o, int d, bool first, int width) {
   using V = typename S::V;
   constexpr int W = S::W;
   const typename S::M tm = S::mask(width - (NVC - 1) * W);
@@ -129,9 +134,9 @@ void pvHeads(const float* p, int64_t ps, const float* v, int64_t ks, int64_t nKe
     }
   }
   for (int64_t j = 0; j < nKeys; ++j) {
-    const float* vj = v + j * ks;
+    const E* vj = v + j * ks;
     V vv[NVC];
-    for (int c = 0; c < NVC; ++c) vv[c] = TAIL && c == NVC - 1 ? S::load(vj + c * W, tm) : S::load(vj + c * W);
+    for (int c = 0; c < NVC; ++c) vv[c] = TAIL && c == NVC - 1 ? loadRow<S>(vj + c * W, width - c * W) : loadRow<S>(vj + c * W);
     for (int h = 0; h < HG; ++h) {
       const V pj = S::set1(p[h * ps + j]);
       for (int c = 0; c < NVC; ++c) acc[h][c] = S::fma(pj, vv[c], acc[h][c]);
@@ -146,18 +151,18 @@ void pvHeads(const float* p, int64_t ps, const float* v, int64_t ks, int64_t nKe
   }
 }
 
-template <class S, int HG, int NVC>
-void pvHeadsT(const float* p, int64_t ps, const float* v, int64_t ks, int64_t nKeys, float* o, int d, bool first, int width) {
-  if (width == NVC * S::W) pvHeads<S, HG, NVC, false>(p, ps, v, ks, nKeys, o, d, first, width);
-  else pvHeads<S, HG, NVC, true>(p, ps, v, ks, nKeys, o, d, first, width);
+template <class S, int HG, int NVC, class E>
+void pvHeadsT(const float* p, int64_t ps, const E* v, int64_t ks, int64_t nKeys, float* o, int d, bool first, int width) {
+  if (width == NVC * S::W) pvHeads<S, HG, NVC, false, E>(p, ps, v, ks, nKeys, o, d, first, width);
+  else pvHeads<S, HG, NVC, true, E>(p, ps, v, ks, nKeys, o, d, first, width);
 }
 
 /**
  * pvHeads for a run-time vector count nvc ≤ 8. HG·NVC accumulators stay ≤ 16: the caller
  * takes HG = 4 only for nvc ≤ 4 (the HG = 4 cases past that are never called).
  */
-template <class S, int HG>
-void pvHeadsN(int nvc, const float* p, int64_t ps, const float* v, int64_t ks, int64_t nKeys, float* o, int d, bool first, int width) {
+template <class S, int HG, class E>
+void pvHeadsN(int nvc, const float* p, int64_t ps, const E* v, int64_t ks, int64_t nKeys, float* o, int d, bool first, int width) {
   constexpr int H2 = HG < 3 ? HG : 2;
   switch (nvc) {
     case 1: pvHeadsT<S, HG, 1>(p, ps, v, ks, nKeys, o, d, first, width); break;
@@ -171,59 +176,97 @@ void pvHeadsN(int nvc, const float* p, int64_t ps, const float* v, int64_t ks, i
   }
 }
 
-/**
- * One query position, keys [0, nKeys) of a chunk, all heads (kernels.h AttnChunkArgs):
- * out[h] = Σ_j exp(s_hj − m_h) v_j (not normalised), m[h] = max_j s_hj, l[h] = Σ_j exp(s_hj − m_h).
- */
-/** Prefetches floats [0, width) of rows [j0, j1) at base (row stride ks floats). */
-inline void prefetchRows(const float* base, int64_t ks, int64_t j0, int64_t j1, int64_t width) {
+/** Prefetches elements [0, width) of rows [j0, j1) at base (row stride ks elements). */
+template <class E>
+inline void prefetchRows(const E* base, int64_t ks, int64_t j0, int64_t j1, int64_t width) {
   for (int64_t j = j0; j < j1; ++j) {
     const char* r = reinterpret_cast<const char*>(base + j * ks);
-    // prefetcht2: into L2, not L1 (the 32 KiB L1 holds the block being read; prefetching
-    // into it lost lines before their use: t0 gave no gain, t2 ~25%, measured).
-    for (int64_t b = 0; b < width * 4; b += 64) __builtin_prefetch(r + b, 0, 1);
+    for (int64_t b = 0; b < width * static_cast<int64_t>(sizeof(E)); b += 64) __builtin_prefetch(r + b, 0, kAttnChunkPrefetchLocality);
   }
 }
 
-template <class S>
+/**
+ * One query position, keys [0, nKeys) of a chunk, all heads (kernels.h AttnChunkArgs), in one
+ * pass over blocks of KB keys ("online" softmax): per block the scores of every head (W keys
+ * at a time: each kv head's W rows transposed to [d][W], shared by its group), then
+ * p = exp(s − m_h) and P·V into out. m_h is the first block's max and is raised only when a
+ * block's max passes it by more than kAttnChunkSlack (out and l are then rescaled), so that
+ * p ≤ e^slack never overflows; any such reference is exact for the merge (attnCombine).
+ * K and V of a block are one contiguous run of rows each, read once; the rows PF keys ahead
+ * are prefetched a kv head at a time between the blocks' products (a burst of a whole
+ * block's prefetches stalled the loop: 192 vs 167 ns per key, DRAM-cold, one thread), up to
+ * prefetchKeys, past the chunk when the same thread reads on.
+ */
+template <class S, class E>
 void attnChunk(const AttnChunkArgs& a) {
+  using V = typename S::V;
   constexpr int W = S::W;
-  constexpr int kMaxVecs = 8;                 // columns per P·V pass
-  constexpr int64_t KB = kAttnChunkPvKeys;    // keys per P·V block (its V rows stay in L1)
+  constexpr int kMaxVecs = 8;               // columns per P·V pass
+  constexpr int64_t KB = kAttnChunkPvKeys;  // keys per block
+  constexpr int NV = static_cast<int>(KB / W);
   const int d = a.d, group = a.group;
   const int nHead = a.nKvHead * group;
   const int64_t nk = a.nKeys, ks = a.kvStride;
-  if (nk == 0) {
-    for (int h = 0; h < nHead; ++h) {
-      a.m[h] = kNegInf;
-      a.l[h] = 0.0f;
-      for (int c = 0; c < d; ++c) a.out[h * d + c] = 0.0f;
-    }
-    return;
+  const E* kc = static_cast<const E*>(a.k);
+  const E* vc = static_cast<const E*>(a.v);
+  for (int h = 0; h < nHead; ++h) {
+    a.m[h] = kNegInf;
+    for (int c = 0; c < d; ++c) a.out[h * d + c] = 0.0f;
   }
-  const int64_t ss = (nk + W - 1) / W * W;  // score row stride: whole vectors
-  float* kt = a.scratch + nHead * ss;       // [d][W]
-  // 1. scores, W keys at a time: the block's rows (all kv heads) are one contiguous run.
+  float* sb = a.scratch;             // [nHead][KB]: the block's scores, then p
+  float* lv = sb + nHead * KB;       // [nHead][W]: Σ p per lane
+  float* kt = lv + nHead * W;        // [d][KB]
+  for (int i = 0; i < nHead * W; ++i) lv[i] = 0.0f;
   const int64_t row = static_cast<int64_t>(a.nKvHead) * d;  // floats of one position, all kv heads
-  const int64_t PF = kAttnChunkPrefetchKeys;
-  prefetchRows(a.k, ks, 0, minOf(nk, PF), row);
-  for (int64_t j0 = 0; j0 < nk; j0 += W) {
-    const int nb = static_cast<int>(minOf<int64_t>(W, nk - j0));
-    for (int g = 0; g < a.nKvHead; ++g) {
-      prefetchRows(a.k + g * d, ks, minOf(nk, j0 + PF), minOf(nk, j0 + PF + W), d);
-      transposeKeys<S>(a.k + j0 * ks + g * d, ks, nb, d, kt);
-      scoresFromKt<S>(a.q + g * group * d, kt, d, group, a.scale, a.scratch + g * group * ss + j0, ss);
-    }
+  const int64_t PF = kAttnChunkPrefetchKeys, pe = a.prefetchKeys;
+  if (a.prefetchHead) {
+    prefetchRows(kc, ks, 0, minOf(pe, PF), row);
+    prefetchRows(vc, ks, 0, minOf(pe, PF), row);
   }
-  // 2. exp and the partial sums per head.
-  for (int h = 0; h < nHead; ++h) expPartial<S>(a.scratch + h * ss, nk, a.m + h, a.l + h);
-  // 3. P·V, KB keys at a time, the group's heads sharing each value row.
-  prefetchRows(a.v, ks, 0, minOf(nk, PF), row);
   for (int64_t j0 = 0; j0 < nk; j0 += KB) {
     const int64_t nb = minOf(KB, nk - j0);
+    // 1. scores s[h][jj] = scale · q_h · k_(j0 + jj) (−inf past nb below), a kv head at a
+    // time: its KB rows transposed to kt [d][KB] (keys past nb as 0), then its group's heads.
     for (int g = 0; g < a.nKvHead; ++g) {
-      prefetchRows(a.v + g * d, ks, minOf(nk, j0 + PF), minOf(nk, j0 + PF + KB), d);
-      const float* vb = a.v + j0 * ks + g * d;
+      prefetchRows(kc + g * d, ks, minOf(pe, j0 + PF), minOf(pe, j0 + PF + KB), d);
+      for (int64_t jj = 0; jj < KB; jj += W) {
+        const int n = static_cast<int>(maxOf<int64_t>(0, minOf<int64_t>(W, nb - jj)));
+        transposeKeys<S>(kc + (j0 + jj) * ks + g * d, ks, n, d, kt + jj, KB);
+      }
+      scoresGroup<S, NV>(a.q + g * group * d, kt, d, group, a.scale, sb + g * group * KB, KB);
+    }
+    // 2. p = exp(s − m), the reference m raised (out, l rescaled) when the block passes it.
+    const int nvb = static_cast<int>((nb + W - 1) / W);
+    for (int h = 0; h < nHead; ++h) {
+      float* sh = sb + h * KB;
+      V s[NV];
+      V mx = S::set1(kNegInf);
+      for (int i = 0; i < nvb; ++i) {
+        s[i] = S::fillFrom(S::load(sh + i * W), nb - i * W, kNegInf);
+        mx = S::max(mx, s[i]);
+      }
+      const float bm = S::hmax(mx);
+      if (bm > a.m[h] + kAttnChunkSlack) {
+        if (a.m[h] != kNegInf) {
+          const float alpha = __builtin_expf(a.m[h] - bm);
+          for (int c = 0; c < d; ++c) a.out[h * d + c] *= alpha;
+          S::store(lv + h * W, S::mul(S::load(lv + h * W), S::set1(alpha)));
+        }
+        a.m[h] = bm;
+      }
+      const V mv = S::set1(a.m[h]);
+      V sum = S::load(lv + h * W);
+      for (int i = 0; i < nvb; ++i) {
+        const V e = S::exp(S::sub(s[i], mv));
+        S::store(sh + i * W, e);
+        sum = S::add(sum, e);
+      }
+      S::store(lv + h * W, sum);
+    }
+    // 3. P·V of the block, the group's heads sharing each value row.
+    for (int g = 0; g < a.nKvHead; ++g) {
+      const E* vb = vc + j0 * ks + g * d;
+      prefetchRows(vc + g * d, ks, minOf(pe, j0 + PF), minOf(pe, j0 + PF + KB), d);
       for (int c0 = 0; c0 < d; c0 += kMaxVecs * W) {
         const int width = minOf(kMaxVecs * W, d - c0);
         const int nvc = (width + W - 1) / W;
@@ -231,16 +274,17 @@ void attnChunk(const AttnChunkArgs& a) {
         const int hg = nvc <= 4 ? 4 : 2;
         for (; h + hg <= group; h += hg) {
           const int hh = g * group + h;
-          if (hg == 4) pvHeadsN<S, 4>(nvc, a.scratch + hh * ss + j0, ss, vb + c0, ks, nb, a.out + hh * d + c0, d, j0 == 0, width);
-          else pvHeadsN<S, 2>(nvc, a.scratch + hh * ss + j0, ss, vb + c0, ks, nb, a.out + hh * d + c0, d, j0 == 0, width);
+          if (hg == 4) pvHeadsN<S, 4>(nvc, sb + hh * KB, KB, vb + c0, ks, nb, a.out + hh * d + c0, d, false, width);
+          else pvHeadsN<S, 2>(nvc, sb + hh * KB, KB, vb + c0, ks, nb, a.out + hh * d + c0, d, false, width);
         }
         for (; h < group; ++h) {
           const int hh = g * group + h;
-          pvHeadsN<S, 1>(nvc, a.scratch + hh * ss + j0, ss, vb + c0, ks, nb, a.out + hh * d + c0, d, j0 == 0, width);
+          pvHeadsN<S, 1>(nvc, sb + hh * KB, KB, vb + c0, ks, nb, a.out + hh * d + c0, d, false, width);
         }
       }
     }
   }
+  for (int h = 0; h < nHead; ++h) a.l[h] = S::hsum(S::load(lv + h * W));
 }
 
 /**

@@ -21,6 +21,8 @@
 
 template <class T>
 inline T minOf(T a, T b) { return a < b ? a : b; }
+template <class T>
+inline T maxOf(T a, T b) { return a > b ? a : b; }
 
 constexpr float kNegInf = -__builtin_inff();
 
@@ -300,5 +302,5 @@ void swiglu(float* g, const float* u, int64_t n) {
 template <class S, int MR, int NV>
 constexpr KernelTable makeTable(const char* name, int kc) {
   return KernelTable{name, MR, NV * S::W, kc, &packA<MR>, &packB<S, NV * S::W>, &tile<S, MR, NV>,
-                     &gemv<S>, &softmaxCols<S, NV>, &attnChunk<S>, &attnCombine<S>, &swiglu<S>, &fmaLoop<S>};
+                     &gemv<S>, &softmaxCols<S, NV>, &attnChunk<S, float>, &attnChunk<S, uint16_t>, &attnCombine<S>, &swiglu<S>, &fmaLoop<S>};
 }

@@ -42,14 +42,15 @@ struct GemvArgs {
 /**
  * Decode attention of one query position over a chunk of nKeys keys, every head
  * (attn_chunk_impl.h). Head h reads kv head h / group. Writes the chunk's partial
- * result: out[h] = Σ_j exp(s_hj − m[h]) · v_j (not normalised), m[h] = max_j s_hj and
- * l[h] = Σ_j exp(s_hj − m[h]), where s_hj = scale · q_h · k_j; nKeys = 0 gives
- * out = 0, m = −inf, l = 0. attnCombine merges the chunks.
+ * result against a reference m[h] (the max of the scores s_hj = scale · q_h · k_j up to
+ * kAttnChunkSlack below it: max_j s_hj − slack ≤ m[h] ≤ max_j s_hj): out[h] =
+ * Σ_j exp(s_hj − m[h]) · v_j (not normalised), l[h] = Σ_j exp(s_hj − m[h]); nKeys = 0
+ * gives out = 0, m = −inf, l = 0. attnCombine merges the chunks.
  */
 struct AttnChunkArgs {
   const float* q;  // [nKvHead·group, d]: this position's query rows
-  const float* k;  // key j of kv head g at k + j·kvStride + g·d (offset to the chunk's first key)
-  const float* v;  // value j of kv head g at v + j·kvStride + g·d
+  const void* k;   // key j of kv head g at k + j·kvStride + g·d elements (offset to the chunk's first key): f32, or f16 bits for attnChunkF16
+  const void* v;   // value j of kv head g at v + j·kvStride + g·d elements, as k
   int64_t kvStride;
   int64_t nKeys;
   int d;
@@ -60,15 +61,21 @@ struct AttnChunkArgs {
   float* m;        // [nHead]
   float* l;        // [nHead]
   float* scratch;  // [attnChunkScratch(...)] floats, 64-byte aligned
+  int64_t prefetchKeys;  // rows [0, prefetchKeys) ≥ nKeys may be prefetched (the thread's next chunks)
+  bool prefetchHead;     // prefetch the chunk's first rows (false: the previous chunk did)
 };
 
-/** Keys per P·V block in attnChunk: the block's value rows (all kv heads) stay in L1. */
+/** Keys per block of attnChunk's one pass (scores, exp, P·V): the block's K and V rows stay in L1. */
 constexpr int64_t kAttnChunkPvKeys = 32;
-/** Keys attnChunk prefetches ahead of the rows it reads (software prefetch: the rows of a kv head are strided). */
+/** Keys attnChunk prefetches ahead of the rows it reads. */
 constexpr int64_t kAttnChunkPrefetchKeys = 32;
+/** __builtin_prefetch locality of those prefetches (1: prefetcht2, into L2). */
+constexpr int kAttnChunkPrefetchLocality = 1;
+/** How far a block's max may pass attnChunk's reference m before m is raised: p ≤ e^slack. */
+constexpr float kAttnChunkSlack = 8.0f;
 
-/** Floats of scratch attnChunk needs: scores [nHead, nKeys rounded up to 16] + a [d, 16] key block. */
-constexpr int64_t attnChunkScratch(int64_t nHead, int64_t nKeys, int64_t d) { return nHead * ((nKeys + 15) / 16 * 16) + d * 16; }
+/** Floats of scratch attnChunk needs: a block's scores [nHead, 32], Σ p [nHead, 16], a key block [d, 32]. */
+constexpr int64_t attnChunkScratch(int64_t nHead, int64_t d) { return (nHead + d) * kAttnChunkPvKeys + nHead * 16; }
 
 struct KernelTable {
   const char* name;
@@ -86,6 +93,8 @@ struct KernelTable {
    */
   void (*softmaxCols)(float* s, int64_t rows, int64_t limit0, float scale, float* invSum);
   void (*attnChunk)(const AttnChunkArgs& a);
+  /** attnChunk over an f16 cache (k, v: IEEE binary16 bits, widened to f32 as read). */
+  void (*attnChunkF16)(const AttnChunkArgs& a);
   /**
    * Merges nChunks partial results of attnChunk (part [nChunks][nHead][d], m and l
    * [nChunks][nHead]) into out [nHead, d] = Σ_c e^(m_c − M)·part_c / Σ_c e^(m_c − M)·l_c,

@@ -3,6 +3,7 @@
 #include <stdint.h>
 
 #include "kernels.h"
+#include "packed_f16.h"
 
 #if defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>

@@ -3,6 +3,7 @@
 #include <stdint.h>
 
 #include "kernels.h"
+#include "packed_f16.h"
 
 #if defined(__AVX512F__)
 // GCC 12's avx512fintrin.h self-initialises `__Y = __Y` in _mm512_undefined_ps,

@@ -3,6 +3,7 @@
 #include <stdint.h>
 
 #include "kernels.h"
+#include "packed_f16.h"
 
 namespace qllm {
 namespace {

@@ -67,5 +67,7 @@ void swiglu(Runtime& rt, float* g, const float* u, int64_t n);
 
 /** Causal GQA; layouts as in src/backend/backend.ts. */
 void attention(Runtime& rt, const float* q, const float* k, const float* v, const AttentionShape& s, float* out);
+/** attention over an f16 cache: k, v hold IEEE binary16 bits (widened to f32 as read). */
+void attentionF16(Runtime& rt, const float* q, const uint16_t* k, const uint16_t* v, const AttentionShape& s, float* out);
 
 }  // namespace qllm

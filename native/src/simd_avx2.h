@@ -19,6 +19,8 @@ struct SimdAvx2 {
   }
   static V load(const float* p, M m) { return _mm256_maskload_ps(p, m); }
   static void store(float* p, V v, M m) { _mm256_maskstore_ps(p, m, v); }
+  /** W f16 values (IEEE binary16 bits) widened to f32 (F16C). */
+  static V loadH(const uint16_t* p) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
   static V fma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
   /** a·b − c */
   static V fms(V a, V b, V c) { return _mm256_fmsub_ps(a, b, c); }
@@ -44,9 +46,11 @@ struct SimdAvx2 {
   static V fillBelow(V v, int64_t r, float fill) {
     return _mm256_blendv_ps(v, set1(fill), _mm256_castsi256_ps(mask(r)));
   }
+  /** Lanes with index ≥ r take `fill`. */
+  static V fillFrom(V v, int64_t r, float fill) { return _mm256_blendv_ps(set1(fill), v, _mm256_castsi256_ps(mask(r))); }
 
   /** In-place 8×8 transpose: r[i][j] → r[j][i]. */
-  static void transpose(V* r) {
+  [[gnu::always_inline]] static void transpose(V* r) {
     V t[8], u[8];
     for (int i = 0; i < 8; i += 2) {
       t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);

@@ -17,6 +17,8 @@ struct SimdAvx512 {
   }
   static V load(const float* p, M m) { return _mm512_maskz_loadu_ps(m, p); }
   static void store(float* p, V v, M m) { _mm512_mask_storeu_ps(p, m, v); }
+  /** W f16 values (IEEE binary16 bits) widened to f32. */
+  static V loadH(const uint16_t* p) { return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))); }
   static V fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
   /** a·b − c */
   static V fms(V a, V b, V c) { return _mm512_fmsub_ps(a, b, c); }
@@ -30,9 +32,11 @@ struct SimdAvx512 {
   static float hmax(V v) { return _mm512_reduce_max_ps(v); }
   /** Lanes with index < r take `fill`. */
   static V fillBelow(V v, int64_t r, float fill) { return _mm512_mask_blend_ps(mask(r), v, set1(fill)); }
+  /** Lanes with index ≥ r take `fill`. */
+  static V fillFrom(V v, int64_t r, float fill) { return _mm512_mask_blend_ps(mask(r), set1(fill), v); }
 
   /** In-place 16×16 transpose: r[i][j] → r[j][i] (unpack, 64-bit shuffle, two 128-bit lane shuffles). */
-  static void transpose(V* r) {
+  [[gnu::always_inline]] static void transpose(V* r) {
     V t[16];
     for (int i = 0; i < 16; i += 2) {
       t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);

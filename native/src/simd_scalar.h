@@ -15,6 +15,7 @@ struct SimdScalar {
   static M mask(int64_t n) { return n > 0; }
   static V load(const float* p, M m) { return m ? *p : 0.0f; }
   static void store(float* p, V v, M m) { if (m) *p = v; }
+  static V loadH(const uint16_t* p) { return halfToFloat(*p); }
   static V fma(V a, V b, V c) { return a * b + c; }
   static V fms(V a, V b, V c) { return a * b - c; }
   static V add(V a, V b) { return a + b; }
@@ -26,6 +27,8 @@ struct SimdScalar {
   static float hsum(V v) { return v; }
   static float hmax(V v) { return v; }
   static V fillBelow(V v, int64_t r, float fill) { return r > 0 ? fill : v; }
+  /** Lanes with index ≥ r take `fill`. */
+  static V fillFrom(V v, int64_t r, float fill) { return r > 0 ? v : fill; }
   static void transpose(V*) {}
   static V exp(V x) { return expf(x); }
 };

@@ -6,6 +6,12 @@
 
 import type { WeightKernels } from "./weight-kernels.ts";
 
+/**
+ * Rows of a layer's KV cache: f32, or IEEE binary16 bits (an f16 cache, half the bytes that
+ * decode attention streams; widened to f32 as read, so the f16 rounding is the cache's own).
+ */
+export type KvRows = Float32Array | Uint16Array;
+
 export interface AttentionShape {
   /** Number of new query positions in this call. */
   T: number;
@@ -326,12 +332,12 @@ export interface Backend {
   /**
    * Causal grouped-query attention for T new positions.
    * q   [T, nHead·headDim]            (RoPE already applied)
-   * k,v [≥ pos0+T, nKvHead·headDim]   (the layer's KV cache, RoPE applied to k)
+   * k,v [≥ pos0+T, nKvHead·headDim]   (the layer's KV cache, RoPE applied to k; both f32 or both f16 bits)
    * out [T, nHead·headDim]
    * Query t attends to keys 0..pos0+t; head h reads kv head h / (nHead / nKvHead).
    * Scores are scaled by 1/sqrt(headDim), softmax in f32.
    */
-  attention(q: Float32Array, k: Float32Array, v: Float32Array, shape: AttentionShape, out: Float32Array): void;
+  attention(q: Float32Array, k: KvRows, v: KvRows, shape: AttentionShape, out: Float32Array): void;
   /**
    * The MLP activation in place: g[i] = silu(g[i])·u[i] = g[i] / (1 + exp(−g[i]))·u[i] for i < n
    * (f32). Optional: without it nn/block.ts runs the same formula in TS (the specification;

@@ -59,11 +59,11 @@ export function checkF32(op: string, name: string, a: unknown, n: number, shape:
 }
 
 /** The first n elements of `out` share no byte with the used part of any input. */
-export function checkNoOverlap(op: string, out: Float32Array, n: number, inputs: Record<string, [Float32Array, number]>): void {
+export function checkNoOverlap(op: string, out: Float32Array, n: number, inputs: Record<string, [Float32Array | Uint16Array, number]>): void {
   const o0 = out.byteOffset, o1 = o0 + 4 * n;
   for (const [name, [a, len]] of Object.entries(inputs)) {
     if (a.buffer !== out.buffer) continue;
-    const a0 = a.byteOffset, a1 = a0 + 4 * len;
+    const a0 = a.byteOffset, a1 = a0 + a.BYTES_PER_ELEMENT * len;
     if (o0 < a1 && a0 < o1) {
       throw new UsageError(`${op}: out overlaps input ${name}`, {
         field: "out", expected: `memory disjoint from ${name}`, found: `bytes ${o0}..${o1} of the same buffer as ${name} (${a0}..${a1})`,

@@ -25,7 +25,7 @@ import { createRequire } from "node:module";
 import { fileURLToPath } from "node:url";
 import { DependencyError, UsageError } from "../util/errors.ts";
 import {
-  matmulPackedSum, PackedSum, type AttentionShape, type Backend, type GptqKernelArgs, type KernelCallOptions, type LinearWeight, type ManyPart, type MappedFile, type PackInt8Args,
+  matmulPackedSum, PackedSum, type AttentionShape, type Backend, type KvRows, type GptqKernelArgs, type KernelCallOptions, type LinearWeight, type ManyPart, type MappedFile, type PackInt8Args,
   type SourceBlocks, type View16Args,
 } from "./backend.ts";
 import {
@@ -51,8 +51,9 @@ export type KernelLevel = "amx" | "avx512" | "avx2" | "scalar";
 interface NativeAddon extends NativePackedAddon, Int8Addon, NativeConvertAddon, GptqAddon, AwqAddon {
   /** y[M, N] = x[M, K] · W[N, K]ᵀ (+ bias) into out; synchronous. */
   matmul(x: Float32Array, w: Float32Array, M: number, K: number, N: number, bias: Float32Array | null, out: Float32Array): void;
+  /** k, v: both Float32Array, or both Uint16Array (f16 bits). */
   attention(
-    q: Float32Array, k: Float32Array, v: Float32Array,
+    q: Float32Array, k: KvRows, v: KvRows,
     T: number, pos0: number, nHead: number, nKvHead: number, headDim: number, out: Float32Array,
   ): void;
   /** g[i] = silu(g[i])·u[i] for i < n (native/src/elementwise.cc). */
@@ -177,7 +178,7 @@ export class NativeBackend implements Backend {
     if (n > 0) this.#addon.swiglu(g, u, n);
   }
 
-  attention(q: Float32Array, k: Float32Array, v: Float32Array, shape: AttentionShape, out: Float32Array): void {
+  attention(q: Float32Array, k: KvRows, v: KvRows, shape: AttentionShape, out: Float32Array): void {
     const op = "attention";
     const { T, pos0, nHead, nKvHead, headDim: d } = shape;
     checkInt(op, "T", T, 0);
@@ -192,8 +193,19 @@ export class NativeBackend implements Backend {
     }
     const qLen = T * nHead * d, kvLen = (pos0 + T) * nKvHead * d;
     checkF32(op, "q", q, qLen, `q [T=${T}, nHead·headDim=${nHead * d}]`);
-    checkF32(op, "k", k, kvLen, `k [pos0+T=${pos0 + T}, nKvHead·headDim=${nKvHead * d}]`);
-    checkF32(op, "v", v, kvLen, `v [pos0+T=${pos0 + T}, nKvHead·headDim=${nKvHead * d}]`);
+    if (k instanceof Uint16Array || v instanceof Uint16Array) {  // an f16 cache: both halves
+      for (const [name, a] of [["k", k], ["v", v]] as const) {
+        if (!(a instanceof Uint16Array) || a.length < kvLen) {
+          throw new UsageError(`${op}: ${name} must be a Uint16Array (f16 bits) of at least ${kvLen} elements, as the other half of the cache`, {
+            field: name, expected: `Uint16Array [pos0+T=${pos0 + T}, nKvHead·headDim=${nKvHead * d}]`,
+            found: `${(a as object).constructor?.name ?? typeof a} of ${a.length} elements`, hint: "k and v of one cache share its element type",
+          });
+        }
+      }
+    } else {
+      checkF32(op, "k", k, kvLen, `k [pos0+T=${pos0 + T}, nKvHead·headDim=${nKvHead * d}]`);
+      checkF32(op, "v", v, kvLen, `v [pos0+T=${pos0 + T}, nKvHead·headDim=${nKvHead * d}]`);
+    }
     checkF32(op, "out", out, qLen, `out [T=${T}, nHead·headDim=${nHead * d}]`);
     checkNoOverlap(op, out, qLen, { q: [q, qLen], k: [k, kvLen], v: [v, kvLen] });
     if (T > 0) this.#addon.attention(q, k, v, T, pos0, nHead, nKvHead, d, out);

@@ -2,7 +2,8 @@
  * Plain-TypeScript reference backend: the specification the native kernels are
  * tested against. Simple loops, f32 storage, f64 accumulation where it is free.
  */
-import { isPackedWeight, matmulPackedSum, PackedSum, type AttentionShape, type Backend, type LinearWeight, type PackedWeight } from "./backend.ts";
+import { f16ToF32 } from "../tensor/dtype.ts";
+import { isPackedWeight, matmulPackedSum, PackedSum, type AttentionShape, type Backend, type KvRows, type LinearWeight, type PackedWeight } from "./backend.ts";
 import { refMatmulPacked, refPack16, refPackQ4, refPackQ8 } from "./ref-packed.ts";
 
 export function refMatmul(
@@ -21,10 +22,19 @@ export function refMatmul(
   return y;
 }
 
+/** The first n values of a cache as f32 (f16 bits decoded exactly). */
+function kvF32(a: KvRows, n: number): Float32Array {
+  if (a instanceof Float32Array) return a;
+  const f = new Float32Array(n);
+  for (let i = 0; i < n; i++) f[i] = f16ToF32(a[i]!);
+  return f;
+}
+
 export function refAttention(
-  q: Float32Array, k: Float32Array, v: Float32Array, s: AttentionShape, out: Float32Array,
+  q: Float32Array, kRows: KvRows, vRows: KvRows, s: AttentionShape, out: Float32Array,
 ): void {
   const { T, pos0, nHead, nKvHead, headDim: d } = s;
+  const k = kvF32(kRows, (pos0 + T) * nKvHead * d), v = kvF32(vRows, (pos0 + T) * nKvHead * d);
   const group = nHead / nKvHead;
   const qStride = nHead * d;
   const kvStride = nKvHead * d;

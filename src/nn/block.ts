@@ -7,7 +7,8 @@
  */
 import type { ModelConfig } from "../arch/config.ts";
 import type { LinearInput, LinearName } from "../arch/registry.ts";
-import type { Backend, LinearWeight } from "../backend/backend.ts";
+import type { Backend, KvRows, LinearWeight } from "../backend/backend.ts";
+import { f32ToF16 } from "../tensor/dtype.ts";
 import type { BlockWeights, Linear } from "./weights.ts";
 import type { RopeTable } from "./rope.ts";
 import { invariant } from "../util/errors.ts";
@@ -19,12 +20,12 @@ import { invariant } from "../util/errors.ts";
  */
 export type Tap = (ev: { block: number; input: LinearInput; /** [T, K] */ x: Float32Array; T: number; K: number }) => void;
 
-/** One layer's KV cache. */
+/** One layer's KV cache: f32, or f16 bits (k and v alike; new rows rounded to nearest even). */
 export interface LayerCache {
   /** [capacity, nKvHead·headDim] */
-  k: Float32Array;
+  k: KvRows;
   /** [capacity, nKvHead·headDim] */
-  v: Float32Array;
+  v: KvRows;
 }
 
 export interface BlockContext {
@@ -72,6 +73,8 @@ export class BlockWorkspace {
   /** [maxT, I] gate, then silu(gate)·up */ readonly g: Float32Array;
   /** [maxT, I] up */ readonly u: Float32Array;
   /** [maxT, H] MLP half output (down_proj) */ readonly dn: Float32Array;
+  /** [maxT, nKv·d] new keys, then values, before an f16 cache rounds them */ readonly kn: Float32Array;
+  /** [maxT, nKv·d] */ readonly vn: Float32Array;
 
   constructor(cfg: ModelConfig, readonly maxT: number) {
     const H = cfg.hiddenSize, A = cfg.numHeads * cfg.headDim, I = cfg.intermediateSize;
@@ -83,6 +86,8 @@ export class BlockWorkspace {
     this.g = new Float32Array(maxT * I);
     this.u = new Float32Array(maxT * I);
     this.dn = new Float32Array(maxT * H);
+    this.kn = new Float32Array(maxT * cfg.numKvHeads * cfg.headDim);
+    this.vn = new Float32Array(maxT * cfg.numKvHeads * cfg.headDim);
   }
 
   /** The first T rows of buffer `b` (T ≤ maxT). */
@@ -92,7 +97,7 @@ export class BlockWorkspace {
   }
 }
 
-type WorkspaceBuffer = "xa" | "q" | "att" | "ao" | "xm" | "g" | "u" | "dn";
+type WorkspaceBuffer = "xa" | "q" | "att" | "ao" | "xm" | "g" | "u" | "dn" | "kn" | "vn";
 
 /** Buffer `name` of the workspace (T rows), or a new array of T·width. */
 function buf(ws: BlockWorkspace | undefined, name: WorkspaceBuffer, T: number, width: number): Float32Array {
@@ -133,11 +138,17 @@ export function attentionHalf(
   const { numHeads: nH, numKvHeads: nKv, headDim: d } = cfg;
   const kvDim = nKv * d;
   const q = buf(ws, "q", T, nH * d); // [T, nH·d]
-  // k and v go straight into the cache rows for these positions.
-  const k = cache.k.subarray(pos0 * kvDim, (pos0 + T) * kvDim); // [T, nKv·d]
-  linears(ctx, [lin.q, lin.k, lin.v], xa, T, [q, k, cache.v.subarray(pos0 * kvDim, (pos0 + T) * kvDim)]);
+  // k and v go straight into the rows of an f32 cache for these positions; an f16 cache
+  // gets them rounded (after RoPE) from workspace rows.
+  const rows = (c: KvRows, name: "kn" | "vn"): Float32Array => // [T, nKv·d]
+    c instanceof Float32Array ? c.subarray(pos0 * kvDim, (pos0 + T) * kvDim) : buf(ws, name, T, kvDim);
+  const k = rows(cache.k, "kn"), v = rows(cache.v, "vn");
+  linears(ctx, [lin.q, lin.k, lin.v], xa, T, [q, k, v]);
   rope.apply(q, T, nH, pos0);
   rope.apply(k, T, nKv, pos0);
+  for (const [c, x] of [[cache.k, k], [cache.v, v]] as const) {
+    if (c instanceof Uint16Array) for (let i = 0; i < T * kvDim; i++) c[pos0 * kvDim + i] = f32ToF16(x[i]!);
+  }
   const att = buf(ws, "att", T, nH * d); // [T, nH·d]
   backend.attention(q, cache.k, cache.v, { T, pos0, nHead: nH, nKvHead: nKv, headDim: d }, att);
   tap?.({ block: index, input: "attn_out", x: att, T, K: nH * d });

@@ -10,15 +10,22 @@ import { RopeTable } from "./rope.ts";
 import { embeddingRow, type ModelWeights } from "./weights.ts";
 import type { LinearWeight } from "../backend/backend.ts";
 
+/**
+ * Element type of a KV cache: f32, or f16 (IEEE binary16, llama.cpp's default: half the
+ * bytes decode attention streams; keys and values rounded to nearest even as written).
+ */
+export type KvDType = "f32" | "f16";
+
 export class KvCache {
   readonly layers: LayerCache[];
   /** Number of positions already filled. */
   pos = 0;
-  constructor(cfg: ModelConfig, readonly capacity: number) {
+  constructor(cfg: ModelConfig, readonly capacity: number, readonly dtype: KvDType = "f32") {
     const kvDim = cfg.numKvHeads * cfg.headDim;
+    const rows = (): Float32Array | Uint16Array => (dtype === "f16" ? new Uint16Array(capacity * kvDim) : new Float32Array(capacity * kvDim));
     this.layers = Array.from({ length: cfg.numLayers }, () => ({
-      k: new Float32Array(capacity * kvDim), // [capacity, nKv·d]
-      v: new Float32Array(capacity * kvDim), // [capacity, nKv·d]
+      k: rows(), // [capacity, nKv·d]
+      v: rows(), // [capacity, nKv·d]
     }));
   }
   reset(): void { this.pos = 0; }
@@ -39,8 +46,8 @@ export class Model {
     this.rope = new RopeTable(cfg);
   }
 
-  newCache(capacity = this.cfg.maxPositionEmbeddings): KvCache {
-    return new KvCache(this.cfg, capacity);
+  newCache(capacity = this.cfg.maxPositionEmbeddings, dtype: KvDType = "f32"): KvCache {
+    return new KvCache(this.cfg, capacity, dtype);
   }
 
   /** x[T, H] = embedding rows of tokens. */

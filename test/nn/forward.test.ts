@@ -7,6 +7,12 @@ import { randomWeights, tinyConfig } from "../helpers/random-weights.ts";
 
 /** Batch vs incremental decoding differ only by f32 summation order: ~1e-5 relative on O(1) logits. */
 const INCREMENTAL_TOL = 1e-4;
+/**
+ * An f16 KV cache rounds every key and value to 11 significant bits (≤ 2⁻¹¹ relative): through
+ * the scores, softmax and o_proj of two blocks that moves these O(1) logits by ~1e-3 (measured
+ * 6.6e-4 … 1.1e-3 on the three configs); 1e-2 bounds it.
+ */
+const F16_CACHE_TOL = 1e-2;
 
 function maxAbsDiff(a: Float32Array, b: Float32Array): number {
   let m = 0;
@@ -36,6 +42,20 @@ describe.each([
     model.forward(tokens.slice(0, 4), c2, { logits: "none" });
     const rest = model.forward(tokens.slice(4), c2);
     expect(maxAbsDiff(rest, all.subarray(4 * V))).toBeLessThan(INCREMENTAL_TOL);
+  });
+
+  it("an f16 KV cache: one batch equals token-by-token on it, near the f32 cache but rounded", () => {
+    const all = model.forward(tokens, model.newCache(32, "f16")); // [T, V]
+    const cache = model.newCache(32, "f16");
+    expect(cache.layers[0]!.k).toBeInstanceOf(Uint16Array);
+    for (let t = 0; t < tokens.length; t++) {
+      const row = model.forward([tokens[t]!], cache, { logits: "last" });
+      expect(maxAbsDiff(row, all.subarray(t * V, (t + 1) * V))).toBeLessThan(INCREMENTAL_TOL);
+    }
+    const f32 = model.forward(tokens, model.newCache(32));
+    const diff = maxAbsDiff(all, f32);
+    expect(diff).toBeLessThan(F16_CACHE_TOL);
+    expect(diff).toBeGreaterThan(0); // the rows really were rounded
   });
 
   it("is causal: logits at t do not depend on later tokens", () => {
