@@ -3,7 +3,8 @@
  * matmulMany → matmulPackedParts): one call on q|k|v or gate|up gives, bit for bit, what
  * one matmul per weight gives on the unfused packs (same tiles, same activation
  * quantization), at every kernel level this CPU runs, 1 and 2 threads, M = 1, 3, 17, N not
- * a multiple of 16 (pad rows inside the concatenation), biases, act-order perms; the views
+ * a multiple of 16 (pad rows inside the concatenation), biases, act-order perms, shapes big
+ * enough for the threads to split the row groups inside a part; the views
  * still work as matrices of their own; weights that cannot share a call are refused.
  */
 import { afterAll, describe, expect, it } from "vitest";
@@ -23,6 +24,10 @@ const CASES: Case[] = [
   { kind: "q4-mins", Ns: [100, 100], K: 384, g: 128, perm: true },    // gate|up shaped, act-order GPTQ with zeros
   { kind: "q8", Ns: [33, 48], K: 96, g: 96, perm: false },
   { kind: "bf16", Ns: [17, 30, 5], K: 40, g: 40, perm: false },
+  // ≥ 2 MFLOP at M = 1, so 2 threads split the row groups: the second task's range starts inside
+  // part 0 and crosses into parts 1 and 2, and the M = 1 span's streams cross the part boundaries
+  { kind: "q4", Ns: [500, 37, 70], K: 2048, g: 32, perm: false },
+  { kind: "q8", Ns: [300, 45, 200], K: 2048, g: 64, perm: false },
 ];
 
 /** The same pack twice: one to fuse, one kept separate as the reference. */
