@@ -10,10 +10,19 @@
  *   … change, npm run build:native …
  *   /work/bin/bench npx tsx eval/bench-quantized-ab.ts --a /tmp/a.node --b native/build/Release/quantize_llm.node \
  *         [--rounds 4] [--threads 2] [--M 1,2,4,8] [--layouts q4g32,q4g128,q8g32]
+ *         [--level-a amx --level-b avx512] [--shapes 4096x4096,5632x2048]
+ *
+ * --level-a / --level-b force a kernel level on each side (else each addon's best); with
+ * the same file for --a and --b that is an A/B of two levels of one build (both sides then
+ * share one addon instance, and the level is set before each side's calls), e.g. the AMX
+ * GEMM against the VNNI tiles at prefill size:
+ *   … --a native/build/Release/quantize_llm.node --b native/build/Release/quantize_llm.node \
+ *         --level-a avx512 --level-b amx --M 512 --shapes 4096x4096,5632x2048,2048x5632 --rounds 3
+ * --shapes replaces the GEMV shapes (N×K).
  */
 import { resolve } from "node:path";
 import { parseArgs } from "node:util";
-import { loadAddon, NativeBackend, type PackedWeight } from "../src/backend/native.ts";
+import { loadAddon, NativeBackend, type KernelLevel, type PackedWeight } from "../src/backend/native.ts";
 import { median } from "./bench-quantized/context.ts";
 import { COLD_BYTES, GEMV_SHAPES, xFor } from "./bench-quantized/matmul.ts";
 import { randomWeights } from "./bench-quantized/weights.ts";
@@ -23,6 +32,7 @@ const { values: opts } = parseArgs({
     a: { type: "string" }, b: { type: "string" },
     rounds: { type: "string", default: "4" }, threads: { type: "string", default: "2" },
     M: { type: "string", default: "1" }, layouts: { type: "string", default: "q4g32,q4g128,q8g32" },
+    "level-a": { type: "string" }, "level-b": { type: "string" }, shapes: { type: "string" },
   },
 });
 if (opts.a === undefined || opts.b === undefined) throw new Error("--a and --b: the two addon files (quantize_llm.node) to compare");
@@ -34,12 +44,17 @@ const sides = [opts.a, opts.b].map((f) => {
   nb.setThreads(threads);
   return nb;
 });
-console.log(`A = ${opts.a} (${sides[0]!.packedKernelLevel}), B = ${opts.b} (${sides[1]!.packedKernelLevel}); ${rounds} rounds A, B alternating, ${threads} threads`);
+const levels = [opts["level-a"], opts["level-b"]] as (KernelLevel | undefined)[];
+const setLevel = (s: number): void => { if (levels[s] !== undefined) sides[s]!.setKernelLevel(levels[s]!); };
+const shapes: (readonly [number, number])[] = opts.shapes === undefined ? GEMV_SHAPES
+  : opts.shapes.split(",").map((t) => t.split("x").map(Number) as [number, number]);
+const describe = (s: number): string => { setLevel(s); return `${sides[s]!.kernelLevel}, packed ${sides[s]!.packedKernelLevel}`; };
+console.log(`A = ${opts.a} (${describe(0)}), B = ${opts.b} (${describe(1)}); ${rounds} rounds A, B alternating, ${threads} threads`);
 
 for (const name of opts.layouts.split(",")) {
   const lay = LAYOUTS[name];
   if (lay === undefined) throw new Error(`unknown layout ${name}; known: ${Object.keys(LAYOUTS).join(", ")}`);
-  for (const [N, K] of GEMV_SHAPES) {
+  for (const [N, K] of shapes) {
     const w = randomWeights(lay.bits, N, K, N * 31 + K + lay.bits + lay.g, lay.g);
     const pack = (nb: NativeBackend): PackedWeight => lay.bits === 4
       ? nb.packQ4({ codes: w.codes as Uint8Array, scales: w.scales, mins: null, N, K, groupSize: lay.g, perm: null })
@@ -55,6 +70,7 @@ for (const name of opts.layouts.split(",")) {
       for (let round = 0; round < rounds; round++) {
         for (let s = 0; s < 2; s++) {
           const nb = sides[s]!, list = ws[s]!;
+          setLevel(s);
           for (const pw of list) nb.matmulPacked(x, pw, M, undefined, out);  // untimed: every copy touched
           for (let i = 0; i < list.length * 2; i++) {
             const t0 = performance.now();
@@ -65,7 +81,8 @@ for (const name of opts.layouts.split(",")) {
       }
       const [a, b] = us.map(median) as [number, number];
       const gbs = (t: number): string => (ws[0]![0]!.bytes / t / 1e3).toFixed(1);
-      console.log(`${name} ${N}×${K} M=${M}: A ${a.toFixed(0)} µs (${gbs(a)} GB/s), B ${b.toFixed(0)} µs (${gbs(b)} GB/s), B/A speed-up ${(a / b).toFixed(3)}×`);
+      const rate = (t: number): string => M > 8 ? `${((2 * M * N * K) / t / 1e3).toFixed(0)} GFLOP/s` : `${gbs(t)} GB/s`;
+      console.log(`${name} ${N}×${K} M=${M}: A ${a.toFixed(0)} µs (${rate(a)}), B ${b.toFixed(0)} µs (${rate(b)}), B/A speed-up ${(a / b).toFixed(3)}×`);
     }
     for (const list of ws) for (const pw of list) pw.dispose();
   }

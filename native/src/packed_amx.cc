@@ -18,6 +18,14 @@
 // `tdpbssd`; int4 with mins keeps the unsigned nibbles, `tdpbsud` (A s8 × B u8).
 // A block's int32 dot is exact on any unit (|S| ≤ 128·128·127 < 2^31), so the result
 // is bit-equal to the scalar reference (test/kernels/packed.test.ts).
+//
+// Where the time goes (this Xeon, 1 thread, int4 g32 512×4096·4096ᵀ, 33 ms; parts
+// skipped one at a time): tdps + tile loads ≈ 12 ms, tilestored ≈ 8 ms, the epilogue ≈
+// 13 ms (≈ 2 cycles per 16 outputs per block; its floor, cvt + mul + fma on two ports, is
+// 1.5). At Ba = 32 (Q4_0) every block costs one tilestored and one epilogue per 256 outputs
+// for only 32 k: g128 runs 2.2–2.4× faster. Tried and slower (same sitting): two C tile sets
+// with block b's tdps issued before block b − 1's epilogue (0.82–1.12×, median 0.92×), and 1 × 1 panels
+// with the 16 accumulators in registers (0.85×).
 #include "packed.h"
 
 #if defined(__AMX_TILE__) && defined(__AMX_INT8__) && defined(__AVX512F__) && defined(__AVX512BW__) && \
@@ -219,7 +227,7 @@ void panel(const Panel& p, float* y, int64_t ldy, int64_t rows, const int* valid
   }
 }
 
-template <int KIND, int SB, int MTM, int NTM>
+template <int KIND, int SB>
 void gemmT(const PackedSpanArgs& t) {
   const PackedLayout& L = *t.L;
   const int64_t Kp = L.Kp, nb = Kp / L.Ba, M = t.mr;
@@ -231,8 +239,8 @@ void gemmT(const PackedSpanArgs& t) {
     const int64_t gi = L.G > 1 ? b * L.Ba / L.g : 0;
     gOff[b] = static_cast<int32_t>(gi * kRowGroup * SB);
   }
-  // The last M % MR rows (MR = 16·MTM), copied into MR zero-padded rows (tiles read whole rows; pad d = 0).
-  constexpr int64_t MR = 16 * MTM;
+  // The last M % 32 rows, copied into 32 zero-padded rows (tiles read whole rows; pad d = 0).
+  constexpr int64_t MR = 32;
   const int64_t mFull = M / MR * MR, tailRows = M - mFull;
   int8_t* tail = nullptr;
   float* tailD = nullptr;
@@ -267,8 +275,8 @@ void gemmT(const PackedSpanArgs& t) {
       p.lda = isTail ? Kp : t.lda;
       p.ad = isTail ? tailD : t.ad + m0 * nb;
       p.asum = isTail ? tailS : t.asum + m0 * nb;
-      for (int64_t r = r0; r < r1; r += NTM) {
-        const int NT = r1 - r >= NTM ? NTM : 1;
+      for (int64_t r = r0; r < r1; r += 2) {
+        const int NT = r1 - r >= 2 ? 2 : 1;
         int valid[2];
         for (int j = 0; j < NT; ++j) {
           p.b[j] = bbuf + (r + j - r0) * rgBytes;
@@ -276,33 +284,23 @@ void gemmT(const PackedSpanArgs& t) {
           valid[j] = r + j == t.nrg - 1 ? t.lastValid : static_cast<int>(kRowGroup);
         }
         float* y = t.y + r * kRowGroup + m0 * t.ldy;
-        if constexpr (MTM == 2 && NTM == 2) {
-          if (rows > 16 && NT == 2) panel<KIND, SB, 2, 2>(p, y, t.ldy, rows, valid);
-          else if (rows > 16) panel<KIND, SB, 2, 1>(p, y, t.ldy, rows, valid);
-          else if (NT == 2) panel<KIND, SB, 1, 2>(p, y, t.ldy, rows, valid);
-          else panel<KIND, SB, 1, 1>(p, y, t.ldy, rows, valid);
-        } else {
-          panel<KIND, SB, 1, 1>(p, y, t.ldy, rows, valid);
-        }
+        if (rows > 16 && NT == 2) panel<KIND, SB, 2, 2>(p, y, t.ldy, rows, valid);
+        else if (rows > 16) panel<KIND, SB, 2, 1>(p, y, t.ldy, rows, valid);
+        else if (NT == 2) panel<KIND, SB, 1, 2>(p, y, t.ldy, rows, valid);
+        else panel<KIND, SB, 1, 1>(p, y, t.ldy, rows, valid);
       }
     }
   }
   _tile_release();
 }
 
-/** 2 × 2 tiles per panel: each A and B tile serves two products. */
-template <int KIND, int SB>
-void gemmShape(const PackedSpanArgs& t) {
-  gemmT<KIND, SB, 2, 2>(t);
-}
-
 void q4Gemm(const PackedSpanArgs& t) {
   const bool f16 = t.L->scaleBytes == 2;
-  if (t.L->mins) f16 ? gemmShape<kQ4Mins, 2>(t) : gemmShape<kQ4Mins, 4>(t);
-  else f16 ? gemmShape<kQ4, 2>(t) : gemmShape<kQ4, 4>(t);
+  if (t.L->mins) f16 ? gemmT<kQ4Mins, 2>(t) : gemmT<kQ4Mins, 4>(t);
+  else f16 ? gemmT<kQ4, 2>(t) : gemmT<kQ4, 4>(t);
 }
 
-void q8Gemm(const PackedSpanArgs& t) { t.L->scaleBytes == 2 ? gemmShape<kQ8, 2>(t) : gemmShape<kQ8, 4>(t); }
+void q8Gemm(const PackedSpanArgs& t) { t.L->scaleBytes == 2 ? gemmT<kQ8, 2>(t) : gemmT<kQ8, 4>(t); }
 
 }  // namespace
 }  // namespace amx
