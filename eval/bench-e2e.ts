@@ -8,7 +8,7 @@
  *   generation GB/s = bytes of weights read per token (every linear + lm_head) × tokens/s.
  *
  *   /work/bin/bench npx tsx eval/bench-e2e.ts [--dir /tmp/qllm-tinyllama] [--threads 2]
- *         [--prompt 512] [--gen 128] [--reps 2] [--engines llama-q4_0,ours-q4_0,ours-gptq,ours-gptq-lm-head]
+ *         [--prompt 512] [--gen 128] [--reps 2] [--engines llama-q4_0,ours-q4_0,ours-gptq,ours-gptq-lm-head] [--kv f32|f16 (our KV cache)]
  *         [--out eval/reports/bench-e2e.md]
  *
  * Models: `npx tsx eval/gen-tinyllama.ts` (gptq-w4g128/, gptq-w4g128-lm-head/ — the same with
@@ -29,6 +29,7 @@ import { getLlama, LlamaLogLevel, type LlamaContextSequence, type Token } from "
 import { createNativeBackend } from "../src/backend/native.ts";
 import { generate, Session } from "../src/generate/engine.ts";
 import { GREEDY } from "../src/generate/sampler.ts";
+import type { KvDType } from "../src/nn/model.ts";
 import { openGguf } from "../src/io/gguf.ts";
 import { loadModel, type LoadedModel } from "../src/load/hf-folder.ts";
 import { describeKernelPath } from "../src/load/kernel-path.ts";
@@ -45,10 +46,13 @@ const { values: opts } = parseArgs({
     dir: { type: "string", default: "/tmp/qllm-tinyllama" }, threads: { type: "string", default: "2" },
     prompt: { type: "string", default: "512" }, gen: { type: "string", default: "128" }, reps: { type: "string", default: "2" },
     engines: { type: "string", default: ENGINES.join(",") }, out: { type: "string", default: "eval/reports/bench-e2e.md" },
+    kv: { type: "string", default: "f32" },
   },
 });
 const dir = resolve(opts.dir), threads = Number(opts.threads), promptLen = Number(opts.prompt), genLen = Number(opts.gen), reps = Number(opts.reps);
 const engines = opts.engines.split(",") as EngineName[];
+if (opts.kv !== "f32" && opts.kv !== "f16") throw new Error(`--kv: f32 or f16 (our KV cache's element type), not ${opts.kv}`);
+const kv: KvDType = opts.kv;
 for (const e of engines) if (!ENGINES.includes(e)) throw new Error(`unknown engine ${e}; known: ${ENGINES.join(", ")}`);
 const GGUF = join(dir, "q4_0.gguf"), GPTQ = join(dir, "gptq-w4g128"), GPTQ_HEAD = join(dir, "gptq-w4g128-lm-head");
 const paths = { "ours-q4_0": GGUF, "ours-gptq": GPTQ, "ours-gptq-lm-head": GPTQ_HEAD } as const;
@@ -88,7 +92,7 @@ async function oursEngine(name: EngineName, path: string): Promise<Engine> {
     bytes += lw.bytes;
     params += lw.N * lw.K;
   }
-  const session = new Session(loaded.model, promptLen + genLen + 1);
+  const session = new Session(loaded.model, promptLen + genLen + 1, kv);
   return {
     name, label: `ours, ${path.endsWith(".gguf") ? "Q4_0 GGUF" : name === "ours-gptq-lm-head" ? "4-bit g128 HF-GPTQ folder, lm_head 8-bit g32" : "4-bit g128 HF-GPTQ folder"}`, bytesPerToken: bytes, params,
     describe: `${describeKernelPath(loaded.model)} (loaded in ${loadS.toFixed(2)} s)`,

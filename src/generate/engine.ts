@@ -11,7 +11,7 @@
  * forward is async, one logits read-back per call); a Session binds either to its own
  * cache, and generation awaits a step only when it is a promise.
  */
-import type { KvCache, Model } from "../nn/model.ts";
+import type { KvCache, KvDType, Model } from "../nn/model.ts";
 import { GpuModel, type GpuKvCache } from "../nn/webgpu-model.ts";
 import { UsageError } from "../util/errors.ts";
 import { Sampler, type SamplerOptions } from "./sampler.ts";
@@ -33,13 +33,17 @@ export class Session {
   readonly cached: number[] = [];
   /** The model's forward on this session's cache. */
   readonly step: Step;
-  constructor(readonly model: EngineModel, capacity = model.cfg.maxPositionEmbeddings) {
+  /** kv: the CPU cache's element type (nn/model.ts KvDType); the GPU cache is f32. */
+  constructor(readonly model: EngineModel, capacity = model.cfg.maxPositionEmbeddings, kv: KvDType = "f32") {
     if (model instanceof GpuModel) {
+      if (kv !== "f32") {
+        throw new UsageError("an f16 KV cache is a CPU option", { field: "kv", expected: "f32 on the GPU", found: kv, hint: "run on the CPU, or leave the cache f32" });
+      }
       const cache = model.newCache(capacity);
       this.cache = cache;
       this.step = (tokens, logits) => model.forward(tokens, cache, { logits });
     } else {
-      const cache = model.newCache(capacity);
+      const cache = model.newCache(capacity, kv);
       this.cache = cache;
       this.step = (tokens, logits) => model.forward(tokens, cache, { logits });
     }

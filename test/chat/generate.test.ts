@@ -32,6 +32,15 @@ describe("generation core", () => {
     expect(r.stats).toMatchObject({ promptTokens: prompt.length, reusedTokens: 0, prefillTokens: prompt.length, generatedTokens: 32, decodeSteps: 31 });
   });
 
+  test("a Session with an f16 KV cache generates what the plain loop does on an f16 cache", async () => {
+    const prompt = m.tokenizer.encode("The jury said", { addSpecial: true });
+    const s = new Session(m.model, 64, "f16");
+    expect((s.cache as { layers: { k: unknown }[] }).layers[0]!.k).toBeInstanceOf(Uint16Array);
+    const r = await generate(s, m.tokenizer, req(prompt, { maxTokens: 24 }));
+    const ref = referenceGenerate(m.model, prompt, { maxTokens: 24, temperature: 0, cache: m.model.newCache(64, "f16") });
+    expect(r.ids).toEqual(ref);
+  });
+
   test("a second call reuses the cached prefix and prefills only the rest, with the same answer as a fresh cache", async () => {
     const s = new Session(m.model);
     const p1 = m.tokenizer.encode("Once upon a time", { addSpecial: true });
