@@ -106,6 +106,8 @@ PackedWeight* packQ4(const uint8_t* codes, const float* scales, const float* min
 /** codes [N, K] in −128..127, scales [N, G]: w = s·q. */
 PackedWeight* packQ8(const int8_t* codes, const float* scales, int64_t N, int64_t K, int64_t g, const int32_t* perm);
 /** data [N, K] of f16 or bf16 bit patterns. */
+/** The layout fields of a 16-bit matrix: interleaved f16x16/bf16x16 (pack16) or a row-major view (view16). */
+PackedLayout h16Layout(H16Type type, int64_t N, int64_t K, bool rowMajor);
 PackedWeight* pack16(const uint16_t* data, H16Type type, int64_t N, int64_t K);
 void freePacked(PackedWeight* w);
 

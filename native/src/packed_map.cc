@@ -79,18 +79,7 @@ PackedWeight* view16(MappedFile* f, size_t offset, H16Type type, int64_t N, int6
   const size_t rowBytes = static_cast<size_t>(K) * 2;
   if (N < 1 || K < 1 || offset > f->bytes || static_cast<size_t>(N) > (f->bytes - offset) / rowBytes) return nullptr;
   auto* w = new PackedWeight();
-  PackedLayout& L = w->L;
-  L.kind = PackedKind::H16;
-  L.h16 = type;
-  L.rowMajor = true;
-  L.N = N;
-  L.K = K;
-  L.Np = (N + kRowGroup - 1) / kRowGroup * kRowGroup;  // the driver's row groups; rows ≥ N are never read
-  L.Kp = K;
-  L.g = K;
-  L.Ba = K;
-  L.codeBytes = static_cast<int64_t>(rowBytes);
-  L.rgStride = kRowGroup * L.codeBytes;
+  w->L = h16Layout(type, N, K, true);
   w->data = f->base + offset;
   w->bytes = static_cast<size_t>(N) * rowBytes;
   w->partData[0] = w->data;

@@ -207,22 +207,29 @@ PackedWeight* packQ8(const int8_t* codes, const float* scales, int64_t N, int64_
   return finish(w, perm);
 }
 
-PackedWeight* pack16(const uint16_t* data, H16Type type, int64_t N, int64_t K) {
-  auto* w = new PackedWeight();
-  PackedLayout& L = w->L;
+PackedLayout h16Layout(H16Type type, int64_t N, int64_t K, bool rowMajor) {
+  PackedLayout L{};
   L.kind = PackedKind::H16;
   L.h16 = type;
+  L.rowMajor = rowMajor;
   L.N = N;
   L.K = K;
-  L.Np = roundUp(N, kRowGroup);
+  L.Np = roundUp(N, kRowGroup);  // the drivers' row groups (row-major: rows ≥ N are never read)
   L.Kp = K;
   L.g = K;
   L.G = 0;
   L.Ba = K;
   L.scaleBytes = 0;
   L.mins = false;
-  L.codeBytes = K * kRowGroup * 2;
-  L.rgStride = roundUp(L.codeBytes, 64);
+  // interleaved: [K][16] 16-bit values per row group; row-major: row n at byte n·2K, no padding
+  L.codeBytes = rowMajor ? 2 * K : K * kRowGroup * 2;
+  L.rgStride = rowMajor ? kRowGroup * L.codeBytes : roundUp(L.codeBytes, 64);
+  return L;
+}
+
+PackedWeight* pack16(const uint16_t* data, H16Type type, int64_t N, int64_t K) {
+  auto* w = new PackedWeight();
+  w->L = h16Layout(type, N, K, false);
   // Row group: [K][16] 16-bit values, row r of k at byte 32k + 2r (pad rows 0).
   const bool ok = fillRows(*w, [&](uint8_t* rgp, int64_t r, int64_t n) {
     uint16_t* dst = reinterpret_cast<uint16_t*>(rgp);
