@@ -4,9 +4,12 @@
  * backend selection. One pool thread throughout (vitest runs files in parallel on
  * two cores), except the test that checks two threads give the same bits.
  */
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { AttentionShape } from "../src/backend/backend.ts";
-import { createNativeBackend, loadAddon, type KernelLevel, type NativeBackend } from "../src/backend/native.ts";
+import { ADDON_FILE, checkAddon, createNativeBackend, loadAddon, type KernelLevel, type NativeBackend } from "../src/backend/native.ts";
 import { refAttention, refBackend, refMatmul } from "../src/backend/ref.ts";
 import { defaultThreads, selectBackend } from "../src/backend/select.ts";
 import { f32ToF16 } from "../src/tensor/dtype.ts";
@@ -336,6 +339,47 @@ describe("backend selection", () => {
     expect(err).toBeInstanceOf(DependencyError);
     expect((err as Error).message).toContain("npm run build:native");
     expect((err as Error).message).toContain("Cannot find module");
+  });
+
+  /** The error checkAddon throws for `mod`, or undefined. */
+  const checkError = (mod: unknown, file = "/x/quantize_llm.node"): DependencyError | undefined => {
+    try { checkAddon(mod, file); } catch (e) { if (e instanceof DependencyError) return e; throw e; }
+    return undefined;
+  };
+
+  it("a stale addon (exports missing) is a DependencyError naming the file, the missing exports and the fix", () => {
+    const real = loadAddon() as unknown as Record<string, unknown>;
+    expect(checkError(real)).toBeUndefined();
+    // As an addon built before mapFile and view16 would look: everything else present.
+    const { mapFile: _m, view16: _v, ...stale } = real;
+    const err = checkError(stale, "/old/build/quantize_llm.node")!;
+    expect(err).toBeInstanceOf(DependencyError);
+    expect(err.details.file).toBe("/old/build/quantize_llm.node");
+    expect(err.details.expected).toBe("functions mapFile, view16");
+    expect(err.message).toContain("npm run build:native");
+    // A non-function under the name counts as missing; the per-weight conversions are optional.
+    expect(checkError({ ...real, readBandwidth: 3 })!.details.expected).toBe("functions readBandwidth");
+    const { convertRows: _c, ggmlQuantizeRows: _g, rtnQuantize: _r, gptqPackCodes: _p, ...noConvert } = real;
+    expect(checkError(noConvert)).toBeUndefined();
+    expect(checkError(null)!.details.expected).toMatch(/^functions matmul, attention, swiglu, /);
+  });
+
+  it("loadAddon checks the exports of the module it loads", () => {
+    const dir = mkdtempSync(join(tmpdir(), "qllm-addon-"));
+    try {
+      const file = join(dir, "stale.cjs");
+      writeFileSync(file, "module.exports = { matmul() {}, getThreads() { return 1; } };\n");
+      let err: unknown;
+      try { loadAddon(file); } catch (e) { err = e; }
+      expect(err).toBeInstanceOf(DependencyError);
+      expect((err as DependencyError).details.file).toBe(file);
+      expect((err as DependencyError).details.expected).toContain("attention, swiglu, setThreads");
+      expect((err as DependencyError).details.expected).not.toContain("getThreads");
+      expect((err as DependencyError).details.expected).not.toContain("convertRows");
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+    expect(() => loadAddon(ADDON_FILE)).not.toThrow();
   });
 
   it("selects ref, native, or native under auto", () => {

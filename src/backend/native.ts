@@ -16,9 +16,9 @@
  * native-convert.ts (per-weight conversions); native-call.ts holds callNative and
  * the shared argument checks. A new kernel family gets its own native-<family>.ts.
  *
- * ~420 lines: the NativeBackend class itself (every Backend method, including the decode
+ * ~520 lines: the NativeBackend class itself (every Backend method, including the decode
  * step's swiglu / fuse / matmulMany, which dispatch between the f32 and packed paths and
- * so need the class's private addon handle) plus the addon's TypeScript type; the next
+ * so need the class's private addon handle) plus the addon's TypeScript type and its export check; the next
  * family to arrive moves the fused-decode wrappers out with it.
  */
 import { createRequire } from "node:module";
@@ -73,20 +73,60 @@ interface NativeAddon extends NativePackedAddon, Int8Addon, NativeConvertAddon, 
 /** Where `npm run build:native` puts the addon. */
 export const ADDON_FILE = fileURLToPath(new URL("../../native/build/Release/quantize_llm.node", import.meta.url));
 const MAX_THREADS = 1024;
+const BUILD_HINT = "run `npm run build:native` in the quantize-llm folder (needs g++, make and python3), or use --backend ref";
 
-/** Loads the addon (from `file`, for tests), or explains how to build it. */
+/**
+ * Every export of NativeAddon (the Record's keys must match the interface's, so tsc keeps
+ * the two in step): "required" ones must be functions on the loaded module; "optional" ones
+ * (the per-weight conversions, whose absence NativeBackend.weights reports) may be absent.
+ */
+const ADDON_EXPORTS: Readonly<Record<keyof NativeAddon, "required" | "optional">> = {
+  matmul: "required", attention: "required", swiglu: "required", setThreads: "required", getThreads: "required",
+  kernelLevels: "required", getKernelLevel: "required", setKernelLevel: "required", fmaPeak: "required", matmulAsync: "required",
+  packQ4: "required", packQ8: "required", pack16: "required", packedFree: "required", repack: "required", packedBytes: "required",
+  mapFile: "required", mapRelease: "required", view16: "required", matmulPacked: "required", packedConcat: "required",
+  packedView: "required", matmulPackedParts: "required", readBandwidth: "required", packedKernelLevel: "required", matmulPackedAsync: "required",
+  int8Pack: "required", int8Unpack: "required", int8Bytes: "required", int8Dispose: "required", int8Levels: "required",
+  int8Matmul: "required", int8Concat: "required", int8MatmulParts: "required",
+  syrkAccumulate: "required", gptqHinv: "required", gptqQuantize: "required", syrkAccumulateAsync: "required",
+  gptqHinvAsync: "required", gptqQuantizeAsync: "required", awqFakeQuantizeAsync: "required", awqClipSearchAsync: "required",
+  convertRows: "optional", ggmlQuantizeRows: "optional", rtnQuantize: "optional", gptqPackCodes: "optional",
+};
+
+/**
+ * The loaded module as a NativeAddon, or a DependencyError naming `file` and the required
+ * exports it lacks: an addon built from older sources (a pull without `npm run build:native`)
+ * otherwise fails later as "x.mapFile is not a function".
+ */
+export function checkAddon(mod: unknown, file: string): NativeAddon {
+  const m = (typeof mod === "object" || typeof mod === "function") && mod !== null ? (mod as Record<string, unknown>) : {};
+  const missing = Object.entries(ADDON_EXPORTS).filter(([k, need]) => need === "required" && typeof m[k] !== "function").map(([k]) => k);
+  if (missing.length > 0) {
+    throw new DependencyError("the native CPU backend (C++ addon) is out of date: it lacks exports this version calls", {
+      file,
+      expected: `functions ${missing.join(", ")}`,
+      found: `an addon without ${missing.length === 1 ? "it" : `these ${missing.length}`} (built from older sources)`,
+      hint: BUILD_HINT,
+    });
+  }
+  return mod as NativeAddon;
+}
+
+/** Loads the addon (from `file`, for tests) and checks its exports, or explains how to build it. */
 export function loadAddon(file: string = ADDON_FILE): NativeAddon {
   const require = createRequire(import.meta.url);
+  let mod: unknown;
   try {
-    return require(file) as NativeAddon;
+    mod = require(file);
   } catch (e) {
     throw new DependencyError("the native CPU backend (C++ addon) could not be loaded", {
       file,
       expected: "a Node-API addon built from native/ for this Node version and CPU",
       found: e instanceof Error ? (e.message.split("\n")[0] ?? e.message) : String(e),
-      hint: "run `npm run build:native` in the quantize-llm folder (needs g++, make and python3), or use --backend ref",
+      hint: BUILD_HINT,
     });
   }
+  return checkAddon(mod, file);
 }
 
 export class NativeBackend implements Backend {
