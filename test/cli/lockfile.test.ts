@@ -2,13 +2,18 @@
  * `npm ci` refuses a lock file that lacks any dependency of a locked package, optional
  * platform packages included (node-llama-cpp lists one per OS/GPU). Checks the same
  * rule offline: every (optional) dependency of every lock entry resolves to an entry.
+ * npm 11 lists, at the end of every install, the dependencies whose install scripts
+ * package.json's allowScripts neither approves nor denies; the second test keeps that list empty.
  */
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { PACKAGE_ROOT } from "../../src/load/paths.ts";
 
-interface LockEntry { version?: string; dependencies?: Record<string, string>; optionalDependencies?: Record<string, string>; devDependencies?: Record<string, string> }
+interface LockEntry {
+  version?: string; dependencies?: Record<string, string>; optionalDependencies?: Record<string, string>; devDependencies?: Record<string, string>;
+  hasInstallScript?: boolean; allowScripts?: Record<string, boolean>;
+}
 
 /** Node's lookup: node_modules/<name> next to the entry, then in each parent folder. */
 function resolveIn(packages: Record<string, LockEntry>, from: string, name: string): string | null {
@@ -40,5 +45,13 @@ describe("package-lock.json", () => {
     // the root entry mirrors package.json (npm ci's first check)
     expect(lock.packages[""]!.dependencies).toEqual(pkg.dependencies);
     expect(lock.packages[""]!.devDependencies).toEqual(pkg.devDependencies);
+  });
+
+  it("every locked dependency with an install script is approved or denied in allowScripts (npm 11: else npm ci warns)", () => {
+    const lock = JSON.parse(readFileSync(join(PACKAGE_ROOT, "package-lock.json"), "utf8")) as { packages: Record<string, LockEntry> };
+    const pkg = JSON.parse(readFileSync(join(PACKAGE_ROOT, "package.json"), "utf8")) as LockEntry;
+    const withScripts = Object.entries(lock.packages).filter(([k, e]) => k !== "" && e.hasInstallScript === true).map(([k]) => k.slice(k.lastIndexOf("node_modules/") + 13));
+    expect(withScripts.length).toBeGreaterThan(0);
+    expect(withScripts.filter((name) => typeof pkg.allowScripts?.[name] !== "boolean")).toEqual([]);
   });
 });
