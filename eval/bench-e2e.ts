@@ -3,8 +3,10 @@
  * then --gen greedy tokens with end-of-sequence ignored, ours (library API: loadModel +
  * generate/engine.ts, as `chat --json` runs it) against llama.cpp (node-llama-cpp) on the
  * Q4_0 GGUF of the same weights, same threads, in ONE process, interleaved in rounds;
- * plus this run's read-bandwidth probe (bench-quantized's probe section), so generation
- * can be stated as a share of the bandwidth measured in the same run:
+ * plus short read-bandwidth probes before and after every engine's timed round
+ * (eval/bench-quantized/probe.ts), so each round's generation is stated as a share of the
+ * bandwidth measured right around it (the host's moves within minutes; one probe per run
+ * once read 18 GB/s and made a round "134% of probe"):
  *   generation GB/s = bytes of weights read per token (every linear + lm_head) × tokens/s.
  *
  *   /work/bin/bench npx tsx eval/bench-e2e.ts [--dir /tmp/qllm-tinyllama] [--threads 2]
@@ -35,8 +37,8 @@ import { loadModel, type LoadedModel } from "../src/load/hf-folder.ts";
 import { describeKernelPath } from "../src/load/kernel-path.ts";
 import { isPackedWeight } from "../src/backend/backend.ts";
 import { mulberry32 } from "../src/util/random.ts";
-import { createContext, median, table } from "./bench-quantized/context.ts";
-import { probeSection } from "./bench-quantized/matmul.ts";
+import { median, table } from "./bench-quantized/context.ts";
+import { bracket, BRACKET_PASSES, pctCell, PROBE_AGREE, PROBE_BYTES, probeNotes, shortProbe, spread, summarize, type Bracketed, type RoundsSummary } from "./bench-quantized/probe.ts";
 
 const ENGINES = ["llama-q4_0", "ours-q4_0", "ours-gptq", "ours-gptq-lm-head"] as const;
 type EngineName = (typeof ENGINES)[number];
@@ -77,7 +79,6 @@ interface Engine {
 }
 
 const nb = createNativeBackend({ threads });
-const bctx = createContext(nb, threads, 3, log);
 
 /** Ours: as `chat --json` runs a prompt (engine.ts generate on a Session), ids instead of text. */
 async function oursEngine(name: EngineName, path: string): Promise<Engine> {
@@ -152,48 +153,59 @@ function nlcVersion(): string {
 }
 
 // ---------------------------------------------------------------- run
-const probeMd = await probeSection(bctx);
-const probe = bctx.probeGBs;
 const rand = mulberry32(512);
 const all: Engine[] = [];
 for (const e of engines) all.push(e === "llama-q4_0" ? await llamaEngine() : await oursEngine(e, paths[e]));
 const V = 32000;
 const prompt = Array.from({ length: promptLen }, () => 3 + Math.floor(rand() * (V - 3)));
 const runs = new Map<EngineName, Run[]>(all.map((e) => [e.name, []]));
+/** Each engine's rounds against the probes right before and after them. */
+const brackets = new Map<EngineName, Bracketed[]>(all.map((e) => [e.name, []]));
+const probeLog = (gbs: number): number => { log(`probe ${gbs.toFixed(1)} GB/s`); return gbs; };
 // Warm-up: the whole prompt once (first-use costs: llama.cpp's compute buffers for a batch this size, our forward buffers).
 for (const e of all) { log(`warm-up ${e.name}`); await e.run(prompt, 4); }
+// Probes in run order: probes[k] is taken right before the k-th timed round and right after the (k−1)-th.
+const probes = [probeLog(shortProbe(nb, threads))];
 for (let r = 0; r < reps; r++) {
   for (const e of all) {
     const x = await e.run(prompt);
+    probes.push(probeLog(shortProbe(nb, threads)));
     runs.get(e.name)!.push(x);
-    log(`round ${r + 1} ${e.name}: prefill ${x.prefillTps.toFixed(1)} tokens/s, decode ${x.decodeTps.toFixed(2)} tokens/s`);
+    const b = bracket((e.bytesPerToken * x.decodeTps) / 1e9, probes.at(-2)!, probes.at(-1)!);
+    brackets.get(e.name)!.push(b);
+    log(`round ${r + 1} ${e.name}: prefill ${x.prefillTps.toFixed(1)} tokens/s, decode ${x.decodeTps.toFixed(2)} tokens/s = ${b.pct.toFixed(0)}% of ${b.probe.toFixed(1)} GB/s${b.invalid === null ? "" : ` (not valid: ${b.invalid})`}`);
   }
 }
 for (const e of all) await e.close();
-await bctx.close();
 
 // ---------------------------------------------------------------- report
 const med = (e: Engine, k: keyof Run): number => median(runs.get(e.name)!.map((x) => x[k]));
 const ref = all.find((e) => e.name === "llama-q4_0");
 const gbs = (e: Engine): number => (e.bytesPerToken * med(e, "decodeTps")) / 1e9;
+const pctOf = (e: Engine): RoundsSummary => summarize(brackets.get(e.name)!);
+/** min–max of the probes around an engine's rounds */
+const probeRange = (e: Engine): string => {
+  const p = brackets.get(e.name)!.flatMap((b) => [b.before, b.after]);
+  return `${Math.min(...p).toFixed(1)}–${Math.max(...p).toFixed(1)}`;
+};
 const rows = all.map((e) => {
   const vs = (k: keyof Run): string => (ref === undefined ? "–" : `${(med(e, k) / med(ref, k)).toFixed(2)}×`);
   return [
     e.label, ((8 * e.bytesPerToken) / e.params).toFixed(2), (e.bytesPerToken / 2 ** 20).toFixed(0),
     med(e, "prefillTps").toFixed(1), vs("prefillTps"), med(e, "decodeTps").toFixed(2), vs("decodeTps"),
-    gbs(e).toFixed(1), `${((100 * gbs(e)) / probe).toFixed(0)}%`,
+    gbs(e).toFixed(1), probeRange(e), pctCell(pctOf(e)),
   ];
 });
-const head = ["engine, weights", "bpw (linears + lm_head)", "MiB read / token", `prefill tokens/s (${promptLen})`, "vs llama.cpp", `decode tokens/s (${genLen})`, "vs llama.cpp", "decode GB/s", "% of probe"];
+const head = ["engine, weights", "bpw (linears + lm_head)", "MiB read / token", `prefill tokens/s (${promptLen})`, "vs llama.cpp", `decode tokens/s (${genLen})`, "vs llama.cpp", "decode GB/s", "probes around its rounds GB/s", "% of probe"];
 const flags = process.argv.slice(2).join(" ");
 const target = (): string[] => {
   if (ref === undefined) return [];
   const out: string[] = [];
   const oq = all.find((e) => e.name === "ours-q4_0"), og = all.find((e) => e.name === "ours-gptq"), oh = all.find((e) => e.name === "ours-gptq-lm-head");
   if (oq) {
-    const p = med(oq, "prefillTps") / med(ref, "prefillTps"), d = (100 * gbs(oq)) / probe;
+    const p = med(oq, "prefillTps") / med(ref, "prefillTps"), d = pctOf(oq).pct;
     out.push(`- prompt, ours / llama.cpp on the same Q4_0 GGUF: **${p.toFixed(2)}×** (target ≥ 1.5×: ${p >= 1.5 ? "met" : "not met"})`);
-    out.push(`- generation, ours on the Q4_0 GGUF: **${d.toFixed(0)}% of the probe** (target ≥ 90%: ${d >= 90 ? "met" : "not met"}); ${(med(oq, "decodeTps") / med(ref, "decodeTps")).toFixed(2)}× llama.cpp`);
+    out.push(`- generation, ours on the Q4_0 GGUF: **${Number.isNaN(d) ? "no valid % of the probe (see the notes on the probes)" : `${d.toFixed(0)}% of the probe`}** (target ≥ 90%: ${Number.isNaN(d) ? "not judged" : d >= 90 ? "met" : "not met"}); ${(med(oq, "decodeTps") / med(ref, "decodeTps")).toFixed(2)}× llama.cpp`);
   }
   if (og) {
     const d = med(og, "decodeTps") / med(ref, "decodeTps");
@@ -203,7 +215,7 @@ const target = (): string[] => {
     const d = med(oh, "decodeTps") / med(ref, "decodeTps");
     out.push(`- generation, ours on the 4-bit g128 folder with lm_head 8-bit g32 (\`--quantize-lm-head\`, ${((8 * oh.bytesPerToken) / oh.params).toFixed(2)} bpw) / llama.cpp Q4_0: **${d.toFixed(2)}×**${og ? `; ${(med(oh, "decodeTps") / med(og, "decodeTps")).toFixed(2)}× the bf16-lm_head folder` : ""}`);
   }
-  out.push(`- llama.cpp generation: ${((100 * gbs(ref)) / probe).toFixed(0)}% of the probe`);
+  out.push(`- llama.cpp generation: ${pctCell(pctOf(ref))} of the probe`);
   return out;
 };
 const sh = (cmd: string): string => { try { return execSync(cmd, { stdio: ["ignore", "pipe", "ignore"] }).toString().trim(); } catch { return "unknown"; } };
@@ -218,11 +230,17 @@ const report = [
   `| run | prompt ${promptLen} seeded random ids, then ${genLen} greedy tokens, EOS ignored; ${reps} rounds interleaved, medians |`,
   `| loadavg before / after | ${load0.map((v) => v.toFixed(2)).join(" ")} / ${loadavg().map((v) => v.toFixed(2)).join(" ")} |`,
   "",
-  probeMd,
+  "## Streaming-read bandwidth probes", "",
+  `Before the first timed round and after every round: ${BRACKET_PASSES} passes over ${(PROBE_BYTES / 2 ** 20).toFixed(0)} MiB allocated like packed weights (2 MiB-aligned, MADV_HUGEPAGE), ` +
+    `${threads} threads, 4 streams each (native/src/packed_probe.cc), median of the passes. In run order (GB/s): ${probes.map((v) => v.toFixed(1)).join(", ")}; ` +
+    `spread (max / min − 1) ${(100 * spread(probes)).toFixed(0)}%.`, "",
   "## Prompt and generation", "",
   table(head, rows), "",
   "decode GB/s = MiB read per token (the packed bytes of every linear and lm_head: what one decode step streams; KV-cache reads, a few % at 600 positions, are not counted) × decode tokens/s.",
   "Prefill = the whole prompt in one call (llama.cpp: one batch of the prompt; ours: engine.ts chunks of 256); decode = single-token steps after the first generated token.",
+  `% of probe = a round's decode GB/s / the mean of the probes right before and right after it; the median over the valid rounds, then (the range over all rounds). ` +
+    `A round is not valid when its two probes disagree by more than ${(100 * PROBE_AGREE).toFixed(0)}% or it read more than 100% of them.`,
+  "", ...probeNotes(probes, all.flatMap((e) => brackets.get(e.name)!.map((b, r) => ({ label: `round ${r + 1}, ${e.label}`, b })))),
   "", ...target(), "",
   "Engines:", ...all.map((e) => `- ${e.label}: ${e.describe}`), "",
 ].join("\n");

@@ -15,7 +15,9 @@
  * (hot, many calls, × calls per step), and V8's GC pauses during the steps are read from a
  * PerformanceObserver. A second pass without the proxy gives the plain step time (the
  * proxy's own cost is the difference). Memory-bound calls are shown as GB/s of the packed
- * bytes they read against this run's read-bandwidth probe.
+ * bytes they read against short read-bandwidth probes taken right before and right after
+ * the timed pass the table comes from (eval/bench-quantized/probe.ts: the host's bandwidth
+ * moves within minutes, so one probe at the start cannot stand for every model).
  */
 import { execSync } from "node:child_process";
 import { writeFileSync } from "node:fs";
@@ -30,6 +32,7 @@ import { rmsNorm } from "../src/nn/block.ts";
 import { argmax } from "../src/nn/generate.ts";
 import { Model } from "../src/nn/model.ts";
 import { mulberry32 } from "../src/util/random.ts";
+import { bracket, pctOf, probeNotes, shortProbe, type Bracketed } from "./bench-quantized/probe.ts";
 
 const { values } = parseArgs({ options: {
   model: { type: "string", multiple: true }, threads: { type: "string" }, steps: { type: "string" }, prompt: { type: "string" },
@@ -46,8 +49,7 @@ const median = (a: number[]): number => { const s = [...a].sort((x, y) => x - y)
 const load0 = loadavg();
 
 const passes = Array.from(nb.readBandwidth(512 * 2 ** 20, threads, 6));
-const probe = median(passes);
-say(`read-bandwidth probe: ${probe.toFixed(1)} GB/s (median of ${passes.length} passes over 512 MiB, ${threads} threads)`);
+say(`read-bandwidth probe at the start: ${median(passes).toFixed(1)} GB/s (median of ${passes.length} passes over 512 MiB, ${threads} threads; each model's % are against probes around its own timed pass)`);
 
 /** Accumulated time and calls of one kind of backend call. */
 interface Slot { ms: number; calls: number; bytes: number }
@@ -132,12 +134,16 @@ for (const path of models) {
   await decode(loaded.model); // warm-up (JIT, pool, page tables)
   const plainRuns: number[] = [], timedRuns: number[] = [];
   let snap = new Map<string, Slot>(), gc = { ms: 0, count: 0 };
+  // The table's timed pass (rep 1) between two short probes.
+  let before = NaN, after = NaN;
   for (let rep = 0; rep < 3; rep++) {
     plainRuns.push(await decode(loaded.model));
+    if (rep === 1) before = shortProbe(nb, threads);
     timedRuns.push(await decode(timed));
     await new Promise((res) => setImmediate(res));
-    if (rep === 1) { snap = new Map([...slots].map(([k, v]) => [k, { ...v }])); gc = { ms: gcMs, count: gcCount }; }
+    if (rep === 1) { snap = new Map([...slots].map(([k, v]) => [k, { ...v }])); gc = { ms: gcMs, count: gcCount }; after = shortProbe(nb, threads); }
   }
+  const judged: { label: string; b: Bracketed }[] = [];
   const plain = median(plainRuns), timedStep = timedRuns[1]!;
 
   // The TS operations between kernel calls, alone on the same shapes (hot).
@@ -164,11 +170,16 @@ for (const path of models) {
   say("");
   say(`decode step: **${plain.toFixed(2)} ms** (${(1000 / plain).toFixed(2)} tokens/s; median of 3 × ${steps} steps after a ${promptLen}-token prompt, ${kv} KV cache); with the timing proxy ${timedStep.toFixed(2)} ms (its own cost ${(timedStep - plain).toFixed(2)} ms)`);
   say("");
+  say(`probes around the timed pass: ${before.toFixed(1)} GB/s before, ${after.toFixed(1)} after (each the median of 3 passes over 512 MiB); % of probe = of their mean, ${((before + after) / 2).toFixed(1)} GB/s`);
+  say("");
   say("| part | ms / step | share | calls / step | µs / call | GB/s read | % of probe |");
   say("|---|---:|---:|---:|---:|---:|---:|");
+  /** A matmul reads its weights from DRAM, so its % is judged against the probes; the KV cache may sit in L3. */
   const row = (name: string, ms: number, calls: number, bytes: number): void => {
     const gbs = bytes > 0 && ms > 0 ? bytes / (ms / 1000) / 1e9 : NaN;
-    say(`| ${name} | ${ms.toFixed(3)} | ${((ms / timedStep) * 100).toFixed(1)}% | ${calls.toFixed(0)} | ${calls > 0 ? ((ms / calls) * 1000).toFixed(1) : "–"} | ${Number.isNaN(gbs) ? "–" : gbs.toFixed(1)} | ${Number.isNaN(gbs) ? "–" : `${((gbs / probe) * 100).toFixed(0)}%`} |`);
+    const b = bracket(gbs, before, after);
+    if (name.startsWith("matmul") && !Number.isNaN(gbs)) judged.push({ label: name, b });
+    say(`| ${name} | ${ms.toFixed(3)} | ${((ms / timedStep) * 100).toFixed(1)}% | ${calls.toFixed(0)} | ${calls > 0 ? ((ms / calls) * 1000).toFixed(1) : "–"} | ${Number.isNaN(gbs) ? "–" : gbs.toFixed(1)} | ${Number.isNaN(gbs) ? "–" : name.startsWith("matmul") ? pctOf(b) : `${b.pct.toFixed(0)}%`} |`);
   };
   let matmulMs = 0, matmulBytes = 0, nativeCalls = 0;
   for (const [k, s] of [...snap].sort((a, b) => b[1].ms - a[1].ms)) {
@@ -180,8 +191,12 @@ for (const path of models) {
   row(`GC pauses (${(gc.count / steps).toFixed(2)} per step)`, gcStep, gc.count / steps, 0);
   row("rest: JS glue, allocation, proxy", rest, 0, 0);
   say("");
-  say(`matmuls: ${matmulMs.toFixed(2)} ms / step (${((matmulMs / timedStep) * 100).toFixed(0)}%), ${(matmulBytes / 2 ** 20).toFixed(0)} MiB read, ${(matmulBytes / (matmulMs / 1000) / 1e9).toFixed(1)} GB/s inside the calls = ${((matmulBytes / (matmulMs / 1000) / 1e9 / probe) * 100).toFixed(0)}% of the probe; over the whole step ${(matmulBytes / (plain / 1000) / 1e9).toFixed(1)} GB/s = ${((matmulBytes / (plain / 1000) / 1e9 / probe) * 100).toFixed(0)}%.`);
+  const inside = bracket(matmulBytes / (matmulMs / 1000) / 1e9, before, after), whole = bracket(matmulBytes / (plain / 1000) / 1e9, before, after);
+  judged.push({ label: "all matmuls, inside the calls", b: inside });
+  say(`matmuls: ${matmulMs.toFixed(2)} ms / step (${((matmulMs / timedStep) * 100).toFixed(0)}%), ${(matmulBytes / 2 ** 20).toFixed(0)} MiB read, ${inside.gbs.toFixed(1)} GB/s inside the calls = ${pctOf(inside)} of the probe; over the whole step ${whole.gbs.toFixed(1)} GB/s = ${pctOf(whole)}.`);
   say(`everything but the matmuls: ${(timedStep - matmulMs).toFixed(2)} ms / step (${(((timedStep - matmulMs) / timedStep) * 100).toFixed(0)}%); native calls per step ${nativeCalls.toFixed(0)} (each multi-threaded one wakes the pool).`);
+  say("");
+  for (const l of probeNotes([before, after], judged, "around the timed pass")) say(l);
   for (const w of [...names.keys()]) if (isPackedWeight(w)) w.dispose?.();
 }
 gcObs.disconnect();

@@ -9,13 +9,13 @@ import { join } from "node:path";
 import type { PackedWeight } from "../../src/backend/native.ts";
 import type { BenchContext } from "./context.ts";
 import { median, ratio, table } from "./context.ts";
+import { bracket, pctOf, PROBE_BYTES, probeNotes, shortProbe, type Bracketed } from "./probe.ts";
 import { randomWeights, writeGgmlBlocks } from "./weights.ts";
 
 // Distinct weight bytes each GEMV case cycles through. 64 MB (2× the 32 MiB L3) is not
 // enough on this Zen 3: its L3 is a victim cache and still served part of a 64 MB cycle
 // (ours read 110–125% of the DRAM probe there, node-only, same day), so cycle 256 MB.
 export const COLD_BYTES = 256e6;
-export const PROBE_BYTES = 512 << 20;
 export const GEMV_SHAPES: [number, number][] = [[4096, 4096], [11008, 4096], [4096, 11008]];  // [N, K]
 
 export async function probeSection(ctx: BenchContext): Promise<string> {
@@ -80,6 +80,7 @@ export function xFor(M: number, K: number): Float32Array {
 export async function gemvSection(ctx: BenchContext): Promise<string> {
   const dir = mkdtempSync(join(tmpdir(), "qllm-bq-"));
   const rows: string[][] = [];
+  const probes: number[] = [], judged: { label: string; b: Bracketed }[] = [];
   try {
     for (const bits of [4, 8] as const) {
       for (const [N, K] of GEMV_SHAPES) {
@@ -87,16 +88,20 @@ export async function gemvSection(ctx: BenchContext): Promise<string> {
         const copies = Math.max(2, Math.ceil(COLD_BYTES / bytes1));
         const { ws, llamaBytes, buft } = await loadBoth(ctx, bits, N, K, copies, dir);
         // The probe drifts between runs and within one (14–62 GB/s seen on this VM), so each
-        // case's % is against probe passes taken right before and right after that case.
-        const before = Array.from(ctx.nb.readBandwidth(PROBE_BYTES, ctx.threads, 4));
+        // case's % is against probes taken right before and right after that case.
+        const before = shortProbe(ctx.nb, ctx.threads, 4);
         const [ours, llama] = await abRounds(ctx, ws, xFor(1, K), 1, copies * 4);
-        const caseProbe = median([...before, ...Array.from(ctx.nb.readBandwidth(PROBE_BYTES, ctx.threads, 4))]);
+        const after = shortProbe(ctx.nb, ctx.threads, 4);
         const o: Side = { us: ours, bytes: ws[0]!.bytes }, l: Side = { us: llama, bytes: llamaBytes };
         const gbs = (s: Side): number => s.bytes / median(s.us) / 1e3;
+        const name = bits === 4 ? "int4 g32 (Q4_0)" : "int8 g32 (Q8_0)";
+        const bo = bracket(gbs(o), before, after), bl = bracket(gbs(l), before, after);
+        probes.push(before, after);
+        judged.push({ label: `${name} ${N}×${K}, ours`, b: bo }, { label: `${name} ${N}×${K}, llama.cpp`, b: bl });
         rows.push([
-          bits === 4 ? "int4 g32 (Q4_0)" : "int8 g32 (Q8_0)", `${N}×${K}`, String(copies),
-          `${caseProbe.toFixed(1)}`, `${gbs(o).toFixed(1)}`, `${((100 * gbs(o)) / caseProbe).toFixed(0)}%`,
-          `${gbs(l).toFixed(1)}`, `${((100 * gbs(l)) / caseProbe).toFixed(0)}%`, buft,
+          name, `${N}×${K}`, String(copies),
+          `${before.toFixed(1)} / ${after.toFixed(1)}`, `${gbs(o).toFixed(1)}`, pctOf(bo),
+          `${gbs(l).toFixed(1)}`, pctOf(bl), buft,
           ratio(median(l.us), median(o.us)),
           `${median(o.us).toFixed(0)} / ${Math.min(...o.us).toFixed(0)}`, `${median(l.us).toFixed(0)} / ${Math.min(...l.us).toFixed(0)}`,
         ]);
@@ -111,11 +116,14 @@ export async function gemvSection(ctx: BenchContext): Promise<string> {
     "## GEMV (decode, M = 1), weights streamed from DRAM",
     "",
     `Each case cycles through enough distinct copies of the matrix to exceed ${COLD_BYTES / 1e6} MB (the L3 is 32 MiB); ` +
-      "GB/s = weight bytes of one matrix / median time of one call; % = of that case's probe (median of 4 passes right before and 4 right after the case; " +
-      "the probe drifts too much within a run for one figure to serve all cases). " +
+      "GB/s = weight bytes of one matrix / median time of one call; % = of that case's probe: the mean of a probe right before and one right after the case " +
+      "(each the median of 4 passes over 512 MiB; the probe drifts too much within a run for one figure to serve all cases), " +
+      "not valid when those two disagree by more than 15% or the % exceeds 100. " +
       "Same weights on both sides (identical f16 scales and codes, 4.5 / 8.5 bits per weight).",
     "",
-    table(["weights", "N×K", "copies", "case probe GB/s", "ours GB/s", "ours % probe", "llama.cpp GB/s", "llama % probe", "llama buffer", "speed-up", "ours µs med/min", "llama µs med/min"], rows),
+    table(["weights", "N×K", "copies", "probes before / after GB/s", "ours GB/s", "ours % probe", "llama.cpp GB/s", "llama % probe", "llama buffer", "speed-up", "ours µs med/min", "llama µs med/min"], rows),
+    "",
+    ...probeNotes(probes, judged),
     "",
   ].join("\n");
 }

@@ -9,7 +9,8 @@
 import type { PackedWeight } from "../../src/backend/native.ts";
 import type { BenchContext } from "./context.ts";
 import { median, table } from "./context.ts";
-import { COLD_BYTES, GEMV_SHAPES, PROBE_BYTES, xFor } from "./matmul.ts";
+import { COLD_BYTES, GEMV_SHAPES, xFor } from "./matmul.ts";
+import { bracket, pctOf, probeNotes, shortProbe, type Bracketed } from "./probe.ts";
 import { randomWeights } from "./weights.ts";
 
 const SMALL_M = [1, 2, 4, 8];
@@ -32,13 +33,14 @@ function packCopies(ctx: BenchContext, bits: 4 | 8, g: number, N: number, K: num
 
 export async function smallMSection(ctx: BenchContext): Promise<string> {
   const rows: string[][] = [];
+  const probes: number[] = [], judged: { label: string; b: Bracketed }[] = [];
   for (const { name, bits, g } of LAYOUTS) {
     for (const [N, K] of GEMV_SHAPES) {
       const ws = packCopies(ctx, bits, g, N, K);
       const xs = SMALL_M.map((M) => xFor(M, K));
       const outs = SMALL_M.map((M) => new Float32Array(M * N));
       const us: number[][] = SMALL_M.map(() => []);
-      const before = Array.from(ctx.nb.readBandwidth(PROBE_BYTES, ctx.threads, 4));
+      const before = shortProbe(ctx.nb, ctx.threads, 4);
       // Rounds interleave the M values, so a drift of the host's bandwidth hits all of them alike.
       for (let round = 0; round < ctx.reps; round++) {
         SMALL_M.forEach((M, j) => {
@@ -50,12 +52,14 @@ export async function smallMSection(ctx: BenchContext): Promise<string> {
           }
         });
       }
-      const caseProbe = median([...before, ...Array.from(ctx.nb.readBandwidth(PROBE_BYTES, ctx.threads, 4))]);
+      const after = shortProbe(ctx.nb, ctx.threads, 4);
       const bytes = ws[0]!.bytes;
-      const gbs = SMALL_M.map((_, j) => bytes / median(us[j]!) / 1e3);
+      const bs = SMALL_M.map((_, j) => bracket(bytes / median(us[j]!) / 1e3, before, after));
+      probes.push(before, after);
+      judged.push(...bs.map((b, j) => ({ label: `${name} ${N}×${K}, M = ${SMALL_M[j]}`, b })));
       rows.push([
-        name, `${N}×${K}`, String(ws.length), caseProbe.toFixed(1),
-        ...gbs.map((v) => `${v.toFixed(1)} (${((100 * v) / caseProbe).toFixed(0)}%)`),
+        name, `${N}×${K}`, String(ws.length), `${before.toFixed(1)} / ${after.toFixed(1)}`,
+        ...bs.map((b) => `${b.gbs.toFixed(1)} (${pctOf(b)})`),
         us.map((u) => median(u).toFixed(0)).join(" / "),
       ]);
       ctx.log(`small-M ${rows.at(-1)!.join(" | ")}`);
@@ -67,9 +71,12 @@ export async function smallMSection(ctx: BenchContext): Promise<string> {
     "",
     `Each case cycles through enough distinct copies of the matrix to exceed ${COLD_BYTES / 1e6} MB; the rounds interleave the M values; ` +
       "GB/s = weight bytes of one matrix (codes, scales, padding) / median time of one call, which reads W once at every M here; " +
-      "% = of the case's probe (median of 4 passes right before and 4 right after the case).",
+      "% = of the case's probe (the mean of a probe right before and one right after the case, each the median of 4 passes over 512 MiB; " +
+      "not valid when those two disagree by more than 15% or the % exceeds 100).",
     "",
-    table(["weights", "N×K", "copies", "case probe GB/s", ...SMALL_M.map((M) => `M = ${M} GB/s (% probe)`), "µs median M = 1 / 2 / 4 / 8"], rows),
+    table(["weights", "N×K", "copies", "probes before / after GB/s", ...SMALL_M.map((M) => `M = ${M} GB/s (% probe)`), "µs median M = 1 / 2 / 4 / 8"], rows),
+    "",
+    ...probeNotes(probes, judged),
     "",
   ].join("\n");
 }
