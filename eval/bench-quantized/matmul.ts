@@ -123,7 +123,7 @@ export async function gemvSection(ctx: BenchContext): Promise<string> {
     "",
     table(["weights", "N×K", "copies", "probes before / after GB/s", "ours GB/s", "ours % probe", "llama.cpp GB/s", "llama % probe", "llama buffer", "speed-up", "ours µs med/min", "llama µs med/min"], rows),
     "",
-    ...probeNotes(probes, judged),
+    ...probeNotes(probes, judged, "in this section"),
     "",
   ].join("\n");
 }

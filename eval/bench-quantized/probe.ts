@@ -89,7 +89,7 @@ export function probeNotes(probes: readonly number[], rounds: readonly { label: 
     out.push(`- **the probes ${scope} disagree by ${(100 * s).toFixed(0)}% (more than ${(100 * agree).toFixed(0)}%): the host's bandwidth moved, so a % is only as good as the two probes around it: one whose two probes disagree by more than ${(100 * agree).toFixed(0)}% is not valid (listed below)**`);
   }
   const bad = rounds.filter((r) => r.b.invalid !== null);
-  if (bad.some((r) => r.b.pct > 100)) out.push("- **a round read more than its probe (> 100%): that figure is not valid; the probe caught the host at a slow moment**");
+  if (bad.some((r) => r.b.pct > 100)) out.push("- **a figure above 100% of its probe is not valid: the probe caught the host at a slower moment than the timed calls**");
   for (const r of bad) out.push(`- not valid: ${r.label}: ${r.b.pct.toFixed(0)}% of ${r.b.probe.toFixed(1)} GB/s; ${r.b.invalid}`);
   return out;
 }

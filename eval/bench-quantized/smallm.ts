@@ -76,7 +76,7 @@ export async function smallMSection(ctx: BenchContext): Promise<string> {
     "",
     table(["weights", "N×K", "copies", "probes before / after GB/s", ...SMALL_M.map((M) => `M = ${M} GB/s (% probe)`), "µs median M = 1 / 2 / 4 / 8"], rows),
     "",
-    ...probeNotes(probes, judged),
+    ...probeNotes(probes, judged, "in this section"),
     "",
   ].join("\n");
 }

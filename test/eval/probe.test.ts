@@ -71,7 +71,7 @@ describe("bracketing probes", () => {
       "- read-bandwidth probes around the timed steps: 2, 30.0–36.0 GB/s (spread 20%)",
       expect.stringMatching(/^- \*\*the probes around the timed steps disagree by 20% \(more than 15%\)/),
     ]);
-    expect(notes[2]).toMatch(/^- \*\*a round read more than its probe \(> 100%\): that figure is not valid/);
+    expect(notes[2]).toMatch(/^- \*\*a figure above 100% of its probe is not valid/);
     expect(notes.slice(3)).toEqual([
       "- not valid: round 1 ours: 134% of 18.2 GB/s; 134% of its probe: it read more than the probe measured",
       "- not valid: round 2 ours: 94% of 25.6 GB/s; its probes disagree by 81% (18.2 before, 33.0 after; more than 15%)",
