@@ -10,7 +10,7 @@
  *   generation GB/s = bytes of weights read per token (every linear + lm_head) × tokens/s.
  *
  *   /work/bin/bench npx tsx eval/bench-e2e.ts [--dir /tmp/qllm-tinyllama] [--threads 2]
- *         [--prompt 512] [--gen 128] [--reps 2] [--engines llama-q4_0,ours-q4_0,ours-gptq,ours-gptq-lm-head] [--kv f32|f16 (our KV cache)]
+ *         [--prompt 512] [--gen 128] [--reps 2] [--engines llama-q4_0,ours-q4_0,ours-gptq,ours-gptq-lm-head] [--kv f16|f32 (our KV cache; default the engine's, f16, as llama.cpp's)]
  *         [--out eval/reports/bench-e2e.md]
  *
  * Models: `npx tsx eval/gen-tinyllama.ts` (gptq-w4g128/, gptq-w4g128-lm-head/ — the same with
@@ -29,7 +29,7 @@ import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { getLlama, LlamaLogLevel, type LlamaContextSequence, type Token } from "node-llama-cpp";
 import { createNativeBackend } from "../src/backend/native.ts";
-import { generate, Session } from "../src/generate/engine.ts";
+import { DEFAULT_KV, generate, Session } from "../src/generate/engine.ts";
 import { GREEDY } from "../src/generate/sampler.ts";
 import type { KvDType } from "../src/nn/model.ts";
 import { openGguf } from "../src/io/gguf.ts";
@@ -48,7 +48,7 @@ const { values: opts } = parseArgs({
     dir: { type: "string", default: "/tmp/qllm-tinyllama" }, threads: { type: "string", default: "2" },
     prompt: { type: "string", default: "512" }, gen: { type: "string", default: "128" }, reps: { type: "string", default: "2" },
     engines: { type: "string", default: ENGINES.join(",") }, out: { type: "string", default: "eval/reports/bench-e2e.md" },
-    kv: { type: "string", default: "f32" },
+    kv: { type: "string", default: DEFAULT_KV },
   },
 });
 const dir = resolve(opts.dir), threads = Number(opts.threads), promptLen = Number(opts.prompt), genLen = Number(opts.gen), reps = Number(opts.reps);

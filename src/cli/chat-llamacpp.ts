@@ -202,7 +202,7 @@ export class LlamaCppChat implements Chatter {
 }
 
 /** Flags our engine has and llama.cpp has no counterpart for: refused, not ignored. */
-const NATIVE_ONLY = ["backend", "device"] as const;
+const NATIVE_ONLY = ["backend", "device", "kv"] as const;
 
 export async function runLlamaCppChat(
   path: string, values: Record<string, unknown>, common: Pick<TurnOptions, "maxTokens" | "sampler" | "stopStrings" | "ignoreEos">,

@@ -11,7 +11,7 @@ import { SAMPLER_FLAG_SPECS, SAMPLER_USAGE, samplerFromFlags } from "./chat-flag
 import { runLlamaCppChat } from "./chat-llamacpp.ts";
 import { repl } from "./chat-repl.ts";
 import type { Command } from "./command.ts";
-import { DEVICE_USAGE, deviceFlag, loadOnDevice, WEIGHTS16_USAGE, weights16Flag } from "./device.ts";
+import { DEVICE_USAGE, deviceFlag, KV_USAGE, kvFlag, loadOnDevice, WEIGHTS16_USAGE, weights16Flag } from "./device.ts";
 
 const usage = `usage: quantize-llm chat [model] [options]
 
@@ -27,7 +27,7 @@ Interactive: /reset starts over, /exit (or Ctrl-D) quits, Ctrl-C stops an answer
   --stop TEXT           stop when the answer contains TEXT (repeatable)
   --ignore-eos          do not stop at end-of-turn tokens (fixed-length timing)
   --json                with --prompt: print the run's figures as a JSON last line
-${DEVICE_USAGE}${WEIGHTS16_USAGE}${SAMPLER_USAGE}  --threads N, --backend auto|native|ref
+${DEVICE_USAGE}${WEIGHTS16_USAGE}${KV_USAGE}${SAMPLER_USAGE}  --threads N, --backend auto|native|ref
 `;
 
 export const chatCommand: Command = {
@@ -38,7 +38,7 @@ export const chatCommand: Command = {
     const { values, positionals } = parseFlags("chat", argv, {
       prompt: { type: "string" }, raw: { type: "boolean" }, system: { type: "string" }, "max-tokens": { type: "string" },
       stop: { type: "string", multiple: true }, "ignore-eos": { type: "boolean" }, json: { type: "boolean" },
-      threads: { type: "string" }, backend: { type: "string" }, device: { type: "string" }, weights16: { type: "string" }, engine: { type: "string" }, help: { type: "boolean", short: "h" },
+      threads: { type: "string" }, backend: { type: "string" }, device: { type: "string" }, weights16: { type: "string" }, kv: { type: "string" }, engine: { type: "string" }, help: { type: "boolean", short: "h" },
       ...SAMPLER_FLAG_SPECS,
     });
     if (values.help) { process.stdout.write(usage); return 0; }
@@ -57,9 +57,16 @@ export const chatCommand: Command = {
       ...(values.threads !== undefined ? { threads: intFlag("threads", values.threads, 1) } : {}),
     });
     const loaded = await loadOnDevice(path, deviceFlag(values.device), backend, { weights16: weights16Flag(values.weights16) });
-    const { tokenizer, kernels } = loaded;
+    const { tokenizer } = loaded;
+    let session: Session;
+    try {
+      session = new Session(loaded.device === "gpu" ? loaded.gpu : loaded.model, undefined, kvFlag(values.kv));
+    } catch (e) {
+      if (loaded.device === "gpu") loaded.gpu.destroy();
+      throw e;
+    }
+    const kernels = `${loaded.kernels}; KV cache ${session.kv}`;
     process.stderr.write(`kernel path: ${kernels}\n`);
-    const session = new Session(loaded.device === "gpu" ? loaded.gpu : loaded.model);
     try {
       return await converse(session, tokenizer, kernels, path, values, common);
     } finally {

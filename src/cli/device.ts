@@ -7,6 +7,7 @@ import { DEVICE_CHOICES, GpuError, openGpu, type DeviceChoice, type GpuContext }
 import { describeKernelPath } from "../load/kernel-path.ts";
 import { loadModel, type LoadedModel } from "../load/hf-folder.ts";
 import type { LoadOptions, Weights16Mode } from "../load/packed-weights.ts";
+import type { KvDType } from "../nn/model.ts";
 import { describeGpuPath, loadGpuModel, type GpuLoadedModel } from "../load/webgpu-load.ts";
 import { DependencyError } from "../util/errors.ts";
 import { choiceFlag } from "./args.ts";
@@ -20,6 +21,15 @@ export const WEIGHTS16_USAGE = `  --weights16 W         16-bit (F16/BF16) folder
                         mapped file: loads in ~0.2 s, decode ~0.8–0.9× of copy) | copy (packed into the
                         interleaved layout: ~6 s for 2.2 GB, faster decode); native/LAYOUTS.md
 `;
+
+/** --kv (generate/engine.ts DEFAULT_KV): the KV cache's element type. */
+export const KV_USAGE = `  --kv T                KV cache element type: f16 (CPU default, as llama.cpp's) | f32; the GPU cache is f32
+`;
+
+/** --kv: undefined when not given (the Session picks: f16 on the CPU, f32 on the GPU). */
+export function kvFlag(v: string | undefined): KvDType | undefined {
+  return v === undefined ? undefined : choiceFlag<KvDType>("kv", v, ["f32", "f16"], "f16");
+}
 
 export function weights16Flag(v: string | undefined): Weights16Mode {
   return choiceFlag("weights16", v, ["map", "copy"] as const, "map");

@@ -5,6 +5,7 @@ import { selectBackend } from "../backend/select.ts";
 import { readModelConfig } from "../load/hf-folder.ts";
 import { BUNDLED_EVAL_TEXT, BUNDLED_MODEL_DIR, resolveModelArg } from "../load/paths.ts";
 import { perplexity, perplexityAsync, PROTOCOLS, type Protocol } from "../metrics/perplexity.ts";
+import type { KvDType } from "../nn/model.ts";
 import { UsageError } from "../util/errors.ts";
 import { Progress } from "../util/progress.ts";
 import { readTextFile } from "../util/text-file.ts";
@@ -28,7 +29,9 @@ Perplexity of a model (HF, HF-GPTQ or AWQ folder, or .gguf file) on a text file.
   --weights W           packed (runtime int4/int8/16-bit layouts) | f32 (dequantized reference)
                         | auto (default: packed on the native backend, f32 on ref)
   --activations A       packed matmuls: int8 (per block, as llama.cpp; default) | f32 (exact)
-${DEVICE_USAGE}${WEIGHTS16_USAGE}  --json                print one JSON object as the last line of stdout
+${DEVICE_USAGE}${WEIGHTS16_USAGE}  --kv T                KV cache element type: f32 (default here: perplexities stay comparable with
+                        earlier ones) | f16 (chat's and serve's CPU default; CPU only)
+  --json                print one JSON object as the last line of stdout
 `;
 
 export const evalCommand: Command = {
@@ -39,7 +42,7 @@ export const evalCommand: Command = {
     const { values, positionals } = parseFlags("eval", argv, {
       text: { type: "string" }, protocol: { type: "string" }, ctx: { type: "string" },
       "max-tokens": { type: "string" }, threads: { type: "string" }, backend: { type: "string" },
-      weights: { type: "string" }, activations: { type: "string" }, device: { type: "string" }, weights16: { type: "string" },
+      weights: { type: "string" }, activations: { type: "string" }, device: { type: "string" }, weights16: { type: "string" }, kv: { type: "string" },
       json: { type: "boolean" }, help: { type: "boolean", short: "h" },
     });
     if (values.help) { process.stdout.write(usage); return 0; }
@@ -63,6 +66,7 @@ export const evalCommand: Command = {
     const text = readTextFile(textFile, "--text");
 
     const device = deviceFlag(values.device);
+    const kv = choiceFlag<KvDType>("kv", values.kv, ["f32", "f16"], "f32");
     const t0 = performance.now();
     const loaded = await loadOnDevice(dir, device, backend, { weights, weights16: weights16Flag(values.weights16), activations });
     const { cfg, tokenizer } = loaded;
@@ -74,7 +78,7 @@ export const evalCommand: Command = {
     if (values["max-tokens"] !== undefined) tokens = tokens.slice(0, intFlag("max-tokens", values["max-tokens"], 1));
 
     const progress = new Progress("eval", { stream: process.stderr });
-    const pplOpts = { protocol, ctx, bosId: tokenizer.bosId, onWindow: (done: number, total: number, p: number) => progress.update(done, total, `ppl ${p.toFixed(3)}`) };
+    const pplOpts = { protocol, ctx, bosId: tokenizer.bosId, kv, onWindow: (done: number, total: number, p: number) => progress.update(done, total, `ppl ${p.toFixed(3)}`) };
     const r = loaded.device === "gpu" ? await perplexityAsync(loaded.gpu, tokens, pplOpts) : perplexity(loaded.model, tokens, pplOpts);
     progress.done();
 
@@ -86,7 +90,7 @@ export const evalCommand: Command = {
       `model:      ${shown} (${cfg.modelType}, ${cfg.numLayers} layers, ${(nParams / 1e6).toFixed(2)}M parameters, loaded in ${loadSeconds.toFixed(2)} s)`,
       `text:       ${relative(process.cwd(), textFile)} (${text.length} chars, ${totalTokens} tokens${tokenizer.bosId !== null ? ", BOS once at the start" : ""})`,
       `protocol:   ${r.protocol}, ctx ${r.ctx}, ${r.windows} windows, ${r.tokensScored} tokens scored`,
-      `kernels:    ${kernels}`,
+      `kernels:    ${kernels}; KV cache ${kv}`,
       `perplexity: ${r.ppl.toFixed(4)}`,
       `speed:      ${r.tokensPerSecond.toFixed(0)} tokens/s (${r.tokensProcessed} tokens in ${r.seconds.toFixed(2)} s)`,
     ];
@@ -95,7 +99,7 @@ export const evalCommand: Command = {
       process.stdout.write(JSON.stringify({
         model: dir, text: textFile, protocol: r.protocol, ctx: r.ctx, windows: r.windows, tokensScored: r.tokensScored,
         tokensTotal: totalTokens, ppl: r.ppl, nll: r.nll, seconds: r.seconds, tokensPerSecond: r.tokensPerSecond,
-        device: loaded.device, backend: loaded.device === "gpu" ? "webgpu" : backend.name, threads: backend.threads, kernels,
+        device: loaded.device, backend: loaded.device === "gpu" ? "webgpu" : backend.name, threads: backend.threads, kernels, kv,
       }) + "\n");
     }
     return 0;

@@ -2,11 +2,12 @@
 import { basename } from "node:path";
 import { selectBackend } from "../backend/select.ts";
 import { resolveModelArg } from "../load/paths.ts";
+import { DEFAULT_KV } from "../generate/engine.ts";
 import { startServer } from "../serve/server.ts";
 import { UsageError } from "../util/errors.ts";
 import { choiceFlag, intFlag, onePositional, parseFlags } from "./args.ts";
 import type { Command } from "./command.ts";
-import { DEVICE_USAGE, deviceFlag, loadOnDevice, WEIGHTS16_USAGE, weights16Flag } from "./device.ts";
+import { DEVICE_USAGE, deviceFlag, KV_USAGE, kvFlag, loadOnDevice, WEIGHTS16_USAGE, weights16Flag } from "./device.ts";
 
 const usage = `usage: quantize-llm serve [model] [options]
 
@@ -23,7 +24,7 @@ With no model, serves the bundled model.
   --timeout S           per-request limit in seconds, queueing included (default 600)
   --max-body BYTES      largest request body (default 1048576); larger gets 413
   --model-id ID         the id clients pass as "model" (default: the model folder's name)
-${DEVICE_USAGE}${WEIGHTS16_USAGE}  --threads N, --backend auto|native|ref
+${DEVICE_USAGE}${WEIGHTS16_USAGE}${KV_USAGE}  --threads N, --backend auto|native|ref
 `;
 
 export const serveCommand: Command = {
@@ -34,7 +35,7 @@ export const serveCommand: Command = {
     const { values, positionals } = parseFlags("serve", argv, {
       host: { type: "string" }, port: { type: "string" }, "api-key": { type: "string" }, parallel: { type: "string" },
       queue: { type: "string" }, timeout: { type: "string" }, "max-body": { type: "string" }, "model-id": { type: "string" },
-      threads: { type: "string" }, backend: { type: "string" }, device: { type: "string" }, weights16: { type: "string" }, help: { type: "boolean", short: "h" },
+      threads: { type: "string" }, backend: { type: "string" }, device: { type: "string" }, weights16: { type: "string" }, kv: { type: "string" }, help: { type: "boolean", short: "h" },
     });
     if (values.help) { process.stdout.write(usage); return 0; }
     const path = resolveModelArg(onePositional("serve", positionals));
@@ -47,7 +48,9 @@ export const serveCommand: Command = {
     const apiKey = values["api-key"] ?? (process.env["QLLM_API_KEY"] || undefined);
     const device = deviceFlag(values.device);
     const loaded = await loadOnDevice(path, device, backend, { weights16: weights16Flag(values.weights16) });
-    const { tokenizer, kernels } = loaded;
+    const { tokenizer } = loaded;
+    const kv = kvFlag(values.kv) ?? (loaded.device === "gpu" ? "f32" : DEFAULT_KV);
+    const kernels = `${loaded.kernels}; KV cache ${kv}`;
     const model = loaded.device === "gpu" ? loaded.gpu : loaded.model;
     const modelId = values["model-id"] ?? basename(path).replace(/\.gguf$/i, "");
     const parallel = intFlag("parallel", values.parallel, 1);
@@ -55,7 +58,7 @@ export const serveCommand: Command = {
     let server;
     try {
       server = await startServer({
-        model, tokenizer, modelId, host: values.host ?? "127.0.0.1", port, parallel, maxQueue,
+        model, tokenizer, modelId, kv, host: values.host ?? "127.0.0.1", port, parallel, maxQueue,
         timeoutMs: intFlag("timeout", values.timeout, 600) * 1000, bodyLimit: intFlag("max-body", values["max-body"], 1 << 20),
         ...(apiKey !== undefined ? { apiKey } : {}), log: (l) => process.stderr.write(`${new Date().toISOString()} ${l}\n`),
       });

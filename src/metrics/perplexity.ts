@@ -9,7 +9,7 @@
  *   window is replaced by BOS (when the tokenizer adds one) and only the second
  *   half is scored: logits at positions ctx/2 .. ctx−2 predict tokens ctx/2+1 .. ctx−1.
  */
-import type { Model } from "../nn/model.ts";
+import type { KvDType, Model } from "../nn/model.ts";
 import { UsageError } from "../util/errors.ts";
 
 export type Protocol = "gptq" | "llama.cpp";
@@ -20,6 +20,8 @@ export interface PerplexityOptions {
   ctx: number;
   /** BOS id used by the llama.cpp protocol (null: the first token is kept). */
   bosId: number | null;
+  /** The KV cache's element type (default f32; f16 rounds keys and values as written, CPU only). */
+  kv?: KvDType;
   /** Called after each window with (windows done, windows total). */
   onWindow?: (done: number, total: number, partialPpl: number) => void;
 }
@@ -71,7 +73,7 @@ export function perplexityWindows(tokens: readonly number[], protocol: Protocol,
 /** The part of a model perplexity needs: Model, or the GPU runner (async forward). */
 export interface ScoringModel<C extends { reset(): void }> {
   readonly cfg: { maxPositionEmbeddings: number; vocabSize: number };
-  newCache(capacity: number): C;
+  newCache(capacity: number, kv?: KvDType): C;
   forward(tokens: readonly number[], cache: C, opts: { logits: "all" }): Float32Array | Promise<Float32Array>;
 }
 
@@ -97,7 +99,7 @@ function scoring<C extends { reset(): void }>(model: ScoringModel<C>, tokens: re
   }
   const { windows, first } = perplexityWindows(tokens, protocol, ctx, opts.bosId);
   const V = model.cfg.vocabSize;
-  const cache = model.newCache(ctx);
+  const cache = opts.kv === undefined ? model.newCache(ctx) : model.newCache(ctx, opts.kv);
   const t0 = performance.now();
   let sumNll = 0;
   let scored = 0;

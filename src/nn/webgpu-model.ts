@@ -19,6 +19,7 @@ import type { ModelConfig } from "../arch/config.ts";
 import { LINEAR_NAMES, type LinearName } from "../arch/registry.ts";
 import { decodeStep, type GenerateOptions } from "./generate.ts";
 import { RopeTable } from "./rope.ts";
+import type { KvDType } from "./model.ts";
 import { mulberry32 } from "../util/random.ts";
 import { invariant, UsageError } from "../util/errors.ts";
 import { GpuError, type GpuContext } from "../backend/webgpu-device.ts";
@@ -128,7 +129,11 @@ export class GpuModel {
     return new GpuModel(ctx, cfg, embed, norms, linears, head, pipes, small, maxRows, k);
   }
 
-  newCache(capacity = this.cfg.maxPositionEmbeddings): GpuKvCache {
+  /** The GPU cache is f32 (WGSL has no f16 cache path): kv "f16" is refused. */
+  newCache(capacity = this.cfg.maxPositionEmbeddings, kv: KvDType = "f32"): GpuKvCache {
+    if (kv !== "f32") {
+      throw new UsageError("an f16 KV cache is a CPU option", { field: "kv", expected: "f32 on the GPU", found: kv, hint: "run on the CPU, or pass --kv f32" });
+    }
     const kvDim = this.cfg.numKvHeads * this.cfg.headDim;
     const k = this.kernels;
     const mk = (what: string) => Array.from({ length: this.cfg.numLayers }, (_, i) => k.buffer(capacity * kvDim * 4, `KV cache ${what} layer ${i} [${capacity}, ${kvDim}]`));

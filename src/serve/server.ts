@@ -8,6 +8,7 @@ import { randomUUID, timingSafeEqual } from "node:crypto";
 import type { ServerResponse } from "node:http";
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
 import type { TextTokenizer } from "../tokenizer/tokenizer.ts";
+import type { KvDType } from "../nn/model.ts";
 import { chatPromptIds, endOfTurnIds } from "../generate/conversation.ts";
 import { generate, Session, type EngineModel, type GenerateResult } from "../generate/engine.ts";
 import { ApiError, invalid, parseRequest, type ParsedRequest } from "./openai-request.ts";
@@ -25,6 +26,8 @@ export interface ServerOptions {
   port?: number;
   /** When set, every route but /health needs `Authorization: Bearer <apiKey>`. */
   apiKey?: string;
+  /** The KV caches' element type (default: the Session's, engine.ts DEFAULT_KV on the CPU, f32 on the GPU). */
+  kv?: KvDType;
   /** Requests generated at once (each slot has its own KV cache). */
   parallel?: number;
   /** Requests that may wait for a slot; one more gets 429. */
@@ -74,7 +77,7 @@ export async function startServer(o: ServerOptions): Promise<RunningServer> {
   const { model, tokenizer: tok, modelId } = o;
   const context = model.cfg.maxPositionEmbeddings;
   const timeoutMs = o.timeoutMs ?? 600_000;
-  const scheduler = new Scheduler(Array.from({ length: o.parallel ?? 1 }, () => new Session(model, context)), o.maxQueue ?? 16);
+  const scheduler = new Scheduler(Array.from({ length: o.parallel ?? 1 }, () => new Session(model, context, o.kv)), o.maxQueue ?? 16);
   const endIds = endOfTurnIds(tok);
   const created = Math.floor(Date.now() / 1000);
   const app = Fastify({ bodyLimit: o.bodyLimit ?? 1 << 20, logger: false, return503OnClosing: true });

@@ -8,7 +8,7 @@
 import { beforeAll, describe, expect, test } from "vitest";
 import { selectBackend } from "../../src/backend/select.ts";
 import { Conversation, endOfTurnIds } from "../../src/generate/conversation.ts";
-import { generate, Session, type GenerateRequest } from "../../src/generate/engine.ts";
+import { DEFAULT_KV, generate, Session, type GenerateRequest } from "../../src/generate/engine.ts";
 import { samplerOptions } from "../../src/generate/sampler.ts";
 import { loadModel, type LoadedModel } from "../../src/load/hf-folder.ts";
 import { BUNDLED_MODEL_DIR } from "../../src/load/paths.ts";
@@ -22,9 +22,9 @@ const greedy = samplerOptions({});
 const req = (prompt: number[], o: Partial<GenerateRequest> = {}): GenerateRequest => ({ prompt, maxTokens: 24, sampler: greedy, stopIds: [], ...o });
 
 describe("generation core", () => {
-  test("greedy tokens equal the plain reference loop", async () => {
+  test("greedy tokens equal the plain reference loop (f32 cache on both)", async () => {
     const prompt = m.tokenizer.encode("The jury said", { addSpecial: true });
-    const r = await generate(new Session(m.model), m.tokenizer, req(prompt, { maxTokens: 32 }));
+    const r = await generate(new Session(m.model, undefined, "f32"), m.tokenizer, req(prompt, { maxTokens: 32 }));
     const ref = referenceGenerate(m.model, prompt, { maxTokens: 32, temperature: 0 });
     expect(r.ids).toEqual(ref);
     expect(r.text).toBe(m.tokenizer.decode(ref, { skipSpecial: true }));
@@ -32,10 +32,13 @@ describe("generation core", () => {
     expect(r.stats).toMatchObject({ promptTokens: prompt.length, reusedTokens: 0, prefillTokens: prompt.length, generatedTokens: 32, decodeSteps: 31 });
   });
 
-  test("a Session with an f16 KV cache generates what the plain loop does on an f16 cache", async () => {
+  test("a Session's default KV cache on the CPU is f16 (DEFAULT_KV) and generates what the plain loop does on an f16 cache", async () => {
+    expect(DEFAULT_KV).toBe("f16");
     const prompt = m.tokenizer.encode("The jury said", { addSpecial: true });
-    const s = new Session(m.model, 64, "f16");
+    const s = new Session(m.model, 64);
+    expect(s.kv).toBe("f16");
     expect((s.cache as { layers: { k: unknown }[] }).layers[0]!.k).toBeInstanceOf(Uint16Array);
+    expect((new Session(m.model, 64, "f32").cache as { layers: { k: unknown }[] }).layers[0]!.k).toBeInstanceOf(Float32Array);
     const r = await generate(s, m.tokenizer, req(prompt, { maxTokens: 24 }));
     const ref = referenceGenerate(m.model, prompt, { maxTokens: 24, temperature: 0, cache: m.model.newCache(64, "f16") });
     expect(r.ids).toEqual(ref);

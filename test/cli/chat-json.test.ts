@@ -45,16 +45,31 @@ describe("chat --json on a 4-bit model", () => {
     expect(f.decode_tokens_per_s).toBeGreaterThan(0);
     expect(f.peak_rss_mib).toBeGreaterThanOrEqual(process.memoryUsage().rss / 2 ** 20 * 0.5); // this process's peak, in MiB (not KiB or bytes)
     expect(f.peak_rss_mib).toBeLessThan(64 * 1024);
-    expect(f.kernel_path).toMatch(/q4x16 \(int4 g128/);
+    expect(f.kernel_path).toMatch(/q4x16 \(int4 g128.*; KV cache f16$/); // the CPU default (engine.ts DEFAULT_KV)
     // without the flag the same greedy run may stop at an end-of-sequence id, never run longer
     expect(p.generated_tokens).toBeLessThanOrEqual(max);
     if (p.finish_reason === "stop") expect(p.generated_tokens).toBeLessThan(max);
     expect(fixed.stderr).toMatch(/kernel path: native \w+, \d+ threads?: \d+ linears q4x16 \(int4 g128/);
   }, 60_000);
 
-  it("eval of the quantized folder prints the packed kernel path", async () => {
+  it("chat --kv f32 names its cache in the kernel path; a bad --kv is refused", async () => {
+    const r = await runMain("chat", dir, "--raw", "--prompt", prompt, "--max-tokens", "8", "--temperature", "0", "--json", "--kv", "f32");
+    expect(r.status, r.stderr).toBe(0);
+    expect(lastJson(r.stdout).kernel_path).toMatch(/; KV cache f32$/);
+    expect(r.stderr).toMatch(/kernel path: .*; KV cache f32/);
+    const bad = await runMain("chat", dir, "--raw", "--prompt", prompt, "--kv", "bf16");
+    expect(bad.status).not.toBe(0);
+    expect(bad.stderr).toMatch(/invalid value for --kv/);
+  }, 60_000);
+
+  it("eval of the quantized folder prints the packed kernel path; --kv f16 scores within 0.1% of the f32 default", async () => {
     const r = await runMain("eval", dir, "--text", BUNDLED_EVAL_TEXT, "--max-tokens", "600", "--json");
     expect(r.status, r.stderr).toBe(0);
-    expect(r.stdout).toMatch(/kernels: +native \w+, \d+ threads?: \d+ linears q4x16 \(int4 g128/);
+    expect(r.stdout).toMatch(/kernels: +native \w+, \d+ threads?: \d+ linears q4x16 \(int4 g128.*; KV cache f32/);
+    const h = await runMain("eval", dir, "--text", BUNDLED_EVAL_TEXT, "--max-tokens", "600", "--json", "--kv", "f16");
+    expect(h.status, h.stderr).toBe(0);
+    const [a, b] = [r, h].map((x) => JSON.parse(x.stdout.trim().split("\n").at(-1)!) as { ppl: number; kv: string });
+    expect([a!.kv, b!.kv]).toEqual(["f32", "f16"]);
+    expect(Math.abs(b!.ppl / a!.ppl - 1)).toBeLessThan(1e-3);
   }, 60_000);
 });
