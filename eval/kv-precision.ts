@@ -7,6 +7,9 @@
  * The rounding applies to keys (after RoPE) and values as they are written (nn/block.ts);
  * everything else is the same build and backend.
  *
+ * Quantized models of the bundled one: `quantize-llm gptq --bits 4 --group-size 128 --out DIR` (awq the same),
+ * `quantize-llm export --format gguf --type q4_0 --output FILE` (eval/reports/kv-precision.md names the settings).
+ *
  *   /work/bin/heavy npx tsx eval/kv-precision.ts [--models models/qllm-tiny,/tmp/kvf16/gptq,…]
  *         [--threads 2] [--prompts 8] [--prompt-len 64] [--gen 64] [--write eval/reports/kv-precision.md]
  */
