@@ -48,7 +48,7 @@ export interface Bracketed {
 export function bracket(gbs: number, before: number, after: number, agree = PROBE_AGREE): Bracketed {
   const probe = (before + after) / 2, pct = (100 * gbs) / probe, disagree = spread([before, after]);
   const invalid = !(disagree <= agree)
-    ? `its probes disagree by ${(100 * disagree).toFixed(0)}% (${before.toFixed(1)} before, ${after.toFixed(1)} after; more than ${(100 * agree).toFixed(0)}%)`
+    ? `its probes disagree by ${(100 * disagree).toFixed(1)}% (${before.toFixed(1)} before, ${after.toFixed(1)} after; more than ${(100 * agree).toFixed(0)}%)`
     : pct > 100 ? `${pct.toFixed(0)}% of its probe: it read more than the probe measured` : null;
   return { gbs, before, after, probe, pct, disagree, invalid };
 }
@@ -84,9 +84,9 @@ export function pctOf(b: Bracketed): string {
  */
 export function probeNotes(probes: readonly number[], rounds: readonly { label: string; b: Bracketed }[], scope = "in this run", agree = PROBE_AGREE): string[] {
   const s = spread(probes);
-  const out = [`- read-bandwidth probes ${scope}: ${probes.length}, ${Math.min(...probes).toFixed(1)}–${Math.max(...probes).toFixed(1)} GB/s (spread ${(100 * s).toFixed(0)}%)`];
+  const out = [`- read-bandwidth probes ${scope}: ${probes.length}, ${Math.min(...probes).toFixed(1)}–${Math.max(...probes).toFixed(1)} GB/s (spread ${(100 * s).toFixed(1)}%)`];
   if (!(s <= agree)) {
-    out.push(`- **the probes ${scope} disagree by ${(100 * s).toFixed(0)}% (more than ${(100 * agree).toFixed(0)}%): the host's bandwidth moved, so a % is only as good as the two probes around it: one whose two probes disagree by more than ${(100 * agree).toFixed(0)}% is not valid (listed below)**`);
+    out.push(`- **the probes ${scope} disagree by ${(100 * s).toFixed(1)}% (more than ${(100 * agree).toFixed(0)}%): the host's bandwidth moved, so a % is only as good as the two probes around it: one whose two probes disagree by more than ${(100 * agree).toFixed(0)}% is not valid (listed below)**`);
   }
   const bad = rounds.filter((r) => r.b.invalid !== null);
   if (bad.some((r) => r.b.pct > 100)) out.push("- **a figure above 100% of its probe is not valid: the probe caught the host at a slower moment than the timed calls**");

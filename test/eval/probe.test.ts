@@ -24,7 +24,7 @@ describe("bracketing probes", () => {
     // Exactly 15% apart is still agreement (23 / 20 = 1.15); 23.1 / 20 is not.
     expect(bracket(20, 20, 23).invalid).toBeNull();
     expect(bracket(20, 20, 23).pct).toBeCloseTo(2000 / 21.5, 10);  // 93.02%
-    expect(bracket(20, 20, 23.1).invalid).toMatch(/disagree by 16%/);
+    expect(bracket(20, 20, 23.1).invalid).toMatch(/disagree by 15\.5%/);
     // The order of the two probes does not matter.
     expect(bracket(20, 23.1, 20).disagree).toBeCloseTo(bracket(20, 20, 23.1).disagree, 12);
   });
@@ -36,7 +36,7 @@ describe("bracketing probes", () => {
     // The host moving from 18 to 33 GB/s across a round: 94% of the mean, but not valid.
     const m = bracket(24, 18, 33);
     expect(m.pct).toBeCloseTo(2400 / 25.5, 10);  // 94.12%
-    expect(m.invalid).toMatch(/^its probes disagree by 83% \(18\.0 before, 33\.0 after; more than 15%\)$/);
+    expect(m.invalid).toMatch(/^its probes disagree by 83\.3% \(18\.0 before, 33\.0 after; more than 15%\)$/);
   });
 
   it("summarize takes the median % over the valid rounds and the range over all", () => {
@@ -61,20 +61,20 @@ describe("bracketing probes", () => {
   it("probeNotes states the spread, and says plainly when probes disagree or a round exceeds its probe", () => {
     const ok = bracket(24, 30, 32);
     expect(probeNotes([30, 32, 31], [{ label: "round 1 ours", b: ok }])).toEqual([
-      "- read-bandwidth probes in this run: 3, 30.0–32.0 GB/s (spread 7%)",
+      "- read-bandwidth probes in this run: 3, 30.0–32.0 GB/s (spread 6.7%)",
     ]);
     const high = bracket(24.4, 18.2, 18.2), moved = bracket(24, 18.2, 33);
     const notes = probeNotes([18.2, 18.2, 33], [{ label: "round 1 ours", b: high }, { label: "round 2 ours", b: moved }, { label: "round 3 ours", b: ok }]);
-    expect(notes[0]).toBe("- read-bandwidth probes in this run: 3, 18.2–33.0 GB/s (spread 81%)");
-    expect(notes[1]).toMatch(/^- \*\*the probes in this run disagree by 81% \(more than 15%\)/);
+    expect(notes[0]).toBe("- read-bandwidth probes in this run: 3, 18.2–33.0 GB/s (spread 81.3%)");
+    expect(notes[1]).toMatch(/^- \*\*the probes in this run disagree by 81\.3% \(more than 15%\)/);
     expect(probeNotes([30, 36], [], "around the timed steps")).toEqual([
-      "- read-bandwidth probes around the timed steps: 2, 30.0–36.0 GB/s (spread 20%)",
-      expect.stringMatching(/^- \*\*the probes around the timed steps disagree by 20% \(more than 15%\)/),
+      "- read-bandwidth probes around the timed steps: 2, 30.0–36.0 GB/s (spread 20.0%)",
+      expect.stringMatching(/^- \*\*the probes around the timed steps disagree by 20\.0% \(more than 15%\)/),
     ]);
     expect(notes[2]).toMatch(/^- \*\*a figure above 100% of its probe is not valid/);
     expect(notes.slice(3)).toEqual([
       "- not valid: round 1 ours: 134% of 18.2 GB/s; 134% of its probe: it read more than the probe measured",
-      "- not valid: round 2 ours: 94% of 25.6 GB/s; its probes disagree by 81% (18.2 before, 33.0 after; more than 15%)",
+      "- not valid: round 2 ours: 94% of 25.6 GB/s; its probes disagree by 81.3% (18.2 before, 33.0 after; more than 15%)",
     ]);
   });
 });
