@@ -8,7 +8,8 @@
  *         [--sections probe,gemv,gemm,smallm] [--out eval/reports/bench-quantized.md]
  *
  * Sections are modules in eval/bench-quantized/ listed in SECTIONS (add one there);
- * the probe runs first because the others report "% of probe".
+ * the probe section runs first (the run's bandwidth, for the header); each GEMV and small-M case
+ * reports its "% of probe" against probes taken right before and after it (bench-quantized/probe.ts).
  */
 import { execSync } from "node:child_process";
 import { readFileSync, renameSync, writeFileSync } from "node:fs";
