@@ -9,6 +9,9 @@
  *   … change, npm run build:native …
  *   /work/bin/bench npx tsx eval/decode-ab.ts --a /tmp/a.node --b native/build/Release/quantize_llm.node \
  *         [--model /tmp/qllm-tinyllama/q4_0.gguf --model /tmp/qllm-tinyllama/gptq-w4g128] [--rounds 5] [--steps 16] [--prompt 32] [--threads 2]
+ *
+ * --hints-on a|b: that side passes the forward's prefetch hints on (NativeBackend.prefetchHints;
+ * native/src/prefetch.h): with --a and --b the same file, an off/on A/B of the hints in one build.
  */
 import { resolve } from "node:path";
 import { parseArgs } from "node:util";
@@ -23,18 +26,20 @@ const { values: opts } = parseArgs({
   options: {
     a: { type: "string" }, b: { type: "string" }, model: { type: "string", multiple: true },
     rounds: { type: "string", default: "5" }, steps: { type: "string", default: "16" }, prompt: { type: "string", default: "32" },
-    threads: { type: "string", default: "2" },
+    threads: { type: "string", default: "2" }, "hints-on": { type: "string" },
   },
 });
 if (opts.a === undefined || opts.b === undefined) throw new Error("--a and --b: the two addon files (quantize_llm.node) to compare");
 const models = opts.model ?? ["/tmp/qllm-tinyllama/q4_0.gguf", "/tmp/qllm-tinyllama/gptq-w4g128"];
 const rounds = Number(opts.rounds), steps = Number(opts.steps), promptLen = Number(opts.prompt);
-const sides = [opts.a, opts.b].map((f) => {
+if (opts["hints-on"] !== undefined && opts["hints-on"] !== "a" && opts["hints-on"] !== "b") throw new Error("--hints-on: a or b");
+const sides = [opts.a, opts.b].map((f, i) => {
   const nb = new NativeBackend(loadAddon(resolve(f)));
   nb.setThreads(Number(opts.threads));
+  if (opts["hints-on"] === "ab"[i]) nb.prefetchHints = true;
   return nb;
 });
-console.log(`A = ${opts.a}, B = ${opts.b}; ${rounds} rounds A, B alternating, ${steps} steps after a ${promptLen}-token prompt, ${opts.threads} threads`);
+console.log(`A = ${opts.a}${opts["hints-on"] === "a" ? " (hints on)" : ""}, B = ${opts.b}${opts["hints-on"] === "b" ? " (hints on)" : ""}; ${rounds} rounds A, B alternating, ${steps} steps after a ${promptLen}-token prompt, ${opts.threads} threads`);
 
 /** ms per greedy decode step over `steps` steps after the prompt, in a fresh cache. */
 function decodeMs(m: Model, prompt: number[], V: number): number {

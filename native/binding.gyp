@@ -34,7 +34,8 @@
         "src/packed_repack.cc",
         "src/packed_probe.cc",
         "src/packed_scalar.cc",
-        "src/pool.cc"
+        "src/pool.cc",
+        "src/prefetch.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "dependencies": ["qllm_kernels_avx2", "qllm_kernels_avx512", "qllm_packed_avx512", "qllm_packed_amx", "qllm_llm_int8_vnni"],

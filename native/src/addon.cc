@@ -3,7 +3,9 @@
 // validates every argument: this file unpacks and asserts, nothing more.
 //
 //   matmul(x, w, M, K, N, bias | null, out): void
-//   attention(q, k, v, T, pos0, nHead, nKvHead, headDim, out): void   (k, v: Float32Array, or Uint16Array f16 bits)
+//   attention(q, k, v, T, pos0, nHead, nKvHead, headDim, out, hint | null): void   (k, v: Float32Array, or Uint16Array f16 bits;
+//                                 hint: packed handles the next calls read, prefetched during the call: prefetch.h)
+//   prefetchPlan(handles[], threads, maxBytes): Float64Array   [handle, offset, bytes] per range of the plan (tests)
 //   swiglu(g, u, n): void         g[i] = silu(g[i])·u[i] (the MLP activation; elementwise.cc)
 //   setThreads(n): void / getThreads(): number
 //   kernelLevels(): string[]      compiled levels this CPU runs, fastest first
@@ -134,6 +136,7 @@ class Addon : public Napi::Addon<Addon> {
                              InstanceMethod("awqFakeQuantizeAsync", &Addon::AwqFakeQuantizeAsync, napi_enumerable),
                              InstanceMethod("awqClipSearchAsync", &Addon::AwqClipSearchAsync, napi_enumerable),
                              InstanceMethod("readBandwidth", &Addon::ReadBandwidth, napi_enumerable),
+                             InstanceMethod("prefetchPlan", &Addon::PrefetchPlan, napi_enumerable),
                              InstanceMethod("packedKernelLevel", &Addon::PackedKernelLevel, napi_enumerable),
                              InstanceMethod("convertRows", &Addon::ConvertRows, napi_enumerable),
                              InstanceMethod("ggmlQuantizeRows", &Addon::GgmlQuantizeRows, napi_enumerable),
@@ -178,16 +181,64 @@ class Addon : public Napi::Addon<Addon> {
     assert(lenF32(info[0]) >= static_cast<size_t>(s.T * s.nHead * s.headDim));
     assert(lenF32(info[8]) >= static_cast<size_t>(s.T * s.nHead * s.headDim));
     const size_t kvLen = static_cast<size_t>((s.pos0 + s.T) * s.nKvHead * s.headDim);
+    auto lock = calls_.lock();
+    const PrefetchList* hint = planHint(info[9], attentionHintBytes(s));
     if (info[1].As<Napi::TypedArray>().TypedArrayType() == napi_uint16_array) {  // an f16 cache
       const auto k = info[1].As<Napi::Uint16Array>(), v = info[2].As<Napi::Uint16Array>();
       assert(k.ElementLength() >= kvLen && v.ElementLength() >= kvLen);
-      auto lock = calls_.lock();
-      attentionF16(rt_, inF32(info[0]), k.Data(), v.Data(), s, outF32(info[8]));
+      attentionF16(rt_, inF32(info[0]), k.Data(), v.Data(), s, outF32(info[8]), hint);
       return;
     }
     assert(lenF32(info[1]) >= kvLen && lenF32(info[2]) >= kvLen);
+    attention(rt_, inF32(info[0]), inF32(info[1]), inF32(info[2]), s, outF32(info[8]), hint);
+  }
+
+  /**
+   * hint_ = the plans of the packed handles in `handles` (an array, or null/undefined: none), in
+   * order, up to maxBytes in all; null when it holds no line. Under calls_.
+   */
+  const PrefetchList* planHint(const Napi::Value& handles, int64_t maxBytes) {
+    hint_.clear();
+    if (!handles.IsArray() || maxBytes < 64) return nullptr;
+    const Napi::Array a = handles.As<Napi::Array>();
+    for (uint32_t i = 0; i < a.Length(); ++i) {
+      const int64_t left = maxBytes - hint_.lines() * 64;
+      if (left < 64) break;
+      const PackedWeight* w = a.Get(i).As<Napi::External<PackedHolder>>().Data()->w;
+      if (w != nullptr) prefetchPlan(*w, rt_.pool.threads(), left, &hint_);  // null: freed early (packedFree)
+    }
+    return hint_.lines() > 0 ? &hint_ : nullptr;
+  }
+
+  /** The plan of planHint as [handle index, byte offset from the handle's data (row-major views: its part's row 0, part·2^40 added), bytes] per range. */
+  Napi::Value PrefetchPlan(const Napi::CallbackInfo& info) {
+    const Napi::Array a = info[0].As<Napi::Array>();
+    const int threads = static_cast<int>(i64(info[1]));
     auto lock = calls_.lock();
-    attention(rt_, inF32(info[0]), inF32(info[1]), inF32(info[2]), s, outF32(info[8]));
+    PrefetchList pl;
+    pl.clear();
+    std::vector<size_t> firstRange;
+    for (uint32_t i = 0; i < a.Length(); ++i) {
+      firstRange.push_back(pl.r.size());
+      const int64_t left = i64(info[2]) - pl.lines() * 64;
+      if (left >= 64) prefetchPlan(*packedOf(a.Get(i)), threads, left, &pl);
+    }
+    firstRange.push_back(pl.r.size());
+    Napi::Float64Array out = Napi::Float64Array::New(info.Env(), 3 * pl.r.size());
+    for (uint32_t i = 0; i < a.Length(); ++i) {
+      const PackedWeight& w = *packedOf(a.Get(i));
+      for (size_t j = firstRange[i]; j < firstRange[i + 1]; ++j) {
+        double off = static_cast<double>(pl.r[j].p - w.data);
+        for (int p = 0; w.L.rowMajor && p < w.nParts; ++p) {  // the part whose rows hold the range
+          const uint8_t* row0 = w.partData[p];
+          if (pl.r[j].p >= row0 && pl.r[j].p < row0 + w.partN[p] * w.L.codeBytes) off = static_cast<double>(pl.r[j].p - row0) + p * 1099511627776.0;
+        }
+        out[3 * j] = i;
+        out[3 * j + 1] = off;
+        out[3 * j + 2] = static_cast<double>(pl.r[j].bytes);
+      }
+    }
+    return out;
   }
 
   void Swiglu(const Napi::CallbackInfo& info) {
@@ -693,6 +744,7 @@ class Addon : public Napi::Addon<Addon> {
   std::vector<const KernelTable*> levels_;
   Runtime rt_;
   CallGate calls_;
+  PrefetchList hint_;  // the current call's prefetch hint (planHint), reused
 };
 
 }  // namespace qllm

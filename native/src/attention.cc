@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "packed_f16.h"
+#include "prefetch.h"
 
 #include "runtime.h"
 
@@ -30,6 +31,11 @@ constexpr double kSerialFlops = 2e6;   // below this a call is not worth waking 
 constexpr int64_t kRowsMinChunkKeys = 64;    // rows form: fewest keys worth a chunk of their own
 constexpr int64_t kRowsMaxChunks = 8;        // rows form: chunks per row (enough for 2–8 threads)
 constexpr int64_t kRowsBlockKeys = 16;       // rows form: chunk bounds fall on whole blocks of 16 keys
+// Rows form: bytes of a prefetch hint (the next call's weights) per key of the call, spread
+// over the chunks' blocks (prefetch.h): about what DRAM delivers while a key is computed. On
+// the Xeon host (eval/bench-prefetch.ts, 576 keys, f32 cache) the call then ran 30-60% longer
+// and o / gate+up gained about as much: the cache's K, V rows come from DRAM as well.
+constexpr int64_t kHintBytesPerKey = 2048;
 
 int64_t ceilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 int64_t minI(int64_t a, int64_t b) { return a < b ? a : b; }
@@ -53,7 +59,7 @@ int64_t rowsChunks(int64_t nKeys) { return minI(kRowsMaxChunks, ceilDiv(nKeys, k
 /** E: the cache's element type, float or uint16_t (f16 bits: kernel attnChunkF16). */
 template <class E>
 void rowsForm(Runtime& rt, const float* q, const E* k, const E* v, const AttentionShape& s, float* out,
-              bool parallel) {
+              bool parallel, const PrefetchList* hint) {
   const KernelTable& kt = *rt.kernels;
   const int64_t d = s.headDim, nHead = s.nHead, group = s.nHead / s.nKvHead;
   const int64_t qStride = nHead * d, kvStride = s.nKvHead * d;
@@ -69,6 +75,8 @@ void rowsForm(Runtime& rt, const float* q, const E* k, const E* v, const Attenti
   float* lAll = mAll + parts * nHead;
   float* w = lAll + parts * nHead;
   const int64_t nTasks = parallel ? minI(parts, rt.pool.threads()) : 1;
+  // The hint's lines, shared out over the chunks in order (each chunk holds about as many keys).
+  const int64_t hintLines = hint == nullptr ? 0 : hint->lines();
   forTasks(rt, nTasks, parallel, [&](int task, int tid) {
     const int64_t p0 = task * parts / nTasks, p1 = (task + 1) * parts / nTasks;
     for (int64_t p = p0; p < p1; ++p) {
@@ -95,6 +103,9 @@ void rowsForm(Runtime& rt, const float* q, const E* k, const E* v, const Attenti
       a.scratch = rt.local[static_cast<size_t>(tid)].get(static_cast<size_t>(attnChunkScratch(nHead, d)));
       a.prefetchKeys = bound(cLast + 1) - j0;
       a.prefetchHead = p == p0 || c == 0;
+      a.hint = hintLines > 0 ? hint : nullptr;
+      a.hintLine0 = p * hintLines / parts;
+      a.hintLine1 = (p + 1) * hintLines / parts;
       if constexpr (sizeof(E) == 2) kt.attnChunkF16(a);
       else kt.attnChunk(a);
     }
@@ -200,16 +211,22 @@ bool attentionParallel(Runtime& rt, const AttentionShape& s) {
   return rt.pool.threads() > 1 && flops >= kSerialFlops;
 }
 
-void attention(Runtime& rt, const float* q, const float* k, const float* v, const AttentionShape& s, float* out) {
+int64_t attentionHintBytes(const AttentionShape& s) {
+  return s.T < kTiledMinT ? s.T * (s.pos0 + s.T) * kHintBytesPerKey : 0;
+}
+
+void attention(Runtime& rt, const float* q, const float* k, const float* v, const AttentionShape& s, float* out,
+               const PrefetchList* hint) {
   const bool parallel = attentionParallel(rt, s);
-  if (s.T < kTiledMinT) rowsForm(rt, q, k, v, s, out, parallel);
+  if (s.T < kTiledMinT) rowsForm(rt, q, k, v, s, out, parallel, hint);
   else tiledForm(rt, q, k, v, s, out, parallel);
 }
 
-void attentionF16(Runtime& rt, const float* q, const uint16_t* k, const uint16_t* v, const AttentionShape& s, float* out) {
+void attentionF16(Runtime& rt, const float* q, const uint16_t* k, const uint16_t* v, const AttentionShape& s, float* out,
+                  const PrefetchList* hint) {
   const bool parallel = attentionParallel(rt, s);
   if (s.T < kTiledMinT) {
-    rowsForm(rt, q, k, v, s, out, parallel);
+    rowsForm(rt, q, k, v, s, out, parallel, hint);
     return;
   }
   // Prefill: the tiled form packs K and V anyway; widen the rows it reads to f32 first.

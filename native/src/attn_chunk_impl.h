@@ -223,12 +223,23 @@ void attnChunk(const AttnChunkArgs& a) {
     prefetchRows(kc, ks, 0, minOf(pe, PF), row);
     prefetchRows(vc, ks, 0, minOf(pe, PF), row);
   }
+  // The hint's lines (the next call's weights): an equal share at each of the 2·nKvHead points
+  // per block, between the products like the cache prefetches.
+  const int64_t hintPoints = (nk + KB - 1) / KB * 2 * a.nKvHead, hintN = a.hint != nullptr ? a.hintLine1 - a.hintLine0 : 0;
+  int64_t hintPoint = 0;
+  const auto hintNext = [&] {
+    if (hintN <= 0) return;
+    const int64_t l0 = a.hintLine0 + hintPoint * hintN / hintPoints, l1 = a.hintLine0 + (hintPoint + 1) * hintN / hintPoints;
+    ++hintPoint;
+    prefetchLines(*a.hint, l0, l1);
+  };
   for (int64_t j0 = 0; j0 < nk; j0 += KB) {
     const int64_t nb = minOf(KB, nk - j0);
     // 1. scores s[h][jj] = scale · q_h · k_(j0 + jj) (−inf past nb below), a kv head at a
     // time: its KB rows transposed to kt [d][KB] (keys past nb as 0), then its group's heads.
     for (int g = 0; g < a.nKvHead; ++g) {
       prefetchRows(kc + g * d, ks, minOf(pe, j0 + PF), minOf(pe, j0 + PF + KB), d);
+      hintNext();
       for (int64_t jj = 0; jj < KB; jj += W) {
         const int n = static_cast<int>(maxOf<int64_t>(0, minOf<int64_t>(W, nb - jj)));
         transposeKeys<S>(kc + (j0 + jj) * ks + g * d, ks, n, d, kt + jj, KB);
@@ -267,6 +278,7 @@ void attnChunk(const AttnChunkArgs& a) {
     for (int g = 0; g < a.nKvHead; ++g) {
       const E* vb = vc + j0 * ks + g * d;
       prefetchRows(vc + g * d, ks, minOf(pe, j0 + PF), minOf(pe, j0 + PF + KB), d);
+      hintNext();
       for (int c0 = 0; c0 < d; c0 += kMaxVecs * W) {
         const int width = minOf(kMaxVecs * W, d - c0);
         const int nvc = (width + W - 1) / W;

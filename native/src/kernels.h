@@ -8,6 +8,8 @@
 #pragma once
 #include <stdint.h>
 
+#include "prefetch.h"  // PrefetchList, prefetchLines: the hints attnChunk spreads over its blocks
+
 namespace qllm {
 
 /** One register tile: C[mr, nr] = A[mr, kc] · B[kc, nr] (+ bias), or C += A · B. */
@@ -63,6 +65,10 @@ struct AttnChunkArgs {
   float* scratch;  // [attnChunkScratch(...)] floats, 64-byte aligned
   int64_t prefetchKeys;  // rows [0, prefetchKeys) ≥ nKeys may be prefetched (the thread's next chunks)
   bool prefetchHead;     // prefetch the chunk's first rows (false: the previous chunk did)
+  // Lines [hintLine0, hintLine1) of hint (the next call's weights, prefetch.h), prefetched spread
+  // over the chunk's blocks; hint null: none. Prefetches only: the results do not depend on them.
+  const PrefetchList* hint;
+  int64_t hintLine0, hintLine1;
 };
 
 /** Keys per block of attnChunk's one pass (scores, exp, P·V): the block's K and V rows stay in L1. */

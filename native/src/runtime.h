@@ -66,8 +66,16 @@ struct AttentionShape {
 void swiglu(Runtime& rt, float* g, const float* u, int64_t n);
 
 /** Causal GQA; layouts as in src/backend/backend.ts. */
-void attention(Runtime& rt, const float* q, const float* k, const float* v, const AttentionShape& s, float* out);
+void attention(Runtime& rt, const float* q, const float* k, const float* v, const AttentionShape& s, float* out,
+               const PrefetchList* hint = nullptr);
+/**
+ * Bytes of a prefetch hint (prefetch.h: the next call's weights, in its read order) that
+ * attention of this shape spreads over its work: the plan to build for it (0: decode
+ * attention only, T < 8; prefill ignores hints).
+ */
+int64_t attentionHintBytes(const AttentionShape& s);
 /** attention over an f16 cache: k, v hold IEEE binary16 bits (widened to f32 as read). */
-void attentionF16(Runtime& rt, const float* q, const uint16_t* k, const uint16_t* v, const AttentionShape& s, float* out);
+void attentionF16(Runtime& rt, const float* q, const uint16_t* k, const uint16_t* v, const AttentionShape& s, float* out,
+                  const PrefetchList* hint = nullptr);
 
 }  // namespace qllm

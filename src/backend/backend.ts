@@ -336,8 +336,11 @@ export interface Backend {
    * out [T, nHead·headDim]
    * Query t attends to keys 0..pos0+t; head h reads kv head h / (nHead / nKvHead).
    * Scores are scaled by 1/sqrt(headDim), softmax in f32.
+   * next (optional hint): the weights the calls after this one read, in order (o, then gate and
+   * up): a backend may prefetch them during the call (native: prefetch.h). Never changes a result;
+   * backends without prefetch ignore it.
    */
-  attention(q: Float32Array, k: KvRows, v: KvRows, shape: AttentionShape, out: Float32Array): void;
+  attention(q: Float32Array, k: KvRows, v: KvRows, shape: AttentionShape, out: Float32Array, next?: readonly LinearWeight[]): void;
   /**
    * The MLP activation in place: g[i] = silu(g[i])·u[i] = g[i] / (1 + exp(−g[i]))·u[i] for i < n
    * (f32). Optional: without it nn/block.ts runs the same formula in TS (the specification;

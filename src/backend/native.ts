@@ -55,7 +55,11 @@ interface NativeAddon extends NativePackedAddon, Int8Addon, NativeConvertAddon, 
   attention(
     q: Float32Array, k: KvRows, v: KvRows,
     T: number, pos0: number, nHead: number, nKvHead: number, headDim: number, out: Float32Array,
+    /** packed handles the next calls read, prefetched during the call (native/src/prefetch.h), or null */
+    hint: unknown[] | null,
   ): void;
+  /** The ranges a hint of these handles prefetches: [handle index, byte offset, bytes] each (tests; prefetch.h). */
+  prefetchPlan?(handles: unknown[], threads: number, maxBytes: number): Float64Array;
   /** g[i] = silu(g[i])·u[i] for i < n (native/src/elementwise.cc). */
   swiglu(g: Float32Array, u: Float32Array, n: number): void;
   setThreads(n: number): void;
@@ -91,6 +95,7 @@ const ADDON_EXPORTS: Readonly<Record<keyof NativeAddon, "required" | "optional">
   syrkAccumulate: "required", gptqHinv: "required", gptqQuantize: "required", syrkAccumulateAsync: "required",
   gptqHinvAsync: "required", gptqQuantizeAsync: "required", awqFakeQuantizeAsync: "required", awqClipSearchAsync: "required",
   convertRows: "optional", ggmlQuantizeRows: "optional", rtnQuantize: "optional", gptqPackCodes: "optional",
+  prefetchPlan: "optional", // tests only: an addon built before the hints still loads (eval/decode-ab.ts against older builds)
 };
 
 /**
@@ -218,7 +223,37 @@ export class NativeBackend implements Backend {
     if (n > 0) this.#addon.swiglu(g, u, n);
   }
 
-  attention(q: Float32Array, k: KvRows, v: KvRows, shape: AttentionShape, out: Float32Array): void {
+  /**
+   * Whether attention's `next` hint is passed on to the native prefetches (prefetch.h). Default
+   * false: on the Xeon host the attention call slowed by about what o and gate+up gained
+   * (eval/bench-prefetch.ts; the KV cache streams from DRAM too). true for A/B measurements in
+   * one build (eval/decode-ab.ts --hints-on). Results are the same either way.
+   */
+  prefetchHints = false;
+
+  /**
+   * The native handles of the packed weights in a hint, in order: a view of a concatenated
+   * weight stands for the whole (the matmulMany call reads it), once; f32, LLM.int8(), PackedSum
+   * and disposed weights are left out. Null when none is left.
+   */
+  hintHandles(ws: readonly LinearWeight[]): unknown[] | null {
+    const seen = new Set<PackedWeight>(), hs: unknown[] = [];
+    for (const w of ws) {
+      const p = w instanceof PackedWeight ? (w.fused?.group.whole ?? w) : null;
+      if (p === null || p.disposed || seen.has(p)) continue;
+      seen.add(p);
+      hs.push(PackedWeight.handleOf(p, "attention"));
+    }
+    return hs.length > 0 ? hs : null;
+  }
+
+  /** The ranges hintHandles(ws) prefetches on `threads` threads up to maxBytes: [weight index in the hint, byte offset, bytes] (tests). */
+  prefetchPlan(ws: readonly LinearWeight[], threads: number, maxBytes: number): Float64Array {
+    if (this.#addon.prefetchPlan === undefined) throw new DependencyError("prefetchPlan: the addon predates prefetch hints", { hint: BUILD_HINT });
+    return this.#addon.prefetchPlan(this.hintHandles(ws) ?? [], threads, maxBytes);
+  }
+
+  attention(q: Float32Array, k: KvRows, v: KvRows, shape: AttentionShape, out: Float32Array, next?: readonly LinearWeight[]): void {
     const op = "attention";
     const { T, pos0, nHead, nKvHead, headDim: d } = shape;
     checkInt(op, "T", T, 0);
@@ -248,7 +283,8 @@ export class NativeBackend implements Backend {
     }
     checkF32(op, "out", out, qLen, `out [T=${T}, nHead·headDim=${nHead * d}]`);
     checkNoOverlap(op, out, qLen, { q: [q, qLen], k: [k, kvLen], v: [v, kvLen] });
-    if (T > 0) this.#addon.attention(q, k, v, T, pos0, nHead, nKvHead, d, out);
+    const hint = next !== undefined && this.prefetchHints ? this.hintHandles(next) : null;
+    if (T > 0) this.#addon.attention(q, k, v, T, pos0, nHead, nKvHead, d, out, hint);
   }
 
   // ---------------------------------------------------------------- packed weights (native-packed.ts, native/LAYOUTS.md)

@@ -132,6 +132,8 @@ export type MlpLinears = Pick<Readonly<Record<LinearName, Linear<LinearWeight>>>
  */
 export function attentionHalf(
   ctx: BlockContext, index: number, lin: AttentionLinears, xa: Float32Array, T: number, pos0: number, cache: LayerCache, out?: Float32Array,
+  /** weights read after o (the MLP's gate, up): with o, the attention call's prefetch hint */
+  after: readonly LinearWeight[] = [],
 ): Float32Array {
   const { cfg, backend, rope, tap, workspace: ws } = ctx;
   const H = cfg.hiddenSize;
@@ -150,7 +152,7 @@ export function attentionHalf(
     if (c instanceof Uint16Array) for (let i = 0; i < T * kvDim; i++) c[pos0 * kvDim + i] = f32ToF16(x[i]!);
   }
   const att = buf(ws, "att", T, nH * d); // [T, nH·d]
-  backend.attention(q, cache.k, cache.v, { T, pos0, nHead: nH, nKvHead: nKv, headDim: d }, att);
+  backend.attention(q, cache.k, cache.v, { T, pos0, nHead: nH, nKvHead: nKv, headDim: d }, att, [lin.o.weight, ...after]);
   tap?.({ block: index, input: "attn_out", x: att, T, K: nH * d });
   return linear(ctx, lin.o, att, T, out ?? buf(ws, "ao", T, H)); // [T, H]
 }
@@ -185,7 +187,7 @@ export function blockForward(
   // --- attention ---
   const xa = rmsNorm(x, w.attnNorm, T, H, cfg.rmsNormEps, buf(ws, "xa", T, H)); // [T, H]
   tap?.({ block: index, input: "attn_norm", x: xa, T, K: H });
-  const ao = attentionHalf(ctx, index, w.linears, xa, T, pos0, cache); // [T, H]
+  const ao = attentionHalf(ctx, index, w.linears, xa, T, pos0, cache, undefined, [w.linears.gate.weight, w.linears.up.weight]); // [T, H]
   const h = out ?? new Float32Array(T * H); // [T, H] residual after attention
   for (let i = 0; i < T * H; i++) h[i] = x[i]! + ao[i]!;
 
