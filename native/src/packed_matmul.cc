@@ -34,6 +34,22 @@ constexpr double kSerialFlops = 2e6;  // below this, waking the pool costs more 
 
 int64_t minI(int64_t a, int64_t b) { return a < b ? a : b; }
 
+/**
+ * Decode (span) calls split their row groups in units of 4 (one per stream, packed_walk.h:
+ * a range of 4k row groups runs no single-stream leftover) into `threads` tasks over the
+ * first ~80% and `threads` small tasks over the last ~20%, which whichever thread is done
+ * first claims, instead of one static share per thread whose slower side the other waits
+ * for. spanTaskStart(…, t) is task t's first row group (t = 0 … 2·threads; RG at the end), or
+ * −1 when the call is too small for the tail (each tail task gets 2 units or more).
+ */
+int64_t spanTaskStart(int64_t RG, int threads, int t) {
+  const int64_t U = RG / 4, tailU = U / 5;
+  if (tailU < 2 * threads) return -1;
+  if (t == 2 * threads) return RG;
+  const int64_t u = t <= threads ? t * (U - tailU) / threads : U - tailU + (t - threads) * tailU / threads;
+  return 4 * u;
+}
+
 template <class F>
 void forTasks(Runtime& rt, int nTasks, F&& f) {
   if (nTasks > 1) rt.pool.parallelFor(nTasks, f);
@@ -56,7 +72,7 @@ void matmulPackedParts(Runtime& rt, const float* x, const PackedWeight& w, int64
   const bool int8Acts = L.kind != PackedKind::H16 && !f32Acts;
   const int threads = rt.pool.threads();
   const bool parallel = threads > 1 && 2.0 * M * L.K * L.N >= kSerialFlops;
-  const int nTasks = parallel ? threads : 1;
+  int nTasks = parallel ? threads : 1;
   // The parts: row groups [rgAt[p], rgAt[p+1]) write ys[p] (row stride nOf[p]); a plain weight is one part.
   const int nParts = w.nParts == 0 ? 1 : w.nParts;
   const int64_t RG = L.Np / kRowGroup;
@@ -107,7 +123,11 @@ void matmulPackedParts(Runtime& rt, const float* x, const PackedWeight& w, int64
     }
   });
 
-  // 2. Tiles over a static split of all row groups; a task's range is cut at part boundaries.
+  // 2. Tiles over a split of all row groups; a task's range is cut at part boundaries.
+  //    Decode spans: `threads` tasks, then `threads` small ones for whoever is done first (spanTaskStart).
+  const bool guided = span != nullptr && parallel && spanTaskStart(RG, threads, 0) == 0;
+  if (guided) nTasks = 2 * threads;
+  auto taskStart = [&](int t) { return guided ? spanTaskStart(RG, threads, t) : t * RG / nTasks; };
   void (*tile)(const PackedTileArgs&) = L.kind == PackedKind::H16 ? pk.h16
                                         : L.kind == PackedKind::Q4 ? (int8Acts ? pk.q4 : pk.q4f)
                                                                    : (int8Acts ? pk.q8 : pk.q8f);
@@ -115,7 +135,7 @@ void matmulPackedParts(Runtime& rt, const float* x, const PackedWeight& w, int64
   const bool rows = L.rowMajor && M <= pk.h16RowsMaxM;  // row-major view: stream its rows
   const bool packRows = L.rowMajor && !rows;           // row-major view, larger M: pack each row group, then the tile
   forTasks(rt, nTasks, [&](int t, int tid) {
-    const int64_t t0 = t * RG / nTasks, t1 = (t + 1) * RG / nTasks;
+    const int64_t t0 = taskStart(t), t1 = taskStart(t + 1);
     uint16_t* panel = packRows ? reinterpret_cast<uint16_t*>(rt.local[static_cast<size_t>(tid)].get(static_cast<size_t>(L.K) * 8)) : nullptr;
     for (int p = 0; p < nParts; ++p) {
       const int64_t rg0 = t0 > rgAt[p] ? t0 : rgAt[p], rg1 = t1 < rgAt[p + 1] ? t1 : rgAt[p + 1];

@@ -28,6 +28,9 @@ const CASES: Case[] = [
   // part 0 and crosses into parts 1 and 2, and the M = 1 span's streams cross the part boundaries
   { kind: "q4", Ns: [500, 37, 70], K: 2048, g: 32, perm: false },
   { kind: "q8", Ns: [300, 45, 200], K: 2048, g: 64, perm: false },
+  // 85 row groups: M ≤ 8 on 2 threads runs 2 main tasks ([0, 32), [32, 68): across parts 0 | 1)
+  // and 2 tail tasks ([68, 76) across parts 1 | 2, [76, 85) with the padded last row group)
+  { kind: "q4", Ns: [900, 180, 250], K: 1024, g: 32, perm: false },
 ];
 
 /** The same pack twice: one to fuse, one kept separate as the reference. */
