@@ -30,7 +30,9 @@ constexpr int64_t kPvKeyBlock = 256;   // keys per P·V pass (P and V slices sta
 constexpr double kSerialFlops = 2e6;   // below this a call is not worth waking the pool
 constexpr int64_t kRowsMinChunkKeys = 64;    // rows form: fewest keys worth a chunk of their own
 constexpr int64_t kRowsMaxChunks = 8;        // rows form: chunks per row (enough for 2–8 threads)
-constexpr int64_t kRowsBlockKeys = 16;       // rows form: chunk bounds fall on whole blocks of 16 keys
+// Rows form: chunk bounds fall on whole blocks of attnChunk's keys (32): a chunk of 80 keys cost
+// as much as 96 in its score pass (the last block's empty half transposed and multiplied).
+constexpr int64_t kRowsBlockKeys = kAttnChunkPvKeys;
 // Rows form: bytes of a prefetch hint (the next call's weights) per key of the call, spread
 // over the chunks' blocks (prefetch.h): about what DRAM delivers while a key is computed. On
 // the Xeon host (eval/bench-prefetch.ts, 576 keys, f32 cache) the call then ran 30-60% longer

@@ -32,6 +32,15 @@
 // Hence attnChunkF16 (E = uint16_t): the same kernel over an f16 cache (KvCache "f16"), the
 // rows widened to f32 as loaded (vcvtph2ps; the scalar level through halfToFloat). Micro
 // (eval/bench-attention-ab.ts, 576 keys, 2 threads, cold): f32 93 µs → f16 62 µs per call.
+//
+// Session 11 (same host; the f16 cache is now the CPU default): perf of a hot one-thread loop
+// (576 keys, f16) put 29% of the kernel's samples in the transposes (with the widening), 24% in
+// the scores, 18% in exp and the softmax bookkeeping, 26% in P·V. Since then P·V runs 8 heads
+// per pass over 2 vectors of columns (a value row loaded and widened once per 8 heads, not per
+// 4), a block's max is reduced across lanes only when a lane passes m + slack, and the rows
+// form's chunks fall on whole 32-key blocks (a chunk of 80 keys cost a 96-key score pass).
+// bench-attention-ab, f16 on both sides, 576 keys: hot 1 thread 80.0 → 68.3 µs (1.17×), hot
+// 2 threads 1.06×, cold 2 threads 1.10×; f32 cold 1.05× (a busy host: ratios, not times).
 
 /** W elements of a cache row as f32: f32 as is, f16 (IEEE binary16 bits) widened. */
 template <class S>
@@ -256,8 +265,9 @@ void attnChunk(const AttnChunkArgs& a) {
         s[i] = S::fillFrom(S::load(sh + i * W), nb - i * W, kNegInf);
         mx = S::max(mx, s[i]);
       }
-      const float bm = S::hmax(mx);
-      if (bm > a.m[h] + kAttnChunkSlack) {
+      // The block's max (a horizontal reduction) only when a lane passes m + slack.
+      if (S::anyGreater(mx, a.m[h] + kAttnChunkSlack)) {
+        const float bm = S::hmax(mx);
         if (a.m[h] != kNegInf) {
           const float alpha = __builtin_expf(a.m[h] - bm);
           for (int c = 0; c < d; ++c) a.out[h * d + c] *= alpha;
@@ -274,15 +284,27 @@ void attnChunk(const AttnChunkArgs& a) {
       }
       S::store(lv + h * W, sum);
     }
-    // 3. P·V of the block, the group's heads sharing each value row.
+    // 3. P·V of the block, the group's heads sharing each value row: 8 heads per pass over
+    // 2 vectors of columns (16 accumulators), so a row is loaded (f16: widened) once per 8
+    // heads, not once per 4; the heads past a multiple of 8 in passes of 4 or 2 heads over up
+    // to kMaxVecs vectors. Each out element sums its keys in the same order either way.
     for (int g = 0; g < a.nKvHead; ++g) {
       const E* vb = vc + j0 * ks + g * d;
       prefetchRows(vc + g * d, ks, minOf(pe, j0 + PF), minOf(pe, j0 + PF + KB), d);
       hintNext();
-      for (int c0 = 0; c0 < d; c0 += kMaxVecs * W) {
+      int h8 = 0;
+      for (; h8 + 8 <= group; h8 += 8) {
+        const int hh = g * group + h8;
+        for (int c0 = 0; c0 < d; c0 += 2 * W) {
+          const int width = minOf(2 * W, d - c0);
+          if (width > W) pvHeadsT<S, 8, 2>(sb + hh * KB, KB, vb + c0, ks, nb, a.out + hh * d + c0, d, false, width);
+          else pvHeadsT<S, 8, 1>(sb + hh * KB, KB, vb + c0, ks, nb, a.out + hh * d + c0, d, false, width);
+        }
+      }
+      for (int c0 = 0; c0 < d && h8 < group; c0 += kMaxVecs * W) {
         const int width = minOf(kMaxVecs * W, d - c0);
         const int nvc = (width + W - 1) / W;
-        int h = 0;
+        int h = h8;
         const int hg = nvc <= 4 ? 4 : 2;
         for (; h + hg <= group; h += hg) {
           const int hh = g * group + h;

@@ -30,6 +30,8 @@ struct SimdAvx512 {
   static V div(V a, V b) { return _mm512_div_ps(a, b); }
   static float hsum(V v) { return _mm512_reduce_add_ps(v); }
   static float hmax(V v) { return _mm512_reduce_max_ps(v); }
+  /** Whether a lane of v is > t (= hmax(v) > t, without the horizontal reduction). */
+  static bool anyGreater(V v, float t) { return _mm512_cmp_ps_mask(v, set1(t), _CMP_GT_OQ) != 0; }
   /** Lanes with index < r take `fill`. */
   static V fillBelow(V v, int64_t r, float fill) { return _mm512_mask_blend_ps(mask(r), v, set1(fill)); }
   /** Lanes with index ≥ r take `fill`. */

@@ -26,6 +26,7 @@ struct SimdScalar {
   static V div(V a, V b) { return a / b; }
   static float hsum(V v) { return v; }
   static float hmax(V v) { return v; }
+  static bool anyGreater(V v, float t) { return v > t; }
   static V fillBelow(V v, int64_t r, float fill) { return r > 0 ? fill : v; }
   /** Lanes with index ≥ r take `fill`. */
   static V fillFrom(V v, int64_t r, float fill) { return r > 0 ? v : fill; }
