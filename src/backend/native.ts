@@ -16,9 +16,9 @@
  * native-convert.ts (per-weight conversions); native-call.ts holds callNative and
  * the shared argument checks. A new kernel family gets its own native-<family>.ts.
  *
- * ~520 lines: the NativeBackend class itself (every Backend method, including the decode
+ * ~550 lines: the NativeBackend class itself (every Backend method, including the decode
  * step's swiglu / fuse / matmulMany, which dispatch between the f32 and packed paths and
- * so need the class's private addon handle) plus the addon's TypeScript type and its export check; the next
+ * so need the class's private addon handle) plus the addon's TypeScript type, its export check and the prefetch-hint handles (off by default); the next
  * family to arrive moves the fused-decode wrappers out with it.
  */
 import { createRequire } from "node:module";
