@@ -7,7 +7,8 @@
  * (eval/bench-quantized/probe.ts), so each round's generation is stated as a share of the
  * bandwidth measured right around it (the host's moves within minutes; one probe per run
  * once read 18 GB/s and made a round "134% of probe"):
- *   generation GB/s = bytes of weights read per token (every linear + lm_head) × tokens/s.
+ *   generation GB/s = bytes of weights read per token (every linear + lm_head) × tokens/s;
+ *   a second figure adds the KV-cache bytes each step reads (kvBytesPerToken).
  *
  *   /work/bin/bench npx tsx eval/bench-e2e.ts [--dir /tmp/qllm-tinyllama] [--threads 2]
  *         [--prompt 512] [--gen 128] [--reps 2] [--engines llama-q4_0,ours-q4_0,ours-gptq,ours-gptq-lm-head] [--kv f16|f32 (our KV cache; default the engine's, f16, as llama.cpp's)]
@@ -73,12 +74,25 @@ interface Engine {
   bytesPerToken: number;
   /** Weights per token (for bpw). */
   params: number;
+  /** KV-cache bytes one generated token reads, averaged over the timed steps (kvBytesPerToken). */
+  kvBytesPerToken: number;
   describe: string;
   run(prompt: readonly number[], gen?: number): Promise<Run>;
   close(): Promise<void>;
 }
 
 const nb = createNativeBackend({ threads });
+
+/**
+ * KV-cache bytes a decode step reads, averaged over the timed steps: step j (1 … gen − 1) attends
+ * over promptLen + j keys, each a key and a value row of nKv·d elements per layer. llama.cpp's
+ * cache is f16 by default (as ours); its reads are counted the same way (without flash attention
+ * it may read a padded window: this is a floor for it).
+ */
+function kvBytesPerToken(layers: number, kvDim: number, elemBytes: number): number {
+  const meanKeys = promptLen + genLen / 2;
+  return layers * 2 * kvDim * elemBytes * meanKeys;
+}
 
 /** Ours: as `chat --json` runs a prompt (engine.ts generate on a Session), ids instead of text. */
 async function oursEngine(name: EngineName, path: string): Promise<Engine> {
@@ -95,7 +109,7 @@ async function oursEngine(name: EngineName, path: string): Promise<Engine> {
   }
   const session = new Session(loaded.model, promptLen + genLen + 1, kv);
   return {
-    name, label: `ours, ${path.endsWith(".gguf") ? "Q4_0 GGUF" : name === "ours-gptq-lm-head" ? "4-bit g128 HF-GPTQ folder, lm_head 8-bit g32" : "4-bit g128 HF-GPTQ folder"}`, bytesPerToken: bytes, params,
+    name, label: `ours, ${path.endsWith(".gguf") ? "Q4_0 GGUF" : name === "ours-gptq-lm-head" ? "4-bit g128 HF-GPTQ folder, lm_head 8-bit g32" : "4-bit g128 HF-GPTQ folder"}`, bytesPerToken: bytes, params, kvBytesPerToken: kvBytesPerToken(loaded.model.cfg.numLayers, loaded.model.cfg.numKvHeads * loaded.model.cfg.headDim, kv === "f16" ? 2 : 4),
     describe: `${describeKernelPath(loaded.model)} (loaded in ${loadS.toFixed(2)} s)`,
     async run(prompt, gen = genLen) {
       session.reset();
@@ -130,9 +144,12 @@ async function llamaEngine(): Promise<Engine> {
     bytes += t.byteSize;
     params += t.dims[0]! * t.dims[1]!;
   }
+  const kTensors = tensors.filter((t) => /^blk\.\d+\.attn_k\.weight$/.test(t.name)); // [H → nKv·d] per layer
+  const kvDim = kTensors[0]?.dims[1] ?? 0;
   const types = [...new Set(tensors.filter((t) => t.dims.length === 2).map((t) => `${t.name.replace(/^blk\.\d+\./, "")} ${t.type.name}`))].join(", ");
   return {
     name: "llama-q4_0", label: "llama.cpp (node-llama-cpp), Q4_0 GGUF", bytesPerToken: bytes, params,
+    kvBytesPerToken: kvBytesPerToken(kTensors.length, kvDim, 2), // f16: llama.cpp's default cache type
     describe: `node-llama-cpp ${nlcVersion()}, CPU, ${threads} threads, batch ${promptLen}, flash attention off; loaded in ${loadS.toFixed(2)} s; tensors: ${types}`,
     async run(prompt, gen = genLen) {
       await seq.clearHistory();
@@ -161,6 +178,8 @@ const prompt = Array.from({ length: promptLen }, () => 3 + Math.floor(rand() * (
 const runs = new Map<EngineName, Run[]>(all.map((e) => [e.name, []]));
 /** Each engine's rounds against the probes right before and after them. */
 const brackets = new Map<EngineName, Bracketed[]>(all.map((e) => [e.name, []]));
+/** The same rounds with the KV-cache reads counted too (weights + KV bytes per token). */
+const bracketsKv = new Map<EngineName, Bracketed[]>(all.map((e) => [e.name, []]));
 const probeLog = (gbs: number): number => { log(`probe ${gbs.toFixed(1)} GB/s`); return gbs; };
 // Warm-up: the whole prompt once (first-use costs: llama.cpp's compute buffers for a batch this size, our forward buffers).
 for (const e of all) { log(`warm-up ${e.name}`); await e.run(prompt, 4); }
@@ -173,6 +192,7 @@ for (let r = 0; r < reps; r++) {
     runs.get(e.name)!.push(x);
     const b = bracket((e.bytesPerToken * x.decodeTps) / 1e9, probes.at(-2)!, probes.at(-1)!);
     brackets.get(e.name)!.push(b);
+    bracketsKv.get(e.name)!.push(bracket(((e.bytesPerToken + e.kvBytesPerToken) * x.decodeTps) / 1e9, probes.at(-2)!, probes.at(-1)!));
     log(`round ${r + 1} ${e.name}: prefill ${x.prefillTps.toFixed(1)} tokens/s, decode ${x.decodeTps.toFixed(2)} tokens/s = ${b.pct.toFixed(0)}% of ${b.probe.toFixed(1)} GB/s${b.invalid === null ? "" : ` (not valid: ${b.invalid})`}`);
   }
 }
@@ -183,6 +203,7 @@ const med = (e: Engine, k: keyof Run): number => median(runs.get(e.name)!.map((x
 const ref = all.find((e) => e.name === "llama-q4_0");
 const gbs = (e: Engine): number => (e.bytesPerToken * med(e, "decodeTps")) / 1e9;
 const pctOf = (e: Engine): RoundsSummary => summarize(brackets.get(e.name)!);
+const pctKvOf = (e: Engine): RoundsSummary => summarize(bracketsKv.get(e.name)!);
 /** min–max of the probes around an engine's rounds */
 const probeRange = (e: Engine): string => {
   const p = brackets.get(e.name)!.flatMap((b) => [b.before, b.after]);
@@ -193,10 +214,10 @@ const rows = all.map((e) => {
   return [
     e.label, ((8 * e.bytesPerToken) / e.params).toFixed(2), (e.bytesPerToken / 2 ** 20).toFixed(0),
     med(e, "prefillTps").toFixed(1), vs("prefillTps"), med(e, "decodeTps").toFixed(2), vs("decodeTps"),
-    gbs(e).toFixed(1), probeRange(e), pctCell(pctOf(e)),
+    gbs(e).toFixed(1), probeRange(e), pctCell(pctOf(e)), (e.kvBytesPerToken / 2 ** 20).toFixed(1), pctCell(pctKvOf(e)),
   ];
 });
-const head = ["engine, weights", "bpw (linears + lm_head)", "MiB read / token", `prefill tokens/s (${promptLen})`, "vs llama.cpp", `decode tokens/s (${genLen})`, "vs llama.cpp", "decode GB/s", "probes around its rounds GB/s", "% of probe"];
+const head = ["engine, weights", "bpw (linears + lm_head)", "MiB read / token", `prefill tokens/s (${promptLen})`, "vs llama.cpp", `decode tokens/s (${genLen})`, "vs llama.cpp", "decode GB/s", "probes around its rounds GB/s", "% of probe", "KV MiB read / token", "% of probe, weights + KV"];
 const flags = process.argv.slice(2).join(" ");
 const target = (): string[] => {
   if (ref === undefined) return [];
@@ -205,7 +226,7 @@ const target = (): string[] => {
   if (oq) {
     const p = med(oq, "prefillTps") / med(ref, "prefillTps"), d = pctOf(oq).pct;
     out.push(`- prompt, ours / llama.cpp on the same Q4_0 GGUF: **${p.toFixed(2)}×** (target ≥ 1.5×: ${p >= 1.5 ? "met" : "not met"})`);
-    out.push(`- generation, ours on the Q4_0 GGUF: **${Number.isNaN(d) ? "no valid % of the probe (see the notes on the probes)" : `${d.toFixed(0)}% of the probe`}** (target ≥ 90%: ${Number.isNaN(d) ? "not judged" : d >= 90 ? "met" : "not met"}); ${(med(oq, "decodeTps") / med(ref, "decodeTps")).toFixed(2)}× llama.cpp`);
+    out.push(`- generation, ours on the Q4_0 GGUF: **${Number.isNaN(d) ? "no valid % of the probe (see the notes on the probes)" : `${d.toFixed(0)}% of the probe`}** (target ≥ 90%: ${Number.isNaN(d) ? "not judged" : d >= 90 ? "met" : "not met"}); ${pctCell(pctKvOf(oq))} with the KV-cache reads counted; ${(med(oq, "decodeTps") / med(ref, "decodeTps")).toFixed(2)}× llama.cpp`);
   }
   if (og) {
     const d = med(og, "decodeTps") / med(ref, "decodeTps");
@@ -215,7 +236,7 @@ const target = (): string[] => {
     const d = med(oh, "decodeTps") / med(ref, "decodeTps");
     out.push(`- generation, ours on the 4-bit g128 folder with lm_head 8-bit g32 (\`--quantize-lm-head\`, ${((8 * oh.bytesPerToken) / oh.params).toFixed(2)} bpw) / llama.cpp Q4_0: **${d.toFixed(2)}×**${og ? `; ${(med(oh, "decodeTps") / med(og, "decodeTps")).toFixed(2)}× the bf16-lm_head folder` : ""}`);
   }
-  out.push(`- llama.cpp generation: ${pctCell(pctOf(ref))} of the probe`);
+  out.push(`- llama.cpp generation: ${pctCell(pctOf(ref))} of the probe (${pctCell(pctKvOf(ref))} with its KV-cache reads)`);
   return out;
 };
 const sh = (cmd: string): string => { try { return execSync(cmd, { stdio: ["ignore", "pipe", "ignore"] }).toString().trim(); } catch { return "unknown"; } };
@@ -236,7 +257,8 @@ const report = [
     `spread (max / min − 1) ${(100 * spread(probes)).toFixed(0)}%.`, "",
   "## Prompt and generation", "",
   table(head, rows), "",
-  "decode GB/s = MiB read per token (the packed bytes of every linear and lm_head: what one decode step streams; KV-cache reads, a few % at 600 positions, are not counted) × decode tokens/s.",
+  "decode GB/s = MiB read per token (the packed bytes of every linear and lm_head: what one decode step streams; KV-cache reads are not counted) × decode tokens/s. " +
+    `The last two columns count them too: each step j = 1 … ${genLen - 1} reads a key and a value row per layer for ${promptLen} + j positions (mean ${promptLen + genLen / 2}), at the cache's element size (ours --kv ${kv}; llama.cpp f16, its default — without flash attention it may read a padded window, so its figure is a floor).`,
   "Prefill = the whole prompt in one call (llama.cpp: one batch of the prompt; ours: engine.ts chunks of 256); decode = single-token steps after the first generated token.",
   `% of probe = a round's decode GB/s / the mean of the probes right before and right after it; the median over the valid rounds, then (the range over all rounds). ` +
     `A round is not valid when its two probes disagree by more than ${(100 * PROBE_AGREE).toFixed(0)}% or it read more than 100% of them.`,
