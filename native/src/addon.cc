@@ -7,6 +7,8 @@
 //                                 hint: packed handles the next calls read, prefetched during the call: prefetch.h)
 //   prefetchPlan(handles[], threads, maxBytes): Float64Array   [handle, offset, bytes] per range of the plan (tests)
 //   swiglu(g, u, n): void         g[i] = silu(g[i])·u[i] (the MLP activation; elementwise.cc)
+//   rmsNorm(x, w, T, H, eps, out) / rope(x, T, nHeads, headDim, pos0, cos, sin) / add(a, b, out, n) /
+//   toF16(src, dst (Uint16Array), n): void   the forward's other elementwise ops (elementwise.cc)
 //   setThreads(n): void / getThreads(): number
 //   kernelLevels(): string[]      compiled levels this CPU runs, fastest first
 //   getKernelLevel(): string / setKernelLevel(name): void   (tests and benchmarks)
@@ -98,6 +100,10 @@ class Addon : public Napi::Addon<Addon> {
                              InstanceMethod("matmul", &Addon::Matmul, napi_enumerable),
                              InstanceMethod("attention", &Addon::Attention, napi_enumerable),
                              InstanceMethod("swiglu", &Addon::Swiglu, napi_enumerable),
+                             InstanceMethod("rmsNorm", &Addon::RmsNorm, napi_enumerable),
+                             InstanceMethod("rope", &Addon::Rope, napi_enumerable),
+                             InstanceMethod("add", &Addon::Add, napi_enumerable),
+                             InstanceMethod("toF16", &Addon::ToF16, napi_enumerable),
                              InstanceMethod("setThreads", &Addon::SetThreads, napi_enumerable),
                              InstanceMethod("getThreads", &Addon::GetThreads, napi_enumerable),
                              InstanceMethod("kernelLevels", &Addon::KernelLevels, napi_enumerable),
@@ -246,6 +252,36 @@ class Addon : public Napi::Addon<Addon> {
     assert(lenF32(info[0]) >= static_cast<size_t>(n) && lenF32(info[1]) >= static_cast<size_t>(n));
     auto lock = calls_.lock();
     swiglu(rt_, outF32(info[0]), inF32(info[1]), n);
+  }
+
+  void RmsNorm(const Napi::CallbackInfo& info) {
+    const int64_t T = i64(info[2]), H = i64(info[3]);
+    assert(lenF32(info[0]) >= static_cast<size_t>(T * H) && lenF32(info[1]) >= static_cast<size_t>(H) && lenF32(info[5]) >= static_cast<size_t>(T * H));
+    auto lock = calls_.lock();
+    rmsNorm(rt_, inF32(info[0]), inF32(info[1]), T, H, info[4].As<Napi::Number>().FloatValue(), outF32(info[5]));
+  }
+
+  void Rope(const Napi::CallbackInfo& info) {
+    const int64_t T = i64(info[1]), nHeads = i64(info[2]), d = i64(info[3]), pos0 = i64(info[4]);
+    assert(lenF32(info[0]) >= static_cast<size_t>(T * nHeads * d) && lenF32(info[5]) >= static_cast<size_t>((pos0 + T) * (d / 2)) &&
+           lenF32(info[6]) >= static_cast<size_t>((pos0 + T) * (d / 2)));
+    auto lock = calls_.lock();
+    rope(rt_, outF32(info[0]), T, nHeads, d, pos0, inF32(info[5]), inF32(info[6]));
+  }
+
+  void Add(const Napi::CallbackInfo& info) {
+    const int64_t n = i64(info[3]);
+    assert(lenF32(info[0]) >= static_cast<size_t>(n) && lenF32(info[1]) >= static_cast<size_t>(n) && lenF32(info[2]) >= static_cast<size_t>(n));
+    auto lock = calls_.lock();
+    add(rt_, inF32(info[0]), inF32(info[1]), outF32(info[2]), n);
+  }
+
+  void ToF16(const Napi::CallbackInfo& info) {
+    const int64_t n = i64(info[2]);
+    Napi::Uint16Array dst = info[1].As<Napi::Uint16Array>();
+    assert(lenF32(info[0]) >= static_cast<size_t>(n) && dst.ElementLength() >= static_cast<size_t>(n));
+    auto lock = calls_.lock();
+    toF16(rt_, inF32(info[0]), dst.Data(), n);
   }
 
   void SetThreads(const Napi::CallbackInfo& info) {

@@ -11,6 +11,7 @@
 //   attnChunk       decode attention over a chunk of keys, all heads (attn_chunk_impl.h)
 //   attnCombine     merges the chunks' partial results
 //   swiglu          silu(gate) · up, elementwise (the MLP between gate/up and down)
+//   rmsNormRow, ropeRows, addRows, toF16Rows   the decode step's other elementwise ops (nn/block.ts)
 //   fmaLoop         the FMA peak probe the kernel benchmark reports against
 // Nothing here allocates, spawns threads or checks arguments (the drivers and the
 // TypeScript loader do that).
@@ -297,10 +298,101 @@ void swiglu(float* g, const float* u, int64_t n) {
   }
 }
 
+/**
+ * y[H] = x / sqrt(mean(x²) + eps) · w (kernels.h). The scalar level is nn/block.ts rmsNorm
+ * exactly: f64 sum in order, f64 1/rms, x·r rounded to f32, then · w. The SIMD levels sum
+ * squares in f32 lanes and scale by the f32 r.
+ */
+template <class S>
+void rmsNormRow(const float* x, const float* w, int64_t H, float eps, float* y) {
+  if constexpr (S::W == 1) {
+    double ss = 0.0;
+    for (int64_t i = 0; i < H; ++i) ss += static_cast<double>(x[i]) * x[i];
+    const double r = 1.0 / __builtin_sqrt(ss / static_cast<double>(H) + static_cast<double>(eps));
+    for (int64_t i = 0; i < H; ++i) y[i] = static_cast<float>(x[i] * r) * w[i];
+  } else {
+    using V = typename S::V;
+    constexpr int W = S::W;
+    V a0 = S::zero(), a1 = S::zero();
+    int64_t i = 0;
+    for (; i + 2 * W <= H; i += 2 * W) {
+      const V v0 = S::load(x + i), v1 = S::load(x + i + W);
+      a0 = S::fma(v0, v0, a0);
+      a1 = S::fma(v1, v1, a1);
+    }
+    for (; i < H; i += W) {
+      const V v = S::load(x + i, S::mask(H - i));
+      a0 = S::fma(v, v, a0);
+    }
+    const double ss = S::hsum(S::add(a0, a1));
+    const V r = S::set1(static_cast<float>(1.0 / __builtin_sqrt(ss / static_cast<double>(H) + static_cast<double>(eps))));
+    for (i = 0; i + W <= H; i += W) S::store(y + i, S::mul(S::mul(S::load(x + i), r), S::load(w + i)));
+    if (i < H) {
+      const typename S::M m = S::mask(H - i);
+      S::store(y + i, S::mul(S::mul(S::load(x + i, m), r), S::load(w + i, m)), m);
+    }
+  }
+}
+
+/**
+ * RoPE ("rotate_half") of x [T, nHeads·2·half] in place; row t uses cos/sin [t·half ..]
+ * (kernels.h). Scalar: f64 products and difference, rounded once (nn/rope.ts exactly);
+ * SIMD: x1·c − x2·s with one fused rounding.
+ */
+template <class S>
+void ropeRows(float* x, int64_t T, int64_t nHeads, int64_t half, const float* cos, const float* sin) {
+  using V = typename S::V;
+  constexpr int W = S::W;
+  for (int64_t t = 0; t < T; ++t) {
+    const float* c = cos + t * half;
+    const float* s = sin + t * half;
+    for (int64_t hd = 0; hd < nHeads; ++hd) {
+      float* a = x + (t * nHeads + hd) * 2 * half;
+      float* b = a + half;
+      if constexpr (W == 1) {
+        for (int64_t i = 0; i < half; ++i) {
+          const double x1 = a[i], x2 = b[i];
+          a[i] = static_cast<float>(x1 * c[i] - x2 * s[i]);
+          b[i] = static_cast<float>(x2 * c[i] + x1 * s[i]);
+        }
+      } else {
+        for (int64_t i = 0; i < half; i += W) {
+          const typename S::M m = S::mask(half - i);
+          const V x1 = S::load(a + i, m), x2 = S::load(b + i, m), cv = S::load(c + i, m), sv = S::load(s + i, m);
+          S::store(a + i, S::fms(x1, cv, S::mul(x2, sv)), m);
+          S::store(b + i, S::fma(x2, cv, S::mul(x1, sv)), m);
+        }
+      }
+    }
+  }
+}
+
+/** out[i] = a[i] + b[i] (out may be a or b): every level is exact f32 addition. */
+template <class S>
+void addRows(const float* a, const float* b, float* out, int64_t n) {
+  constexpr int W = S::W;
+  int64_t i = 0;
+  for (; i + W <= n; i += W) S::store(out + i, S::add(S::load(a + i), S::load(b + i)));
+  if (i < n) {
+    const typename S::M m = S::mask(n - i);
+    S::store(out + i, S::add(S::load(a + i, m), S::load(b + i, m)), m);
+  }
+}
+
+/** dst[i] = src[i] rounded to f16 bits, to nearest even (floatToHalf for the tail and the scalar level). */
+template <class S>
+void toF16Rows(const float* src, uint16_t* dst, int64_t n) {
+  constexpr int W = S::W;
+  int64_t i = 0;
+  for (; i + W <= n; i += W) S::storeH(dst + i, S::load(src + i));
+  for (; i < n; ++i) dst[i] = floatToHalf(src[i]);
+}
+
 // ---------------------------------------------------------------- the table
 
 template <class S, int MR, int NV>
 constexpr KernelTable makeTable(const char* name, int kc) {
   return KernelTable{name, MR, NV * S::W, kc, &packA<MR>, &packB<S, NV * S::W>, &tile<S, MR, NV>,
-                     &gemv<S>, &softmaxCols<S, NV>, &attnChunk<S, float>, &attnChunk<S, uint16_t>, &attnCombine<S>, &swiglu<S>, &fmaLoop<S>};
+                     &gemv<S>, &softmaxCols<S, NV>, &attnChunk<S, float>, &attnChunk<S, uint16_t>, &attnCombine<S>, &swiglu<S>,
+                     &rmsNormRow<S>, &ropeRows<S>, &addRows<S>, &toF16Rows<S>, &fmaLoop<S>};
 }

@@ -113,6 +113,20 @@ struct KernelTable {
    * g / 1.65e38, as small as the true value). The scalar level (expf) is the reference.
    */
   void (*swiglu)(float* g, const float* u, int64_t n);
+  /**
+   * RMSNorm of one row: y[H] = x / sqrt(Σx²/H + eps) · w (y may be x). The scalar level is
+   * nn/block.ts rmsNorm bit for bit (f64 mean square); the SIMD levels sum in f32.
+   */
+  void (*rmsNorm)(const float* x, const float* w, int64_t H, float eps, float* y);
+  /**
+   * RoPE in place on x [T, nHeads, 2·half] (first/second half pairs): row t rotated by
+   * cos/sin[t·half + i]. The scalar level is nn/rope.ts apply bit for bit.
+   */
+  void (*rope)(float* x, int64_t T, int64_t nHeads, int64_t half, const float* cos, const float* sin);
+  /** out[i] = a[i] + b[i] for i < n (the residual add; out may alias a or b). */
+  void (*add)(const float* a, const float* b, float* out, int64_t n);
+  /** dst[i] = f16 bits of src[i], round to nearest even (the f16 KV-row store; NaN stays NaN). */
+  void (*toF16)(const float* src, uint16_t* dst, int64_t n);
   /** Benchmark probe: `iters` rounds of independent FMAs; returns the flops done. */
   double (*fmaLoop)(int64_t iters);
 };

@@ -64,6 +64,14 @@ struct AttentionShape {
 };
 /** g[i] = silu(g[i]) · u[i] for i < n (elementwise.cc; the pool for long arrays). */
 void swiglu(Runtime& rt, float* g, const float* u, int64_t n);
+/** y[T, H] = RMSNorm of each row of x with weight w[H] (y may be x; elementwise.cc). */
+void rmsNorm(Runtime& rt, const float* x, const float* w, int64_t T, int64_t H, float eps, float* y);
+/** RoPE in place on x [T, nHeads·headDim] at positions pos0..; cos/sin [≥ pos0+T, headDim/2]. */
+void rope(Runtime& rt, float* x, int64_t T, int64_t nHeads, int64_t headDim, int64_t pos0, const float* cos, const float* sin);
+/** out[i] = a[i] + b[i] for i < n (out may alias a or b). */
+void add(Runtime& rt, const float* a, const float* b, float* out, int64_t n);
+/** dst[i] = f16 bits of src[i] (round to nearest even) for i < n. */
+void toF16(Runtime& rt, const float* src, uint16_t* dst, int64_t n);
 
 /** Causal GQA; layouts as in src/backend/backend.ts. */
 void attention(Runtime& rt, const float* q, const float* k, const float* v, const AttentionShape& s, float* out,

@@ -21,6 +21,8 @@ struct SimdAvx2 {
   static void store(float* p, V v, M m) { _mm256_maskstore_ps(p, m, v); }
   /** W f16 values (IEEE binary16 bits) widened to f32 (F16C). */
   static V loadH(const uint16_t* p) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
+  /** W f32 values rounded to f16 bits, to nearest even (F16C imm 0). */
+  static void storeH(uint16_t* p, V v) { _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm256_cvtps_ph(v, 0)); }
   static V fma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
   /** a·b − c */
   static V fms(V a, V b, V c) { return _mm256_fmsub_ps(a, b, c); }

@@ -19,6 +19,8 @@ struct SimdAvx512 {
   static void store(float* p, V v, M m) { _mm512_mask_storeu_ps(p, m, v); }
   /** W f16 values (IEEE binary16 bits) widened to f32. */
   static V loadH(const uint16_t* p) { return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))); }
+  /** W f32 values rounded to f16 bits, to nearest even (vcvtps2ph imm 0). */
+  static void storeH(uint16_t* p, V v) { _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)); }
   static V fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
   /** a·b − c */
   static V fms(V a, V b, V c) { return _mm512_fmsub_ps(a, b, c); }

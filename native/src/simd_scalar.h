@@ -16,6 +16,7 @@ struct SimdScalar {
   static V load(const float* p, M m) { return m ? *p : 0.0f; }
   static void store(float* p, V v, M m) { if (m) *p = v; }
   static V loadH(const uint16_t* p) { return halfToFloat(*p); }
+  static void storeH(uint16_t* p, V v) { *p = floatToHalf(v); }
   static V fma(V a, V b, V c) { return a * b + c; }
   static V fms(V a, V b, V c) { return a * b - c; }
   static V add(V a, V b) { return a + b; }

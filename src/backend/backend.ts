@@ -347,6 +347,17 @@ export interface Backend {
    * test/kernels/swiglu.test.ts holds the native kernels to it).
    */
   swiglu?(g: Float32Array, u: Float32Array, n: number): void;
+  // The forward's other elementwise ops, optional like swiglu: nn/block.ts and nn/model.ts call
+  // them when present (and BlockContext.exactElementwise is off), else the TS specifications
+  // named below (test/kernels/elementwise.test.ts holds the native kernels to them).
+  /** out[T, H] = x / sqrt(mean(x²) + eps) · w per row (nn/block.ts rmsNorm); out may be x. */
+  rmsNorm?: ((x: Float32Array, w: Float32Array, T: number, H: number, eps: number, out: Float32Array) => void) | undefined;
+  /** x [T, nHeads·headDim] rotated in place at positions pos0.. with RopeTable's cos/sin [≥ pos0+T, headDim/2] (RopeTable.apply). */
+  rope?: ((x: Float32Array, T: number, nHeads: number, headDim: number, pos0: number, cos: Float32Array, sin: Float32Array) => void) | undefined;
+  /** out[i] = a[i] + b[i] for i < n (the residual add); out may be a or b. */
+  add?: ((a: Float32Array, b: Float32Array, out: Float32Array, n: number) => void) | undefined;
+  /** dst[i] = f16 bits of src[i], round to nearest even (tensor/dtype.ts f32ToF16; the f16 KV-row store). */
+  toF16?: ((src: Float32Array, dst: Uint16Array, n: number) => void) | undefined;
   /**
    * Several linears of one input: out_i[M, N_i] = x[M, K] · W_iᵀ (+ bias_i) for each part, as
    * separate matmul calls would give. When the weights are the views `fuse` returned, in

@@ -40,6 +40,7 @@ import { NativeWeightKernels, type NativeConvertAddon } from "./native-convert.t
 import { GptqKernels, type GptqAddon } from "./native-gptq.ts";
 import { AwqKernels, type AwqAddon } from "./native-awq.ts";
 import { callNative, checkF32, checkInt, checkNoOverlap } from "./native-call.ts";
+import { ElementwiseKernels, type ElementwiseAddon } from "./native-elementwise.ts";
 
 export { callNative } from "./native-call.ts";
 
@@ -48,7 +49,7 @@ export { callNative } from "./native-call.ts";
 export type KernelLevel = "amx" | "avx512" | "avx2" | "scalar";
 
 /** The addon's exports, as native/src/addon.cc defines them. */
-interface NativeAddon extends NativePackedAddon, Int8Addon, NativeConvertAddon, GptqAddon, AwqAddon {
+interface NativeAddon extends NativePackedAddon, Int8Addon, NativeConvertAddon, GptqAddon, AwqAddon, Partial<ElementwiseAddon> {
   /** y[M, N] = x[M, K] · W[N, K]ᵀ (+ bias) into out; synchronous. */
   matmul(x: Float32Array, w: Float32Array, M: number, K: number, N: number, bias: Float32Array | null, out: Float32Array): void;
   /** k, v: both Float32Array, or both Uint16Array (f16 bits). */
@@ -95,6 +96,7 @@ const ADDON_EXPORTS: Readonly<Record<keyof NativeAddon, "required" | "optional">
   syrkAccumulate: "required", gptqHinv: "required", gptqQuantize: "required", syrkAccumulateAsync: "required",
   gptqHinvAsync: "required", gptqQuantizeAsync: "required", awqFakeQuantizeAsync: "required", awqClipSearchAsync: "required",
   convertRows: "optional", ggmlQuantizeRows: "optional", rtnQuantize: "optional", gptqPackCodes: "optional",
+  rmsNorm: "optional", rope: "optional", add: "optional", toF16: "optional", // an older build loads (eval/decode-ab.ts); nn/ then runs these in TS
   prefetchPlan: "optional", // tests only: an addon built before the hints still loads (eval/decode-ab.ts against older builds)
 };
 
@@ -143,6 +145,14 @@ export class NativeBackend implements Backend {
   readonly int8: Int8Kernels;
   /** Per-weight conversions (RTN, GGUF export, 16-bit decode): native-convert.ts, native/src/convert.h; absent in an addon built before them. */
   readonly weights: NativeWeightKernels | undefined;
+  /**
+   * The forward's elementwise ops (native-elementwise.ts; Backend.rmsNorm etc.): present when the
+   * addon has them, so that an addon built before them still runs (nn/ then uses the TS code).
+   */
+  readonly rmsNorm: ElementwiseKernels["rmsNorm"] | undefined;
+  readonly rope: ElementwiseKernels["rope"] | undefined;
+  readonly add: ElementwiseKernels["add"] | undefined;
+  readonly toF16: ElementwiseKernels["toF16"] | undefined;
 
   constructor(addon: NativeAddon) {
     this.#addon = addon;
@@ -150,6 +160,11 @@ export class NativeBackend implements Backend {
     this.#awq = new AwqKernels(addon);
     this.int8 = new Int8Kernels(addon);
     this.weights = typeof addon.convertRows === "function" ? new NativeWeightKernels(addon) : undefined;
+    const ew = addon.rmsNorm && addon.rope && addon.add && addon.toF16 ? new ElementwiseKernels(addon as ElementwiseAddon) : null;
+    this.rmsNorm = ew ? ew.rmsNorm.bind(ew) : undefined;
+    this.rope = ew ? ew.rope.bind(ew) : undefined;
+    this.add = ew ? ew.add.bind(ew) : undefined;
+    this.toF16 = ew ? ew.toF16.bind(ew) : undefined;
   }
 
   /** Threads of the (process-wide) pool, the calling thread included. */

@@ -57,6 +57,33 @@ export function rmsNorm(x: Float32Array, w: Float32Array, T: number, H: number, 
   return y;
 }
 
+/** Whether the context runs elementwise op `op` on the backend's kernel (else the TS formula here). */
+function onBackend<K extends "rmsNorm" | "rope" | "add" | "toF16">(ctx: BlockContext, op: K): ctx is BlockContext & { backend: { [P in K]: NonNullable<Backend[P]> } } {
+  return ctx.backend[op] !== undefined && ctx.exactElementwise !== true;
+}
+
+/** rmsNorm on the backend's kernel when it has one (BlockContext.exactElementwise off), else the TS rmsNorm above. */
+export function normRows(ctx: BlockContext, x: Float32Array, w: Float32Array, T: number, out: Float32Array): Float32Array {
+  const { hiddenSize: H, rmsNormEps: eps } = ctx.cfg;
+  if (!onBackend(ctx, "rmsNorm")) return rmsNorm(x, w, T, H, eps, out);
+  ctx.backend.rmsNorm(x, w, T, H, eps, out);
+  return out;
+}
+
+/** RoPE of x [T, nHeads·d] at positions pos0..: the backend's kernel on the table's cos/sin, or RopeTable.apply. */
+function ropeRows(ctx: BlockContext, x: Float32Array, T: number, nHeads: number, pos0: number): void {
+  const { rope } = ctx;
+  if (!onBackend(ctx, "rope")) { rope.apply(x, T, nHeads, pos0); return; }
+  rope.ensure(pos0 + T);
+  ctx.backend.rope(x, T, nHeads, ctx.cfg.headDim, pos0, rope.cos, rope.sin);
+}
+
+/** out[i] = a[i] + b[i] for i < n (out may be a). */
+function addRows(ctx: BlockContext, a: Float32Array, b: Float32Array, out: Float32Array, n: number): void {
+  if (onBackend(ctx, "add")) { ctx.backend.add(a, b, out, n); return; }
+  for (let i = 0; i < n; i++) out[i] = a[i]! + b[i]!;
+}
+
 /**
  * The buffers of one block call for up to `maxT` positions, built once (per model,
  * per pipeline) and reused by every call, so that a forward pass allocates nothing
@@ -135,7 +162,7 @@ export function attentionHalf(
   /** weights read after o (the MLP's gate, up): with o, the attention call's prefetch hint */
   after: readonly LinearWeight[] = [],
 ): Float32Array {
-  const { cfg, backend, rope, tap, workspace: ws } = ctx;
+  const { cfg, backend, tap, workspace: ws } = ctx;
   const H = cfg.hiddenSize;
   const { numHeads: nH, numKvHeads: nKv, headDim: d } = cfg;
   const kvDim = nKv * d;
@@ -146,10 +173,12 @@ export function attentionHalf(
     c instanceof Float32Array ? c.subarray(pos0 * kvDim, (pos0 + T) * kvDim) : buf(ws, name, T, kvDim);
   const k = rows(cache.k, "kn"), v = rows(cache.v, "vn");
   linears(ctx, [lin.q, lin.k, lin.v], xa, T, [q, k, v]);
-  rope.apply(q, T, nH, pos0);
-  rope.apply(k, T, nKv, pos0);
+  ropeRows(ctx, q, T, nH, pos0);
+  ropeRows(ctx, k, T, nKv, pos0);
   for (const [c, x] of [[cache.k, k], [cache.v, v]] as const) {
-    if (c instanceof Uint16Array) for (let i = 0; i < T * kvDim; i++) c[pos0 * kvDim + i] = f32ToF16(x[i]!);
+    if (!(c instanceof Uint16Array)) continue;
+    if (onBackend(ctx, "toF16")) ctx.backend.toF16(x, c.subarray(pos0 * kvDim, (pos0 + T) * kvDim), T * kvDim);
+    else for (let i = 0; i < T * kvDim; i++) c[pos0 * kvDim + i] = f32ToF16(x[i]!);
   }
   const att = buf(ws, "att", T, nH * d); // [T, nH·d]
   backend.attention(q, cache.k, cache.v, { T, pos0, nHead: nH, nKvHead: nKv, headDim: d }, att, [lin.o.weight, ...after]);
@@ -185,16 +214,16 @@ export function blockForward(
   const H = cfg.hiddenSize;
 
   // --- attention ---
-  const xa = rmsNorm(x, w.attnNorm, T, H, cfg.rmsNormEps, buf(ws, "xa", T, H)); // [T, H]
+  const xa = normRows(ctx, x, w.attnNorm, T, buf(ws, "xa", T, H)); // [T, H]
   tap?.({ block: index, input: "attn_norm", x: xa, T, K: H });
   const ao = attentionHalf(ctx, index, w.linears, xa, T, pos0, cache, undefined, [w.linears.gate.weight, w.linears.up.weight]); // [T, H]
   const h = out ?? new Float32Array(T * H); // [T, H] residual after attention
-  for (let i = 0; i < T * H; i++) h[i] = x[i]! + ao[i]!;
+  addRows(ctx, x, ao, h, T * H);
 
   // --- MLP ---
-  const xm = rmsNorm(h, w.mlpNorm, T, H, cfg.rmsNormEps, buf(ws, "xm", T, H)); // [T, H]
+  const xm = normRows(ctx, h, w.mlpNorm, T, buf(ws, "xm", T, H)); // [T, H]
   tap?.({ block: index, input: "mlp_norm", x: xm, T, K: H });
   const dn = mlpHalf(ctx, index, w.linears, xm, T); // [T, H]
-  for (let i = 0; i < T * H; i++) h[i] = h[i]! + dn[i]!;
+  addRows(ctx, h, dn, h, T * H);
   return h;
 }

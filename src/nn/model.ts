@@ -5,7 +5,7 @@
 import type { ModelConfig } from "../arch/config.ts";
 import type { Backend } from "../backend/backend.ts";
 import { UsageError } from "../util/errors.ts";
-import { blockForward, BlockWorkspace, rmsNorm, type BlockContext, type LayerCache, type Tap } from "./block.ts";
+import { blockForward, BlockWorkspace, normRows, type BlockContext, type LayerCache, type Tap } from "./block.ts";
 import { RopeTable } from "./rope.ts";
 import { embeddingRow, type ModelWeights } from "./weights.ts";
 import type { LinearWeight } from "../backend/backend.ts";
@@ -91,7 +91,7 @@ export class Model {
     const H = cfg.hiddenSize;
     const rows = mode === "last" ? x.subarray((T - 1) * H, T * H) : x;
     const R = mode === "last" ? 1 : T;
-    const xn = rmsNorm(rows, this.weights.finalNorm, R, H, cfg.rmsNormEps); // [R, H]
+    const xn = normRows(ctx, rows, this.weights.finalNorm, R, new Float32Array(R * H)); // [R, H]
     return backend.matmul(xn, this.weights.lmHead, R, H, cfg.vocabSize); // [R, V]
   }
 }

@@ -9,7 +9,8 @@
 import { afterAll, expect, it } from "vitest";
 import { createNativeBackend } from "../../src/backend/native.ts";
 import type { Backend } from "../../src/backend/backend.ts";
-import { mlpHalf, type BlockContext } from "../../src/nn/block.ts";
+import { blockForward, mlpHalf, type BlockContext } from "../../src/nn/block.ts";
+import { KvCache } from "../../src/nn/model.ts";
 import { RopeTable } from "../../src/nn/rope.ts";
 import { mulberry32 } from "../../src/util/random.ts";
 import { withoutSwiglu } from "../helpers/without-swiglu.ts";
@@ -44,4 +45,22 @@ it.each(nb.kernelLevels())("exactElementwise mlpHalf on %s equals the f64 formul
   expect(actKernel).not.toBeNull();
   expect(actExact).not.toBeNull();
   expect(sameBits(actKernel!, actExact!)).toBeGreaterThan(0);
+});
+
+it.each(nb.kernelLevels())("exactElementwise blockForward on %s (norms, RoPE, residuals, f16 KV rows) equals the TS code bit for bit", (level) => {
+  nb.setKernelLevel(level);
+  const cfg = tinyConfig({});
+  const w = randomWeights(cfg, 6).blocks[0]!;
+  const T = 5, H = cfg.hiddenSize, pos0 = 3;
+  const x = randomArray(T * H, 1, mulberry32(12)); // [T, H]
+  const rope = new RopeTable(cfg);
+  const run = (backend: Backend, exact: boolean): { y: Float32Array; k: Uint16Array } => {
+    const cache = new KvCache(cfg, pos0 + T, "f16");
+    const y = blockForward({ cfg, backend, rope, exactElementwise: exact }, 0, w, x, T, pos0, cache.layers[0]!);
+    return { y, k: cache.layers[0]!.k as Uint16Array };
+  };
+  const want = run(noKernel, false), exact = run(nb, true), fast = run(nb, false);
+  expect(sameBits(exact.y, want.y)).toBe(0);
+  expect(exact.k.every((b, i) => b === want.k[i])).toBe(true);
+  expect(sameBits(fast.y, want.y)).toBeGreaterThan(0); // the kernels did run
 });

@@ -1,0 +1,116 @@
+/**
+ * The native elementwise ops of the forward pass (native/src/elementwise.cc, kernel_impl.h
+ * rmsNormRow / ropeRows / addRows / toF16Rows) against their TS specifications: nn/block.ts
+ * rmsNorm, nn/rope.ts RopeTable.apply, f32 `+` and tensor/dtype.ts f32ToF16. For every kernel
+ * level this CPU runs: the scalar level must equal the TS code bit for bit (it computes the
+ * same f64 formulas), the SIMD levels within the named tolerances; the residual add and the
+ * f16 rounding are bit-exact at every level. Odd widths exercise the vector tails, T = 40 rows
+ * of 2048 pass the pool threshold (two threads split the rows).
+ */
+import { afterAll, describe, expect, it } from "vitest";
+import { createNativeBackend, type KernelLevel } from "../../src/backend/native.ts";
+import { rmsNorm } from "../../src/nn/block.ts";
+import { RopeTable } from "../../src/nn/rope.ts";
+import { f32ToF16 } from "../../src/tensor/dtype.ts";
+import { UsageError } from "../../src/util/errors.ts";
+import { rng } from "./packed-ref.ts";
+
+const nb = createNativeBackend({ threads: 2 });
+const levels: KernelLevel[] = nb.kernelLevels();
+afterAll(() => { nb.setKernelLevel(levels[0]!); });
+const ew = { rmsNorm: nb.rmsNorm!, rope: nb.rope!, add: nb.add!, toF16: nb.toF16! };
+
+/** SIMD RMSNorm: Σx² in f32 lanes (H ≤ 5632 terms of one sign: ≤ ~H/W·2⁻²⁴ relative), r in f32, two f32 products. */
+const RMS_REL_TOL = 4 * 2 ** -23;
+/** SIMD RoPE: x1·c − x2·s with x2·s rounded first: an error of ½ ulp of the product terms. */
+const ROPE_ABS_TOL_PER_TERM = 2 ** -23;
+
+function randoms(n: number, seed: number, scale = 4): Float32Array {
+  const r = rng(seed);
+  return Float32Array.from({ length: n }, () => (r() * 2 - 1) * scale);
+}
+
+function differing(a: Float32Array | Uint16Array, b: Float32Array | Uint16Array): number {
+  let n = 0;
+  for (let i = 0; i < a.length; i++) if (!Object.is(a[i], b[i])) n++;
+  return n;
+}
+
+describe.each(levels)("elementwise ops on %s", (level) => {
+  it.each([[1, 7], [3, 2048], [2, 2049], [40, 2048], [1, 5633]])("rmsNorm T=%i H=%i", (T, H) => {
+    const x = randoms(T * H, T * 31 + H), w = randoms(H, H, 2);
+    const want = rmsNorm(x, w, T, H, 1e-5);
+    nb.setKernelLevel(level);
+    const got = new Float32Array(T * H);
+    ew.rmsNorm(x, w, T, H, 1e-5, got);
+    const inPlace = x.slice();
+    ew.rmsNorm(inPlace, w, T, H, 1e-5, inPlace);
+    expect(differing(inPlace, got)).toBe(0);
+    if (level === "scalar") expect(differing(got, want)).toBe(0);
+    let worst = 0;
+    for (let i = 0; i < T * H; i++) worst = Math.max(worst, Math.abs(got[i]! - want[i]!) - RMS_REL_TOL * Math.abs(want[i]!));
+    expect(worst).toBeLessThanOrEqual(0);
+  });
+
+  it.each([[1, 32, 64, 0], [1, 4, 64, 575], [3, 5, 18, 7], [40, 32, 64, 100], [2, 3, 6, 1]])("rope T=%i nHeads=%i headDim=%i pos0=%i", (T, nHeads, d, pos0) => {
+    const table = new RopeTable({ headDim: d, ropeTheta: 10000, ropeScaling: null } as never);
+    const x = randoms(T * nHeads * d, T + nHeads + d + pos0);
+    const want = x.slice();
+    table.apply(want, T, nHeads, pos0);
+    nb.setKernelLevel(level);
+    const got = x.slice();
+    ew.rope(got, T, nHeads, d, pos0, table.cos, table.sin);
+    if (level === "scalar") expect(differing(got, want)).toBe(0);
+    // |x1·c| + |x2·s| bounds the terms whose rounding the SIMD form differs in
+    const h = d / 2;
+    let worst = 0;
+    for (let t = 0; t < T; t++) for (let hd = 0; hd < nHeads; hd++) for (let i = 0; i < d; i++) {
+      const o = (t * nHeads + hd) * d, j = i < h ? i : i - h;
+      const scale = Math.abs(x[o + j]!) + Math.abs(x[o + h + j]!);
+      const e = o + i;
+      worst = Math.max(worst, Math.abs(got[e]! - want[e]!) - ROPE_ABS_TOL_PER_TERM * scale);
+    }
+    expect(worst).toBeLessThanOrEqual(0);
+  });
+
+  it.each([7, 2048, 70001])("add n=%i is exact, in place too", (n) => {
+    const a = randoms(n, n), b = randoms(n, n + 1);
+    const want = Float32Array.from(a, (v, i) => v + b[i]!);
+    nb.setKernelLevel(level);
+    const got = new Float32Array(n);
+    ew.add(a, b, got, n);
+    expect(differing(got, want)).toBe(0);
+    ew.add(a, b, a, n);
+    expect(differing(a, want)).toBe(0);
+  });
+
+  it.each([7, 256, 70001])("toF16 n=%i equals f32ToF16 bit for bit", (n) => {
+    const src = randoms(n, n, 8);
+    // ties, subnormals, overflow, infinities, zeros and the rounding boundaries of the f16 range
+    const special = [0, -0, 65504, 65519.99, 65520, -65520, 1e6, Infinity, -Infinity, 6e-8, 2.98e-8, 2.9802322387695312e-8,
+      5.960464477539063e-8, 6.097555160522461e-5, 6.1035156e-5, 1 + 2 ** -11, 1 + 3 * 2 ** -11, -(1 + 2 ** -11), 1e-10, 0.1, -3.14159];
+    for (let i = 0; i < special.length && i < n; i++) src[i] = special[i]!;
+    for (let i = special.length; i + 1 < n; i += 37) src[i] = src[i]! * 1e-4; // subnormal halves
+    const want = Uint16Array.from(src, (v) => f32ToF16(v));
+    nb.setKernelLevel(level);
+    const got = new Uint16Array(n + 1).fill(0xabcd);
+    ew.toF16(src, got, n);
+    expect(differing(got.subarray(0, n), want)).toBe(0);
+    expect(got[n]).toBe(0xabcd);
+    const nan = new Uint16Array(1);
+    ew.toF16(new Float32Array([NaN]), nan, 1);
+    expect((nan[0]! & 0x7c00) === 0x7c00 && (nan[0]! & 0x3ff) !== 0).toBe(true);
+  });
+});
+
+it("the elementwise ops refuse bad arguments", () => {
+  const x = new Float32Array(16), w = new Float32Array(4);
+  expect(() => ew.rmsNorm(x, w, 2, 4, 1e-5, new Float32Array(7))).toThrow(UsageError);
+  expect(() => ew.rmsNorm(x, w, 2, 4, 1e-5, x.subarray(1))).toThrow(/overlaps/);
+  expect(() => ew.rmsNorm(x, w, 2, 4, -1, x)).toThrow(UsageError);
+  expect(() => ew.rope(x, 1, 2, 4, 3, new Float32Array(7), new Float32Array(8))).toThrow(/cos/);
+  expect(() => ew.rope(x, 1, 1, 3, 0, w, w)).toThrow(UsageError);
+  expect(() => ew.add(x, x, x.subarray(2), 4)).toThrow(/overlaps/);
+  expect(() => ew.toF16(x, new Uint16Array(3), 4)).toThrow(UsageError);
+  expect(() => ew.toF16(x, new Uint16Array(x.buffer), 4)).toThrow(/overlaps/);
+});
