@@ -22,12 +22,67 @@
 // and runs the level's h16 tile on it, so a prefill pays one pack per row group for all
 // M rows (BLIS-style) and gets the interleaved layout's results bit for bit.
 #include <cassert>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <ctime>
+#include <atomic>
 
 #include "packed.h"
+#include "packed_trace.h"
 #include "runtime.h"
 
+// ---------------------------------------------------------------- trace (packed_trace.h)
+
+namespace {
+struct TraceEvent {
+  uint64_t ns;
+  uint8_t kind, tid;
+  uint16_t a;
+  uint32_t b;
+};
+static_assert(sizeof(TraceEvent) == 16, "16-byte trace records");
+constexpr size_t kTraceCap = size_t{1} << 22;  // 64 MiB of events; later ones are dropped
+TraceEvent* gTraceBuf = nullptr;
+std::atomic<size_t> gTraceAt{0};
+const char* gTracePath = nullptr;
+thread_local int tTraceTid = 0;
+
+void traceWrite() {
+  FILE* f = std::fopen(gTracePath, "wb");
+  if (f == nullptr) return;
+  const size_t n = gTraceAt.load() < kTraceCap ? gTraceAt.load() : kTraceCap;
+  std::fwrite(gTraceBuf, sizeof(TraceEvent), n, f);
+  std::fclose(f);
+}
+
+int traceInit() {
+  gTracePath = std::getenv("QLLM_MATMUL_TRACE");
+  if (gTracePath == nullptr || *gTracePath == 0) return 0;
+  gTraceBuf = static_cast<TraceEvent*>(std::calloc(kTraceCap, sizeof(TraceEvent)));  // touched up front: no faults in a trace
+  if (gTraceBuf == nullptr) return 0;
+  std::memset(gTraceBuf, 1, kTraceCap * sizeof(TraceEvent));
+  std::atexit(traceWrite);
+  return 1;
+}
+}  // namespace
+
+extern "C" {
+int qllmTraceOn = traceInit();
+void qllmTrace(int kind, int64_t a, int64_t b) {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  const size_t i = gTraceAt.fetch_add(1, std::memory_order_relaxed);
+  if (i >= kTraceCap) return;
+  gTraceBuf[i] = TraceEvent{static_cast<uint64_t>(ts.tv_sec) * 1000000000u + static_cast<uint64_t>(ts.tv_nsec),
+                            static_cast<uint8_t>(kind), static_cast<uint8_t>(tTraceTid), static_cast<uint16_t>(a),
+                            static_cast<uint32_t>(b)};
+}
+}
+
 namespace qllm {
+void traceSetThread(int tid) { tTraceTid = tid; }
+
 namespace {
 
 constexpr double kSerialFlops = 2e6;  // below this, waking the pool costs more than it saves
@@ -70,6 +125,7 @@ void matmulPackedParts(Runtime& rt, const float* x, const PackedWeight& w, int64
   assert(M >= 1);
   const PackedKernels& pk = *packedKernelsFor(rt.kernels->name);
   const bool int8Acts = L.kind != PackedKind::H16 && !f32Acts;
+  if (qllmTraceOn != 0) qllmTrace(kTraceCall, L.N, L.K * 16 + (w.nParts == 0 ? 1 : w.nParts));
   const int threads = rt.pool.threads();
   const bool parallel = threads > 1 && 2.0 * M * L.K * L.N >= kSerialFlops;
   int nTasks = parallel ? threads : 1;
@@ -123,6 +179,8 @@ void matmulPackedParts(Runtime& rt, const float* x, const PackedWeight& w, int64
     }
   });
 
+  if (qllmTraceOn != 0) qllmTrace(kTraceQuant, 0, 0);
+
   // 2. Tiles over a split of all row groups; a task's range is cut at part boundaries.
   //    Decode spans: `threads` tasks, then `threads` small ones for whoever is done first (spanTaskStart).
   const bool guided = span != nullptr && parallel && spanTaskStart(RG, threads, 0) == 0;
@@ -136,6 +194,10 @@ void matmulPackedParts(Runtime& rt, const float* x, const PackedWeight& w, int64
   const bool packRows = L.rowMajor && !rows;           // row-major view, larger M: pack each row group, then the tile
   forTasks(rt, nTasks, [&](int t, int tid) {
     const int64_t t0 = taskStart(t), t1 = taskStart(t + 1);
+    if (qllmTraceOn != 0) {
+      traceSetThread(tid);
+      qllmTrace(kTraceTask, t, t0);
+    }
     uint16_t* panel = packRows ? reinterpret_cast<uint16_t*>(rt.local[static_cast<size_t>(tid)].get(static_cast<size_t>(L.K) * 8)) : nullptr;
     for (int p = 0; p < nParts; ++p) {
       const int64_t rg0 = t0 > rgAt[p] ? t0 : rgAt[p], rg1 = t1 < rgAt[p + 1] ? t1 : rgAt[p + 1];
@@ -183,7 +245,9 @@ void matmulPackedParts(Runtime& rt, const float* x, const PackedWeight& w, int64
           for (int64_t n = n0; n < n1; ++n) y[m * N + n] += bias[p][n];
       }
     }
+    if (qllmTraceOn != 0) qllmTrace(kTraceTaskEnd, t, t1);
   });
+  if (qllmTraceOn != 0) qllmTrace(kTraceReturn, 0, 0);
 }
 
 const PackedKernels* packedKernelsFor(const char* levelName) {

@@ -66,6 +66,11 @@ void withRows(int mr, F&& f) {
 
 // ---------------------------------------------------------------- spans (M = 1)
 
+extern "C" {  // packed_trace.h (C linkage: the same symbols from every level's namespace)
+extern int qllmTraceOn;
+void qllmTrace(int kind, int64_t a, int64_t b);
+}
+
 inline void prefetchLines(const uint8_t* p, int lines) {
   for (int i = 0; i < lines; ++i) __builtin_prefetch(p + 64 * i, 0, 3);  // prefetcht0
 }
@@ -106,6 +111,7 @@ void spanStreams(const PackedSpanArgs& t, Many many, One one) {
   auto rgAt = [&](int64_t i) { return t.rg0 + i * L.rgStride; };
   auto validAt = [&](int64_t i) { return i == n - 1 ? t.lastValid : static_cast<int>(kRowGroup); };
   for (int64_t i = 0; i < part; ++i) {
+    if (qllmTraceOn != 0) qllmTrace(5 /* kTraceSpan */, i, part);
     const uint8_t* rgs[NS];
     float* ys[NS];
     int valid[NS];
