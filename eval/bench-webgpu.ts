@@ -11,9 +11,11 @@
  *   5. end to end on --model (default: the bundled model): prefill and decode tokens/s
  *      through generate/engine.ts (what chat/serve run), GPU and our CPU engine, and
  *      llama.cpp (node-llama-cpp: CUDA, then Vulkan build, all layers offloaded) when
- *      --model is a .gguf and --llamacpp is not off
+ *      --model is a .gguf and --llamacpp is not off; the GPU once per --kv cache type (default
+ *      f16,f32: the default cache and the one before it), the CPU with the default (f16); each
+ *      row names its cache type
  *
- *   npx tsx eval/bench-webgpu.ts [--model PATH] [--prompt N] [--gen N] [--reps N]
+ *   npx tsx eval/bench-webgpu.ts [--model PATH] [--prompt N] [--gen N] [--reps N] [--kv f16,f32]
  *         [--size auto|small|large] [--llamacpp auto|cuda|vulkan|off] [--no-cpu]
  *         [--out eval/reports/bench-webgpu.md] [--json FILE]
  *
@@ -36,6 +38,7 @@ import { generate, Session, type EngineModel } from "../src/generate/engine.ts";
 import { HessianAccumulatorF32 } from "../src/methods/gptq-fast.ts";
 import { GpuHessianAccumulator } from "../src/methods/gptq-webgpu.ts";
 import { GREEDY } from "../src/generate/sampler.ts";
+import type { KvDType } from "../src/nn/model.ts";
 import { loadModel } from "../src/load/hf-folder.ts";
 import { BUNDLED_MODEL_DIR } from "../src/load/paths.ts";
 import { describeGpuPath, loadGpuModel } from "../src/load/webgpu-load.ts";
@@ -47,8 +50,12 @@ import { mulberry32 } from "../src/util/random.ts";
 const { values } = parseArgs({ options: {
   model: { type: "string" }, prompt: { type: "string" }, gen: { type: "string" }, reps: { type: "string" },
   size: { type: "string", default: "auto" }, llamacpp: { type: "string", default: "auto" }, "no-cpu": { type: "boolean" },
-  out: { type: "string" }, json: { type: "string" },
+  out: { type: "string" }, json: { type: "string" }, kv: { type: "string", default: "f16,f32" },
 } });
+const kvTypes = values.kv.split(",").map((t): KvDType => {
+  if (t !== "f16" && t !== "f32") throw new Error(`--kv: expected f16, f32 or a comma list of them, found ${t}`);
+  return t;
+});
 const modelPath = values.model ?? BUNDLED_MODEL_DIR;
 const reps = Number(values.reps ?? 3);
 
@@ -277,10 +284,10 @@ say();
 }
 
 // 5. end to end ------------------------------------------------------------------------
-interface E2E { engine: string; path: string; loadS: number; prefillTps: number; decodeTps: number; prompt: number; gen: number }
+interface E2E { engine: string; path: string; loadS: number; prefillTps: number; decodeTps: number; prompt: number; gen: number; kv?: KvDType }
 const e2e: E2E[] = [];
-async function oursE2E(name: string, model: EngineModel, tok: Detokenizer, path: string, loadS: number, prompt: number[], gen: number): Promise<void> {
-  const session = new Session(model, Math.min(model.cfg.maxPositionEmbeddings, prompt.length + gen + 1));
+async function oursE2E(name: string, model: EngineModel, tok: Detokenizer, path: string, loadS: number, prompt: number[], gen: number, kv?: KvDType): Promise<void> {
+  const session = new Session(model, Math.min(model.cfg.maxPositionEmbeddings, prompt.length + gen + 1), kv);
   const req = { prompt, maxTokens: gen, sampler: GREEDY, stopIds: [], ignoreEos: true };
   await generate(session, tok, { ...req, maxTokens: 2 }); // warm-up: first-use costs
   const pre: number[] = [], dec: number[] = [];
@@ -290,7 +297,7 @@ async function oursE2E(name: string, model: EngineModel, tok: Detokenizer, path:
     pre.push((r.stats.prefillTokens * 1000) / r.stats.prefillMs);
     dec.push((r.stats.decodeSteps * 1000) / r.stats.decodeMs);
   }
-  e2e.push({ engine: name, path, loadS, prefillTps: med(pre), decodeTps: med(dec), prompt: prompt.length, gen });
+  e2e.push({ engine: `${name}, KV ${session.kv}`, path: `${path}; KV cache ${session.kv}`, loadS, prefillTps: med(pre), decodeTps: med(dec), prompt: prompt.length, gen, kv: session.kv });
 }
 
 const tl = performance.now();
@@ -301,7 +308,7 @@ const promptLen = Math.min(Number(values.prompt ?? (large ? 512 : 64)), cfg.maxP
 const genLen = Math.min(Number(values.gen ?? (large ? 128 : 16)), cfg.maxPositionEmbeddings - promptLen - 1);
 const rand = mulberry32(11);
 const prompt = Array.from({ length: promptLen }, () => Math.floor(rand() * Math.min(cfg.vocabSize, 4096)));
-await oursE2E("ours, WebGPU", g.gpu, g.tokenizer, describeGpuPath(ctx, g), gLoad, prompt, genLen);
+for (const kv of kvTypes) await oursE2E("ours, WebGPU", g.gpu, g.tokenizer, describeGpuPath(ctx, g), gLoad, prompt, genLen, kv);
 if (values["no-cpu"] !== true) {
   const tc = performance.now();
   const c = await loadModel(modelPath, selectBackend({ threads: cpus().length }), { warn: () => {} });
@@ -327,7 +334,7 @@ say();
 say(`${cfg.numLayers} layers, hidden ${cfg.hiddenSize}, vocab ${cfg.vocabSize}; prompt ${promptLen} seeded random ids, then ${genLen} greedy tokens (EOS ignored), median of ${reps}; ` +
   "prefill = the prompt through generate/engine.ts (chunks of 256), decode = single-token steps (one logits read-back each on the GPU).");
 say();
-const ref = e2e.find((e) => e.engine.startsWith("llama.cpp")) ?? e2e.find((e) => e.engine === "ours, CPU");
+const ref = e2e.find((e) => e.engine.startsWith("llama.cpp")) ?? e2e.find((e) => e.engine.startsWith("ours, CPU"));
 say(`| engine | load s | prefill tokens/s | decode tokens/s | decode vs ${ref?.engine ?? "—"} | path |`);
 say("|---|---:|---:|---:|---:|---|");
 for (const e of e2e) {

@@ -6,7 +6,8 @@
 #   1. environment: nvidia-smi, the Vulkan loader and ICD files, node
 #   2. probe: the WebGPU adapter Dawn picks, software or not, features, subgroup-matrix offered
 #   3. the GPU tests (test/webgpu, QLLM_REQUIRE_GPU=1: a missing adapter fails them); with
-#      subgroup matrices offered, the M = 17/40 matmul tests run on the subgroup-matrix kernel
+#      subgroup matrices offered, the M = 17/40 matmul tests run on the subgroup-matrix kernel;
+#      attention and the whole model on an f16 KV cache (the default) and an f32 one against the CPU
 #   4. eval/bench-webgpu.ts on the bundled model: adapter, int4 GEMV GB/s, f16/int4 GEMM
 #      GFLOP/s (tiled and subgroup-matrix), the subgroup-matrix GEMM against the reference, and
 #      GPTQ's Hessian Σ xᵀx on the GPU vs the CPU (the figure issue 13 item 4 asks for)
@@ -14,8 +15,9 @@
 #      GPU vs the native CPU path (whether --device auto should ever pick the GPU)
 #   5. a Q4_0 GGUF to compare on: TinyLlama-shaped random weights (eval/gen-tinyllama.ts) on a
 #      hardware adapter; the bundled model exported to Q4_0 on a software one
-#   6. eval/bench-webgpu.ts on that GGUF: tokens/s (prefill, decode) ours on the GPU, ours on
-#      the CPU, and llama.cpp (node-llama-cpp's prebuilt CUDA build, else its Vulkan build)
+#   6. eval/bench-webgpu.ts on that GGUF: tokens/s (prefill, decode) ours on the GPU with an f16
+#      and an f32 KV cache (--kv f16,f32, the default), ours on the CPU (f16), and llama.cpp
+#      (node-llama-cpp's prebuilt CUDA build, else its Vulkan build)
 #
 # Writes $OUT/gpu-check.md (the summary), the bench reports and JSON, and logs/ (OUT unset:
 # /tmp/qllm-gpu-check). Exit status 0 when every step passed.
@@ -85,7 +87,7 @@ fi
 step tests 140 env QLLM_REQUIRE_GPU=1 npx vitest run test/webgpu
 
 # 4. kernels + bundled model -------------------------------------------------------------
-step bench-bundled 70 $TSX eval/bench-webgpu.ts --out "$OUT/bench-webgpu-bundled.md" --json "$OUT/bench-webgpu-bundled.json"
+step bench-bundled 70 $TSX eval/bench-webgpu.ts --kv f16,f32 --out "$OUT/bench-webgpu-bundled.md" --json "$OUT/bench-webgpu-bundled.json"
 
 # 4b. GPTQ on the GPU vs the CPU, one 4096×4096 layer (issue 13 item 4: the decision) -----
 step bench-gptq-gpu 90 $TSX eval/bench-gptq-gpu.ts --out "$OUT/bench-gptq-gpu.md"
@@ -102,7 +104,7 @@ fi
 
 # 6. tokens/s vs llama.cpp ---------------------------------------------------------------
 if [ -n "$GGUF" ]; then
-  step bench-gguf 120 $TSX eval/bench-webgpu.ts --model "$GGUF" --reps 2 --llamacpp auto --out "$OUT/bench-webgpu-gguf.md" --json "$OUT/bench-webgpu-gguf.json"
+  step bench-gguf 120 $TSX eval/bench-webgpu.ts --model "$GGUF" --reps 2 --kv f16,f32 --llamacpp auto --out "$OUT/bench-webgpu-gguf.md" --json "$OUT/bench-webgpu-gguf.json"
 fi
 
 # summary --------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ function fill(template: string, slots: Record<string, string>): string {
 
 export type WeightFormat = "q4" | "f16";
 export type MatmulKind = "gemv" | "gemm" | "sgmat";
-export type KernelName = `${MatmulKind}-${WeightFormat}` | "rmsnorm" | "rope" | "attention" | "embed" | "silu_mul" | "gather_cols" | "syrk"
+export type KernelName = `${MatmulKind}-${WeightFormat}` | "rmsnorm" | "rope" | "attention" | "attention_f16" | "kv_store" | "embed" | "silu_mul" | "gather_cols" | "syrk"
   | "gptq_load" | "gptq_sweep" | "gptq_update" | "gptq_store";
 
 /** Kernels that are one entry point of a shared file (the entry point is the kernel's name). */
@@ -35,6 +35,12 @@ const ENTRY_FILES: Partial<Record<KernelName, string>> = {
   embed: "elementwise", silu_mul: "elementwise", gather_cols: "elementwise",
   gptq_load: "gptq", gptq_sweep: "gptq", gptq_update: "gptq", gptq_store: "gptq",
 };
+
+/** Kernels whose file is not named after them (their entry point is main). */
+const OTHER_FILES: Partial<Record<KernelName, string>> = { attention_f16: "attention", kv_store: "kv-store" };
+
+/** The KV cache bindings and reads (the KV slot) of each attention kernel: f32 or f16 rows. */
+const KV_READS: Partial<Record<KernelName, string>> = { attention: "kv-f32.wgsl", attention_f16: "kv-f16.wgsl" };
 
 /** The kernel file of each matmul kind. */
 const MATMUL_FILES: Record<MatmulKind, string> = { gemv: "gemv.wgsl", gemm: "gemm.wgsl", sgmat: "gemm-sgmat.wgsl" };
@@ -74,6 +80,8 @@ export class UniformArena {
   readonly buffer: GPUBuffer;
   private readonly data: DataView;
   private used = 0;
+  /** One past the highest slot written since creation (programs built before a reset still write theirs). */
+  private written = 0;
   constructor(device: GPUDevice, readonly slots: number) {
     this.buffer = device.createBuffer({ size: slots * UniformArena.SLOT, usage: USAGE.UNIFORM | USAGE.COPY_DST, label: "uniforms" });
     this.data = new DataView(new ArrayBuffer(slots * UniformArena.SLOT));
@@ -87,12 +95,13 @@ export class UniformArena {
   binding(slot: number): GPUBufferBinding { return { buffer: this.buffer, offset: slot * UniformArena.SLOT, size: 32 }; }
   write(slot: number, params: Param[]): void {
     invariant(params.length <= 8, "at most 8 parameters per kernel");
+    this.written = Math.max(this.written, slot + 1);
     params.forEach((p, i) => {
       const o = slot * UniformArena.SLOT + 4 * i;
       if (typeof p === "number") this.data.setUint32(o, p, true); else this.data.setFloat32(o, p.f, true);
     });
   }
-  flush(device: GPUDevice): void { device.queue.writeBuffer(this.buffer, 0, this.data.buffer, 0, this.used * UniformArena.SLOT); }
+  flush(device: GPUDevice): void { device.queue.writeBuffer(this.buffer, 0, this.data.buffer, 0, Math.max(this.used, this.written) * UniformArena.SLOT); }
 }
 
 export class GpuKernels {
@@ -125,8 +134,10 @@ export class GpuKernels {
       SGID_PARAM: sg ? ", @builtin(subgroup_invocation_id) sgid: u32" : "",
       SGID: sg ? "sgid" : "0u",
     };
+    const kv = KV_READS[name];
+    if (kv !== undefined) slots["KV"] = source(kv);
     const dash = name.indexOf("-");
-    if (dash < 0) return [...head, fill(source(`${ENTRY_FILES[name] ?? name}.wgsl`), slots)].join("\n");
+    if (dash < 0) return [...head, fill(source(`${ENTRY_FILES[name] ?? OTHER_FILES[name] ?? name}.wgsl`), slots)].join("\n");
     const kind = name.slice(0, dash) as MatmulKind, fmt = name.slice(dash + 1) as WeightFormat;
     slots["MATMUL_COMMON"] = fill(source("matmul-common.wgsl"), { WEIGHTS: source(`weights-${fmt}.wgsl`) });
     if (kind === "sgmat") {

@@ -23,10 +23,10 @@ export const WEIGHTS16_USAGE = `  --weights16 W         16-bit (F16/BF16) folder
 `;
 
 /** --kv (generate/engine.ts DEFAULT_KV): the KV cache's element type. */
-export const KV_USAGE = `  --kv T                KV cache element type: f16 (CPU default, as llama.cpp's) | f32; the GPU cache is f32
+export const KV_USAGE = `  --kv T                KV cache element type: f16 (default, as llama.cpp's; CPU and GPU) | f32
 `;
 
-/** --kv: undefined when not given (the Session picks: f16 on the CPU, f32 on the GPU). */
+/** --kv: undefined when not given (the Session picks DEFAULT_KV, f16, on either device). */
 export function kvFlag(v: string | undefined): KvDType | undefined {
   return v === undefined ? undefined : choiceFlag<KvDType>("kv", v, ["f32", "f16"], "f16");
 }

@@ -49,7 +49,7 @@ export const serveCommand: Command = {
     const device = deviceFlag(values.device);
     const loaded = await loadOnDevice(path, device, backend, { weights16: weights16Flag(values.weights16) });
     const { tokenizer } = loaded;
-    const kv = kvFlag(values.kv) ?? (loaded.device === "gpu" ? "f32" : DEFAULT_KV);
+    const kv = kvFlag(values.kv) ?? DEFAULT_KV;
     const kernels = `${loaded.kernels}; KV cache ${kv}`;
     const model = loaded.device === "gpu" ? loaded.gpu : loaded.model;
     const modelId = values["model-id"] ?? basename(path).replace(/\.gguf$/i, "");

@@ -31,7 +31,7 @@ type Step = (tokens: number[], logits: "last" | "none") => Float32Array | Promis
  * (--cache-type-k/-v f16). Measured (eval/reports/kv-precision.md): on the bundled model and its
  * GPTQ/AWQ/Q4_0 outputs the held-out perplexity moves by < 0.01 (of ~108) and greedy ids agree
  * in 97–100% of positions, while decode attention reads half the bytes (576 positions: 97.6 →
- * 67.6 µs per layer, eval/reports/profile-decode-576{,-f16}.md). The GPU cache is f32 only.
+ * 67.6 µs per layer, eval/reports/profile-decode-576{,-f16}.md). The GPU runner's default too.
  */
 export const DEFAULT_KV: KvDType = "f16";
 
@@ -44,10 +44,10 @@ export class Session {
   readonly step: Step;
   /** The cache's element type. */
   readonly kv: KvDType;
-  /** kv: the cache's element type (nn/model.ts KvDType): DEFAULT_KV on the CPU; the GPU cache is f32 only (f16 is refused). */
+  /** kv: the cache's element type (nn/model.ts KvDType), DEFAULT_KV when not given, on the CPU and the GPU. */
   constructor(readonly model: EngineModel, capacity = model.cfg.maxPositionEmbeddings, kv?: KvDType) {
     if (model instanceof GpuModel) {
-      this.kv = kv ?? "f32";
+      this.kv = kv ?? DEFAULT_KV;
       const cache = model.newCache(capacity, this.kv);
       this.cache = cache;
       this.step = (tokens, logits) => model.forward(tokens, cache, { logits });

@@ -1,8 +1,8 @@
 /// <reference types="@webgpu/types" />
 /**
  * The whole forward pass on the GPU: weights uploaded once (int4 with f16 scales/zeros, or
- * f16), activations and the KV cache in f32 GPU buffers, every op of a step encoded in one
- * compute pass and ONE read-back (the logits) per step.
+ * f16), activations in f32 GPU buffers, the KV cache f16 (default, as on the CPU) or f32, every
+ * op of a step encoded in one compute pass and ONE read-back (the logits) per step.
  *
  * Why a model-level runner and not a Backend: Backend's calls are synchronous and return
  * host arrays, and WebGPU can only read results back asynchronously — a per-op backend would
@@ -13,7 +13,9 @@
  * and the whole model is tested against the CPU path (test/webgpu/model.test.ts: perplexity, greedy ids).
  *
  * Activations stay f32 in storage (f16 only inside the subgroup-matrix kernel's tiles):
- * the perplexity tolerance (1e-3 relative) is then spent on weights only.
+ * the perplexity tolerance (1e-3 relative) is then spent on weights only. An f16 cache holds
+ * the k (after RoPE) and v rows rounded to nearest even as the CPU's (kv-store.wgsl, bit for
+ * bit f32ToF16), and attention widens them to f32 as read: CPU and GPU round the same values.
  */
 import type { ModelConfig } from "../arch/config.ts";
 import { LINEAR_NAMES, type LinearName } from "../arch/registry.ts";
@@ -42,7 +44,10 @@ export interface GpuModelWeights {
 /** The KV cache on the GPU; same bookkeeping as nn/model.ts KvCache. */
 export class GpuKvCache {
   pos = 0;
-  constructor(readonly capacity: number, /** [capacity, nKv·d] per layer */ readonly k: GPUBuffer[], readonly v: GPUBuffer[]) {}
+  constructor(
+    readonly capacity: number, /** [capacity, nKv·d] per layer, f32 or f16 (pairs in u32) */ readonly k: GPUBuffer[], readonly v: GPUBuffer[],
+    readonly dtype: KvDType,
+  ) {}
   reset(): void { this.pos = 0; }
   destroy(): void { for (const b of [...this.k, ...this.v]) b.destroy(); }
 }
@@ -50,7 +55,8 @@ export class GpuKvCache {
 export interface GpuForwardOptions { logits?: "all" | "last" | "none" }
 
 interface LayerOps {
-  attnNorm: Op; q: MatmulOp; k: MatmulOp; v: MatmulOp; ropeQ: Op; ropeK: Op; attn: Op; o: MatmulOp;
+  /** store: the new k/v rows into an f16 cache (null: k and v go straight into an f32 cache) */
+  attnNorm: Op; q: MatmulOp; k: MatmulOp; v: MatmulOp; ropeQ: Op; ropeK: Op; store: Op | null; attn: Op; o: MatmulOp;
   mlpNorm: Op; gate: MatmulOp; up: MatmulOp; silu: Op; down: MatmulOp;
 }
 interface Program { embed: Op; layers: LayerOps[]; finalNorm: Op; head: MatmulOp; all: Op[]; cos: GPUBuffer }
@@ -73,29 +79,30 @@ export class GpuModel {
   private ropeBufs: [GPUBuffer, GPUBuffer] | null = null;
   private readonly programs = new WeakMap<GpuKvCache, Program>();
   private readonly arena: UniformArena;
-  private readonly buf: Record<"tokens" | "x" | "xn" | "q" | "att" | "g" | "u" | "logits", GPUBuffer>;
+  private readonly buf: Record<"tokens" | "x" | "xn" | "q" | "kn" | "vn" | "att" | "g" | "u" | "logits", GPUBuffer>;
   private readonly scratch: GPUBuffer | null;
 
   private constructor(
     readonly ctx: GpuContext, readonly cfg: ModelConfig, private readonly embedTable: GPUBuffer, private readonly norms: GPUBuffer[],
     private readonly linears: Record<LinearName, GpuLinear>[], private readonly head: GpuLinear,
-    private readonly pipes: Record<"q4" | "f16", MatmulPipelines>, private readonly small: Record<"rmsnorm" | "rope" | "attention" | "embed" | "silu_mul" | "gather_cols", GPUComputePipeline>,
+    private readonly pipes: Record<"q4" | "f16", MatmulPipelines>, private readonly small: Record<"rmsnorm" | "rope" | "attention" | "attention_f16" | "kv_store" | "embed" | "silu_mul" | "gather_cols", GPUComputePipeline>,
     maxRows: number, kernels: GpuKernels,
   ) {
     this.kernels = kernels;
     this.maxRows = maxRows;
     this.rope = new RopeTable(cfg);
-    const { hiddenSize: H, intermediateSize: I, numHeads: nH, headDim: d, vocabSize: V } = cfg;
+    const { hiddenSize: H, intermediateSize: I, numHeads: nH, numKvHeads: nKv, headDim: d, vocabSize: V } = cfg;
     const k = this.kernels;
     const R = maxRows;
     this.buf = {
       tokens: k.buffer(R * 4, "tokens"), x: k.buffer(R * H * 4, "residual [rows, H]"), xn: k.buffer(R * H * 4, "normed [rows, H]"),
-      q: k.buffer(R * nH * d * 4, "q [rows, nH·d]"), att: k.buffer(R * nH * d * 4, "attention out [rows, nH·d]"),
+      q: k.buffer(R * nH * d * 4, "q [rows, nH·d]"),
+      kn: k.buffer(R * nKv * d * 4, "new k rows [rows, nKv·d]"), vn: k.buffer(R * nKv * d * 4, "new v rows [rows, nKv·d]"), att: k.buffer(R * nH * d * 4, "attention out [rows, nH·d]"),
       g: k.buffer(R * I * 4, "gate [rows, I]"), u: k.buffer(R * I * 4, "up [rows, I]"), logits: k.buffer(R * V * 4, "logits [rows, V]"),
     };
     const needsPerm = [...linears.flatMap((l) => Object.values(l)), head].some((l) => l.perm !== null);
     this.scratch = needsPerm ? k.buffer(R * Math.max(H, I, nH * d) * 4, "act-order gather [rows, K]") : null;
-    this.arena = new UniformArena(ctx.device, 4 + cfg.numLayers * 20);
+    this.arena = new UniformArena(ctx.device, 4 + cfg.numLayers * 21);
     this.weightBytes = embedTable.size + norms.reduce((a, b) => a + b.size, 0) + [...linears.flatMap((l) => Object.values(l)), head].reduce((a, l) => a + l.bytes, 0);
   }
 
@@ -121,6 +128,7 @@ export class GpuModel {
     const pipes = { q4: await matmulPipelines(k, "q4", sgmat), f16: await matmulPipelines(k, "f16", sgmat) };
     const small = {
       rmsnorm: await k.pipeline("rmsnorm"), rope: await k.pipeline("rope"), attention: await k.pipeline("attention"),
+      attention_f16: await k.pipeline("attention_f16"), kv_store: await k.pipeline("kv_store"),
       embed: await k.pipeline("embed"), silu_mul: await k.pipeline("silu_mul"), gather_cols: await k.pipeline("gather_cols"),
     };
     void H;
@@ -129,15 +137,13 @@ export class GpuModel {
     return new GpuModel(ctx, cfg, embed, norms, linears, head, pipes, small, maxRows, k);
   }
 
-  /** The GPU cache is f32 (WGSL has no f16 cache path): kv "f16" is refused. */
+  /** A cache of `kv` elements; f32 by default as Model.newCache (a Session picks engine.ts DEFAULT_KV, f16, on either device). */
   newCache(capacity = this.cfg.maxPositionEmbeddings, kv: KvDType = "f32"): GpuKvCache {
-    if (kv !== "f32") {
-      throw new UsageError("an f16 KV cache is a CPU option", { field: "kv", expected: "f32 on the GPU", found: kv, hint: "run on the CPU, or pass --kv f32" });
-    }
     const kvDim = this.cfg.numKvHeads * this.cfg.headDim;
     const k = this.kernels;
-    const mk = (what: string) => Array.from({ length: this.cfg.numLayers }, (_, i) => k.buffer(capacity * kvDim * 4, `KV cache ${what} layer ${i} [${capacity}, ${kvDim}]`));
-    return new GpuKvCache(capacity, mk("k"), mk("v"));
+    const bytes = kv === "f16" ? 2 : 4;
+    const mk = (what: string) => Array.from({ length: this.cfg.numLayers }, (_, i) => k.buffer(capacity * kvDim * bytes, `KV cache ${what} layer ${i} (${kv} [${capacity}, ${kvDim}])`));
+    return new GpuKvCache(capacity, mk("k"), mk("v"), kv);
   }
 
   private ropeTables(positions: number): [GPUBuffer, GPUBuffer] {
@@ -158,12 +164,15 @@ export class GpuModel {
     const mm = (lin: GpuLinear, x: GPUBuffer, y: GPUBuffer, name: string) =>
       new MatmulOp(k, a, this.pipes[lin.format], s.gather_cols, lin, x, y, this.scratch, name);
     const embed = simpleOp(k, a, s.embed, "embed", [[1, b.tokens], [2, this.embedTable], [3, b.x]]);
+    // an f32 cache takes k and v straight into its rows; an f16 one gets them from kn/vn, rounded
+    const f16 = cache.dtype === "f16";
     const layers = this.linears.map((L, i): LayerOps => ({
       attnNorm: simpleOp(k, a, s.rmsnorm, `${i}.attn_norm`, [[1, b.x], [2, this.norms[2 * i]!], [3, b.xn]]),
-      q: mm(L.q, b.xn, b.q, `${i}.q`), k: mm(L.k, b.xn, cache.k[i]!, `${i}.k`), v: mm(L.v, b.xn, cache.v[i]!, `${i}.v`),
+      q: mm(L.q, b.xn, b.q, `${i}.q`), k: mm(L.k, b.xn, f16 ? b.kn : cache.k[i]!, `${i}.k`), v: mm(L.v, b.xn, f16 ? b.vn : cache.v[i]!, `${i}.v`),
       ropeQ: simpleOp(k, a, s.rope, `${i}.rope_q`, [[1, b.q], [2, cos], [3, sin]]),
-      ropeK: simpleOp(k, a, s.rope, `${i}.rope_k`, [[1, cache.k[i]!], [2, cos], [3, sin]]),
-      attn: simpleOp(k, a, s.attention, `${i}.attention`, [[1, b.q], [2, cache.k[i]!], [3, cache.v[i]!], [4, b.att]]),
+      ropeK: simpleOp(k, a, s.rope, `${i}.rope_k`, [[1, f16 ? b.kn : cache.k[i]!], [2, cos], [3, sin]]),
+      store: f16 ? simpleOp(k, a, s.kv_store, `${i}.kv_store`, [[1, b.kn], [2, b.vn], [3, cache.k[i]!], [4, cache.v[i]!]]) : null,
+      attn: simpleOp(k, a, f16 ? s.attention_f16 : s.attention, `${i}.attention`, [[1, b.q], [2, cache.k[i]!], [3, cache.v[i]!], [4, b.att]]),
       o: mm(L.o, b.att, b.x, `${i}.o`),
       mlpNorm: simpleOp(k, a, s.rmsnorm, `${i}.mlp_norm`, [[1, b.x], [2, this.norms[2 * i + 1]!], [3, b.xn]]),
       gate: mm(L.gate, b.xn, b.g, `${i}.gate`), up: mm(L.up, b.xn, b.u, `${i}.up`),
@@ -174,7 +183,7 @@ export class GpuModel {
     const head = mm(this.head, b.xn, b.logits, "lm_head");
     const all: Op[] = [embed];
     for (const l of layers) {
-      all.push(l.attnNorm, ...l.q.ops, ...l.k.ops, ...l.v.ops, l.ropeQ, l.ropeK, l.attn, ...l.o.ops, l.mlpNorm, ...l.gate.ops, ...l.up.ops, l.silu, ...l.down.ops);
+      all.push(l.attnNorm, ...l.q.ops, ...l.k.ops, ...l.v.ops, l.ropeQ, l.ropeK, ...(l.store ? [l.store] : []), l.attn, ...l.o.ops, l.mlpNorm, ...l.gate.ops, ...l.up.ops, l.silu, ...l.down.ops);
     }
     all.push(finalNorm, ...head.ops);
     const p = { embed, layers, finalNorm, head, all, cos };
@@ -217,6 +226,8 @@ export class GpuModel {
     const { cfg, arena: a } = this;
     const { hiddenSize: H, intermediateSize: I, numHeads: nH, numKvHeads: nKv, headDim: d, vocabSize: V } = cfg;
     const kvDim = nKv * d, half = d / 2;
+    const f16 = cache.dtype === "f16";
+    const kvRow0 = f16 ? 0 : pos0; // the row of kn/vn or of the f32 cache the new k/v rows start at
     const p = this.program(cache);
     const dev = this.ctx.device;
     dev.queue.writeBuffer(this.buf.tokens, 0, Uint32Array.from(tokens));
@@ -225,10 +236,11 @@ export class GpuModel {
     for (const l of p.layers) {
       setPlan(a, l.attnNorm, [T, H, 0, eps], [T, 1, 1]);
       l.q.plan(a, T, 0, false);
-      l.k.plan(a, T, pos0 * kvDim, false);
-      l.v.plan(a, T, pos0 * kvDim, false);
+      l.k.plan(a, T, kvRow0 * kvDim, false);
+      l.v.plan(a, T, kvRow0 * kvDim, false);
       setPlan(a, l.ropeQ, [T, nH, half, pos0, 0], grid2d(Math.ceil((T * nH * half) / 64)));
-      setPlan(a, l.ropeK, [T, nKv, half, pos0, pos0], grid2d(Math.ceil((T * nKv * half) / 64)));
+      setPlan(a, l.ropeK, [T, nKv, half, pos0, kvRow0], grid2d(Math.ceil((T * nKv * half) / 64)));
+      if (l.store !== null) setPlan(a, l.store, [(T * kvDim) / 2, (pos0 * kvDim) / 2], grid2d(Math.ceil((T * kvDim) / 2 / 64)));
       setPlan(a, l.attn, [T, pos0, nH, nKv, d, { f: 1 / Math.sqrt(d) }], [nH, T, 1]);
       l.o.plan(a, T, 0, true);
       setPlan(a, l.mlpNorm, [T, H, 0, eps], [T, 1, 1]);

@@ -26,7 +26,7 @@ export interface ServerOptions {
   port?: number;
   /** When set, every route but /health needs `Authorization: Bearer <apiKey>`. */
   apiKey?: string;
-  /** The KV caches' element type (default: the Session's, engine.ts DEFAULT_KV on the CPU, f32 on the GPU). */
+  /** The KV caches' element type (default: the Session's, engine.ts DEFAULT_KV). */
   kv?: KvDType;
   /** Requests generated at once (each slot has its own KV cache). */
   parallel?: number;

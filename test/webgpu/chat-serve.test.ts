@@ -29,7 +29,7 @@ describe("chat and serve --device", () => {
   it("chat --prompt: the GPU's greedy answer equals the CPU's; auto skips a software adapter", async (t) => {
     if (ctx === null) return t.skip();
     const args = ["chat", "--system", "You are a storyteller.", "--prompt", "Who was there?", ...GREEDY, "--json"];
-    const cpu = await runMain(...args, "--device", "cpu", "--kv", "f32"); // the GPU cache is f32
+    const cpu = await runMain(...args, "--device", "cpu"); // both sides: the default KV cache, f16
     const gpu = await runMain(...args, "--device", "gpu");
     expect(cpu.status, cpu.stderr).toBe(0);
     expect(gpu.status, gpu.stderr).toBe(0);
@@ -38,10 +38,12 @@ describe("chat and serve --device", () => {
     expect(figures(gpu.stdout).generated_tokens).toBe(16);
     expect(answer(gpu.stdout).length).toBeGreaterThan(0);
     expect(answer(gpu.stdout)).toBe(answer(cpu.stdout));
-    expect(figures(gpu.stdout).kernel_path).toMatch(/; KV cache f32$/);
-    const f16 = await runMain(...args, "--device", "gpu", "--kv", "f16");
-    expect(f16.status).not.toBe(0);
-    expect(f16.stderr).toMatch(/an f16 KV cache is a CPU option/);
+    expect(figures(gpu.stdout).kernel_path).toMatch(/; KV cache f16$/);
+    expect(figures(cpu.stdout).kernel_path).toMatch(/; KV cache f16$/);
+    const [cpu32, gpu32] = [await runMain(...args, "--device", "cpu", "--kv", "f32"), await runMain(...args, "--device", "gpu", "--kv", "f32")];
+    expect(gpu32.status, gpu32.stderr).toBe(0);
+    expect(figures(gpu32.stdout).kernel_path).toMatch(/; KV cache f32$/);
+    expect(answer(gpu32.stdout)).toBe(answer(cpu32.stdout));
     const auto = await runMain(...args, "--device", "auto");
     expect(auto.status, auto.stderr).toBe(0);
     if (ctx.info.software) {
@@ -56,7 +58,7 @@ describe("chat and serve --device", () => {
     if (ctx === null) return t.skip();
     const messages = [{ role: "system" as const, content: "You are a storyteller." }, { role: "user" as const, content: "Who was there?" }];
     const { model, tokenizer } = await bundled();
-    const ref = await generate(new Session(model, undefined, "f32"), tokenizer, { // the GPU cache is f32
+    const ref = await generate(new Session(model), tokenizer, { // the default cache (f16) on both sides
       prompt: chatPromptIds(tokenizer, messages), maxTokens: 16, sampler: GREEDY_SAMPLER,
       stopIds: endOfTurnIds(tokenizer),
     });

@@ -1,5 +1,6 @@
 /**
- * `eval --device`: gpu scores the bundled model like the CPU (within 1e-3 relative), auto
+ * `eval --device`: gpu scores the bundled model like the CPU (within 1e-3 relative, with the
+ * default f32 KV cache and with --kv f16 on both sides), auto
  * never takes a software adapter (it says so and runs on the CPU), cpu is the default.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -26,6 +27,12 @@ describe("eval --device", () => {
     expect(g.device).toBe("gpu");
     expect(g.kernels).toMatch(/^webgpu on /);
     expect(Math.abs(g.ppl - c.ppl) / c.ppl).toBeLessThan(1e-3);
+    const [c16, g16] = [await runMain("eval", ...ARGS, "--weights", "f32", "--kv", "f16"), await runMain("eval", ...ARGS, "--device", "gpu", "--kv", "f16")];
+    expect(g16.status, g16.stderr).toBe(0);
+    expect(json(g16.stdout).kernels).toMatch(/^webgpu on /);
+    expect(g16.stdout).toMatch(/; KV cache f16\n/);
+    expect(json(g16.stdout).ppl).not.toBe(g.ppl); // the f16 cache did run
+    expect(Math.abs(json(g16.stdout).ppl - json(c16.stdout).ppl) / json(c16.stdout).ppl).toBeLessThan(1e-3);
     const auto = await runMain("eval", ...ARGS, "--device", "auto");
     expect(auto.status).toBe(0);
     if (ctx.info.software) {

@@ -8,9 +8,12 @@
  *   SGMAT_ACC  the subgroup-matrix kernel (where the adapter offers it; M ≥ SGMAT_MIN_ROWS) vs
  *              refMatmul on x and weights rounded to f16, as the kernel stages them: f16 products
  *              are exact in f32, what is left is f32 accumulation in the matrix units' order
+ *   ATTN_F32   attention (f32 scores, softmax and P·V) vs refAttention (f64) and the native
+ *              backend's attention on the same cache rows (f32 or f16), absolute on outputs in [-1, 1]
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { refAttention, refMatmul } from "../../src/backend/ref.ts";
+import { selectBackend } from "../../src/backend/select.ts";
 import { GpuKernels, UniformArena, grid2d } from "../../src/backend/webgpu-kernels.ts";
 import { GEMV_MAX_ROWS, SGMAT_MIN_ROWS, MatmulOp, matmulPipelines, setPlan, simpleOp, uploadLinear } from "../../src/backend/webgpu-ops.ts";
 import { dequantizeGpuLayout, gatherColumns, packF16Gpu, packQ4Gpu } from "../../src/backend/webgpu-weights.ts";
@@ -27,6 +30,7 @@ import { dotScale, maxRelErr, tryOpenGpu } from "./gpu.ts";
 const F32_ACC = 2e-6;
 const F16_WEIGHT = 2 ** -11 + F32_ACC;
 const SGMAT_ACC = 1e-4;
+const ATTN_F32 = 2e-5;
 const round16 = (a: Float32Array): Float32Array => a.map((v) => f16ToF32(f32ToF16(v)));
 
 function randomQ4(N: number, K: number, groupSize: number, seed: number, actOrder = false): QuantizedLinear {
@@ -143,7 +147,7 @@ for (const subgroups of [true, false]) {
       expect(maxRelErr(y, ref, 1)).toBeLessThan(1e-5);
     });
 
-    async function one(kernel: "rmsnorm" | "rope" | "attention" | "embed" | "silu_mul", buffers: [number, GPUBuffer][], params: (number | { f: number })[], groups: [number, number, number], out: GPUBuffer, bytes: number): Promise<Float32Array> {
+    async function one(kernel: "rmsnorm" | "rope" | "attention" | "attention_f16" | "kv_store" | "embed" | "silu_mul", buffers: [number, GPUBuffer][], params: (number | { f: number })[], groups: [number, number, number], out: GPUBuffer, bytes: number): Promise<Float32Array> {
       const arena = new UniformArena(k.device, 1);
       const op = simpleOp(k, arena, await k.pipeline(kernel), kernel, buffers);
       setPlan(arena, op, params, groups);
@@ -180,20 +184,51 @@ for (const subgroups of [true, false]) {
       expect(maxRelErr(y, ref, 1)).toBeLessThan(1e-5);
     });
 
-    for (const [T, pos0, nH, nKv, d] of [[17, 5, 4, 2, 24], [1, 100, 4, 1, 32], [3, 130, 2, 2, 80]] as const) {
-      it(`attention T=${T} pos0=${pos0} heads ${nH}/${nKv} headDim ${d} equals refAttention`, async (t) => {
+    const native = selectBackend({ backend: "auto", threads: 1 });
+    const attnShapes = [[17, 5, 4, 2, 24], [1, 100, 4, 1, 32], [3, 130, 2, 2, 80], [17, 9, 3, 1, 24], [1, 66, 5, 5, 256], [1, 0, 3, 3, 40]] as const;
+    for (const kv of ["f32", "f16"] as const) for (const [T, pos0, nH, nKv, d] of attnShapes) {
+      it(`attention on an ${kv} cache T=${T} pos0=${pos0} heads ${nH}/${nKv} headDim ${d} equals refAttention and ${native.name}'s attention`, async (t) => {
         if (!ctx) return t.skip();
-        const rand = mulberry32(T + pos0);
+        const rand = mulberry32(T + pos0 + d);
         const S = pos0 + T + 3; // cache capacity, rows past pos0+T hold garbage that must be ignored
-        const q = randomArray(T * nH * d, 1, rand), kc = randomArray(S * nKv * d, 1, rand), vc = randomArray(S * nKv * d, 1, rand);
+        const q = randomArray(T * nH * d, 1, rand);
+        const rows = (): Float32Array | Uint16Array => { const r = randomArray(S * nKv * d, 1, rand); return kv === "f16" ? Uint16Array.from(r, f32ToF16) : r; };
+        const kc = rows(), vc = rows();
         const ob = k.buffer(q.byteLength, "o");
-        const y = await one("attention", [[1, k.buffer(q, "q")], [2, k.buffer(kc, "k")], [3, k.buffer(vc, "v")], [4, ob]],
+        const y = await one(kv === "f16" ? "attention_f16" : "attention", [[1, k.buffer(q, "q")], [2, k.buffer(kc, "k")], [3, k.buffer(vc, "v")], [4, ob]],
           [T, pos0, nH, nKv, d, { f: 1 / Math.sqrt(d) }, 0, 0], [nH, T, 1], ob, q.byteLength);
-        const ref = new Float32Array(q.length);
-        refAttention(q, kc, vc, { T, pos0, nHead: nH, nKvHead: nKv, headDim: d }, ref);
-        expect(maxRelErr(y, ref, 1)).toBeLessThan(2e-5);
+        const shape = { T, pos0, nHead: nH, nKvHead: nKv, headDim: d };
+        const ref = new Float32Array(q.length), cpu = new Float32Array(q.length);
+        refAttention(q, kc, vc, shape, ref);
+        native.attention(q, kc, vc, shape, cpu);
+        expect(maxRelErr(y, ref, 1)).toBeLessThan(ATTN_F32);
+        expect(maxRelErr(y, cpu, 1)).toBeLessThan(ATTN_F32);
       });
     }
+
+    it.runIf(runs(false))("kv_store rounds new k/v rows to the f16 bits of f32ToF16 (ties to even, subnormals, overflow, inf, NaN) at row pos0", async (t) => {
+      if (!ctx) return t.skip();
+      const rand = mulberry32(8);
+      const f = (bits: number) => new Float32Array(new Uint32Array([bits]).buffer)[0]!;
+      const special = [
+        1 + 2 ** -11, 1 + 3 * 2 ** -11, -(1 + 2 ** -11), 2 ** -24, 2 ** -25, 3 * 2 ** -25, 2 ** -26, 1.5 * 2 ** -24, 2 ** -14 * (1 - 2 ** -11),
+        6.1e-5, -3e-7, 65504, 65519.99, 65520, 1e6, Infinity, -Infinity, NaN, -0, 0, f(0x00000001), f(0x33000001), f(0x387fe000),
+      ];
+      const [T, kvDim, pos0] = [5, 18, 3];
+      const n = T * kvDim;
+      const kn = Float32Array.from({ length: n }, (_, i) => special[i] ?? (rand() - 0.5) * 2 ** Math.floor(rand() * 40 - 28));
+      const vn = Float32Array.from({ length: n }, (_, i) => special[n - 1 - i] ?? (rand() - 0.5) * 2 ** Math.floor(rand() * 40 - 28));
+      const S = pos0 + T + 2;
+      const kb = k.buffer(new Uint16Array(S * kvDim).fill(0xabcd), "k cache"), vb = k.buffer(new Uint16Array(S * kvDim).fill(0xabcd), "v cache");
+      const params = [n / 2, (pos0 * kvDim) / 2, 0, 0];
+      await one("kv_store", [[1, k.buffer(kn, "kn")], [2, k.buffer(vn, "vn")], [3, kb], [4, vb]], params, grid2d(Math.ceil(n / 2 / 64)), kb, 4);
+      for (const [buf, x] of [[kb, kn], [vb, vn]] as const) {
+        const got = new Uint16Array((await k.read(buf, S * kvDim * 2)).buffer);
+        const want = new Uint16Array(S * kvDim).fill(0xabcd);
+        for (let i = 0; i < n; i++) want[pos0 * kvDim + i] = f32ToF16(x[i]!);
+        expect(Array.from(got)).toEqual(Array.from(want));
+      }
+    });
 
     it.runIf(runs(false))("embedding gather and SiLU·up equal the nn/ loops", async (t) => {
       if (!ctx) return t.skip();

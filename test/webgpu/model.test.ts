@@ -2,7 +2,9 @@
  * The whole forward pass on the GPU (src/nn/webgpu-model.ts) against the CPU path on the
  * bundled model and its 4-bit outputs (GPTQ act-order, AWQ, GGUF Q4_0):
  *   - perplexity within PPL_TOL (relative) of the CPU's f32-weight perplexity;
- *   - 16 greedy ids identical.
+ *   - 16 greedy ids identical;
+ * each with an f32 KV cache on both sides and with an f16 one on both sides (the GPU rounds
+ * new rows as the CPU does, so the f16 case needs no wider tolerance).
  * The GPU holds the 4-bit linears as int4 with f16 scales/zeros (equal to the CPU's
  * dequantized weights for these sources) and the rest as f16; activations are f32.
  * One window of CTX tokens keeps it short on a software adapter (lavapipe).
@@ -69,15 +71,20 @@ describe.skipIf(!HAS_WEIGHTS)("the bundled model on the GPU equals the CPU path"
       const blockLinears = ref.cfg.arch.linears.length * ref.cfg.numLayers;
       if (q4) expect(g.q4Linears).toBeGreaterThanOrEqual(blockLinears); else expect(g.q4Linears).toBe(0);
       const tokens = ref.tokenizer.encode(readFileSync(BUNDLED_EVAL_TEXT, "utf8"), { addSpecial: true }).slice(0, CTX);
-      const want = perplexity(ref.model, tokens, { protocol: "gptq", ctx: CTX, bosId: null }).ppl;
-      const got = (await perplexityAsync(g.gpu, tokens, { protocol: "gptq", ctx: CTX, bosId: null })).ppl;
-      const rel = Math.abs(got - want) / want;
-      console.log(`${name} on ${ctx.info.description || ctx.info.device}: ppl CPU ${want.toFixed(5)}, GPU ${got.toFixed(5)} (rel ${rel.toExponential(2)}); ${g.q4Linears} int4 / ${g.f16Linears} f16 linears`);
-      expect(rel).toBeLessThan(PPL_TOL);
       const prompt = tokens.slice(0, 8);
-      const cpuIds = generate(ref.model, prompt, { maxTokens: GREEDY, temperature: 0 });
-      expect(cpuIds.length).toBe(GREEDY);
-      expect(await generateGpu(g.gpu, prompt, { maxTokens: GREEDY, temperature: 0 })).toEqual(cpuIds);
-    }, 120_000);
+      for (const kv of ["f32", "f16"] as const) {
+        const want = perplexity(ref.model, tokens, { protocol: "gptq", ctx: CTX, bosId: null, kv }).ppl;
+        const got = (await perplexityAsync(g.gpu, tokens, { protocol: "gptq", ctx: CTX, bosId: null, kv })).ppl;
+        const rel = Math.abs(got - want) / want;
+        console.log(`${name} on ${ctx.info.description || ctx.info.device}, KV cache ${kv}: ppl CPU ${want.toFixed(5)}, GPU ${got.toFixed(5)} (rel ${rel.toExponential(2)}); ${g.q4Linears} int4 / ${g.f16Linears} f16 linears`);
+        expect(rel).toBeLessThan(PPL_TOL);
+        const len = prompt.length + GREEDY;
+        const cpuIds = generate(ref.model, prompt, { maxTokens: GREEDY, temperature: 0, cache: ref.model.newCache(len, kv) });
+        expect(cpuIds.length).toBe(GREEDY);
+        const cache = g.gpu.newCache(len, kv);
+        expect(cache.dtype).toBe(kv);
+        expect(await generateGpu(g.gpu, prompt, { maxTokens: GREEDY, temperature: 0, cache })).toEqual(cpuIds);
+      }
+    }, 240_000);
   }
 });
