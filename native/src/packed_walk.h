@@ -99,6 +99,8 @@ inline void prefetchNextScales(const PackedLayout& L, const uint8_t* rg, int64_t
   if (64 * b < scaleBytes) __builtin_prefetch(rg + L.rgStride + L.codeBytes + 64 * b, 0, 3);
 }
 
+constexpr int kSpanStartLines = 16;  // 1 KiB
+
 /**
  * Splits the span into NS contiguous parts walked side by side (many(L, rgs, t, ys,
  * valid) with NS row groups, one of each part); the n % NS leftover row groups run
@@ -110,6 +112,14 @@ void spanStreams(const PackedSpanArgs& t, Many many, One one) {
   const int64_t n = t.nrg, part = n / NS;
   auto rgAt = [&](int64_t i) { return t.rg0 + i * L.rgStride; };
   auto validAt = [&](int64_t i) { return i == n - 1 ? t.lastValid : static_cast<int>(kRowGroup); };
+  // Each stream's first KiB of codes and first scale line, all at once: the kernels' own code
+  // prefetch runs 1 KiB ahead of the reads, so without this a span's 4 streams start on demand misses.
+  if (part > 0)
+    for (int st = 0; st < NS; ++st) {
+      const uint8_t* p = rgAt(st * part);
+      for (int c = 0; c < kSpanStartLines; ++c) __builtin_prefetch(p + 64 * c, 0, 3);
+      __builtin_prefetch(p + L.codeBytes, 0, 3);
+    }
   for (int64_t i = 0; i < part; ++i) {
     if (qllmTraceOn != 0) qllmTrace(5 /* kTraceSpan */, i, part);
     const uint8_t* rgs[NS];
