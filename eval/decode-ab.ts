@@ -12,6 +12,9 @@
  *
  * --hints-on a|b: that side passes the forward's prefetch hints on (NativeBackend.prefetchHints;
  * native/src/prefetch.h): with --a and --b the same file, an off/on A/B of the hints in one build.
+ * --plan-off a|b: that side runs decode steps eagerly (Model.stepPlans false: 130+ native calls
+ * with TS between them) instead of replaying the recorded step in one call (native-graph.ts):
+ * with --a and --b the same file, an eager/plan A/B in one build.
  */
 import { resolve } from "node:path";
 import { parseArgs } from "node:util";
@@ -26,25 +29,28 @@ const { values: opts } = parseArgs({
   options: {
     a: { type: "string" }, b: { type: "string" }, model: { type: "string", multiple: true },
     rounds: { type: "string", default: "5" }, steps: { type: "string", default: "16" }, prompt: { type: "string", default: "32" },
-    threads: { type: "string", default: "2" }, "hints-on": { type: "string" },
+    threads: { type: "string", default: "2" }, "hints-on": { type: "string" }, "plan-off": { type: "string" },
   },
 });
 if (opts.a === undefined || opts.b === undefined) throw new Error("--a and --b: the two addon files (quantize_llm.node) to compare");
 const models = opts.model ?? ["/tmp/qllm-tinyllama/q4_0.gguf", "/tmp/qllm-tinyllama/gptq-w4g128"];
 const rounds = Number(opts.rounds), steps = Number(opts.steps), promptLen = Number(opts.prompt);
 if (opts["hints-on"] !== undefined && opts["hints-on"] !== "a" && opts["hints-on"] !== "b") throw new Error("--hints-on: a or b");
+if (opts["plan-off"] !== undefined && opts["plan-off"] !== "a" && opts["plan-off"] !== "b") throw new Error("--plan-off: a or b");
 const sides = [opts.a, opts.b].map((f, i) => {
   const nb = new NativeBackend(loadAddon(resolve(f)));
   nb.setThreads(Number(opts.threads));
   if (opts["hints-on"] === "ab"[i]) nb.prefetchHints = true;
   return nb;
 });
-console.log(`A = ${opts.a}${opts["hints-on"] === "a" ? " (hints on)" : ""}, B = ${opts.b}${opts["hints-on"] === "b" ? " (hints on)" : ""}; ${rounds} rounds A, B alternating, ${steps} steps after a ${promptLen}-token prompt, ${opts.threads} threads`);
+const note = (side: "a" | "b"): string => `${opts["hints-on"] === side ? " (hints on)" : ""}${opts["plan-off"] === side ? " (eager steps)" : ""}`;
+console.log(`A = ${opts.a}${note("a")}, B = ${opts.b}${note("b")}; ${rounds} rounds A, B alternating, ${steps} steps after a ${promptLen}-token prompt, ${opts.threads} threads`);
 
 /** ms per greedy decode step over `steps` steps after the prompt, in a fresh cache. */
 function decodeMs(m: Model, prompt: number[], V: number): number {
-  const c = m.newCache(promptLen + steps + 1);
+  const c = m.newCache(promptLen + steps + 2);
   let logits = m.forward(prompt, c, { logits: "last" });
+  logits = m.forward([argmax(logits, 0, V)], c, { logits: "last" }); // untimed: a plan side records its step here
   const t0 = performance.now();
   for (let i = 0; i < steps; i++) logits = m.forward([argmax(logits, 0, V)], c, { logits: "last" });
   return (performance.now() - t0) / steps;
@@ -53,6 +59,7 @@ function decodeMs(m: Model, prompt: number[], V: number): number {
 for (const path of models) {
   const loaded = [];
   for (const nb of sides) loaded.push(await loadModel(path, nb, { weights: "packed" }));
+  loaded.forEach((l, i) => { l.model.stepPlans = opts["plan-off"] !== "ab"[i]; });
   const V = loaded[0]!.cfg.vocabSize, r = mulberry32(1);
   const prompt = Array.from({ length: promptLen }, () => Math.floor(r() * V));
   for (const l of loaded) decodeMs(l.model, prompt, V); // warm-up: JIT, pools, page tables

@@ -21,6 +21,7 @@
         "src/dispatch.cc",
         "src/elementwise.cc",
         "src/gptq.cc",
+        "src/graph.cc",
         "src/gptq_hinv.cc",
         "src/gptq_rows_scalar.cc",
         "src/kernels_scalar.cc",

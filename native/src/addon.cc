@@ -9,6 +9,8 @@
 //   swiglu(g, u, n): void         g[i] = silu(g[i])·u[i] (the MLP activation; elementwise.cc)
 //   rmsNorm(x, w, T, H, eps, out) / rope(x, T, nHeads, headDim, pos0, cos, sin) / add(a, b, out, n) /
 //   toF16(src, dst (Uint16Array), n): void   the forward's other elementwise ops (elementwise.cc)
+//   graphBuild(record (f64), arrays[], handles[], pos): handle   a recorded decode step (graph.h; native-graph.ts)
+//   graphRun(graph, pos): void    the whole step at position pos, in one call
 //   setThreads(n): void / getThreads(): number
 //   kernelLevels(): string[]      compiled levels this CPU runs, fastest first
 //   getKernelLevel(): string / setKernelLevel(name): void   (tests and benchmarks)
@@ -73,6 +75,7 @@
 #include "direct_io.h"
 #include "packed_repack.h"
 #include "gptq.h"
+#include "graph.h"
 #include "packed.h"
 #include "llm_int8_napi.h"  // int8Pack/int8Matmul/...: LLM.int8() (documented there)
 #include "runtime.h"
@@ -101,6 +104,8 @@ class Addon : public Napi::Addon<Addon> {
                              InstanceMethod("attention", &Addon::Attention, napi_enumerable),
                              InstanceMethod("swiglu", &Addon::Swiglu, napi_enumerable),
                              InstanceMethod("rmsNorm", &Addon::RmsNorm, napi_enumerable),
+                             InstanceMethod("graphBuild", &Addon::GraphBuild, napi_enumerable),
+                             InstanceMethod("graphRun", &Addon::GraphRun, napi_enumerable),
                              InstanceMethod("rope", &Addon::Rope, napi_enumerable),
                              InstanceMethod("add", &Addon::Add, napi_enumerable),
                              InstanceMethod("toF16", &Addon::ToF16, napi_enumerable),
@@ -282,6 +287,53 @@ class Addon : public Napi::Addon<Addon> {
     assert(lenF32(info[0]) >= static_cast<size_t>(n) && dst.ElementLength() >= static_cast<size_t>(n));
     auto lock = calls_.lock();
     toF16(rt_, inF32(info[0]), dst.Data(), n);
+  }
+
+  /**
+   * A decode-step plan from the TS recorder's flat record (graph.h kGraphRecord f64 per op):
+   * array indices name entries of `arrays` (typed arrays, views included; −1 none), the weight
+   * index an entry of `handles`; addresses are rebased to position 0 with each perPos.
+   */
+  Napi::Value GraphBuild(const Napi::CallbackInfo& info) {
+    const Napi::Float64Array rec = info[0].As<Napi::Float64Array>();
+    const Napi::Array arrays = info[1].As<Napi::Array>(), handles = info[2].As<Napi::Array>();
+    const int64_t recPos = i64(info[3]);
+    std::vector<uint8_t*> data(arrays.Length());
+    for (uint32_t a = 0; a < arrays.Length(); ++a) {
+      const Napi::TypedArray t = arrays.Get(a).As<Napi::TypedArray>();
+      data[a] = static_cast<uint8_t*>(t.ArrayBuffer().Data()) + t.ByteOffset();
+    }
+    auto g = std::make_unique<Graph>();
+    const size_t nOps = rec.ElementLength() / kGraphRecord;
+    for (size_t o = 0; o < nOps; ++o) {
+      const double* r = rec.Data() + o * kGraphRecord;
+      GraphOp op;
+      assert(r[0] >= 0 && r[0] < kGraphKinds);
+      op.kind = static_cast<GraphOpKind>(static_cast<int32_t>(r[0]));
+      if (r[1] >= 0) {
+        op.w = handles.Get(static_cast<uint32_t>(r[1])).As<Napi::External<PackedHolder>>().Data()->w;
+        assert(op.w != nullptr);
+      }
+      op.f32Acts = r[2] != 0;
+      op.eps = static_cast<float>(r[3]);
+      for (int k = 0; k < kGraphInts; ++k) op.i[k] = static_cast<int64_t>(r[4 + k]);
+      for (int k = 0; k < kGraphPtrs; ++k) {
+        const double idx = r[4 + kGraphInts + k];
+        if (idx < 0) continue;
+        assert(idx < static_cast<double>(data.size()));
+        op.p[k].perPos = static_cast<int64_t>(r[4 + kGraphInts + kGraphPtrs + k]);
+        op.p[k].base = data[static_cast<size_t>(idx)] - op.p[k].perPos * recPos;
+      }
+      g->ops.push_back(op);
+    }
+    return Napi::External<Graph>::New(info.Env(), g.release(), [](Napi::Env, Graph* p) { delete p; });
+  }
+
+  void GraphRun(const Napi::CallbackInfo& info) {
+    const Graph* g = info[0].As<Napi::External<Graph>>().Data();
+    const int64_t pos = i64(info[1]);
+    auto lock = calls_.lock();
+    runGraph(rt_, *g, pos);
   }
 
   void SetThreads(const Napi::CallbackInfo& info) {

@@ -285,6 +285,13 @@ export function isPackedWeight(w: LinearWeight): w is PackedWeight {
   return !(w instanceof Float32Array);
 }
 
+/** A recorded decode step (Backend.recordStep): run(pos) executes all of it at position pos in one call. */
+export interface StepPlan {
+  /** op descriptors recorded */
+  readonly ops: number;
+  run(pos: number): void;
+}
+
 /** One output of Backend.matmulMany. */
 export interface ManyPart {
   w: LinearWeight;
@@ -347,6 +354,15 @@ export interface Backend {
    * test/kernels/swiglu.test.ts holds the native kernels to it).
    */
   swiglu?(g: Float32Array, u: Float32Array, n: number): void;
+  /**
+   * Records ONE forward at T = 1 (`body`, which makes backend calls on `caller`) as a plan that
+   * replays the whole step in one call: the calls are captured, not executed. kvRows: every
+   * layer's k and v cache arrays (the rows a step writes move with the position); pos: the
+   * position body runs at; rowElements: nKvHead·headDim. Returns a reason string instead when
+   * the step cannot be replayed (an op without a descriptor, or a wrapped backend); the caller
+   * then runs the step eagerly (native-graph.ts).
+   */
+  recordStep?: ((caller: Backend, kvRows: readonly KvRows[], pos: number, rowElements: number, body: () => void) => StepPlan | string) | undefined;
   // The forward's other elementwise ops, optional like swiglu: nn/block.ts and nn/model.ts call
   // them when present (and BlockContext.exactElementwise is off), else the TS specifications
   // named below (test/kernels/elementwise.test.ts holds the native kernels to them).

@@ -9,6 +9,7 @@
  */
 import { UsageError } from "../util/errors.ts";
 import { checkF32, checkInt, checkNoOverlap, describeArray } from "./native-call.ts";
+import { OpKind, type StepRecorder } from "./native-graph.ts";
 
 /** The addon's elementwise exports (native/src/addon.cc). */
 export interface ElementwiseAddon {
@@ -25,6 +26,8 @@ function samePlace(a: ArrayBufferView, out: ArrayBufferView): boolean {
 
 export class ElementwiseKernels {
   readonly #addon: ElementwiseAddon;
+  /** NativeBackend.recordStep's recorder while a step is recorded: the calls then add descriptors instead of running. */
+  rec: StepRecorder | null = null;
   constructor(addon: ElementwiseAddon) {
     this.#addon = addon;
   }
@@ -39,7 +42,8 @@ export class ElementwiseKernels {
     checkF32(op, "w", w, H, `w [H=${H}]`);
     checkF32(op, "out", out, T * H, `out [T=${T}, H=${H}]`);
     checkNoOverlap(op, out, T * H, { w: [w, H], ...(samePlace(x, out) ? {} : { x: [x, T * H] }) });
-    if (T > 0) this.#addon.rmsNorm(x, w, T, H, eps, out);
+    if (this.rec !== null) this.rec.op(OpKind.rmsNorm, { eps, ints: [T, H], ptrs: [x, w, out] });
+    else if (T > 0) this.#addon.rmsNorm(x, w, T, H, eps, out);
   }
 
   /** x [T, nHeads·headDim] rotated in place for positions pos0.. by the tables cos/sin [≥ pos0+T, headDim/2] (RopeTable). */
@@ -55,7 +59,8 @@ export class ElementwiseKernels {
     checkF32(op, "cos", cos, (pos0 + T) * half, `cos [pos0+T=${pos0 + T}, headDim/2=${half}]`);
     checkF32(op, "sin", sin, (pos0 + T) * half, `sin [pos0+T=${pos0 + T}, headDim/2=${half}]`);
     checkNoOverlap(op, x, n, { cos: [cos, (pos0 + T) * half], sin: [sin, (pos0 + T) * half] });
-    if (T > 0) this.#addon.rope(x, T, nHeads, headDim, pos0, cos, sin);
+    if (this.rec !== null) this.rec.op(OpKind.rope, { ints: [T, nHeads, headDim, pos0 - this.rec.pos], ptrs: [x, cos, sin] });
+    else if (T > 0) this.#addon.rope(x, T, nHeads, headDim, pos0, cos, sin);
   }
 
   /** out[i] = a[i] + b[i] for i < n; out may be a or b (in place), not a part of one. */
@@ -66,7 +71,8 @@ export class ElementwiseKernels {
     checkF32(op, "b", b, n, `b [n=${n}]`);
     checkF32(op, "out", out, n, `out [n=${n}]`);
     checkNoOverlap(op, out, n, { ...(samePlace(a, out) ? {} : { a: [a, n] }), ...(samePlace(b, out) ? {} : { b: [b, n] }) });
-    if (n > 0) this.#addon.add(a, b, out, n);
+    if (this.rec !== null) this.rec.op(OpKind.add, { ints: [n], ptrs: [a, b, out] });
+    else if (n > 0) this.#addon.add(a, b, out, n);
   }
 
   /** dst[i] = f16 bits of src[i] (round to nearest even, as f32ToF16; a NaN stays a NaN) for i < n. */
@@ -80,6 +86,7 @@ export class ElementwiseKernels {
     if (src.buffer === dst.buffer && src.byteOffset < dst.byteOffset + 2 * n && dst.byteOffset < src.byteOffset + 4 * n) {
       throw new UsageError(`${op}: dst overlaps src`, { field: "dst", expected: "memory disjoint from src", found: "shared bytes", hint: "pass a separate dst array" });
     }
-    if (n > 0) this.#addon.toF16(src, dst, n);
+    if (this.rec !== null) this.rec.op(OpKind.toF16, { ints: [n], ptrs: [src, dst] });
+    else if (n > 0) this.#addon.toF16(src, dst, n);
   }
 }

@@ -16,9 +16,10 @@
  * native-convert.ts (per-weight conversions); native-call.ts holds callNative and
  * the shared argument checks. A new kernel family gets its own native-<family>.ts.
  *
- * ~550 lines: the NativeBackend class itself (every Backend method, including the decode
+ * ~600 lines: the NativeBackend class itself (every Backend method, including the decode
  * step's swiglu / fuse / matmulMany, which dispatch between the f32 and packed paths and
- * so need the class's private addon handle) plus the addon's TypeScript type, its export check and the prefetch-hint handles (off by default); the next
+ * so need the class's private addon handle, and recordStep, whose recorder those methods
+ * feed: native-graph.ts) plus the addon's TypeScript type, its export check and the prefetch-hint handles (off by default); the next
  * family to arrive moves the fused-decode wrappers out with it.
  */
 import { createRequire } from "node:module";
@@ -41,6 +42,8 @@ import { GptqKernels, type GptqAddon } from "./native-gptq.ts";
 import { AwqKernels, type AwqAddon } from "./native-awq.ts";
 import { callNative, checkF32, checkInt, checkNoOverlap } from "./native-call.ts";
 import { ElementwiseKernels, type ElementwiseAddon } from "./native-elementwise.ts";
+import { OpKind, StepRecorder, type GraphAddon } from "./native-graph.ts";
+import type { StepPlan } from "./backend.ts";
 
 export { callNative } from "./native-call.ts";
 
@@ -49,7 +52,7 @@ export { callNative } from "./native-call.ts";
 export type KernelLevel = "amx" | "avx512" | "avx2" | "scalar";
 
 /** The addon's exports, as native/src/addon.cc defines them. */
-interface NativeAddon extends NativePackedAddon, Int8Addon, NativeConvertAddon, GptqAddon, AwqAddon, Partial<ElementwiseAddon> {
+interface NativeAddon extends NativePackedAddon, Int8Addon, NativeConvertAddon, GptqAddon, AwqAddon, Partial<ElementwiseAddon>, Partial<GraphAddon> {
   /** y[M, N] = x[M, K] · W[N, K]ᵀ (+ bias) into out; synchronous. */
   matmul(x: Float32Array, w: Float32Array, M: number, K: number, N: number, bias: Float32Array | null, out: Float32Array): void;
   /** k, v: both Float32Array, or both Uint16Array (f16 bits). */
@@ -96,7 +99,7 @@ const ADDON_EXPORTS: Readonly<Record<keyof NativeAddon, "required" | "optional">
   syrkAccumulate: "required", gptqHinv: "required", gptqQuantize: "required", syrkAccumulateAsync: "required",
   gptqHinvAsync: "required", gptqQuantizeAsync: "required", awqFakeQuantizeAsync: "required", awqClipSearchAsync: "required",
   convertRows: "optional", ggmlQuantizeRows: "optional", rtnQuantize: "optional", gptqPackCodes: "optional",
-  rmsNorm: "optional", rope: "optional", add: "optional", toF16: "optional", // an older build loads (eval/decode-ab.ts); nn/ then runs these in TS
+  rmsNorm: "optional", rope: "optional", add: "optional", toF16: "optional", graphBuild: "optional", graphRun: "optional", // an older build loads (eval/decode-ab.ts); nn/ then runs these in TS
   prefetchPlan: "optional", // tests only: an addon built before the hints still loads (eval/decode-ab.ts against older builds)
 };
 
@@ -154,6 +157,10 @@ export class NativeBackend implements Backend {
   readonly add: ElementwiseKernels["add"] | undefined;
   readonly toF16: ElementwiseKernels["toF16"] | undefined;
 
+  /** The step being recorded (recordStep), or null: every capturable call then adds a descriptor instead of running. */
+  #rec: StepRecorder | null = null;
+  readonly #ew: ElementwiseKernels | null;
+
   constructor(addon: NativeAddon) {
     this.#addon = addon;
     this.#gptq = new GptqKernels(addon);
@@ -161,6 +168,7 @@ export class NativeBackend implements Backend {
     this.int8 = new Int8Kernels(addon);
     this.weights = typeof addon.convertRows === "function" ? new NativeWeightKernels(addon) : undefined;
     const ew = addon.rmsNorm && addon.rope && addon.add && addon.toF16 ? new ElementwiseKernels(addon as ElementwiseAddon) : null;
+    this.#ew = ew;
     this.rmsNorm = ew ? ew.rmsNorm.bind(ew) : undefined;
     this.rope = ew ? ew.rope.bind(ew) : undefined;
     this.add = ew ? ew.add.bind(ew) : undefined;
@@ -213,8 +221,9 @@ export class NativeBackend implements Backend {
   }
 
   matmul(x: Float32Array, w: Float32Array | PackedWeight | Int8PackedWeight | PackedSum, M: number, K: number, N: number, bias?: Float32Array, out?: Float32Array): Float32Array {
-    if (w instanceof Int8PackedWeight) return this.int8.matmul(x, w, M, bias, out).y; // LLM.int8(): per-token int8 + outlier columns
+    if (w instanceof Int8PackedWeight) { this.#rec?.fail("LLM.int8() weights"); return this.int8.matmul(x, w, M, bias, out).y; } // LLM.int8(): per-token int8 + outlier columns
     if (w instanceof PackedWeight || w instanceof PackedSum) return this.matmulPacked(x, w, M, bias, out); // nn/ passes packed linears here (int8 activations, the default)
+    this.#rec?.fail("f32 weights");
     const y = checkMatmul("matmul", x, w, M, K, N, bias, out);
     if (M > 0) this.#addon.matmul(x, w, M, K, N, bias ?? null, y);
     return y;
@@ -235,7 +244,8 @@ export class NativeBackend implements Backend {
     checkF32(op, "g", g, n, `g [n=${n}]`);
     checkF32(op, "u", u, n, `u [n=${n}]`);
     checkNoOverlap(op, g, n, { u: [u, n] });
-    if (n > 0) this.#addon.swiglu(g, u, n);
+    if (this.#rec !== null) this.#rec.op(OpKind.swiglu, { ints: [n], ptrs: [g, u] });
+    else if (n > 0) this.#addon.swiglu(g, u, n);
   }
 
   /**
@@ -298,8 +308,35 @@ export class NativeBackend implements Backend {
     }
     checkF32(op, "out", out, qLen, `out [T=${T}, nHead·headDim=${nHead * d}]`);
     checkNoOverlap(op, out, qLen, { q: [q, qLen], k: [k, kvLen], v: [v, kvLen] });
+    if (this.#rec !== null) {
+      // hints are not recorded: the plan runs attention without prefetches (prefetchHints is off by default)
+      const kind = k instanceof Uint16Array ? OpKind.attentionF16 : OpKind.attention;
+      this.#rec.op(kind, { ints: [T, pos0 - this.#rec.pos, nHead, nKvHead, d], ptrs: [q, k, v, out], fixed: [1, 2] });
+      return;
+    }
     const hint = next !== undefined && this.prefetchHints ? this.hintHandles(next) : null;
     if (T > 0) this.#addon.attention(q, k, v, T, pos0, nHead, nKvHead, d, out, hint);
+  }
+
+  /** Backend.recordStep (native-graph.ts): absent when the addon predates plans or the elementwise ops. */
+  get recordStep(): ((caller: Backend, kvRows: readonly KvRows[], pos: number, rowElements: number, body: () => void) => StepPlan | string) | undefined {
+    const a = this.#addon;
+    if (a.graphBuild === undefined || a.graphRun === undefined || this.#ew === null) return undefined;
+    return (caller, kvRows, pos, rowElements, body) => {
+      // A wrapper (a Proxy that times, replaces or hides calls) would not see the replayed calls.
+      if (caller !== this) return "a wrapped backend";
+      if (this.#rec !== null) throw new Error("recordStep: a step is already being recorded");
+      const rec = new StepRecorder(kvRows, pos, rowElements);
+      this.#rec = rec;
+      this.#ew!.rec = rec;
+      try {
+        body();
+      } finally {
+        this.#rec = null;
+        this.#ew!.rec = null;
+      }
+      return rec.failed ?? rec.build(a as GraphAddon);
+    };
   }
 
   // ---------------------------------------------------------------- packed weights (native-packed.ts, native/LAYOUTS.md)
@@ -406,6 +443,7 @@ export class NativeBackend implements Backend {
     const w0 = parts[0]?.w;
     if (w0 instanceof Int8PackedWeight && w0.fused !== null && parts.length === w0.fused.group.views.length && parts.every((p, i) => p.w === w0.fused!.group.views[i] && p.N === p.w.N)) {
       if (K !== w0.K) throw new UsageError("matmulMany: K does not match the weights", { field: "K", expected: String(w0.K), found: String(K) });
+      this.#rec?.fail("LLM.int8() weights");
       this.int8.matmulParts(x, parts.map((p) => p.w as Int8PackedWeight), M, parts.map((p) => p.bias), parts.map((p) => p.out));
       return;
     }
@@ -430,7 +468,11 @@ export class NativeBackend implements Backend {
       outs.push(p.out);
       biases.push(p.bias ?? null);
     });
-    if (M > 0) this.#addon.matmulPackedParts(x, PackedWeight.handleOf(f.group.whole, op), M, biases, outs, false);
+    const handle = PackedWeight.handleOf(f.group.whole, op);
+    if (this.#rec !== null) {
+      const pad = <T>(a: T[]): (T | null)[] => Array.from({ length: 4 }, (_, i) => a[i] ?? null);
+      this.#rec.op(OpKind.matmulParts, { w: { weight: f.group.whole, handle }, ints: [M, outs.length], ptrs: [x, ...pad(biases), ...pad(outs)] });
+    } else if (M > 0) this.#addon.matmulPackedParts(x, handle, M, biases, outs, false);
   }
 
   /** LLM.int8() weights (bitsandbytes CB/SCB) with their outlier rule: native-int8.ts, native/src/llm_int8*.cc. */
@@ -446,11 +488,13 @@ export class NativeBackend implements Backend {
    */
   matmulPacked(x: Float32Array, w: PackedWeight | Int8PackedWeight | PackedSum, M: number, bias?: Float32Array, out?: Float32Array, opts: MatmulPackedOptions = {}): Float32Array {
     // LLM.int8() weights have their own activation rule (per token, outlier columns in f32); `activations` does not apply.
-    if (w instanceof Int8PackedWeight) return this.int8.matmul(x, w, M, bias, out).y;
+    if (w instanceof Int8PackedWeight) { this.#rec?.fail("LLM.int8() weights"); return this.int8.matmul(x, w, M, bias, out).y; }
+    if (w instanceof PackedSum) this.#rec?.fail("int8 planes (PackedSum: parts summed in TS)");
     if (w instanceof PackedSum) return matmulPackedSum(w, M, bias, out, (p, b, o) => this.matmulPacked(x, p as PackedWeight, M, b, o, opts));
     const { y, f32Acts } = validateMatmulPacked(x, w, M, bias, out, opts);
     const handle = PackedWeight.handleOf(w, "matmulPacked");
-    if (M > 0) this.#addon.matmulPacked(x, handle, M, bias ?? null, y, f32Acts);
+    if (this.#rec !== null) this.#rec.op(OpKind.matmulPacked, { w: { weight: w, handle }, f32Acts, ints: [M], ptrs: [x, bias ?? null, y] });
+    else if (M > 0) this.#addon.matmulPacked(x, handle, M, bias ?? null, y, f32Acts);
     return y;
   }
 

@@ -3,7 +3,7 @@
  * One forward pass shared by calibration, evaluation and chat.
  */
 import type { ModelConfig } from "../arch/config.ts";
-import type { Backend } from "../backend/backend.ts";
+import type { Backend, StepPlan } from "../backend/backend.ts";
 import { UsageError } from "../util/errors.ts";
 import { blockForward, BlockWorkspace, normRows, type BlockContext, type LayerCache, type Tap } from "./block.ts";
 import { RopeTable } from "./rope.ts";
@@ -38,8 +38,26 @@ export interface ForwardOptions {
   tap?: Tap;
 }
 
+/**
+ * A decode step recorded for one cache (Backend.recordStep): the plan and the buffers it owns.
+ * x is the residual stream the plan updates in place, logits the lm_head output it writes.
+ */
+interface StepState {
+  plan: StepPlan;
+  /** [1, H] */ x: Float32Array;
+  /** [1, V] */ logits: Float32Array;
+}
+
 export class Model {
   readonly rope: RopeTable;
+  /**
+   * Whether decode steps (T = 1, no tap, logits wanted) replay a recorded plan in one native
+   * call when the backend offers Backend.recordStep (default on; QLLM_STEP_PLAN=0 turns it off,
+   * eval/decode-ab.ts --plan-off a|b A/Bs it). Same kernels, same order: the same bits.
+   */
+  stepPlans = process.env.QLLM_STEP_PLAN !== "0";
+  /** Per cache: its recorded step, or why the step cannot be recorded (then it runs eagerly). */
+  #steps = new WeakMap<KvCache, StepState | string>();
   /** The forward's buffers, built on first use and grown to the longest call seen (then reused). */
   #workspace: BlockWorkspace | null = null;
   constructor(readonly cfg: ModelConfig, readonly weights: ModelWeights<LinearWeight>, readonly backend: Backend) {
@@ -79,6 +97,16 @@ export class Model {
       });
     }
     const { cfg, backend } = this;
+    const mode = opts.logits ?? "all";
+    if (T === 1 && mode !== "none" && opts.tap === undefined && this.stepPlans) {
+      const step = this.#stepFor(cache);
+      if (typeof step !== "string") {
+        embeddingRow(this.weights.embed, this.#checkToken(tokens[0]!), cfg.hiddenSize, step.x, 0);
+        step.plan.run(pos0);
+        cache.pos = pos0 + 1;
+        return step.logits.slice(); // [1, V] a copy: the plan's buffer is rewritten by the next step
+      }
+    }
     if (!this.#workspace || this.#workspace.maxT < T) this.#workspace = new BlockWorkspace(cfg, T);
     const ctx: BlockContext = { cfg, backend, rope: this.rope, tap: opts.tap, workspace: this.#workspace };
     const x = this.embed(tokens); // [T, H] the residual stream, updated in place by every block
@@ -86,12 +114,56 @@ export class Model {
       blockForward(ctx, i, this.weights.blocks[i]!, x, T, pos0, cache.layers[i]!, x);
     }
     cache.pos = pos0 + T;
-    const mode = opts.logits ?? "all";
     if (mode === "none") return new Float32Array(0);
     const H = cfg.hiddenSize;
     const rows = mode === "last" ? x.subarray((T - 1) * H, T * H) : x;
     const R = mode === "last" ? 1 : T;
     const xn = normRows(ctx, rows, this.weights.finalNorm, R, new Float32Array(R * H)); // [R, H]
     return backend.matmul(xn, this.weights.lmHead, R, H, cfg.vocabSize); // [R, V]
+  }
+
+  /** The decode step recorded for `cache`, or why it has none, or undefined before its first T = 1 step (tests, benchmarks). */
+  stepPlanOf(cache: KvCache): StepPlan | string | undefined {
+    const s = this.#steps.get(cache);
+    return typeof s === "object" ? s.plan : s;
+  }
+
+  /** tokens[0] checked as embed() checks it. */
+  #checkToken(id: number): number {
+    if (!Number.isInteger(id) || id < 0 || id >= this.cfg.vocabSize) {
+      throw new UsageError("token id out of range", { field: "tokens[0]", expected: `an integer in [0, ${this.cfg.vocabSize})`, found: String(id) });
+    }
+    return id;
+  }
+
+  /**
+   * The recorded decode step of `cache` (recorded on first use, at the cache's current
+   * position: the recording captures the calls, runs none), or why there is none. Its own
+   * workspace for T = 1 and the RoPE table grown to the cache's capacity first, so that no
+   * captured buffer is replaced while the plan lives.
+   */
+  #stepFor(cache: KvCache): StepState | string {
+    const known = this.#steps.get(cache);
+    if (known !== undefined) return known;
+    const { cfg, backend } = this;
+    const b = backend;
+    let step: StepState | string;
+    if (b.recordStep === undefined) step = "the backend records no plans";
+    else if (!b.swiglu || !b.rmsNorm || !b.rope || !b.add || (cache.dtype === "f16" && !b.toF16)) step = "the backend lacks a native elementwise op";
+    else {
+      this.rope.ensure(cache.capacity);
+      const H = cfg.hiddenSize, pos = cache.pos;
+      const x = new Float32Array(H), logits = new Float32Array(cfg.vocabSize), xn = new Float32Array(H);
+      const ctx: BlockContext = { cfg, backend, rope: this.rope, workspace: new BlockWorkspace(cfg, 1) };
+      const kv = cache.layers.flatMap((l) => [l.k, l.v]);
+      const plan = b.recordStep(backend, kv, pos, cfg.numKvHeads * cfg.headDim, () => {
+        for (let i = 0; i < cfg.numLayers; i++) blockForward(ctx, i, this.weights.blocks[i]!, x, 1, pos, cache.layers[i]!, x);
+        normRows(ctx, x, this.weights.finalNorm, 1, xn);
+        backend.matmul(xn, this.weights.lmHead, 1, H, cfg.vocabSize, undefined, logits);
+      });
+      step = typeof plan === "string" ? plan : { plan, x, logits };
+    }
+    this.#steps.set(cache, step);
+    return step;
   }
 }

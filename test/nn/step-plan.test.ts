@@ -1,0 +1,98 @@
+/**
+ * Recorded decode steps (Backend.recordStep, native-graph.ts, native/src/graph.h): a replayed
+ * step runs the same kernels in the same order as the eager native forward, so its logits and
+ * the KV rows it writes must be bit-identical to the eager forward's, step after step, for the
+ * bundled model's 16-bit weights, a GPTQ 4-bit act-order folder and a Q4_0 GGUF, with f16 and
+ * f32 caches. Where a step cannot be replayed (taps, a wrapped backend) the forward runs eagerly.
+ */
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { withPackedActivations } from "../../src/backend/backend.ts";
+import { createNativeBackend } from "../../src/backend/native.ts";
+import { exportQuantizedGguf } from "../../src/export/gguf-quant.ts";
+import { loadModel } from "../../src/load/hf-folder.ts";
+import { BUNDLED_CALIB_TEXT, BUNDLED_MODEL_DIR } from "../../src/load/paths.ts";
+import { argmax } from "../../src/nn/generate.ts";
+import { Model, type KvDType } from "../../src/nn/model.ts";
+import { quantizeModel } from "../../src/quantize/pipeline.ts";
+
+const HAS_WEIGHTS = existsSync(join(BUNDLED_MODEL_DIR, "model.safetensors"));
+const PROMPT = [1, 15, 27, 3, 99, 4, 8];
+const STEPS = 6;
+
+/** Greedy steps after the prompt: each step's logits and the cache after the last. */
+function decode(model: Model, kv: KvDType, plans: boolean): { logits: Float32Array[]; cache: ReturnType<Model["newCache"]> } {
+  model.stepPlans = plans;
+  const cache = model.newCache(PROMPT.length + STEPS + 4, kv);
+  let l = model.forward(PROMPT, cache, { logits: "last" });
+  const logits: Float32Array[] = [];
+  for (let i = 0; i < STEPS; i++) {
+    l = model.forward([argmax(l, 0, model.cfg.vocabSize)], cache, { logits: "last" });
+    logits.push(l);
+  }
+  return { logits, cache };
+}
+
+function differing(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  let n = a.length === b.length ? 0 : 1;
+  for (let i = 0; i < a.length; i++) if (!Object.is(a[i], b[i])) n++;
+  return n;
+}
+
+describe.skipIf(!HAS_WEIGHTS)("a replayed decode step equals the eager native forward bit for bit", () => {
+  const nb = createNativeBackend({ threads: 2 });
+  let tmp: string;
+  const sources: Record<string, string> = { "16-bit": BUNDLED_MODEL_DIR };
+
+  beforeAll(async () => {
+    tmp = mkdtempSync(join(tmpdir(), "qllm-step-plan-"));
+    sources["gptq act-order"] = join(tmp, "gptq");
+    await quantizeModel({
+      modelDir: BUNDLED_MODEL_DIR, outDir: sources["gptq act-order"], backend: nb,
+      settings: {
+        method: "gptq", bits: 4, groupSize: 32, sym: true, actOrder: true, staticGroups: false, damp: 0.01, blockSize: 128,
+        trueSequential: true, format: "gptq", calibSamples: 2, calibSeqlen: 32, calibSeed: 0, calibText: BUNDLED_CALIB_TEXT,
+      },
+    });
+    sources["gguf q4_0"] = join(tmp, "q4_0.gguf");
+    await exportQuantizedGguf(BUNDLED_MODEL_DIR, sources["gguf q4_0"], { type: "q4_0" });
+  }, 300_000);
+  afterAll(() => { if (tmp !== undefined) rmSync(tmp, { recursive: true, force: true }); });
+
+  for (const name of ["16-bit", "gptq act-order", "gguf q4_0"]) {
+    it.each(["f16", "f32"] as const)(`${name}, %s cache`, async (kv) => {
+      const { model } = await loadModel(sources[name]!, nb, { weights: "packed" });
+      const eager = decode(model, kv, false);
+      const plan = decode(model, kv, true);
+      const p = model.stepPlanOf(plan.cache);
+      expect(typeof p === "object" ? p.ops : p).toBeGreaterThan(0); // recorded, not a reason string
+      expect(model.stepPlanOf(eager.cache)).toBeUndefined();
+      plan.logits.forEach((l, i) => expect(differing(l, eager.logits[i]!)).toBe(0));
+      plan.cache.layers.forEach((L, i) => {
+        expect(differing(L.k, eager.cache.layers[i]!.k)).toBe(0);
+        expect(differing(L.v, eager.cache.layers[i]!.v)).toBe(0);
+      });
+      // a different step's logits do differ (the comparison can fail)
+      expect(differing(plan.logits[0]!, plan.logits[1]!)).toBeGreaterThan(0);
+    }, 60_000);
+  }
+
+  it("taps and wrapped backends run eagerly (no plan), with the same results", async () => {
+    const { model } = await loadModel(BUNDLED_MODEL_DIR, nb, { weights: "packed" });
+    const want = decode(model, "f16", false);
+    const wrapped = new Model(model.cfg, model.weights, withPackedActivations(nb, "int8"));
+    const got = decode(wrapped, "f16", true);
+    expect(model.stepPlanOf(want.cache)).toBeUndefined();
+    expect(wrapped.stepPlanOf(got.cache)).toBe("a wrapped backend");
+    got.logits.forEach((l, i) => expect(differing(l, want.logits[i]!)).toBe(0));
+    model.stepPlans = true;
+    const cache = model.newCache(16, "f16");
+    model.forward(PROMPT, cache, { logits: "none" });
+    let taps = 0;
+    model.forward([5], cache, { logits: "last", tap: () => { taps++; } });
+    expect(taps).toBeGreaterThan(0);
+    expect(model.stepPlanOf(cache)).toBeUndefined();
+  }, 60_000);
+});
