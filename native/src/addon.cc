@@ -54,7 +54,7 @@
 // The plain calls are synchronous: the JS thread blocks while the pool works. Every
 // entry point holds calls_ (async.h's CallGate) while it uses the runtime.
 //
-// Why one file of ~750 lines: Node-API allows one module-init per addon and this is the
+// Why one file of ~840 lines (session 12 added the elementwise and step-plan exports, graphBuild/graphRun): Node-API allows one module-init per addon and this is the
 // list of every export above, each a short unpack-and-call wrapper (the kernels live in
 // their own files); it mirrors src/backend/native.ts, the one typed importer, entry for
 // entry, so the two are read side by side. Splitting by kernel family would need a
