@@ -1,43 +1,134 @@
 // The decode-step executor (graph.h): the recorded kernel calls, one after another.
 #include "graph.h"
 
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <ctime>
+
 namespace qllm {
+namespace {
+
+// ---------------------------------------------------------------- step profile (graph.h)
+
+/** One profile record (32 bytes): an op's start and end on the calling thread, or a whole step (op = kStepRecord). */
+struct ProfileEvent {
+  uint64_t start, end;  // CLOCK_MONOTONIC ns (process.hrtime.bigint()'s clock)
+  uint32_t op;          // index in the graph, or kStepRecord
+  uint8_t kind, parts;  // GraphOpKind; parts of a matmul (1 for a plain weight)
+  uint16_t pad;
+  uint32_t n, k;        // a matmul's N (all parts) and K; 0 otherwise
+};
+static_assert(sizeof(ProfileEvent) == 32, "32-byte profile records");
+constexpr uint32_t kStepRecord = 0xffffffffu;
+constexpr size_t kProfileCap = size_t{1} << 20;  // 32 MiB of records (~3000 steps of 310 ops); later ones are dropped
+ProfileEvent* gProfileBuf = nullptr;
+std::atomic<size_t> gProfileAt{0};
+const char* gProfilePath = nullptr;
+
+void profileWrite() {
+  FILE* f = std::fopen(gProfilePath, "wb");
+  if (f == nullptr) return;
+  const size_t n = gProfileAt.load() < kProfileCap ? gProfileAt.load() : kProfileCap;
+  std::fwrite(gProfileBuf, sizeof(ProfileEvent), n, f);
+  std::fclose(f);
+}
+
+bool profileInit() {
+  gProfilePath = std::getenv("QLLM_STEP_PROFILE");
+  if (gProfilePath == nullptr || *gProfilePath == 0) return false;
+  gProfileBuf = static_cast<ProfileEvent*>(std::calloc(kProfileCap, sizeof(ProfileEvent)));
+  if (gProfileBuf == nullptr) return false;
+  std::memset(gProfileBuf, 1, kProfileCap * sizeof(ProfileEvent));  // touched up front: no page faults while recording
+  std::atexit(profileWrite);
+  return true;
+}
+const bool gProfileOn = profileInit();
+
+uint64_t nowNs() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1000000000u + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+void profileRecord(const ProfileEvent& e) {
+  const size_t at = gProfileAt.fetch_add(1, std::memory_order_relaxed);
+  if (at < kProfileCap) gProfileBuf[at] = e;
+}
+
+// ---------------------------------------------------------------- the ops
+
+void runOp(Runtime& rt, const GraphOp& op, int64_t pos) {
+  const GraphPtr* p = op.p;
+  const int64_t* i = op.i;
+  switch (op.kind) {
+    case GraphOpKind::kMatmulPacked:
+      matmulPacked(rt, p[0].at<const float>(pos), *op.w, i[0], p[1].at<const float>(pos), p[2].at<float>(pos), op.f32Acts);
+      break;
+    case GraphOpKind::kMatmulParts: {
+      const float* bias[kMaxParts];
+      float* ys[kMaxParts];
+      for (int q = 0; q < i[1]; ++q) {
+        bias[q] = p[1 + q].at<const float>(pos);
+        ys[q] = p[1 + kMaxParts + q].at<float>(pos);
+      }
+      matmulPackedParts(rt, p[0].at<const float>(pos), *op.w, i[0], bias, ys, op.f32Acts);
+      break;
+    }
+    case GraphOpKind::kAttention:
+    case GraphOpKind::kAttentionF16: {
+      const AttentionShape s{i[0], pos + i[1], i[2], i[3], i[4]};
+      if (op.kind == GraphOpKind::kAttention) {
+        attention(rt, p[0].at<const float>(pos), p[1].at<const float>(pos), p[2].at<const float>(pos), s, p[3].at<float>(pos));
+      } else {
+        attentionF16(rt, p[0].at<const float>(pos), p[1].at<const uint16_t>(pos), p[2].at<const uint16_t>(pos), s, p[3].at<float>(pos));
+      }
+      break;
+    }
+    case GraphOpKind::kSwiglu: swiglu(rt, p[0].at<float>(pos), p[1].at<const float>(pos), i[0]); break;
+    case GraphOpKind::kRmsNorm: rmsNorm(rt, p[0].at<const float>(pos), p[1].at<const float>(pos), i[0], i[1], op.eps, p[2].at<float>(pos)); break;
+    case GraphOpKind::kRope: rope(rt, p[0].at<float>(pos), i[0], i[1], i[2], pos + i[3], p[1].at<const float>(pos), p[2].at<const float>(pos)); break;
+    case GraphOpKind::kAdd: add(rt, p[0].at<const float>(pos), p[1].at<const float>(pos), p[2].at<float>(pos), i[0]); break;
+    case GraphOpKind::kToF16: toF16(rt, p[0].at<const float>(pos), p[1].at<uint16_t>(pos), i[0]); break;
+  }
+}
+
+/** The step with every op timed (QLLM_STEP_PROFILE): a record per op, then one for the whole step. */
+void runProfiled(Runtime& rt, const Graph& g, int64_t pos) {
+  const uint64_t t0 = nowNs();
+  for (size_t o = 0; o < g.ops.size(); ++o) {
+    const GraphOp& op = g.ops[o];
+    ProfileEvent e{};
+    e.op = static_cast<uint32_t>(o);
+    e.kind = static_cast<uint8_t>(op.kind);
+    if (op.w != nullptr) {
+      e.parts = static_cast<uint8_t>(op.w->nParts == 0 ? 1 : op.w->nParts);
+      e.n = static_cast<uint32_t>(op.w->L.N);
+      e.k = static_cast<uint32_t>(op.w->L.K);
+    }
+    e.start = nowNs();
+    runOp(rt, op, pos);
+    e.end = nowNs();
+    profileRecord(e);
+  }
+  ProfileEvent s{};
+  s.start = t0;
+  s.end = nowNs();
+  s.op = kStepRecord;
+  s.n = static_cast<uint32_t>(g.ops.size());
+  s.k = static_cast<uint32_t>(pos);
+  profileRecord(s);
+}
+
+}  // namespace
 
 void runGraph(Runtime& rt, const Graph& g, int64_t pos) {
-  for (const GraphOp& op : g.ops) {
-    const GraphPtr* p = op.p;
-    const int64_t* i = op.i;
-    switch (op.kind) {
-      case GraphOpKind::kMatmulPacked:
-        matmulPacked(rt, p[0].at<const float>(pos), *op.w, i[0], p[1].at<const float>(pos), p[2].at<float>(pos), op.f32Acts);
-        break;
-      case GraphOpKind::kMatmulParts: {
-        const float* bias[kMaxParts];
-        float* ys[kMaxParts];
-        for (int q = 0; q < i[1]; ++q) {
-          bias[q] = p[1 + q].at<const float>(pos);
-          ys[q] = p[1 + kMaxParts + q].at<float>(pos);
-        }
-        matmulPackedParts(rt, p[0].at<const float>(pos), *op.w, i[0], bias, ys, op.f32Acts);
-        break;
-      }
-      case GraphOpKind::kAttention:
-      case GraphOpKind::kAttentionF16: {
-        const AttentionShape s{i[0], pos + i[1], i[2], i[3], i[4]};
-        if (op.kind == GraphOpKind::kAttention) {
-          attention(rt, p[0].at<const float>(pos), p[1].at<const float>(pos), p[2].at<const float>(pos), s, p[3].at<float>(pos));
-        } else {
-          attentionF16(rt, p[0].at<const float>(pos), p[1].at<const uint16_t>(pos), p[2].at<const uint16_t>(pos), s, p[3].at<float>(pos));
-        }
-        break;
-      }
-      case GraphOpKind::kSwiglu: swiglu(rt, p[0].at<float>(pos), p[1].at<const float>(pos), i[0]); break;
-      case GraphOpKind::kRmsNorm: rmsNorm(rt, p[0].at<const float>(pos), p[1].at<const float>(pos), i[0], i[1], op.eps, p[2].at<float>(pos)); break;
-      case GraphOpKind::kRope: rope(rt, p[0].at<float>(pos), i[0], i[1], i[2], pos + i[3], p[1].at<const float>(pos), p[2].at<const float>(pos)); break;
-      case GraphOpKind::kAdd: add(rt, p[0].at<const float>(pos), p[1].at<const float>(pos), p[2].at<float>(pos), i[0]); break;
-      case GraphOpKind::kToF16: toF16(rt, p[0].at<const float>(pos), p[1].at<uint16_t>(pos), i[0]); break;
-    }
+  if (gProfileOn) {
+    runProfiled(rt, g, pos);
+    return;
   }
+  for (const GraphOp& op : g.ops) runOp(rt, op, pos);
 }
 
 }  // namespace qllm

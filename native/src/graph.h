@@ -13,6 +13,11 @@
 // Executor: the recorded kernels run one after another on the calling thread, each through its
 // usual driver (so each still wakes and joins the pool): the same kernels in the same order as
 // the eager forward, so a replayed step gives the same bits (test/nn/step-plan.test.ts).
+//
+// Profile: QLLM_STEP_PROFILE=<file> (read once when the addon loads) times every op of every
+// replayed step on the calling thread (CLOCK_MONOTONIC ns: kind, matmul parts/N/K, start, end)
+// plus one record per step, into a preallocated buffer written to that file at exit
+// (graph.cc ProfileEvent; eval/profile-step.ts reports it). Off: one branch per step.
 #pragma once
 #include <cstdint>
 #include <vector>
