@@ -16,7 +16,9 @@
  * --report: per phase and per call kind (by N, K and parts), medians over the calls of the call's
  * time split into entry → quantized, quantized → first task start per thread, the span walk's
  * first 2 steps and the rest (µs per step, i.e. per row group of each of the 4 streams), task
- * end → the other thread's last task end (tail imbalance) and → return, and the GB/s.
+ * end → the other thread's last task end (tail imbalance) and → return, and the GB/s; "steals":
+ * per call, the mean number of times a thread's span started on the back of another share
+ * (the decode split, native/src/packed.h SpanSplit; 0 in builds before it).
  */
 import { readFileSync, writeFileSync } from "node:fs";
 import { parseArgs } from "node:util";
@@ -117,6 +119,7 @@ if (opts.run) {
               r[`steady${tid}`] = (firstTaskEnd - s[2]!.ns) / (s.length - 2);
             }
             r[`tasks${tid}`] = mine.filter((x) => x.kind === 3).length;
+            r[`steals${tid}`] = cur.filter((x) => x.tid === tid && x.kind === 7).length;
           }
           r.tids = tids.length;
           r.imbalance = Math.abs(lastEnd[0]! - lastEnd[1]!);
@@ -149,13 +152,14 @@ if (opts.run) {
   const lines = [`probe ${meta.probe.toFixed(1)} GB/s; medians over the calls, µs from the call's entry (thread 0 = the caller, 1 = the worker);`,
     "ramp / steady: µs per span step (one row group of each of 4 streams) over the first task's steps 0-2 / 2-end", "",
     ...phaseLines, "",
-    "| phase, call | calls | total | GB/s | % probe | quantized | start t0 | start t1 | ramp t0 | steady t0 | ramp t1 | steady t1 | tasks t0/t1 | end imbalance | last end → return |",
-    "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"];
+    "| phase, call | calls | total | GB/s | % probe | quantized | start t0 | start t1 | ramp t0 | steady t0 | ramp t1 | steady t1 | tasks t0/t1 | steals t0/t1 | end imbalance | last end → return |",
+    "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"];
   for (const [key, rs] of [...rows].sort()) {
     const m = (f: string): number => med(rs.map((r) => r[f]!).filter((v) => Number.isFinite(v)));
+    const mean = (f: string): string => (rs.reduce((a, r) => a + r[f]!, 0) / rs.length).toFixed(2);
     const gbs = shapes[key.split(" ")[1]!]! / m("total");
     lines.push(`| ${key} | ${rs.length} | ${us(m("total"))} | ${gbs.toFixed(1)} | ${(100 * gbs / meta.probe).toFixed(0)}% | ${us(m("quant"))} | ${us(m("start0"))} | ${us(m("start1"))} | ` +
-      `${us(m("ramp0"))} | ${us(m("steady0"))} | ${us(m("ramp1"))} | ${us(m("steady1"))} | ${m("tasks0")}/${m("tasks1")} | ${us(m("imbalance"))} | ${us(m("afterLast"))} |`);
+      `${us(m("ramp0"))} | ${us(m("steady0"))} | ${us(m("ramp1"))} | ${us(m("steady1"))} | ${m("tasks0")}/${m("tasks1")} | ${mean("steals0")}/${mean("steals1")} | ${us(m("imbalance"))} | ${us(m("afterLast"))} |`);
   }
   console.log(lines.join("\n"));
   if (opts.out) writeFileSync(opts.out, lines.join("\n") + "\n");

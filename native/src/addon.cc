@@ -6,6 +6,8 @@
 //   attention(q, k, v, T, pos0, nHead, nKvHead, headDim, out, hint | null): void   (k, v: Float32Array, or Uint16Array f16 bits;
 //                                 hint: packed handles the next calls read, prefetched during the call: prefetch.h)
 //   prefetchPlan(handles[], threads, maxBytes): Float64Array   [handle, offset, bytes] per range of the plan (tests)
+//   spanSplitClaims(partRg (f64), partN (f64), shares, ns, order (i32) | null): Float64Array   the decode split's claims
+//                                 (packed.h spanSplitClaims; null order: the roles at once on the pool) (tests)
 //   swiglu(g, u, n): void         g[i] = silu(g[i])·u[i] (the MLP activation; elementwise.cc)
 //   rmsNorm(x, w, T, H, eps, out) / rope(x, T, nHeads, headDim, pos0, cos, sin) / add(a, b, out, n) /
 //   toF16(src, dst (Uint16Array), n): void   the forward's other elementwise ops (elementwise.cc)
@@ -54,7 +56,7 @@
 // The plain calls are synchronous: the JS thread blocks while the pool works. Every
 // entry point holds calls_ (async.h's CallGate) while it uses the runtime.
 //
-// Why one file of ~840 lines (session 12 added the elementwise and step-plan exports, graphBuild/graphRun): Node-API allows one module-init per addon and this is the
+// Why one file of ~860 lines (session 12 added the elementwise and step-plan exports, graphBuild/graphRun; session 13 spanSplitClaims): Node-API allows one module-init per addon and this is the
 // list of every export above, each a short unpack-and-call wrapper (the kernels live in
 // their own files); it mirrors src/backend/native.ts, the one typed importer, entry for
 // entry, so the two are read side by side. Splitting by kernel family would need a
@@ -148,6 +150,7 @@ class Addon : public Napi::Addon<Addon> {
                              InstanceMethod("awqClipSearchAsync", &Addon::AwqClipSearchAsync, napi_enumerable),
                              InstanceMethod("readBandwidth", &Addon::ReadBandwidth, napi_enumerable),
                              InstanceMethod("prefetchPlan", &Addon::PrefetchPlan, napi_enumerable),
+                             InstanceMethod("spanSplitClaims", &Addon::SpanSplitClaims, napi_enumerable),
                              InstanceMethod("packedKernelLevel", &Addon::PackedKernelLevel, napi_enumerable),
                              InstanceMethod("convertRows", &Addon::ConvertRows, napi_enumerable),
                              InstanceMethod("ggmlQuantizeRows", &Addon::GgmlQuantizeRows, napi_enumerable),
@@ -249,6 +252,24 @@ class Addon : public Napi::Addon<Addon> {
         out[3 * j + 2] = static_cast<double>(pl.r[j].bytes);
       }
     }
+    return out;
+  }
+
+  Napi::Value SpanSplitClaims(const Napi::CallbackInfo& info) {
+    const Napi::Float64Array rgAt = info[0].As<Napi::Float64Array>(), partN = info[1].As<Napi::Float64Array>();
+    const int nParts = static_cast<int>(partN.ElementLength());
+    assert(nParts >= 1 && nParts <= kMaxParts && rgAt.ElementLength() == static_cast<size_t>(nParts) + 1);
+    int64_t at[kMaxParts + 1], n[kMaxParts];
+    for (int p = 0; p <= nParts; ++p) at[p] = static_cast<int64_t>(rgAt[p]);
+    for (int p = 0; p < nParts; ++p) n[p] = static_cast<int64_t>(partN[p]);
+    const bool concurrent = info[4].IsNull();
+    const Napi::Int32Array order = concurrent ? Napi::Int32Array() : info[4].As<Napi::Int32Array>();
+    auto lock = calls_.lock();
+    const std::vector<double> log = spanSplitClaims(at, n, nParts, static_cast<int>(i64(info[2])), static_cast<int>(i64(info[3])),
+                                                    concurrent ? nullptr : order.Data(), concurrent ? 0 : static_cast<int64_t>(order.ElementLength()),
+                                                    concurrent ? &rt_ : nullptr);
+    Napi::Float64Array out = Napi::Float64Array::New(info.Env(), log.size());
+    std::memcpy(out.Data(), log.data(), log.size() * sizeof(double));
     return out;
   }
 

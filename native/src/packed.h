@@ -20,8 +20,10 @@
 // are one zmm of int32 or two ymm, and the row group is the unit of the static N
 // split between threads.
 #pragma once
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 namespace qllm {
 
@@ -176,7 +178,69 @@ struct PackedSpanArgs {
   int mr = 1;        // activation rows (M of the call)
   int64_t ldy = 0;   // output row stride (N of the part); unused when mr = 1
   int64_t lda = 0;   // row stride of aq (≥ Kp; padded off a 4 KiB multiple); unused when mr = 1
+  /** Set: rg0, nrg, y, lastValid and ldy are unused; the span claims its steps from the split as `role`. */
+  struct SpanSplit* split = nullptr;
+  int role = 0;
+  /** The streams walk their row groups downwards (a stolen share's back): the kernels prefetch rg − rgStride. */
+  bool backward = false;
 };
+
+// ---------------------------------------------------------------- the decode split (packed_matmul.cc)
+
+/**
+ * The row groups of one decode (span) call, shared by its threads. Task (role) r owns share r,
+ * a contiguous range of row groups, which its span walks as NS streams side by side (lanes of
+ * nrg / NS row groups; the nrg % NS leftover row groups after them, one at a time): step i is row
+ * group i of every lane, steps ≥ nrg / NS the leftovers. The owner claims steps from the share's
+ * front, one at a time; a role whose share is done claims them from the back of the share with
+ * the most steps left (walking its lanes downwards), so the threads finish within about one step
+ * of each other whatever their speeds, and a thread's consecutive steps are adjacent in every
+ * stream (no stream restarts, except once where it starts stealing). The parts of a
+ * concatenated weight only decide where each row group's outputs go (spanStepRows).
+ */
+struct alignas(64) SpanShare {  // no initializers: a split on the stack costs only the shares spanSplitInit sets
+  std::atomic<uint64_t> taken;  // steps claimed: from the front (low 32 bits) | from the back (high 32 bits)
+  int64_t rg0, nrg;
+};
+constexpr int kMaxSpanShares = 64;
+struct SpanSplit {
+  const uint8_t* data = nullptr;  // the weight's row groups (PackedWeight::data)
+  int nShares = 0;
+  SpanShare share[kMaxSpanShares];
+  // The parts: row groups [rgAt[p], rgAt[p + 1]) write ys[p] (row stride nOf[p]).
+  int nParts = 1;
+  int64_t rgAt[kMaxParts + 1] = {};
+  int64_t nOf[kMaxParts] = {};
+  float* ys[kMaxParts] = {};
+};
+/** Share t of `shares` over RG row groups: [start(t), start(t + 1)), start(t) = t·RG / shares (prefetch.h's plan). */
+inline int64_t spanShareStart(int64_t RG, int shares, int t) { return t * RG / shares; }
+/** Steps of a share of nrg row groups walked by ns streams. */
+inline int64_t spanSteps(int64_t nrg, int ns) { return nrg / ns + nrg % ns; }
+/** Sets up the split of RG row groups in `shares` shares (≤ kMaxSpanShares), nothing claimed. */
+void spanSplitInit(SpanSplit* sp, int64_t RG, int shares);
+/** One claimed step: share, step index, and whether it came from the share's back. */
+struct SpanStep {
+  int share;
+  int64_t step;
+  bool back;
+};
+/** Claims the next step for `role` (its own share's front, else the back of the share with the most left); false: none left. */
+bool spanClaim(SpanSplit* sp, int role, int ns, SpanStep* out);
+/**
+ * The row groups of a claimed step (ns of them, or 1 for a leftover step): their indices, output
+ * (row 0 of the part's output at the row group's first row), valid rows and output row stride.
+ */
+int spanStepRows(const SpanSplit& sp, const SpanStep& s, int ns, int64_t* rg, float** y, int* valid, int64_t* ldy);
+/**
+ * Tests (addon spanSplitClaims): a split of rgAt[nParts] row groups (parts of partN rows) in `shares`
+ * shares claimed with ns streams, one step per entry of order[n] by the role it names (round robin
+ * after it until every role finds none left), or, with rt, by the roles running on rt's pool at once.
+ * Per claimed row group 8 values: role, share, step, back, row group, its output's offset in one
+ * buffer holding the parts back to back (part p at Σ_{q<p} partN[q]), valid rows, row stride.
+ */
+std::vector<double> spanSplitClaims(const int64_t* rgAt, const int64_t* partN, int nParts, int shares, int ns,
+                                    const int32_t* order, int64_t n, Runtime* rt);
 
 /**
  * Row-major 16-bit weights, M ≤ h16RowsMaxM: y[m, n] = Σ_k w[n, k]·x[m, k] for rows

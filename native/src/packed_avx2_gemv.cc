@@ -24,15 +24,16 @@ namespace {
 constexpr int64_t kPrefetch = 1024;
 
 template <int NS, int SUBS, int SB, bool MINS>
-void q4SpanT(const PackedLayout& L, const uint8_t* const* rgs, const PackedSpanArgs& t, float* const* ys, const int* valid) {
-  const int64_t nb = L.Kp / L.Ba;
+void q4SpanT(const PackedLayout& L, const uint8_t* const* rgs, const PackedSpanArgs& t, float* const* ys, const int* valid,
+             const int64_t* /* ldy: one row */) {
+  const int64_t nb = L.Kp / L.Ba, next = spanNext(t);
   const __m256i m4 = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1);
   __m256 acc[NS][2];
   for (int st = 0; st < NS; ++st) acc[st][0] = acc[st][1] = _mm256_setzero_ps();
   GroupWalk gw(L);
   const int64_t minsOff = L.G * kRowGroup * SB, scaleBytes = (MINS ? 2 : 1) * minsOff;
   for (int64_t b = 0; b < nb; ++b, gw.next()) {
-    for (int st = 0; st < NS; ++st) prefetchNextScales(L, rgs[st], b, scaleBytes);
+    for (int st = 0; st < NS; ++st) prefetchNextScales(L, rgs[st], b, scaleBytes, next);
     __m256i S[NS][2];
     for (int s = 0; s < SUBS; ++s) {
       const int64_t k0 = (b * SUBS + s) * kSubBlock;
@@ -40,7 +41,7 @@ void q4SpanT(const PackedLayout& L, const uint8_t* const* rgs, const PackedSpanA
       __m256i p[NS][2];
       for (int st = 0; st < NS; ++st) {
         p[st][0] = p[st][1] = _mm256_setzero_si256();
-        prefetchLines(prefetchTarget<kPrefetch>(L, rgs[st], k0 * 8), 4);
+        prefetchLines(prefetchTarget<kPrefetch>(L, rgs[st], k0 * 8, next), 4);
       }
       for (int c = 0; c < 4; ++c) {
         const __m256i alo = bcast4(a + 4 * c), ahi = bcast4(a + 16 + 4 * c);
@@ -81,20 +82,21 @@ void q4SpanT(const PackedLayout& L, const uint8_t* const* rgs, const PackedSpanA
 }
 
 template <int NS, int SUBS, int SB>
-void q8SpanT(const PackedLayout& L, const uint8_t* const* rgs, const PackedSpanArgs& t, float* const* ys, const int* valid) {
-  const int64_t nb = L.Kp / L.Ba;
+void q8SpanT(const PackedLayout& L, const uint8_t* const* rgs, const PackedSpanArgs& t, float* const* ys, const int* valid,
+             const int64_t* /* ldy: one row */) {
+  const int64_t nb = L.Kp / L.Ba, next = spanNext(t);
   const __m256i bias = _mm256_set1_epi8(static_cast<char>(0x80)), ones = _mm256_set1_epi16(1);
   __m256 acc[NS][2];
   for (int st = 0; st < NS; ++st) acc[st][0] = acc[st][1] = _mm256_setzero_ps();
   GroupWalk gw(L);
   const int64_t scaleBytes = L.G * kRowGroup * SB;
   for (int64_t b = 0; b < nb; ++b, gw.next()) {
-    for (int st = 0; st < NS; ++st) prefetchNextScales(L, rgs[st], b, scaleBytes);
+    for (int st = 0; st < NS; ++st) prefetchNextScales(L, rgs[st], b, scaleBytes, next);
     __m256i S[NS][2];
     for (int st = 0; st < NS; ++st) S[st][0] = S[st][1] = _mm256_setzero_si256();
     for (int s = 0; s < SUBS; ++s) {
       const int64_t k0 = (b * SUBS + s) * kSubBlock;
-      for (int st = 0; st < NS; ++st) prefetchLines(prefetchTarget<kPrefetch>(L, rgs[st], k0 * 16), 8);
+      for (int st = 0; st < NS; ++st) prefetchLines(prefetchTarget<kPrefetch>(L, rgs[st], k0 * 16, next), 8);
       for (int c = 0; c < 8; ++c) {
         const __m256i a = bcast4(t.aq + k0 + 4 * c);
         for (int st = 0; st < NS; ++st) {

@@ -62,25 +62,26 @@ void withAhead(F&& f) {
  * instantiations (the object code had none).
  */
 template <int64_t AHEAD, int NS, int LINES>
-__attribute__((always_inline)) inline void prefetchCodes(const PackedLayout& L, const uint8_t* const* rgs, int64_t off) {
+__attribute__((always_inline)) inline void prefetchCodes(const PackedLayout& L, const uint8_t* const* rgs, int64_t off, int64_t next) {
   if constexpr (AHEAD > 0) {
     for (int st = 0; st < NS; ++st) {
-      const uint8_t* p = prefetchTarget<AHEAD>(L, rgs[st], off);
+      const uint8_t* p = prefetchTarget<AHEAD>(L, rgs[st], off, next);
       for (int c = 0; c < LINES; ++c) _mm_prefetch(reinterpret_cast<const char*>(p + 64 * c), _MM_HINT_T0);
     }
   }
 }
 
 template <int NS, int SUBS, int SB, bool MINS, int64_t AHEAD>
-void q4SpanT(const PackedLayout& L, const uint8_t* const* rgs, const PackedSpanArgs& t, float* const* ys, const int* valid) {
-  const int64_t nb = L.Kp / L.Ba;
+void q4SpanT(const PackedLayout& L, const uint8_t* const* rgs, const PackedSpanArgs& t, float* const* ys, const int* valid,
+             const int64_t* /* ldy: one row */) {
+  const int64_t nb = L.Kp / L.Ba, next = spanNext(t);
   const __m512i m4 = _mm512_set1_epi8(0x0f);
   __m512 acc[NS];
   for (int st = 0; st < NS; ++st) acc[st] = _mm512_setzero_ps();
   GroupWalk gw(L);
   const int64_t minsOff = L.G * kRowGroup * SB, scaleBytes = (MINS ? 2 : 1) * minsOff;
   for (int64_t b = 0; b < nb; ++b, gw.next()) {
-    for (int st = 0; st < NS; ++st) prefetchNextScales(L, rgs[st], b, scaleBytes);
+    for (int st = 0; st < NS; ++st) prefetchNextScales(L, rgs[st], b, scaleBytes, next);
     const int32_t sum = t.asum[b];
     // Σ(q − 8)·a = Σq·a − 8·Σa: the symmetric offset is the chain's starting value.
     const __m512i start = MINS ? _mm512_setzero_si512() : _mm512_set1_epi32(-8 * sum);
@@ -92,7 +93,7 @@ void q4SpanT(const PackedLayout& L, const uint8_t* const* rgs, const PackedSpanA
     for (int s = 0; s < SUBS; ++s) {
       const int64_t k0 = (b * SUBS + s) * kSubBlock;
       const int8_t* a = t.aq + k0;
-      prefetchCodes<AHEAD, NS, 4>(L, rgs, k0 * 8);
+      prefetchCodes<AHEAD, NS, 4>(L, rgs, k0 * 8, next);
       for (int c = 0; c < 4; ++c) {
         const __m512i alo = bcast4(a + 4 * c), ahi = bcast4(a + 16 + 4 * c);
         for (int st = 0; st < NS; ++st) {
@@ -115,14 +116,15 @@ void q4SpanT(const PackedLayout& L, const uint8_t* const* rgs, const PackedSpanA
 }
 
 template <int NS, int SUBS, int SB, int64_t AHEAD>
-void q8SpanT(const PackedLayout& L, const uint8_t* const* rgs, const PackedSpanArgs& t, float* const* ys, const int* valid) {
-  const int64_t nb = L.Kp / L.Ba;
+void q8SpanT(const PackedLayout& L, const uint8_t* const* rgs, const PackedSpanArgs& t, float* const* ys, const int* valid,
+             const int64_t* /* ldy: one row */) {
+  const int64_t nb = L.Kp / L.Ba, next = spanNext(t);
   __m512 acc[NS];
   for (int st = 0; st < NS; ++st) acc[st] = _mm512_setzero_ps();
   GroupWalk gw(L);
   const int64_t scaleBytes = L.G * kRowGroup * SB;
   for (int64_t b = 0; b < nb; ++b, gw.next()) {
-    for (int st = 0; st < NS; ++st) prefetchNextScales(L, rgs[st], b, scaleBytes);
+    for (int st = 0; st < NS; ++st) prefetchNextScales(L, rgs[st], b, scaleBytes, next);
     // The bytes are q + 128: Σ(q + 128)·a − 128·Σa = Σq·a, the offset the chain starts at.
     __m512i S[NS][2];
     for (int st = 0; st < NS; ++st) {
@@ -131,7 +133,7 @@ void q8SpanT(const PackedLayout& L, const uint8_t* const* rgs, const PackedSpanA
     }
     for (int s = 0; s < SUBS; ++s) {
       const int64_t k0 = (b * SUBS + s) * kSubBlock;
-      prefetchCodes<AHEAD, NS, 8>(L, rgs, k0 * 16);
+      prefetchCodes<AHEAD, NS, 8>(L, rgs, k0 * 16, next);
       for (int c = 0; c < 8; ++c) {
         const __m512i a = bcast4(t.aq + k0 + 4 * c);
         for (int st = 0; st < NS; ++st)
@@ -171,8 +173,8 @@ constexpr int streamsFor(int mr) { return mr <= 3 ? 4 : mr == 4 ? 3 : 2; }
 
 template <int NS, int MR, int SUBS, int SB, bool MINS, int64_t AHEAD>
 void q4SpanMT(const PackedLayout& L, const uint8_t* const* rgs, const PackedSpanArgs& t, float* const* ys,
-              const int* valid) {
-  const int64_t nb = L.Kp / L.Ba;
+              const int* valid, const int64_t* ldy) {
+  const int64_t nb = L.Kp / L.Ba, next = spanNext(t);
   const __m512i m4 = _mm512_set1_epi8(0x0f);
   __m512 acc[NS][MR];
   for (int st = 0; st < NS; ++st)
@@ -180,7 +182,7 @@ void q4SpanMT(const PackedLayout& L, const uint8_t* const* rgs, const PackedSpan
   GroupWalk gw(L);
   const int64_t minsOff = L.G * kRowGroup * SB, scaleBytes = (MINS ? 2 : 1) * minsOff;
   for (int64_t b = 0; b < nb; ++b, gw.next()) {
-    for (int st = 0; st < NS; ++st) prefetchNextScales(L, rgs[st], b, scaleBytes);
+    for (int st = 0; st < NS; ++st) prefetchNextScales(L, rgs[st], b, scaleBytes, next);
     __m512i S[NS][MR];
     for (int m = 0; m < MR; ++m) {
       // Σ(q − 8)·a = Σq·a − 8·Σa: the symmetric offset is each chain's starting value.
@@ -191,7 +193,7 @@ void q4SpanMT(const PackedLayout& L, const uint8_t* const* rgs, const PackedSpan
       const int64_t k0 = (b * SUBS + s) * kSubBlock;
       const int8_t* ar[MR];
       rowPointers<MR>(t.aq + k0, t.lda, ar);
-      prefetchCodes<AHEAD, NS, 4>(L, rgs, k0 * 8);
+      prefetchCodes<AHEAD, NS, 4>(L, rgs, k0 * 8, next);
       for (int c = 0; c < 4; ++c) {
         for (int st = 0; st < NS; ++st) {
           const __m512i v = _mm512_load_si512(rgs[st] + k0 * 8 + 64 * c);
@@ -214,20 +216,20 @@ void q4SpanMT(const PackedLayout& L, const uint8_t* const* rgs, const PackedSpan
     }
   }
   for (int st = 0; st < NS; ++st)
-    for (int m = 0; m < MR; ++m) store16(ys[st] + m * t.ldy, acc[st][m], valid[st]);
+    for (int m = 0; m < MR; ++m) store16(ys[st] + m * ldy[st], acc[st][m], valid[st]);
 }
 
 template <int NS, int MR, int SUBS, int SB, int64_t AHEAD>
 void q8SpanMT(const PackedLayout& L, const uint8_t* const* rgs, const PackedSpanArgs& t, float* const* ys,
-              const int* valid) {
-  const int64_t nb = L.Kp / L.Ba;
+              const int* valid, const int64_t* ldy) {
+  const int64_t nb = L.Kp / L.Ba, next = spanNext(t);
   __m512 acc[NS][MR];
   for (int st = 0; st < NS; ++st)
     for (int m = 0; m < MR; ++m) acc[st][m] = _mm512_setzero_ps();
   GroupWalk gw(L);
   const int64_t scaleBytes = L.G * kRowGroup * SB;
   for (int64_t b = 0; b < nb; ++b, gw.next()) {
-    for (int st = 0; st < NS; ++st) prefetchNextScales(L, rgs[st], b, scaleBytes);
+    for (int st = 0; st < NS; ++st) prefetchNextScales(L, rgs[st], b, scaleBytes, next);
     __m512i S[NS][MR];
     for (int m = 0; m < MR; ++m) {
       const __m512i start = _mm512_set1_epi32(-128 * t.asum[m * nb + b]);  // the bytes are q + 128
@@ -237,7 +239,7 @@ void q8SpanMT(const PackedLayout& L, const uint8_t* const* rgs, const PackedSpan
       const int64_t k0 = (b * SUBS + s) * kSubBlock;
       const int8_t* ar[MR];
       rowPointers<MR>(t.aq + k0, t.lda, ar);
-      prefetchCodes<AHEAD, NS, 8>(L, rgs, k0 * 16);
+      prefetchCodes<AHEAD, NS, 8>(L, rgs, k0 * 16, next);
       for (int c = 0; c < 8; ++c)
         for (int st = 0; st < NS; ++st) {
           const __m512i v = _mm512_load_si512(rgs[st] + k0 * 16 + 64 * c);
@@ -252,7 +254,7 @@ void q8SpanMT(const PackedLayout& L, const uint8_t* const* rgs, const PackedSpan
     }
   }
   for (int st = 0; st < NS; ++st)
-    for (int m = 0; m < MR; ++m) store16(ys[st] + m * t.ldy, acc[st][m], valid[st]);
+    for (int m = 0; m < MR; ++m) store16(ys[st] + m * ldy[st], acc[st][m], valid[st]);
 }
 
 }  // namespace

@@ -12,7 +12,10 @@
 //      goes to the level's span kernel (several DRAM streams per thread), which
 //      measured ~1.25× the per-row-group tile at M = 1 on the Zen 3 (packed_avx2.cc),
 //      and on the Zen 4 (AVX-512, M = 1…8) see packed_avx512_gemv.cc;
-//   3. bias, per thread, on its own columns.
+//      with several threads such a decode call instead splits dynamically (packed.h SpanSplit):
+//      one share of the row groups per thread, claimed a step at a time from the front by its
+//      owner and from the back by whoever is done first, so the threads end together;
+//   3. bias, per thread, on its own columns (after the call for the dynamic split).
 // A concatenated weight (packedConcat: q|k|v, gate|up) runs as one call with one output
 // array per part (matmulPackedParts): one quantization of x, one pool wake-up, and the
 // threads split the row groups of all parts together.
@@ -89,22 +92,6 @@ constexpr double kSerialFlops = 2e6;  // below this, waking the pool costs more 
 
 int64_t minI(int64_t a, int64_t b) { return a < b ? a : b; }
 
-/**
- * Decode (span) calls split their row groups in units of 4 (one per stream, packed_walk.h:
- * a range of 4k row groups runs no single-stream leftover) into `threads` tasks over the
- * first ~80% and `threads` small tasks over the last ~20%, which whichever thread is done
- * first claims, instead of one static share per thread whose slower side the other waits
- * for. spanTaskStart(…, t) is task t's first row group (t = 0 … 2·threads; RG at the end), or
- * −1 when the call is too small for the tail (each tail task gets 2 units or more).
- */
-int64_t spanTaskStart(int64_t RG, int threads, int t) {
-  const int64_t U = RG / 4, tailU = U / 5;
-  if (tailU < 2 * threads) return -1;
-  if (t == 2 * threads) return RG;
-  const int64_t u = t <= threads ? t * (U - tailU) / threads : U - tailU + (t - threads) * tailU / threads;
-  return 4 * u;
-}
-
 template <class F>
 void forTasks(Runtime& rt, int nTasks, F&& f) {
   if (nTasks > 1) rt.pool.parallelFor(nTasks, f);
@@ -112,6 +99,125 @@ void forTasks(Runtime& rt, int nTasks, F&& f) {
 }
 
 }  // namespace
+
+// ---------------------------------------------------------------- the decode split (packed.h SpanSplit)
+
+void spanSplitInit(SpanSplit* sp, int64_t RG, int shares) {
+  assert(shares >= 1 && shares <= kMaxSpanShares);
+  sp->nShares = shares;
+  for (int s = 0; s < shares; ++s) {
+    sp->share[s].taken.store(0, std::memory_order_relaxed);
+    sp->share[s].rg0 = spanShareStart(RG, shares, s);
+    sp->share[s].nrg = spanShareStart(RG, shares, s + 1) - sp->share[s].rg0;
+  }
+}
+
+namespace {
+constexpr uint64_t kBackOne = uint64_t{1} << 32;
+int64_t takenFront(uint64_t v) { return static_cast<int64_t>(v & 0xffffffffu); }
+int64_t takenBack(uint64_t v) { return static_cast<int64_t>(v >> 32); }
+
+/** One step of share s from its front (back = false) or back; false when the share has none left. */
+bool claimIn(SpanShare& sh, int ns, bool back, int64_t* step) {
+  const int64_t S = spanSteps(sh.nrg, ns);
+  uint64_t cur = sh.taken.load(std::memory_order_relaxed);
+  while (takenFront(cur) + takenBack(cur) < S) {
+    // Relaxed: a claim only has to be unique (the outputs are disjoint; the pool's join publishes them).
+    if (sh.taken.compare_exchange_weak(cur, cur + (back ? kBackOne : 1), std::memory_order_relaxed)) {
+      *step = back ? S - 1 - takenBack(cur) : takenFront(cur);
+      return true;
+    }
+  }
+  return false;
+}
+}  // namespace
+
+bool spanClaim(SpanSplit* sp, int role, int ns, SpanStep* out) {
+  if (role < sp->nShares && claimIn(sp->share[role], ns, false, &out->step)) {
+    *out = SpanStep{role, out->step, false};
+    return true;
+  }
+  for (;;) {
+    int best = -1;
+    int64_t bestLeft = 0;
+    for (int s = 0; s < sp->nShares; ++s) {
+      const uint64_t v = sp->share[s].taken.load(std::memory_order_relaxed);
+      const int64_t left = spanSteps(sp->share[s].nrg, ns) - takenFront(v) - takenBack(v);
+      if (left > bestLeft) {
+        best = s;
+        bestLeft = left;
+      }
+    }
+    if (best < 0) return false;
+    int64_t step;
+    if (claimIn(sp->share[best], ns, true, &step)) {
+      *out = SpanStep{best, step, true};
+      return true;
+    }
+  }
+}
+
+int spanStepRows(const SpanSplit& sp, const SpanStep& s, int ns, int64_t* rg, float** y, int* valid, int64_t* ldy) {
+  const SpanShare& sh = sp.share[s.share];
+  const int64_t part = sh.nrg / ns;
+  const int n = s.step < part ? ns : 1;
+  for (int st = 0; st < n; ++st) {
+    const int64_t r = sh.rg0 + (s.step < part ? st * part + s.step : ns * part + (s.step - part));
+    int p = 0;
+    while (r >= sp.rgAt[p + 1]) ++p;
+    const int64_t n0 = (r - sp.rgAt[p]) * kRowGroup;
+    rg[st] = r;
+    y[st] = sp.ys[p] + n0;
+    valid[st] = static_cast<int>(minI(kRowGroup, sp.nOf[p] - n0));
+    ldy[st] = sp.nOf[p];
+  }
+  return n;
+}
+
+std::vector<double> spanSplitClaims(const int64_t* rgAt, const int64_t* partN, int nParts, int shares, int ns,
+                                    const int32_t* order, int64_t n, Runtime* rt) {
+  SpanSplit sp;
+  spanSplitInit(&sp, rgAt[nParts], shares);
+  sp.nParts = nParts;
+  int64_t rows = 0;
+  for (int p = 0; p <= nParts; ++p) sp.rgAt[p] = rgAt[p];
+  for (int p = 0; p < nParts; ++p) rows += partN[p];
+  std::vector<float> out(static_cast<size_t>(rows));
+  for (int64_t p = 0, at = 0; p < nParts; at += partN[p++]) {
+    sp.nOf[p] = partN[p];
+    sp.ys[p] = out.data() + at;
+  }
+  std::vector<std::vector<double>> log(static_cast<size_t>(shares));
+  auto claim = [&](int role) {  // one step; false: none left
+    SpanStep s{};
+    if (!spanClaim(&sp, role, ns, &s)) return false;
+    int64_t rg[64], ldy[64];
+    float* y[64];
+    int valid[64];
+    const int k = spanStepRows(sp, s, ns, rg, y, valid, ldy);
+    for (int i = 0; i < k; ++i)
+      log[static_cast<size_t>(role)].insert(log[static_cast<size_t>(role)].end(),
+                                            {double(role), double(s.share), double(s.step), s.back ? 1.0 : 0.0, double(rg[i]),
+                                             double(y[i] - out.data()), double(valid[i]), double(ldy[i])});
+    return true;
+  };
+  if (rt != nullptr) {
+    rt->pool.parallelFor(shares, [&](int role, int) { while (claim(role)) {} });
+  } else {
+    std::vector<char> done(static_cast<size_t>(shares), 0);
+    int left = shares;
+    for (int64_t i = 0; left > 0; ++i) {
+      const int role = i < n ? order[i] : static_cast<int>(i % shares);
+      if (done[static_cast<size_t>(role)] == 0 && !claim(role)) {
+        done[static_cast<size_t>(role)] = 1;
+        --left;
+      }
+    }
+  }
+  std::vector<double> all;
+  for (const auto& l : log) all.insert(all.end(), l.begin(), l.end());
+  return all;
+}
 
 void matmulPacked(Runtime& rt, const float* x, const PackedWeight& w, int64_t M, const float* bias, float* y,
                   bool f32Acts) {
@@ -181,11 +287,41 @@ void matmulPackedParts(Runtime& rt, const float* x, const PackedWeight& w, int64
 
   if (qllmTraceOn != 0) qllmTrace(kTraceQuant, 0, 0);
 
-  // 2. Tiles over a split of all row groups; a task's range is cut at part boundaries.
-  //    Decode spans: `threads` tasks, then `threads` small ones for whoever is done first (spanTaskStart).
-  const bool guided = span != nullptr && parallel && spanTaskStart(RG, threads, 0) == 0;
-  if (guided) nTasks = 2 * threads;
-  auto taskStart = [&](int t) { return guided ? spanTaskStart(RG, threads, t) : t * RG / nTasks; };
+  // 2. Decode spans on the pool: one task per thread, each the span's claim loop over the shared
+  //    split (packed.h SpanSplit: its own share from the front, then others' from the back), so
+  //    whoever is faster takes more; a role whose share a faster thread already emptied finds
+  //    nothing. The bias goes on afterwards (which thread computed a row group is not known).
+  if (span != nullptr && parallel && threads <= kMaxSpanShares) {
+    SpanSplit sp;
+    spanSplitInit(&sp, RG, threads);
+    sp.data = w.data;
+    sp.nParts = nParts;
+    for (int p = 0; p <= nParts; ++p) sp.rgAt[p] = rgAt[p];
+    for (int p = 0; p < nParts; ++p) {
+      sp.nOf[p] = nOf[p];
+      sp.ys[p] = ys[p];
+    }
+    forTasks(rt, threads, [&](int t, int tid) {
+      if (qllmTraceOn != 0) {
+        traceSetThread(tid);
+        qllmTrace(kTraceTask, t, sp.share[t].rg0);
+      }
+      PackedSpanArgs s{&L, nullptr, 0, aq, ad, asum, nullptr, 0, static_cast<int>(M), 0, lda};
+      s.split = &sp;
+      s.role = t;
+      span(s);
+      if (qllmTraceOn != 0) qllmTrace(kTraceTaskEnd, t, sp.share[t].rg0 + sp.share[t].nrg);
+    });
+    for (int p = 0; p < nParts; ++p)
+      if (bias[p] != nullptr)
+        for (int64_t m = 0; m < M; ++m)
+          for (int64_t n = 0; n < nOf[p]; ++n) ys[p][m * nOf[p] + n] += bias[p][n];
+    if (qllmTraceOn != 0) qllmTrace(kTraceReturn, 0, 0);
+    return;
+  }
+
+  // 3. Otherwise tiles over a static split of all row groups; a task's range is cut at part boundaries.
+  auto taskStart = [&](int t) { return t * RG / nTasks; };
   void (*tile)(const PackedTileArgs&) = L.kind == PackedKind::H16 ? pk.h16
                                         : L.kind == PackedKind::Q4 ? (int8Acts ? pk.q4 : pk.q4f)
                                                                    : (int8Acts ? pk.q8 : pk.q8f);
@@ -238,7 +374,7 @@ void matmulPackedParts(Runtime& rt, const float* x, const PackedWeight& w, int64
           }
         }
       }
-      // 3. Bias on this task's columns of the part.
+      // Bias on this task's columns of the part.
       if (bias[p] != nullptr) {
         const int64_t n0 = (rg0 - base) * kRowGroup, n1 = minI(N, (rg1 - base) * kRowGroup);
         for (int64_t m = 0; m < M; ++m)

@@ -26,6 +26,7 @@ enum TraceKind : int {
   kTraceTaskEnd = 4,
   kTraceSpan = 5,   // a = step i of the span walk, b = steps in all (a step: one row group of each stream)
   kTraceReturn = 6,
+  kTraceSteal = 7,  // a = share, b = step: a span starts claiming a share's back (packed.h SpanSplit)
 };
 /** Sets the pool id the hooks of this thread record (thread_local). */
 void traceSetThread(int tid);

@@ -75,6 +75,9 @@ inline void prefetchLines(const uint8_t* p, int lines) {
   for (int i = 0; i < lines; ++i) __builtin_prefetch(p + 64 * i, 0, 3);  // prefetcht0
 }
 
+/** Bytes from a span stream's row group to the next one it walks (the prefetch targets below). */
+inline int64_t spanNext(const PackedSpanArgs& t) { return t.backward ? -t.L->rgStride : t.L->rgStride; }
+
 /**
  * The code bytes Dist ahead of code offset `off` of row group rg in its stream: past
  * the codes that is the stream's next row group (rg + rgStride), not this one's scales.
@@ -86,40 +89,72 @@ inline void prefetchLines(const uint8_t* p, int lines) {
  * matrix against 648 / 784 µs (+7% / +1%, a loaded machine: every call twice as slow).
  */
 template <int64_t Dist>
-inline const uint8_t* prefetchTarget(const PackedLayout& L, const uint8_t* rg, int64_t off) {
+inline const uint8_t* prefetchTarget(const PackedLayout& L, const uint8_t* rg, int64_t off, int64_t next) {
   const int64_t at = off + Dist;
-  return at < L.codeBytes ? rg + at : rg + L.rgStride + (at - L.codeBytes);
+  return at < L.codeBytes ? rg + at : rg + next + (at - L.codeBytes);
 }
 
 /**
  * Block b also prefetches line b of the stream's next row group's scales (and mins): they are
  * a second, short stream per row group that otherwise starts cold at every row group.
  */
-inline void prefetchNextScales(const PackedLayout& L, const uint8_t* rg, int64_t b, int64_t scaleBytes) {
-  if (64 * b < scaleBytes) __builtin_prefetch(rg + L.rgStride + L.codeBytes + 64 * b, 0, 3);
+inline void prefetchNextScales(const PackedLayout& L, const uint8_t* rg, int64_t b, int64_t scaleBytes, int64_t next) {
+  if (64 * b < scaleBytes) __builtin_prefetch(rg + next + L.codeBytes + 64 * b, 0, 3);
 }
 
 constexpr int kSpanStartLines = 16;  // 1 KiB
 
+/** Each stream's first KiB of codes and first scale line, all at once (a span's or a steal's start). */
+inline void prefetchStreamStarts(const PackedLayout& L, const uint8_t* const* rgs, int n) {
+  for (int st = 0; st < n; ++st) {
+    for (int c = 0; c < kSpanStartLines; ++c) __builtin_prefetch(rgs[st] + 64 * c, 0, 3);
+    __builtin_prefetch(rgs[st] + L.codeBytes, 0, 3);
+  }
+}
+
 /**
- * Splits the span into NS contiguous parts walked side by side (many(L, rgs, t, ys,
- * valid) with NS row groups, one of each part); the n % NS leftover row groups run
- * one at a time (one(…) with one).
+ * The span's walk: NS streams side by side, many(L, rgs, t, ys, valid, ldy) with NS row groups
+ * (one of each stream), one(…) with one. Without a split (t.split null) the span's nrg row groups
+ * are cut into NS contiguous parts and the n % NS leftovers run one at a time; with one, the steps
+ * are claimed from the call's shared split as t.role (packed.h SpanSplit), each step's outputs
+ * placed by spanStepRows, and a step taken from a share's back walks its streams downwards.
  */
 template <int NS, class Many, class One>
 void spanStreams(const PackedSpanArgs& t, Many many, One one) {
   const PackedLayout& L = *t.L;
+  if (t.split != nullptr) {
+    PackedSpanArgs tb = t;  // the arguments of the steps taken from a share's back
+    tb.backward = true;
+    SpanStep s{}, prev{-1, 0, false};
+    while (spanClaim(t.split, t.role, NS, &s)) {
+      int64_t rgi[NS], ldy[NS];
+      float* ys[NS];
+      int valid[NS];
+      const uint8_t* rgs[NS];
+      const int n = spanStepRows(*t.split, s, NS, rgi, ys, valid, ldy);
+      for (int st = 0; st < n; ++st) rgs[st] = t.split->data + rgi[st] * L.rgStride;
+      // A stream restarts unless this step follows the last one in the same share and direction.
+      if (s.share != prev.share || s.back != prev.back || s.step != prev.step + (s.back ? -1 : 1)) {
+        prefetchStreamStarts(L, rgs, n);
+        if (qllmTraceOn != 0 && s.back) qllmTrace(7 /* kTraceSteal */, s.share, s.step);
+      }
+      prev = s;
+      if (qllmTraceOn != 0) qllmTrace(5 /* kTraceSpan */, s.step, 0);
+      if (n == NS) many(L, rgs, s.back ? tb : t, ys, valid, ldy);
+      else one(L, rgs, s.back ? tb : t, ys, valid, ldy);
+    }
+    return;
+  }
   const int64_t n = t.nrg, part = n / NS;
   auto rgAt = [&](int64_t i) { return t.rg0 + i * L.rgStride; };
   auto validAt = [&](int64_t i) { return i == n - 1 ? t.lastValid : static_cast<int>(kRowGroup); };
-  // Each stream's first KiB of codes and first scale line, all at once: the kernels' own code
-  // prefetch runs 1 KiB ahead of the reads, so without this a span's 4 streams start on demand misses.
-  if (part > 0)
-    for (int st = 0; st < NS; ++st) {
-      const uint8_t* p = rgAt(st * part);
-      for (int c = 0; c < kSpanStartLines; ++c) __builtin_prefetch(p + 64 * c, 0, 3);
-      __builtin_prefetch(p + L.codeBytes, 0, 3);
-    }
+  int64_t ldys[NS];
+  for (int st = 0; st < NS; ++st) ldys[st] = t.ldy;
+  if (part > 0) {
+    const uint8_t* starts[NS];
+    for (int st = 0; st < NS; ++st) starts[st] = rgAt(st * part);
+    prefetchStreamStarts(L, starts, NS);
+  }
   for (int64_t i = 0; i < part; ++i) {
     if (qllmTraceOn != 0) qllmTrace(5 /* kTraceSpan */, i, part);
     const uint8_t* rgs[NS];
@@ -131,12 +166,12 @@ void spanStreams(const PackedSpanArgs& t, Many many, One one) {
       ys[st] = t.y + j * kRowGroup;
       valid[st] = validAt(j);
     }
-    many(L, rgs, t, ys, valid);
+    many(L, rgs, t, ys, valid, ldys);
   }
   for (int64_t j = NS * part; j < n; ++j) {
     const uint8_t* rgs[1] = {rgAt(j)};
     float* ys[1] = {t.y + j * kRowGroup};
     const int valid[1] = {validAt(j)};
-    one(L, rgs, t, ys, valid);
+    one(L, rgs, t, ys, valid, ldys);
   }
 }

@@ -4,9 +4,10 @@
 // them (prefetchPlan); a kernel spreads its share of the list's lines over its own work
 // (prefetchLines at each interleave point). Prefetches change no result.
 //
-// The order: a decode matmul (M = 1) splits its row groups statically into one contiguous
-// range per pool thread (packed_matmul.cc), and each thread's span walks its range as 4
-// streams side by side (packed_walk.h spanStreams). The plan cuts every such stream into
+// The order: a decode matmul (M = 1) splits its row groups into one contiguous share per
+// pool thread (packed.h SpanSplit; the end of a share may be taken by another thread, from
+// its back), and each thread's span walks its share from the front as 4 streams side by
+// side (packed_walk.h spanStreams). The plan cuts every such stream into
 // pieces of kPrefetchPiece bytes and lists them round-robin over the streams, so that any
 // prefix of the list is the head of every stream: the bytes each thread reads first.
 #pragma once

@@ -64,6 +64,8 @@ interface NativeAddon extends NativePackedAddon, Int8Addon, NativeConvertAddon, 
   ): void;
   /** The ranges a hint of these handles prefetches: [handle index, byte offset, bytes] each (tests; prefetch.h). */
   prefetchPlan?(handles: unknown[], threads: number, maxBytes: number): Float64Array;
+  /** The decode split's claims, 8 values per row group (tests; native/src/packed.h spanSplitClaims). */
+  spanSplitClaims?(partRg: Float64Array, partN: Float64Array, shares: number, ns: number, order: Int32Array | null): Float64Array;
   /** g[i] = silu(g[i])·u[i] for i < n (native/src/elementwise.cc). */
   swiglu(g: Float32Array, u: Float32Array, n: number): void;
   setThreads(n: number): void;
@@ -101,7 +103,11 @@ const ADDON_EXPORTS: Readonly<Record<keyof NativeAddon, "required" | "optional">
   convertRows: "optional", ggmlQuantizeRows: "optional", rtnQuantize: "optional", gptqPackCodes: "optional",
   rmsNorm: "optional", rope: "optional", add: "optional", toF16: "optional", graphBuild: "optional", graphRun: "optional", // an older build loads (eval/decode-ab.ts); nn/ then runs these in TS
   prefetchPlan: "optional", // tests only: an addon built before the hints still loads (eval/decode-ab.ts against older builds)
+  spanSplitClaims: "optional", // tests only, likewise
 };
+
+/** One row group claimed by the decode split (NativeBackend.spanSplitClaims). */
+export interface SpanClaimRow { role: number; share: number; step: number; back: boolean; rg: number; y: number; valid: number; ldy: number }
 
 /**
  * The loaded module as a NativeAddon, or a DependencyError naming `file` and the required
@@ -276,6 +282,32 @@ export class NativeBackend implements Backend {
   prefetchPlan(ws: readonly LinearWeight[], threads: number, maxBytes: number): Float64Array {
     if (this.#addon.prefetchPlan === undefined) throw new DependencyError("prefetchPlan: the addon predates prefetch hints", { hint: BUILD_HINT });
     return this.#addon.prefetchPlan(this.hintHandles(ws) ?? [], threads, maxBytes);
+  }
+
+  /**
+   * The decode split's claims (tests; native/src/packed.h SpanSplit) over parts of partN rows (row groups
+   * of 16 back to back, as a concatenated weight's), in `shares` shares walked by ns streams: one step per
+   * entry of order by the role it names (then round robin until none is left), or, order null, by the
+   * roles running at once on the pool. One entry per claimed row group; y is its output's offset in the
+   * parts' outputs back to back.
+   */
+  spanSplitClaims(partN: readonly number[], shares: number, ns: number, order: Int32Array | null): SpanClaimRow[] {
+    const op = "spanSplitClaims";
+    if (this.#addon.spanSplitClaims === undefined) throw new DependencyError(`${op}: the addon predates the decode split`, { hint: BUILD_HINT });
+    if (partN.length < 1 || partN.length > 4) throw new UsageError(`${op}: 1 to 4 parts`, { field: "partN", expected: "1…4 row counts", found: String(partN.length) });
+    partN.forEach((n) => checkInt(op, "partN", n, 1));
+    checkInt(op, "shares", shares, 1);
+    checkInt(op, "ns", ns, 1);
+    if (shares > 64 || ns > 64) throw new UsageError(`${op}: at most 64 shares and streams`, { field: "shares", expected: "≤ 64", found: `${shares}, ${ns}` });
+    if (order?.some((r) => r < 0 || r >= shares)) throw new UsageError(`${op}: order names a role past the shares`, { field: "order", expected: `roles 0…${shares - 1}` });
+    const rgAt = [0];
+    for (const n of partN) rgAt.push(rgAt.at(-1)! + Math.ceil(n / 16));
+    const a = this.#addon.spanSplitClaims(Float64Array.from(rgAt), Float64Array.from(partN), shares, ns, order);
+    const rows: SpanClaimRow[] = [];
+    for (let i = 0; i < a.length; i += 8) {
+      rows.push({ role: a[i]!, share: a[i + 1]!, step: a[i + 2]!, back: a[i + 3] === 1, rg: a[i + 4]!, y: a[i + 5]!, valid: a[i + 6]!, ldy: a[i + 7]! });
+    }
+    return rows;
   }
 
   attention(q: Float32Array, k: KvRows, v: KvRows, shape: AttentionShape, out: Float32Array, next?: readonly LinearWeight[]): void {

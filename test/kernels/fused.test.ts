@@ -2,7 +2,7 @@
  * Concatenated packed weights (NativeBackend.fuse → native packedConcat / packedView,
  * matmulMany → matmulPackedParts): one call on q|k|v or gate|up gives, bit for bit, what
  * one matmul per weight gives on the unfused packs (same tiles, same activation
- * quantization), at every kernel level this CPU runs, 1 and 2 threads, M = 1, 3, 17, N not
+ * quantization), at every kernel level this CPU runs, 1 and 2 threads, M = 1, 3, 4, 8, 17 (the spans run 4, 3 and 2 streams), N not
  * a multiple of 16 (pad rows inside the concatenation), biases, act-order perms, shapes big
  * enough for the threads to split the row groups inside a part; the views
  * still work as matrices of their own; weights that cannot share a call are refused.
@@ -28,8 +28,9 @@ const CASES: Case[] = [
   // part 0 and crosses into parts 1 and 2, and the M = 1 span's streams cross the part boundaries
   { kind: "q4", Ns: [500, 37, 70], K: 2048, g: 32, perm: false },
   { kind: "q8", Ns: [300, 45, 200], K: 2048, g: 64, perm: false },
-  // 85 row groups: M ≤ 8 on 2 threads runs 2 main tasks ([0, 32), [32, 68): across parts 0 | 1)
-  // and 2 tail tasks ([68, 76) across parts 1 | 2, [76, 85) with the padded last row group)
+  // 85 row groups: M ≤ 8 on 2 threads runs the decode split's shares [0, 42) and [42, 85) (the
+  // second across parts 1 | 2, with the padded last row group); steps stolen from a share's back
+  // walk its streams downwards
   { kind: "q4", Ns: [900, 180, 250], K: 1024, g: 32, perm: false },
 ];
 
@@ -71,7 +72,7 @@ describe.each(CASES)("fuse $kind Ns=$Ns K=$K perm=$perm", (c) => {
     expect(nb.fuse(views)).toBeNull(); // views are not fused again
   });
 
-  it.each(levels.flatMap((l) => [1, 2].flatMap((t) => [1, 3, 17].map((M) => ({ level: l, threads: t, M })))))(
+  it.each(levels.flatMap((l) => [1, 2].flatMap((t) => [1, 3, 4, 8, 17].map((M) => ({ level: l, threads: t, M })))))(
     "matmulMany equals a matmul per unfused weight, bit for bit ($level, $threads threads, M = $M)",
     ({ level, threads, M }) => {
       nb.setKernelLevel(level);
