@@ -104,7 +104,11 @@ inline void prefetchNextScales(const PackedLayout& L, const uint8_t* rg, int64_t
 
 constexpr int kSpanStartLines = 16;  // 1 KiB
 
-/** Each stream's first KiB of codes and first scale line, all at once (a span's or a steal's start). */
+/**
+ * Each stream's first KiB of codes and first scale line, all at once, where streams start (a span,
+ * a steal): the kernels' own code prefetch runs 1 KiB ahead of the reads, so without this the
+ * streams start on demand misses.
+ */
 inline void prefetchStreamStarts(const PackedLayout& L, const uint8_t* const* rgs, int n) {
   for (int st = 0; st < n; ++st) {
     for (int c = 0; c < kSpanStartLines; ++c) __builtin_prefetch(rgs[st] + 64 * c, 0, 3);
@@ -126,6 +130,7 @@ void spanStreams(const PackedSpanArgs& t, Many many, One one) {
     PackedSpanArgs tb = t;  // the arguments of the steps taken from a share's back
     tb.backward = true;
     SpanStep s{}, prev{-1, 0, false};
+    int prevN = 0;
     while (spanClaim(t.split, t.role, NS, &s)) {
       int64_t rgi[NS], ldy[NS];
       float* ys[NS];
@@ -133,12 +138,14 @@ void spanStreams(const PackedSpanArgs& t, Many many, One one) {
       const uint8_t* rgs[NS];
       const int n = spanStepRows(*t.split, s, NS, rgi, ys, valid, ldy);
       for (int st = 0; st < n; ++st) rgs[st] = t.split->data + rgi[st] * L.rgStride;
-      // A stream restarts unless this step follows the last one in the same share and direction.
-      if (s.share != prev.share || s.back != prev.back || s.step != prev.step + (s.back ? -1 : 1)) {
+      // The streams restart unless this step follows the last one in the same share and direction
+      // (and lanes: from a share's back its leftover row groups come first, one stream).
+      if (s.share != prev.share || s.back != prev.back || s.step != prev.step + (s.back ? -1 : 1) || n != prevN) {
         prefetchStreamStarts(L, rgs, n);
         if (qllmTraceOn != 0 && s.back) qllmTrace(7 /* kTraceSteal */, s.share, s.step);
       }
       prev = s;
+      prevN = n;
       if (qllmTraceOn != 0) qllmTrace(5 /* kTraceSpan */, s.step, 0);
       if (n == NS) many(L, rgs, s.back ? tb : t, ys, valid, ldy);
       else one(L, rgs, s.back ? tb : t, ys, valid, ldy);

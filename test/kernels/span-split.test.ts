@@ -11,11 +11,13 @@
  * part (parts of a concatenated weight back to back, pad rows of a part's last row group not
  * written). With the roles' speeds 1 and 0.8 (the claims interleaved by their times) the two
  * finish within one step of each other. The matmuls that run this split are bit-equal to one
- * thread in fused.test.ts and packed.test.ts.
+ * thread in fused.test.ts and packed.test.ts (2 threads) and below (3 and 5 threads on a fused
+ * q|k|v, at every kernel level: shares stolen by several roles, lanes across parts).
  */
 import { describe, expect, it } from "vitest";
+import type { ManyPart } from "../../src/backend/backend.ts";
 import { createNativeBackend, type SpanClaimRow } from "../../src/backend/native.ts";
-import { rng } from "./packed-ref.ts";
+import { randF32, randScales, rng } from "./packed-ref.ts";
 
 const nb = createNativeBackend({ threads: 2 });
 const RG = 16;
@@ -116,6 +118,30 @@ it("two roles of speeds 1 and 0.8 finish within one step of each other", () => {
     const end = [stepsOf(0) / speed[0]!, stepsOf(1) / speed[1]!];
     expect(Math.abs(end[0]! - end[1]!), `finish times ${end}`).toBeLessThanOrEqual(1 / speed[1]!);
     expect(rows.some((x) => x.role === 0 && x.back), "the faster role stole").toBe(true);
+  }
+});
+
+it.each(nb.kernelLevels())("a fused q|k|v on 3 and 5 threads gives the bits of one thread (%s, M = 1, 2, 4)", (level) => {
+  const r = rng(77), K = 2048, Ns = [700, 90, 130]; // 59 row groups; ≥ the driver's serial threshold at M = 1
+  const parts = Ns.map((N) => nb.packQ4({ codes: Uint8Array.from({ length: N * K }, () => Math.floor(r() * 16)), scales: randScales(N * K / 32, r, true), mins: null, N, K, groupSize: 32, perm: null }));
+  const views = nb.fuse(parts)!;
+  nb.setKernelLevel(level);
+  try {
+    for (const M of [1, 2, 4]) {
+      const x = randF32(M * K, r);
+      const run = (threads: number): Float32Array[] => {
+        nb.setThreads(threads);
+        const outs: ManyPart[] = views.map((v) => ({ w: v, N: v.N, out: new Float32Array(M * v.N).fill(NaN) }));
+        nb.matmulMany(x, M, K, outs);
+        return outs.map((o) => o.out);
+      };
+      const one = run(1);
+      for (const threads of [3, 5]) for (let rep = 0; rep < 5; rep++) expect(run(threads), `M = ${M}, ${threads} threads`).toEqual(one);
+    }
+  } finally {
+    nb.setThreads(2);
+    nb.setKernelLevel(nb.kernelLevels()[0]!);
+    views.forEach((v) => v.dispose());
   }
 });
 
