@@ -111,6 +111,52 @@ template <class S, int HG, int NV>
   }
 }
 
+/**
+ * The f16 form of transposeKeys + scoresHeads at W = 16 (d a multiple of 32, a whole block of
+ * 16 keys): the keys are transposed as 32-bit PAIRS of f16 elements (one 16×16 transpose per
+ * 32 columns, half the shuffles of widening first and transposing f32: the shuffles share the
+ * FMA port), to kt16 [d/2 pairs][16 keys][2]. Widened as loaded, a vector of kt16 holds 8 keys ×
+ * 2 columns (lane 2m + t: key m, column 2i + t), multiplied by q's columns 2i, 2i + 1 broadcast
+ * as a pair; the two partial sums of a key (even and odd columns) are added at the end.
+ */
+template <class S>
+[[gnu::always_inline]] inline void transposePairs(const uint16_t* k, int64_t ks, int d, uint16_t* kt16) {
+  using V = typename S::V;
+  for (int c0 = 0; c0 < d; c0 += 32) {
+    V r[16];
+    for (int jj = 0; jj < 16; ++jj) r[jj] = S::load(reinterpret_cast<const float*>(k + jj * ks + c0));
+    S::transpose(r);  // r[i]: pair c0/2 + i of keys 0..15 (bits moved, never computed on)
+    for (int i = 0; i < 16; ++i) S::store(reinterpret_cast<float*>(kt16 + (c0 / 2 + i) * 32), r[i]);
+  }
+}
+
+/** s[h·ss + jj] = scale · q_h · k_jj for HG heads, jj < 16, from transposePairs' kt16. */
+template <class S, int HG>
+[[gnu::always_inline]] inline void scoresPairs(const float* q, const uint16_t* kt16, int d, float scale, float* s, int64_t ss) {
+  using V = typename S::V;
+  V a[HG][2];
+  for (int h = 0; h < HG; ++h) a[h][0] = a[h][1] = S::zero();
+  for (int i = 0; i < d / 2; ++i) {
+    const V k0 = S::loadH(kt16 + i * 32), k1 = S::loadH(kt16 + i * 32 + 16);  // keys 0..7, 8..15
+    for (int h = 0; h < HG; ++h) {
+      const V qb = S::bcast2(q + h * d + 2 * i);
+      a[h][0] = S::fma(qb, k0, a[h][0]);
+      a[h][1] = S::fma(qb, k1, a[h][1]);
+    }
+  }
+  const V sc = S::set1(scale);
+  for (int h = 0; h < HG; ++h) S::store(s + h * ss, S::mul(S::pairSum(a[h][0], a[h][1]), sc));
+}
+
+template <class S>
+[[gnu::always_inline]] inline void scoresPairsGroup(const float* q, const uint16_t* kt16, int d, int group, float scale, float* s, int64_t ss) {
+  int h = 0;
+  for (; h + 8 <= group; h += 8) scoresPairs<S, 8>(q + h * d, kt16, d, scale, s + h * ss, ss);
+  for (; h + 4 <= group; h += 4) scoresPairs<S, 4>(q + h * d, kt16, d, scale, s + h * ss, ss);
+  for (; h + 2 <= group; h += 2) scoresPairs<S, 2>(q + h * d, kt16, d, scale, s + h * ss, ss);
+  for (; h < group; ++h) scoresPairs<S, 1>(q + h * d, kt16, d, scale, s + h * ss, ss);
+}
+
 /** scoresHeads for the `group` heads of one kv head: as many heads per pass as the registers hold. */
 template <class S, int NV>
 [[gnu::always_inline]] inline void scoresGroup(const float* q, const float* kt, int d, int group, float scale, float* s, int64_t ss) {
@@ -249,6 +295,16 @@ void attnChunk(const AttnChunkArgs& a) {
     for (int g = 0; g < a.nKvHead; ++g) {
       prefetchRows(kc + g * d, ks, minOf(pe, j0 + PF), minOf(pe, j0 + PF + KB), d);
       hintNext();
+      if constexpr (W == 16 && sizeof(E) == 2) {
+        if (d % 32 == 0 && nb == KB) {  // f16 keys, whole block: as pairs (transposePairs)
+          uint16_t* kt16 = reinterpret_cast<uint16_t*>(kt);
+          for (int64_t jj = 0; jj < KB; jj += 16) {
+            transposePairs<S>(kc + (j0 + jj) * ks + g * d, ks, d, kt16);
+            scoresPairsGroup<S>(a.q + g * group * d, kt16, d, group, a.scale, sb + g * group * KB + jj, KB);
+          }
+          continue;
+        }
+      }
       for (int64_t jj = 0; jj < KB; jj += W) {
         const int n = static_cast<int>(maxOf<int64_t>(0, minOf<int64_t>(W, nb - jj)));
         transposeKeys<S>(kc + (j0 + jj) * ks + g * d, ks, n, d, kt + jj, KB);

@@ -39,6 +39,19 @@ struct SimdAvx512 {
   /** Lanes with index ≥ r take `fill`. */
   static V fillFrom(V v, int64_t r, float fill) { return _mm512_mask_blend_ps(mask(r), set1(fill), v); }
 
+  /** Lanes 2i, 2i + 1 = p[0], p[1] (a 64-bit broadcast: one load, no shuffle). */
+  static V bcast2(const float* p) {
+    double x;
+    __builtin_memcpy(&x, p, sizeof x);
+    return _mm512_castpd_ps(_mm512_set1_pd(x));
+  }
+  /** [a0 + a1, a2 + a3, …, a14 + a15, b0 + b1, …, b14 + b15]: adjacent lanes of a, then b, summed. */
+  static V pairSum(V a, V b) {
+    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    return _mm512_add_ps(_mm512_permutex2var_ps(a, even, b), _mm512_permutex2var_ps(a, odd, b));
+  }
+
   /** In-place 16×16 transpose: r[i][j] → r[j][i] (unpack, 64-bit shuffle, two 128-bit lane shuffles). */
   [[gnu::always_inline]] static void transpose(V* r) {
     V t[16];
