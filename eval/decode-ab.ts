@@ -8,7 +8,7 @@
  *   cp native/build/Release/quantize_llm.node /tmp/a.node   # the build to compare against
  *   … change, npm run build:native …
  *   /work/bin/bench npx tsx eval/decode-ab.ts --a /tmp/a.node --b native/build/Release/quantize_llm.node \
- *         [--model /tmp/qllm-tinyllama/q4_0.gguf --model /tmp/qllm-tinyllama/gptq-w4g128] [--rounds 5] [--steps 16] [--prompt 32] [--threads 2]
+ *         [--model /tmp/qllm-tinyllama/q4_0.gguf --model /tmp/qllm-tinyllama/gptq-w4g128] [--rounds 5] [--steps 16] [--prompt 32] [--threads 2] [--kv f32|f16]
  *
  * --hints-on a|b: that side passes the forward's prefetch hints on (NativeBackend.prefetchHints;
  * native/src/prefetch.h): with --a and --b the same file, an off/on A/B of the hints in one build.
@@ -29,13 +29,14 @@ const { values: opts } = parseArgs({
   options: {
     a: { type: "string" }, b: { type: "string" }, model: { type: "string", multiple: true },
     rounds: { type: "string", default: "5" }, steps: { type: "string", default: "16" }, prompt: { type: "string", default: "32" },
-    threads: { type: "string", default: "2" }, "hints-on": { type: "string" }, "plan-off": { type: "string" },
+    threads: { type: "string", default: "2" }, kv: { type: "string", default: "f32" }, "hints-on": { type: "string" }, "plan-off": { type: "string" },
   },
 });
 if (opts.a === undefined || opts.b === undefined) throw new Error("--a and --b: the two addon files (quantize_llm.node) to compare");
 const models = opts.model ?? ["/tmp/qllm-tinyllama/q4_0.gguf", "/tmp/qllm-tinyllama/gptq-w4g128"];
 const rounds = Number(opts.rounds), steps = Number(opts.steps), promptLen = Number(opts.prompt);
 if (opts["hints-on"] !== undefined && opts["hints-on"] !== "a" && opts["hints-on"] !== "b") throw new Error("--hints-on: a or b");
+if (opts.kv !== "f32" && opts.kv !== "f16") throw new Error("--kv: f32 or f16 (the KV cache's element type)");
 if (opts["plan-off"] !== undefined && opts["plan-off"] !== "a" && opts["plan-off"] !== "b") throw new Error("--plan-off: a or b");
 const sides = [opts.a, opts.b].map((f, i) => {
   const nb = new NativeBackend(loadAddon(resolve(f)));
@@ -44,11 +45,11 @@ const sides = [opts.a, opts.b].map((f, i) => {
   return nb;
 });
 const note = (side: "a" | "b"): string => `${opts["hints-on"] === side ? " (hints on)" : ""}${opts["plan-off"] === side ? " (eager steps)" : ""}`;
-console.log(`A = ${opts.a}${note("a")}, B = ${opts.b}${note("b")}; ${rounds} rounds A, B alternating, ${steps} steps after a ${promptLen}-token prompt, ${opts.threads} threads`);
+console.log(`A = ${opts.a}${note("a")}, B = ${opts.b}${note("b")}; ${rounds} rounds A, B alternating, ${steps} steps after a ${promptLen}-token prompt, ${opts.threads} threads, ${opts.kv} KV cache`);
 
 /** ms per greedy decode step over `steps` steps after the prompt, in a fresh cache. */
 function decodeMs(m: Model, prompt: number[], V: number): number {
-  const c = m.newCache(promptLen + steps + 2);
+  const c = m.newCache(promptLen + steps + 2, opts.kv as "f32" | "f16");
   let logits = m.forward(prompt, c, { logits: "last" });
   logits = m.forward([argmax(logits, 0, V)], c, { logits: "last" }); // untimed: a plan side records its step here
   const t0 = performance.now();

@@ -4,7 +4,7 @@
  * Two modes:
  *
  *   QLLM_STEP_PROFILE=/tmp/p.bin /work/bin/bench npx tsx eval/profile-step.ts --run \
- *       [--model /tmp/qllm-tinyllama/q4_0.gguf] [--prompt 576] [--steps 16] [--threads 2] [--kv f16|f32]
+ *       [--model /tmp/qllm-tinyllama/q4_0.gguf] [--prompt 576] [--steps 16] [--threads 2] [--kv f16|f32] [--addon <file.node>]
  *   npx tsx eval/profile-step.ts --report /tmp/p.bin [--out eval/reports/step-profile.md]
  *
  * --run: the addon (native/src/graph.cc, off unless QLLM_STEP_PROFILE names a file when it loads)
@@ -18,9 +18,10 @@
  * time: argument decoding, the clock reads), and the time between steps (TS: argmax, the logits copy).
  */
 import { readFileSync, writeFileSync } from "node:fs";
+import { resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { isPackedWeight, type LinearWeight } from "../src/backend/backend.ts";
-import { createNativeBackend } from "../src/backend/native.ts";
+import { createNativeBackend, loadAddon, NativeBackend } from "../src/backend/native.ts";
 import { OpKind } from "../src/backend/native-graph.ts";
 import { loadModel } from "../src/load/hf-folder.ts";
 import { argmax } from "../src/nn/generate.ts";
@@ -29,7 +30,7 @@ import { mulberry32 } from "../src/util/random.ts";
 const { values: opts } = parseArgs({ options: {
   run: { type: "boolean" }, report: { type: "string" }, model: { type: "string" }, prompt: { type: "string", default: "576" },
   steps: { type: "string", default: "16" }, threads: { type: "string", default: "2" }, kv: { type: "string", default: "f16" },
-  out: { type: "string" },
+  out: { type: "string" }, addon: { type: "string" },
 } });
 const med = (a: number[]): number => { if (a.length === 0) return NaN; const s = [...a].sort((x, y) => x - y); return s[s.length >> 1]!; };
 
@@ -40,7 +41,8 @@ if (opts.run) {
   if (!path) throw new Error("QLLM_STEP_PROFILE: set it to the profile file (the addon reads it when it loads)");
   if (opts.kv !== "f16" && opts.kv !== "f32") throw new Error("--kv: f16 or f32");
   const threads = Number(opts.threads), model = opts.model ?? "/tmp/qllm-tinyllama/q4_0.gguf";
-  const nb = createNativeBackend({ threads });
+  const nb = opts.addon !== undefined ? new NativeBackend(loadAddon(resolve(opts.addon))) : createNativeBackend({ threads });
+  nb.setThreads(threads);
   const probe = med(Array.from(nb.readBandwidth(512 * 2 ** 20, threads, 6)));
   const { cfg, model: m } = await loadModel(model, nb, { weights: "packed" });
   const promptLen = Number(opts.prompt), steps = Number(opts.steps), V = cfg.vocabSize, r = mulberry32(1);

@@ -94,11 +94,22 @@ void runOp(Runtime& rt, const GraphOp& op, int64_t pos) {
   }
 }
 
+/** Publishes op o's hints (Graph::hintSelf, hintOf) to the pool. */
+void publishHints(Runtime& rt, const Graph& g, size_t o) {
+  const int self = g.hintSelf[o], next = g.hintOf[o];
+  if (next < 0) return;
+  const PrefetchList* nextList = &g.hints[static_cast<size_t>(next)];
+  if (self >= 0) rt.pool.setHint(&g.hints[static_cast<size_t>(self)], nextList);
+  else rt.pool.setHint(nextList);
+}
+
 /** The step with every op timed (QLLM_STEP_PROFILE): a record per op, then one for the whole step. */
 void runProfiled(Runtime& rt, const Graph& g, int64_t pos) {
   const uint64_t t0 = nowNs();
+  const bool hints = rt.pool.threads() > 1;
   for (size_t o = 0; o < g.ops.size(); ++o) {
     const GraphOp& op = g.ops[o];
+    if (hints) publishHints(rt, g, o);
     ProfileEvent e{};
     e.op = static_cast<uint32_t>(o);
     e.kind = static_cast<uint8_t>(op.kind);
@@ -121,14 +132,51 @@ void runProfiled(Runtime& rt, const Graph& g, int64_t pos) {
   profileRecord(s);
 }
 
+/** Builds g's prefetch hints for a pool of `threads` (Graph::hints). */
+void buildHints(const Graph& g, int threads) {
+  g.hints.clear();
+  g.hintOf.assign(g.ops.size(), -1);
+  g.hintSelf.assign(g.ops.size(), -1);
+  g.hintThreads = threads;
+  std::vector<int> matmuls;  // op indices
+  for (size_t o = 0; o < g.ops.size(); ++o) {
+    if (g.ops[o].w == nullptr) continue;
+    g.hintSelf[o] = static_cast<int>(matmuls.size());
+    matmuls.push_back(static_cast<int>(o));
+    PrefetchList pl;
+    pl.clear();
+    prefetchPlan(*g.ops[o].w, threads, kGraphHintBytes, &pl);
+    g.hints.push_back(std::move(pl));
+  }
+  if (matmuls.empty()) return;
+  size_t next = 0;  // the first matmul after op o
+  for (size_t o = 0; o < g.ops.size(); ++o) {
+    while (next < matmuls.size() && matmuls[next] <= static_cast<int>(o)) ++next;
+    g.hintOf[o] = next < matmuls.size() ? static_cast<int>(next) : 0;
+  }
+}
+
+/** Holds the pool for one step and clears the hint when done (pool.h). */
+struct PoolHold {
+  ThreadPool& pool;
+  explicit PoolHold(ThreadPool& p) : pool(p) { pool.hold(true); }
+  ~PoolHold() { pool.hold(false); }
+};
+
 }  // namespace
 
 void runGraph(Runtime& rt, const Graph& g, int64_t pos) {
+  const int threads = rt.pool.threads();
+  if (threads > 1 && g.hintThreads != threads) buildHints(g, threads);
+  PoolHold hold(rt.pool);
   if (gProfileOn) {
     runProfiled(rt, g, pos);
     return;
   }
-  for (const GraphOp& op : g.ops) runOp(rt, op, pos);
+  for (size_t o = 0; o < g.ops.size(); ++o) {
+    if (threads > 1) publishHints(rt, g, o);
+    runOp(rt, g.ops[o], pos);
+  }
 }
 
 }  // namespace qllm

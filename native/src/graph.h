@@ -11,8 +11,12 @@
 // recording's position (RoPE's and attention's pos0).
 //
 // Executor: the recorded kernels run one after another on the calling thread, each through its
-// usual driver (so each still wakes and joins the pool): the same kernels in the same order as
-// the eager forward, so a replayed step gives the same bits (test/nn/step-plan.test.ts).
+// usual driver: the same kernels in the same order as the eager forward, so a replayed step gives
+// the same bits (test/nn/step-plan.test.ts). The pool is held for the step (pool.h hold): the
+// workers poll between the parallel ops instead of sleeping or yielding, and a thread that waits
+// (a worker on a single-threaded op or the activation quantization, any thread on the others'
+// last tasks of a job) prefetches the head of the next packed matmul's weights (Graph::hints),
+// so that DRAM streams then too. Prefetches change no result.
 //
 // Profile: QLLM_STEP_PROFILE=<file> (read once when the addon loads) times every op of every
 // replayed step on the calling thread (CLOCK_MONOTONIC ns: kind, matmul parts/N/K, start, end)
@@ -23,6 +27,7 @@
 #include <vector>
 
 #include "packed.h"
+#include "prefetch.h"
 #include "runtime.h"
 
 namespace qllm {
@@ -63,8 +68,19 @@ struct GraphOp {
 /** Fields of one op in the flat f64 record the TS recorder hands over (native-graph.ts OP_FIELDS). */
 constexpr int kGraphRecord = 4 + kGraphInts + 2 * kGraphPtrs;  // kind, weight index, f32Acts, eps, ints, array indices, perPos bytes
 
+/** Bytes of the next packed matmul's head a waiting thread prefetches (half of a core's 2 MiB L2). */
+constexpr int64_t kGraphHintBytes = int64_t{1} << 20;
+
 struct Graph {
   std::vector<GraphOp> ops;
+  // The prefetch hints (runGraph builds them on first use, again when the pool's size changes):
+  // hints[j] the head of the j-th packed matmul (prefetchPlan); while op o runs, threads that wait
+  // prefetch hintSelf[o] (o's own, a matmul: while its activations are quantized; −1 otherwise),
+  // then hintOf[o]: the next packed matmul after o, the first one of the step after the last (the
+  // next step's).
+  mutable std::vector<PrefetchList> hints;
+  mutable std::vector<int> hintSelf, hintOf;
+  mutable int hintThreads = 0;
 };
 
 /** Runs every op of g for position pos, in order. */

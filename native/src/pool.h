@@ -5,6 +5,13 @@
 // Idle workers sleep on a condition variable. After a job they spin briefly
 // (bounded, yielding) so that the next kernel call of a decode step finds them
 // awake; a pool left alone burns no CPU.
+//
+// Held (hold(true) … hold(false), a replayed decode step: graph.cc): between jobs the workers
+// poll without sleeping or yielding, so that each of the step's ~150 parallel ops finds them
+// running, and while they wait they prefetch the lines of the current hint (setHint: the head
+// of the next packed matmul's weights), so that the time a worker waits on the caller (a
+// single-threaded op, the activation quantization) streams weights too; the caller likewise
+// while it waits on the workers' last tasks of a job.
 #pragma once
 #include <atomic>
 #include <condition_variable>
@@ -16,6 +23,8 @@
 
 namespace qllm {
 
+struct PrefetchList;
+
 class ThreadPool {
  public:
   explicit ThreadPool(int threads);
@@ -26,6 +35,21 @@ class ThreadPool {
   /** Total threads including the caller. Joins and recreates the workers. */
   void resize(int threads);
   int threads() const { return static_cast<int>(workers_.size()) + 1; }
+
+  /**
+   * Holds the workers awake between jobs (on) or lets them sleep again (off). off returns once
+   * no worker reads the hint any more. Called by the thread that submits the jobs.
+   */
+  void hold(bool on);
+  /**
+   * The lines held threads prefetch while they wait (null: none), from now and, when afterJob is
+   * not null, from the start of the next job on (a matmul: its own head while the caller quantizes
+   * its activations, then the next matmul's). Both must live until the next setHint or hold(false).
+   */
+  void setHint(const PrefetchList* now, const PrefetchList* afterJob = nullptr) {
+    hint_.store(now, std::memory_order_release);
+    hintAfterJob_ = afterJob;
+  }
 
   /** Runs f(task, threadIndex) for every task in [0, nTasks); returns when all are done. */
   template <class F>
@@ -47,6 +71,8 @@ class ThreadPool {
   void start(int nWorkers);
   void stop();
   void workerMain(int tid);
+  /** While held and no job after `seen`: prefetches the hint's lines, a few at a time. */
+  void waitHeld(uint32_t seen);
   /** Claims and runs tasks of job j until none is left. */
   void drain(const Job& j, int tid);
 
@@ -59,6 +85,12 @@ class ThreadPool {
   std::atomic<uint32_t> gen_{0};    // job_.gen, readable without the lock for spinning
   std::atomic<uint64_t> claim_{0};  // (generation << 32) | next task index
   std::atomic<int> done_{0};        // tasks of the current job finished
+  std::atomic<bool> held_{false};
+  std::atomic<const PrefetchList*> hint_{nullptr};
+  std::atomic<int> hintReaders_{0};  // workers inside a hint's lines (hold(false) waits for 0)
+  const PrefetchList* hintAfterJob_ = nullptr;  // setHint's afterJob, until run() publishes it (the caller's)
+  const PrefetchList* callerHint_ = nullptr;  // the hint the caller last prefetched from (run), and its next line
+  int64_t callerLine_ = 0;
 };
 
 }  // namespace qllm

@@ -3,7 +3,7 @@
  * step runs the same kernels in the same order as the eager native forward, so its logits and
  * the KV rows it writes must be bit-identical to the eager forward's, step after step, for the
  * bundled model's 16-bit weights, a GPTQ 4-bit act-order folder and a Q4_0 GGUF, with f16 and
- * f32 caches. Where a step cannot be replayed (taps, a wrapped backend) the forward runs eagerly.
+ * f32 caches, also when the pool is resized between steps. Where a step cannot be replayed (taps, a wrapped backend) the forward runs eagerly.
  */
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -22,13 +22,14 @@ const HAS_WEIGHTS = existsSync(join(BUNDLED_MODEL_DIR, "model.safetensors"));
 const PROMPT = [1, 15, 27, 3, 99, 4, 8];
 const STEPS = 6;
 
-/** Greedy steps after the prompt: each step's logits and the cache after the last. */
-function decode(model: Model, kv: KvDType, plans: boolean): { logits: Float32Array[]; cache: ReturnType<Model["newCache"]> } {
+/** Greedy steps after the prompt: each step's logits and the cache after the last; `threads(i)` sets the pool's size before step i. */
+function decode(model: Model, kv: KvDType, plans: boolean, threads?: (i: number) => void): { logits: Float32Array[]; cache: ReturnType<Model["newCache"]> } {
   model.stepPlans = plans;
   const cache = model.newCache(PROMPT.length + STEPS + 4, kv);
   let l = model.forward(PROMPT, cache, { logits: "last" });
   const logits: Float32Array[] = [];
   for (let i = 0; i < STEPS; i++) {
+    threads?.(i);
     l = model.forward([argmax(l, 0, model.cfg.vocabSize)], cache, { logits: "last" });
     logits.push(l);
   }
@@ -78,6 +79,22 @@ describe.skipIf(!HAS_WEIGHTS)("a replayed decode step equals the eager native fo
       expect(differing(plan.logits[0]!, plan.logits[1]!)).toBeGreaterThan(0);
     }, 60_000);
   }
+
+  // The replay holds the pool for the step and publishes prefetch hints built for the pool's size
+  // (native/src/graph.cc): a pool resized between steps gets them rebuilt, with the same results.
+  it("a plan replayed across pool resizes (2, 3, 1, 2 threads) equals the eager steps at the same sizes", async () => {
+    const { model } = await loadModel(sources["gguf q4_0"]!, nb, { weights: "packed" });
+    const sizes = [2, 3, 1, 2, 3, 2];
+    try {
+      const eager = decode(model, "f16", false, (i) => nb.setThreads(sizes[i]!));
+      const plan = decode(model, "f16", true, (i) => nb.setThreads(sizes[i]!));
+      expect(typeof model.stepPlanOf(plan.cache)).toBe("object");
+      plan.logits.forEach((l, i) => expect(differing(l, eager.logits[i]!)).toBe(0));
+      plan.cache.layers.forEach((L, i) => expect(differing(L.k, eager.cache.layers[i]!.k) + differing(L.v, eager.cache.layers[i]!.v)).toBe(0));
+    } finally {
+      nb.setThreads(2);
+    }
+  }, 60_000);
 
   it("taps and wrapped backends run eagerly (no plan), with the same results", async () => {
     const { model } = await loadModel(BUNDLED_MODEL_DIR, nb, { weights: "packed" });
