@@ -23,7 +23,10 @@ export const PREFILL_CHUNK = 256;
 /** What the engine runs: the CPU model or the GPU runner. */
 export type EngineModel = Model | GpuModel;
 
-/** Logits of the last position [1, V] ("last") or none, after feeding `tokens` at cache.pos. */
+/**
+ * Logits of the last position [1, V] ("last") or none, after feeding `tokens` at cache.pos. On the
+ * CPU the array is the session's own buffer, rewritten by the next step.
+ */
 type Step = (tokens: number[], logits: "last" | "none") => Float32Array | Promise<Float32Array>;
 
 /**
@@ -55,7 +58,9 @@ export class Session {
       this.kv = kv ?? DEFAULT_KV;
       const cache = model.newCache(capacity, this.kv);
       this.cache = cache;
-      this.step = (tokens, logits) => model.forward(tokens, cache, { logits });
+      // One [1, V] buffer for every step's logits: generate() reads them before the next step.
+      const out = new Float32Array(model.cfg.vocabSize);
+      this.step = (tokens, logits) => model.forward(tokens, cache, { logits, out });
     }
   }
   get capacity(): number { return this.cache.capacity; }

@@ -96,6 +96,31 @@ describe.skipIf(!HAS_WEIGHTS)("a replayed decode step equals the eager native fo
     }
   }, 60_000);
 
+  // opts.out (a decode loop's reused logits buffer, generate/engine.ts Session): the plan and the
+  // eager forward write the same logits into it and return it; a wrong length is a UsageError.
+  it("forward writes its logits into opts.out, on the plan and eagerly, and checks its length", async () => {
+    const { model } = await loadModel(sources["gguf q4_0"]!, nb, { weights: "packed" });
+    const V = model.cfg.vocabSize;
+    for (const plans of [true, false]) {
+      const want = decode(model, "f16", plans);
+      model.stepPlans = plans;
+      const cache = model.newCache(PROMPT.length + STEPS + 4, "f16");
+      const all = new Float32Array(PROMPT.length * V).fill(NaN);
+      const got = model.forward(PROMPT, cache, { logits: "all", out: all });
+      expect(got).toBe(all);
+      const out = new Float32Array(V).fill(NaN);
+      let l: Float32Array = all.slice((PROMPT.length - 1) * V);
+      for (let i = 0; i < STEPS; i++) {
+        const r = model.forward([argmax(l, 0, V)], cache, { logits: "last", out });
+        expect(r).toBe(out);
+        expect(differing(r, want.logits[i]!)).toBe(0);
+        l = r;
+      }
+      expect(typeof model.stepPlanOf(cache)).toBe(plans ? "object" : "undefined");
+      expect(() => model.forward([1], cache, { logits: "last", out: new Float32Array(V - 1) })).toThrow(/opts\.out.*wrong length/);
+    }
+  }, 60_000);
+
   it("taps and wrapped backends run eagerly (no plan), with the same results", async () => {
     const { model } = await loadModel(BUNDLED_MODEL_DIR, nb, { weights: "packed" });
     const want = decode(model, "f16", false);
