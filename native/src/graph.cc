@@ -1,11 +1,7 @@
 // The decode-step executor (graph.h): the recorded kernel calls, one after another.
 #include "graph.h"
 
-#include <atomic>
-#include <cstdio>
-#include <cstdlib>
-#include <cstring>
-#include <ctime>
+#include "event_log.h"
 
 namespace qllm {
 namespace {
@@ -22,40 +18,9 @@ struct ProfileEvent {
 };
 static_assert(sizeof(ProfileEvent) == 32, "32-byte profile records");
 constexpr uint32_t kStepRecord = 0xffffffffu;
-constexpr size_t kProfileCap = size_t{1} << 20;  // 32 MiB of records (~3000 steps of 310 ops); later ones are dropped
-ProfileEvent* gProfileBuf = nullptr;
-std::atomic<size_t> gProfileAt{0};
-const char* gProfilePath = nullptr;
-
-void profileWrite() {
-  FILE* f = std::fopen(gProfilePath, "wb");
-  if (f == nullptr) return;
-  const size_t n = gProfileAt.load() < kProfileCap ? gProfileAt.load() : kProfileCap;
-  std::fwrite(gProfileBuf, sizeof(ProfileEvent), n, f);
-  std::fclose(f);
-}
-
-bool profileInit() {
-  gProfilePath = std::getenv("QLLM_STEP_PROFILE");
-  if (gProfilePath == nullptr || *gProfilePath == 0) return false;
-  gProfileBuf = static_cast<ProfileEvent*>(std::calloc(kProfileCap, sizeof(ProfileEvent)));
-  if (gProfileBuf == nullptr) return false;
-  std::memset(gProfileBuf, 1, kProfileCap * sizeof(ProfileEvent));  // touched up front: no page faults while recording
-  std::atexit(profileWrite);
-  return true;
-}
-const bool gProfileOn = profileInit();
-
-uint64_t nowNs() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<uint64_t>(ts.tv_sec) * 1000000000u + static_cast<uint64_t>(ts.tv_nsec);
-}
-
-void profileRecord(const ProfileEvent& e) {
-  const size_t at = gProfileAt.fetch_add(1, std::memory_order_relaxed);
-  if (at < kProfileCap) gProfileBuf[at] = e;
-}
+// 32 MiB of records (~3000 steps of 310 ops); later ones are dropped
+EventLog<ProfileEvent, size_t{1} << 20> gProfile("QLLM_STEP_PROFILE");
+const bool gProfileOn = gProfile.on();
 
 // ---------------------------------------------------------------- the ops
 
@@ -105,7 +70,7 @@ void publishHints(Runtime& rt, const Graph& g, size_t o) {
 
 /** The step with every op timed (QLLM_STEP_PROFILE): a record per op, then one for the whole step. */
 void runProfiled(Runtime& rt, const Graph& g, int64_t pos) {
-  const uint64_t t0 = nowNs();
+  const uint64_t t0 = monotonicNs();
   const bool hints = rt.pool.threads() > 1;
   for (size_t o = 0; o < g.ops.size(); ++o) {
     const GraphOp& op = g.ops[o];
@@ -118,18 +83,18 @@ void runProfiled(Runtime& rt, const Graph& g, int64_t pos) {
       e.n = static_cast<uint32_t>(op.w->L.N);
       e.k = static_cast<uint32_t>(op.w->L.K);
     }
-    e.start = nowNs();
+    e.start = monotonicNs();
     runOp(rt, op, pos);
-    e.end = nowNs();
-    profileRecord(e);
+    e.end = monotonicNs();
+    gProfile.record(e);
   }
   ProfileEvent s{};
   s.start = t0;
-  s.end = nowNs();
+  s.end = monotonicNs();
   s.op = kStepRecord;
   s.n = static_cast<uint32_t>(g.ops.size());
   s.k = static_cast<uint32_t>(pos);
-  profileRecord(s);
+  gProfile.record(s);
 }
 
 /** Builds g's prefetch hints for a pool of `threads` (Graph::hints). */

@@ -32,6 +32,7 @@
 #include <atomic>
 
 #include "packed.h"
+#include "event_log.h"
 #include "packed_trace.h"
 #include "runtime.h"
 
@@ -45,41 +46,15 @@ struct TraceEvent {
   uint32_t b;
 };
 static_assert(sizeof(TraceEvent) == 16, "16-byte trace records");
-constexpr size_t kTraceCap = size_t{1} << 22;  // 64 MiB of events; later ones are dropped
-TraceEvent* gTraceBuf = nullptr;
-std::atomic<size_t> gTraceAt{0};
-const char* gTracePath = nullptr;
+qllm::EventLog<TraceEvent, size_t{1} << 22> gTrace("QLLM_MATMUL_TRACE");  // 64 MiB of events; later ones are dropped
 thread_local int tTraceTid = 0;
-
-void traceWrite() {
-  FILE* f = std::fopen(gTracePath, "wb");
-  if (f == nullptr) return;
-  const size_t n = gTraceAt.load() < kTraceCap ? gTraceAt.load() : kTraceCap;
-  std::fwrite(gTraceBuf, sizeof(TraceEvent), n, f);
-  std::fclose(f);
-}
-
-int traceInit() {
-  gTracePath = std::getenv("QLLM_MATMUL_TRACE");
-  if (gTracePath == nullptr || *gTracePath == 0) return 0;
-  gTraceBuf = static_cast<TraceEvent*>(std::calloc(kTraceCap, sizeof(TraceEvent)));  // touched up front: no faults in a trace
-  if (gTraceBuf == nullptr) return 0;
-  std::memset(gTraceBuf, 1, kTraceCap * sizeof(TraceEvent));
-  std::atexit(traceWrite);
-  return 1;
-}
 }  // namespace
 
 extern "C" {
-int qllmTraceOn = traceInit();
+int qllmTraceOn = gTrace.on() ? 1 : 0;
 void qllmTrace(int kind, int64_t a, int64_t b) {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  const size_t i = gTraceAt.fetch_add(1, std::memory_order_relaxed);
-  if (i >= kTraceCap) return;
-  gTraceBuf[i] = TraceEvent{static_cast<uint64_t>(ts.tv_sec) * 1000000000u + static_cast<uint64_t>(ts.tv_nsec),
-                            static_cast<uint8_t>(kind), static_cast<uint8_t>(tTraceTid), static_cast<uint16_t>(a),
-                            static_cast<uint32_t>(b)};
+  gTrace.record(TraceEvent{qllm::monotonicNs(), static_cast<uint8_t>(kind), static_cast<uint8_t>(tTraceTid), static_cast<uint16_t>(a),
+                           static_cast<uint32_t>(b)});
 }
 }
 
