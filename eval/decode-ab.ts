@@ -50,10 +50,11 @@ console.log(`A = ${opts.a}${note("a")}, B = ${opts.b}${note("b")}; ${rounds} rou
 /** ms per greedy decode step over `steps` steps after the prompt, in a fresh cache. */
 function decodeMs(m: Model, prompt: number[], V: number): number {
   const c = m.newCache(promptLen + steps + 2, opts.kv as "f32" | "f16");
-  let logits = m.forward(prompt, c, { logits: "last" });
-  logits = m.forward([argmax(logits, 0, V)], c, { logits: "last" }); // untimed: a plan side records its step here
+  const out = new Float32Array(V); // [1, V] reused, as Session does (no 128 KB allocation per step)
+  let logits = m.forward(prompt, c, { logits: "last", out });
+  logits = m.forward([argmax(logits, 0, V)], c, { logits: "last", out }); // untimed: a plan side records its step here
   const t0 = performance.now();
-  for (let i = 0; i < steps; i++) logits = m.forward([argmax(logits, 0, V)], c, { logits: "last" });
+  for (let i = 0; i < steps; i++) logits = m.forward([argmax(logits, 0, V)], c, { logits: "last", out });
   return (performance.now() - t0) / steps;
 }
 

@@ -48,10 +48,11 @@ if (opts.run) {
   const promptLen = Number(opts.prompt), steps = Number(opts.steps), V = cfg.vocabSize, r = mulberry32(1);
   const prompt = Array.from({ length: promptLen }, () => Math.floor(r() * V));
   const c = m.newCache(promptLen + steps + 4, opts.kv);
-  let logits = m.forward(prompt, c, { logits: "last" });
-  for (let i = 0; i < 2; i++) logits = m.forward([argmax(logits, 0, V)], c, { logits: "last" }); // recording + warm-up
+  const out = new Float32Array(V); // [1, V] reused, as Session does (no 128 KB allocation per step)
+  let logits = m.forward(prompt, c, { logits: "last", out });
+  for (let i = 0; i < 2; i++) logits = m.forward([argmax(logits, 0, V)], c, { logits: "last", out }); // recording + warm-up
   const t0 = process.hrtime.bigint();
-  for (let i = 0; i < steps; i++) logits = m.forward([argmax(logits, 0, V)], c, { logits: "last" });
+  for (let i = 0; i < steps; i++) logits = m.forward([argmax(logits, 0, V)], c, { logits: "last", out });
   const t1 = process.hrtime.bigint();
   const bytes = (w: LinearWeight): number => (isPackedWeight(w) ? w.bytes : w.byteLength);
   const l = m.weights.blocks[0]!.linears;
