@@ -231,6 +231,60 @@ describe("native backend", () => {
     expect(() => nb.attention(c.q, k16, c.v, shape, want)).toThrow(/must be a Uint16Array/);
   });
 
+  // An f16 cache with its keys in blocks of 32 positions (AttentionShape.keyBlocks, native/LAYOUTS.md
+  // "KV cache"): the decode kernels read the blocks without transposes, the prefill one widens them.
+  // Odd head dims (24–256), nKv 1/3/5, T 1 (decode), 3 (rows form) and 17 (tiled), key counts on and
+  // off the blocks, capacities off a multiple of 32 whose spare lanes hold f16 NaN (0x7e00): the
+  // last block's lanes past the keys are read and must be masked.
+  it("attention over blocked f16 keys equals the reference at every level, and the scalar level", () => {
+    const f16 = (a: Float32Array): Uint16Array => Uint16Array.from(a, (x) => f32ToF16(x));
+    const shapes: AttentionShape[] = [
+      { T: 1, pos0: 0, nHead: 8, nKvHead: 1, headDim: 64 },
+      { T: 1, pos0: 31, nHead: 3, nKvHead: 3, headDim: 24 },
+      { T: 1, pos0: 32, nHead: 15, nKvHead: 5, headDim: 40 },
+      { T: 1, pos0: 130, nHead: 32, nKvHead: 4, headDim: 64 },
+      { T: 1, pos0: 95, nHead: 5, nKvHead: 5, headDim: 256 },
+      { T: 1, pos0: 77, nHead: 3, nKvHead: 1, headDim: 200 },
+      { T: 1, pos0: 600, nHead: 32, nKvHead: 4, headDim: 64 },
+      { T: 3, pos0: 62, nHead: 6, nKvHead: 3, headDim: 72 },
+      { T: 17, pos0: 0, nHead: 8, nKvHead: 1, headDim: 136 },
+      { T: 17, pos0: 20, nHead: 24, nKvHead: 3, headDim: 64 },
+      { T: 17, pos0: 130, nHead: 10, nKvHead: 5, headDim: 24 },
+    ];
+    const scalar = levels.includes("scalar") ? "scalar" : null;
+    for (const [i, shape] of shapes.entries()) {
+      const c = attentionCase(shape, 700 + i);
+      const { T, pos0, nKvHead, headDim: d } = shape, row = nKvHead * d, S = pos0 + T;
+      const capacity = S + (i % 3) * 5 + 1; // 1, 6 or 11 spare positions
+      const k16 = f16(c.k), v16 = new Uint16Array(capacity * row).fill(0x7e00);
+      v16.set(f16(c.v));
+      const kb = new Uint16Array(Math.ceil(capacity / 32) * 32 * row).fill(0x7e00);
+      for (let p = 0; p < S; p++) for (let e = 0; e < row; e++) kb[Math.floor(p / 32) * row * 32 + e * 32 + (p % 32)] = k16[p * row + e]!;
+      const bs = { ...shape, keyBlocks: true };
+      const want = new Float32Array(T * shape.nHead * d);
+      refAttention(c.q, k16, v16, shape, want); // row-major keys, the same bits
+      const refBlocks = new Float32Array(want.length);
+      refAttention(c.q, kb, v16, bs, refBlocks);
+      expect(Array.from(refBlocks)).toEqual(Array.from(want)); // the reference reads the layout exactly
+      const byLevel = new Map<KernelLevel, Float32Array>();
+      for (const level of levels) {
+        nb.setKernelLevel(level);
+        const got = new Float32Array(want.length).fill(NaN);
+        nb.attention(c.q, kb, v16, bs, got);
+        expectClose(got, want, () => c.tol, `blocked keys ${level} ${shapeName(shape)}`);
+        byLevel.set(level, got);
+      }
+      if (scalar === null) continue;
+      for (const [level, got] of byLevel) expectClose(got, byLevel.get(scalar)!, () => 2 * c.tol, `blocked keys ${level} vs scalar ${shapeName(shape)}`);
+    }
+    nb.setKernelLevel(bestLevel);
+    const shape = { T: 1, pos0: 40, nHead: 4, nKvHead: 2, headDim: 32, keyBlocks: true };
+    const q = new Float32Array(128), out = new Float32Array(128), v = new Uint16Array(41 * 64);
+    expect(() => nb.attention(q, new Uint16Array(63 * 64), v, shape, out)).toThrow(/at least 4096 elements/); // two whole blocks
+    expect(() => nb.attention(q, new Uint16Array(64 * 64), v, shape, out)).not.toThrow();
+    expect(() => nb.attention(q, new Float32Array(64 * 64), new Float32Array(41 * 64), shape, out)).toThrow(/keyBlocks needs an f16 cache/);
+  });
+
   it("attention reads only the first pos0+T cache rows and writes only out", () => {
     const shape = { T: 10, pos0: 6, nHead: 4, nKvHead: 2, headDim: 32 };
     const c = attentionCase(shape, 9);

@@ -3,14 +3,16 @@
 // validates every argument: this file unpacks and asserts, nothing more.
 //
 //   matmul(x, w, M, K, N, bias | null, out): void
-//   attention(q, k, v, T, pos0, nHead, nKvHead, headDim, out, hint | null): void   (k, v: Float32Array, or Uint16Array f16 bits;
+//   attention(q, k, v, T, pos0, nHead, nKvHead, headDim, out, hint | null, keyBlocks?): void   (k, v: Float32Array, or Uint16Array f16 bits,
+//                                 keyBlocks: the f16 keys in blocks of 32 positions, native/LAYOUTS.md "KV cache";
 //                                 hint: packed handles the next calls read, prefetched during the call: prefetch.h)
 //   prefetchPlan(handles[], threads, maxBytes): Float64Array   [handle, offset, bytes] per range of the plan (tests)
 //   spanSplitClaims(partRg (f64), partN (f64), shares, ns, order (i32) | null): Float64Array   the decode split's claims
 //                                 (packed.h spanSplitClaims; null order: the roles at once on the pool) (tests)
 //   swiglu(g, u, n): void         g[i] = silu(g[i])·u[i] (the MLP activation; elementwise.cc)
 //   rmsNorm(x, w, T, H, eps, out) / rope(x, T, nHeads, headDim, pos0, cos, sin) / add(a, b, out, n) /
-//   toF16(src, dst (Uint16Array), n): void   the forward's other elementwise ops (elementwise.cc)
+//   toF16(src, dst (Uint16Array), n) / toF16Keys(src, dst (Uint16Array), T, pos0, nKvHead, headDim): void
+//                                 the forward's other elementwise ops (elementwise.cc)
 //   graphBuild(record (f64), arrays[], handles[], pos): handle   a recorded decode step (graph.h; native-graph.ts)
 //   graphRun(graph, pos): void    the whole step at position pos, in one call
 //   setThreads(n): void / getThreads(): number
@@ -111,6 +113,7 @@ class Addon : public Napi::Addon<Addon> {
                              InstanceMethod("rope", &Addon::Rope, napi_enumerable),
                              InstanceMethod("add", &Addon::Add, napi_enumerable),
                              InstanceMethod("toF16", &Addon::ToF16, napi_enumerable),
+                             InstanceMethod("toF16Keys", &Addon::ToF16Keys, napi_enumerable),
                              InstanceMethod("setThreads", &Addon::SetThreads, napi_enumerable),
                              InstanceMethod("getThreads", &Addon::GetThreads, napi_enumerable),
                              InstanceMethod("kernelLevels", &Addon::KernelLevels, napi_enumerable),
@@ -191,7 +194,8 @@ class Addon : public Napi::Addon<Addon> {
   }
 
   void Attention(const Napi::CallbackInfo& info) {
-    const AttentionShape s{i64(info[3]), i64(info[4]), i64(info[5]), i64(info[6]), i64(info[7])};
+    AttentionShape s{i64(info[3]), i64(info[4]), i64(info[5]), i64(info[6]), i64(info[7])};
+    s.keyBlocks = info.Length() > 10 && info[10].IsBoolean() && info[10].As<Napi::Boolean>().Value();
     assert(lenF32(info[0]) >= static_cast<size_t>(s.T * s.nHead * s.headDim));
     assert(lenF32(info[8]) >= static_cast<size_t>(s.T * s.nHead * s.headDim));
     const size_t kvLen = static_cast<size_t>((s.pos0 + s.T) * s.nKvHead * s.headDim);
@@ -199,7 +203,9 @@ class Addon : public Napi::Addon<Addon> {
     const PrefetchList* hint = planHint(info[9], attentionHintBytes(s));
     if (info[1].As<Napi::TypedArray>().TypedArrayType() == napi_uint16_array) {  // an f16 cache
       const auto k = info[1].As<Napi::Uint16Array>(), v = info[2].As<Napi::Uint16Array>();
-      assert(k.ElementLength() >= kvLen && v.ElementLength() >= kvLen);
+      const size_t kLen = s.keyBlocks ? static_cast<size_t>((s.pos0 + s.T + 31) / 32 * 32 * s.nKvHead * s.headDim) : kvLen;  // whole blocks
+      assert(k.ElementLength() >= kLen && v.ElementLength() >= kvLen);
+      (void)kLen;
       attentionF16(rt_, inF32(info[0]), k.Data(), v.Data(), s, outF32(info[8]), hint);
       return;
     }
@@ -308,6 +314,14 @@ class Addon : public Napi::Addon<Addon> {
     assert(lenF32(info[0]) >= static_cast<size_t>(n) && dst.ElementLength() >= static_cast<size_t>(n));
     auto lock = calls_.lock();
     toF16(rt_, inF32(info[0]), dst.Data(), n);
+  }
+
+  void ToF16Keys(const Napi::CallbackInfo& info) {
+    const int64_t T = i64(info[2]), pos0 = i64(info[3]), nKvHead = i64(info[4]), d = i64(info[5]);
+    Napi::Uint16Array dst = info[1].As<Napi::Uint16Array>();
+    assert(lenF32(info[0]) >= static_cast<size_t>(T * nKvHead * d) && dst.ElementLength() >= static_cast<size_t>((pos0 + T + 31) / 32 * 32 * nKvHead * d));
+    auto lock = calls_.lock();
+    toF16Keys(rt_, inF32(info[0]), dst.Data(), T, pos0, nKvHead, d);
   }
 
   /**

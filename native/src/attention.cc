@@ -33,6 +33,7 @@ constexpr int64_t kRowsMaxChunks = 8;        // rows form: chunks per row (enoug
 // Rows form: chunk bounds fall on whole blocks of attnChunk's keys (32): a chunk of 80 keys cost
 // as much as 96 in its score pass (the last block's empty half transposed and multiplied).
 constexpr int64_t kRowsBlockKeys = kAttnChunkPvKeys;
+static_assert(kRowsBlockKeys == 32, "a blocked key cache's blocks (32 positions) are attnChunk's blocks");
 // Rows form: bytes of a prefetch hint (the next call's weights) per key of the call, spread
 // over the chunks' blocks (prefetch.h): about what DRAM delivers while a key is computed. On
 // the Xeon host (eval/bench-prefetch.ts, 576 keys, f32 cache) the call then ran 30-60% longer
@@ -72,10 +73,20 @@ void rowsForm(Runtime& rt, const float* q, const E* k, const E* v, const Attenti
   // and each chunk's prefetches run on into the next (the bits do not depend on the split).
   const int64_t nc = rowsChunks(s.pos0 + s.T);
   const int64_t parts = s.T * nc;
-  float* part = rt.shared.get(static_cast<size_t>(parts * nHead * (d + 2) + (nc + 1) * nHead));
+  // Blocked keys: q transposed per kv head, [T][nKvHead][d][group] (AttnChunkArgs::qt).
+  const int64_t qtLen = s.keyBlocks ? s.T * qStride : 0;
+  float* part = rt.shared.get(static_cast<size_t>(parts * nHead * (d + 2) + (nc + 1) * nHead + qtLen));
   float* mAll = part + parts * nHead * d;
   float* lAll = mAll + parts * nHead;
   float* w = lAll + parts * nHead;
+  float* qt = w + (nc + 1) * nHead;
+  for (int64_t t = 0; t < s.T && s.keyBlocks; ++t) {
+    for (int64_t h = 0; h < nHead; ++h) {
+      const float* qh = q + t * qStride + h * d;
+      float* o = qt + t * qStride + (h / group) * d * group + h % group;
+      for (int64_t c = 0; c < d; ++c) o[c * group] = qh[c];
+    }
+  }
   const int64_t nTasks = parallel ? minI(parts, rt.pool.threads()) : 1;
   // The hint's lines, shared out over the chunks in order (each chunk holds about as many keys).
   const int64_t hintLines = hint == nullptr ? 0 : hint->lines();
@@ -91,7 +102,7 @@ void rowsForm(Runtime& rt, const float* q, const E* k, const E* v, const Attenti
       const int64_t cLast = t == (p1 - 1) / nc ? (p1 - 1) % nc : nc - 1;
       AttnChunkArgs a{};
       a.q = q + t * qStride;
-      a.k = k + j0 * kvStride;
+      a.k = s.keyBlocks ? k + j0 / kRowsBlockKeys * kRowsBlockKeys * kvStride : k + j0 * kvStride;  // blocks: j0 is a block's first key
       a.v = v + j0 * kvStride;
       a.kvStride = kvStride;
       a.nKeys = j1 - j0;
@@ -99,6 +110,8 @@ void rowsForm(Runtime& rt, const float* q, const E* k, const E* v, const Attenti
       a.nKvHead = static_cast<int>(s.nKvHead);
       a.group = static_cast<int>(group);
       a.scale = scale;
+      a.kBlocks = s.keyBlocks;
+      a.qt = s.keyBlocks ? qt + t * qStride : nullptr;
       a.out = part + p * nHead * d;
       a.m = mAll + p * nHead;
       a.l = lAll + p * nHead;
@@ -232,11 +245,17 @@ void attentionF16(Runtime& rt, const float* q, const uint16_t* k, const uint16_t
     return;
   }
   // Prefill: the tiled form packs K and V anyway; widen the rows it reads to f32 first.
-  const size_t n = static_cast<size_t>((s.pos0 + s.T) * s.nKvHead * s.headDim);
+  const int64_t S = s.pos0 + s.T, row = s.nKvHead * s.headDim;
+  const size_t n = static_cast<size_t>(S * row);
   std::vector<float> k32(n), v32(n);
-  for (size_t i = 0; i < n; ++i) {
-    k32[i] = halfToFloat(k[i]);
-    v32[i] = halfToFloat(v[i]);
+  for (size_t i = 0; i < n; ++i) v32[i] = halfToFloat(v[i]);
+  if (!s.keyBlocks) {
+    for (size_t i = 0; i < n; ++i) k32[i] = halfToFloat(k[i]);
+  } else {  // key j's element e (= g·headDim + c) at k[(j/32)·row·32 + e·32 + j%32]
+    for (int64_t j = 0; j < S; ++j) {
+      const uint16_t* kj = k + j / 32 * row * 32 + j % 32;
+      for (int64_t e = 0; e < row; ++e) k32[static_cast<size_t>(j * row + e)] = halfToFloat(kj[e * 32]);
+    }
   }
   tiledForm(rt, q, k32.data(), v32.data(), s, out, parallel);
 }

@@ -85,12 +85,15 @@ template <class S, class E>
 }
 
 /**
- * s[h·ss + j] = scale · Σ_c q[h·d + c] · kt[c·NV·W + j] for h < HG, j < NV·W: the scores of
- * HG heads over a block of NV·W transposed keys. Each q element is broadcast once for the
- * NV vectors (with one vector per broadcast the loop was load-bound: 10 loads per 8 FMAs).
+ * s[h·ss + j] = scale · Σ_c q_h[c] · kt[c·NV·W + j] for h < HG, j < NV·W: the scores of HG heads
+ * over a block of NV·W transposed keys (kt f32 from transposeKeys, or f16 from a blocked key cache,
+ * widened as loaded). q_h[c] is q[h·d + c], or with QT (queries transposed, [d][qs]) q[c·qs + h]:
+ * the HG broadcasts of a column then sit at fixed offsets from one pointer (with a pointer per
+ * head GCC spilled them, 5 stack loads per column at HG = 8). Each q element is broadcast once
+ * for the NV vectors (with one vector per broadcast the loop was load-bound: 10 loads per 8 FMAs).
  */
-template <class S, int HG, int NV>
-[[gnu::always_inline]] inline void scoresHeads(const float* q, const float* kt, int d, float scale, float* s, int64_t ss) {
+template <class S, int HG, int NV, bool QT, class E>
+[[gnu::always_inline]] inline void scoresHeads(const float* q, int qs, const E* kt, int d, float scale, float* s, int64_t ss) {
   using V = typename S::V;
   constexpr int W = S::W;
   V a[HG][NV];
@@ -99,9 +102,9 @@ template <class S, int HG, int NV>
   }
   for (int c = 0; c < d; ++c) {
     V kv[NV];
-    for (int n = 0; n < NV; ++n) kv[n] = S::load(kt + (c * NV + n) * W);
+    for (int n = 0; n < NV; ++n) kv[n] = loadRow<S>(kt + (c * NV + n) * W);  // f16: widened as loaded
     for (int h = 0; h < HG; ++h) {
-      const V qb = S::set1(q[h * d + c]);
+      const V qb = S::set1(QT ? q[c * qs + h] : q[h * d + c]);
       for (int n = 0; n < NV; ++n) a[h][n] = S::fma(qb, kv[n], a[h][n]);
     }
   }
@@ -157,19 +160,23 @@ template <class S>
   for (; h < group; ++h) scoresPairs<S, 1>(q + h * d, kt16, d, scale, s + h * ss, ss);
 }
 
-/** scoresHeads for the `group` heads of one kv head: as many heads per pass as the registers hold. */
-template <class S, int NV>
-[[gnu::always_inline]] inline void scoresGroup(const float* q, const float* kt, int d, int group, float scale, float* s, int64_t ss) {
+/**
+ * scoresHeads for the `group` heads of one kv head: as many heads per pass as the registers hold.
+ * q: the group's rows [group][d], or with QT transposed [d][group] (AttnChunkArgs::qt).
+ */
+template <class S, int NV, bool QT, class E>
+[[gnu::always_inline]] inline void scoresGroup(const float* q, const E* kt, int d, int group, float scale, float* s, int64_t ss) {
   constexpr int HG = S::REGS / 2 / NV > 8 ? 8 : S::REGS / 2 / NV < 1 ? 1 : S::REGS / 2 / NV;  // HG·NV accumulators ≤ half the registers
+  const auto qh = [&](int h) { return QT ? q + h : q + h * d; };
   int h = 0;
-  for (; h + HG <= group; h += HG) scoresHeads<S, HG, NV>(q + h * d, kt, d, scale, s + h * ss, ss);
+  for (; h + HG <= group; h += HG) scoresHeads<S, HG, NV, QT>(qh(h), group, kt, d, scale, s + h * ss, ss);
   if constexpr (HG > 4) {
-    for (; h + 4 <= group; h += 4) scoresHeads<S, 4, NV>(q + h * d, kt, d, scale, s + h * ss, ss);
+    for (; h + 4 <= group; h += 4) scoresHeads<S, 4, NV, QT>(qh(h), group, kt, d, scale, s + h * ss, ss);
   }
   if constexpr (HG > 2) {
-    for (; h + 2 <= group; h += 2) scoresHeads<S, 2, NV>(q + h * d, kt, d, scale, s + h * ss, ss);
+    for (; h + 2 <= group; h += 2) scoresHeads<S, 2, NV, QT>(qh(h), group, kt, d, scale, s + h * ss, ss);
   }
-  for (; h < group; ++h) scoresHeads<S, 1, NV>(q + h * d, kt, d, scale, s + h * ss, ss);
+  for (; h < group; ++h) scoresHeads<S, 1, NV, QT>(qh(h), group, kt, d, scale, s + h * ss, ss);
 }
 
 /**
@@ -274,8 +281,19 @@ void attnChunk(const AttnChunkArgs& a) {
   for (int i = 0; i < nHead * W; ++i) lv[i] = 0.0f;
   const int64_t row = static_cast<int64_t>(a.nKvHead) * d;  // floats of one position, all kv heads
   const int64_t PF = kAttnChunkPrefetchKeys, pe = a.prefetchKeys;
+  // kBlocks: a block of KB keys of kv head g is d·KB contiguous f16 at kc + (j0/KB·nKvHead + g)·d·KB.
+  const int64_t kvBlock = static_cast<int64_t>(d) * KB;
+  const auto keyBlock = [&](int64_t j0, int g) { return kc + (j0 / KB * a.nKvHead + g) * kvBlock; };
+  const auto prefetchKeys = [&](int g, int64_t j0, int64_t j1) {  // kv head g's keys [j0, j1)
+    if (!a.kBlocks) {
+      prefetchRows(kc + g * d, ks, j0, j1, d);
+      return;
+    }
+    for (int64_t b = j0 / KB * KB; b < j1; b += KB) prefetchRows(keyBlock(b, g), 0, 0, 1, kvBlock);
+  };
   if (a.prefetchHead) {
-    prefetchRows(kc, ks, 0, minOf(pe, PF), row);
+    if (a.kBlocks) prefetchRows(kc, 0, 0, 1, (minOf(pe, PF) + KB - 1) / KB * a.nKvHead * kvBlock);
+    else prefetchRows(kc, ks, 0, minOf(pe, PF), row);
     prefetchRows(vc, ks, 0, minOf(pe, PF), row);
   }
   // The hint's lines (the next call's weights): an equal share at each of the 2·nKvHead points
@@ -293,8 +311,12 @@ void attnChunk(const AttnChunkArgs& a) {
     // 1. scores s[h][jj] = scale · q_h · k_(j0 + jj) (−inf past nb below), a kv head at a
     // time: its KB rows transposed to kt [d][KB] (keys past nb as 0), then its group's heads.
     for (int g = 0; g < a.nKvHead; ++g) {
-      prefetchRows(kc + g * d, ks, minOf(pe, j0 + PF), minOf(pe, j0 + PF + KB), d);
+      prefetchKeys(g, minOf(pe, j0 + PF), minOf(pe, j0 + PF + KB));
       hintNext();
+      if (a.kBlocks) {  // f16 keys stored transposed: no transposes (the lanes of keys past nb hold any bits: set to −inf in 2.)
+        scoresGroup<S, NV, true>(a.qt + g * d * group, keyBlock(j0, g), d, group, a.scale, sb + g * group * KB, KB);
+        continue;
+      }
       if constexpr (W == 16 && sizeof(E) == 2) {
         if (d % 32 == 0 && nb == KB) {  // f16 keys, whole block: as pairs (transposePairs)
           uint16_t* kt16 = reinterpret_cast<uint16_t*>(kt);
@@ -309,7 +331,7 @@ void attnChunk(const AttnChunkArgs& a) {
         const int n = static_cast<int>(maxOf<int64_t>(0, minOf<int64_t>(W, nb - jj)));
         transposeKeys<S>(kc + (j0 + jj) * ks + g * d, ks, n, d, kt + jj, KB);
       }
-      scoresGroup<S, NV>(a.q + g * group * d, kt, d, group, a.scale, sb + g * group * KB, KB);
+      scoresGroup<S, NV, false>(a.q + g * group * d, kt, d, group, a.scale, sb + g * group * KB, KB);
     }
     // 2. p = exp(s − m), the reference m raised (out, l rescaled) when the block passes it.
     const int nvb = static_cast<int>((nb + W - 1) / W);

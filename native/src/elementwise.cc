@@ -63,4 +63,21 @@ void toF16(Runtime& rt, const float* src, uint16_t* dst, int64_t n) {
   splitElements(rt, n, [&](int64_t i0, int64_t i1) { rt.kernels->toF16(src + i0, dst + i0, i1 - i0); });
 }
 
+void toF16Keys(Runtime& rt, const float* src, uint16_t* dst, int64_t T, int64_t pos0, int64_t nKvHead, int64_t headDim) {
+  // A row's elements rounded by the level's kernel 256 at a time, then scattered: a step
+  // stores one position per layer, too little to split over the pool.
+  constexpr int64_t kRun = 256;
+  const int64_t row = nKvHead * headDim;
+  uint16_t h[kRun];
+  for (int64_t t = 0; t < T; ++t) {
+    const int64_t p = pos0 + t;
+    uint16_t* blk = dst + (p / 32) * row * 32 + p % 32;
+    for (int64_t e0 = 0; e0 < row; e0 += kRun) {
+      const int64_t n = row - e0 < kRun ? row - e0 : kRun;
+      rt.kernels->toF16(src + t * row + e0, h, n);
+      for (int64_t e = 0; e < n; ++e) blk[(e0 + e) * 32] = h[e];  // element g·headDim + c of the row
+    }
+  }
+}
+
 }  // namespace qllm

@@ -56,6 +56,13 @@ void runOp(Runtime& rt, const GraphOp& op, int64_t pos) {
     case GraphOpKind::kRope: rope(rt, p[0].at<float>(pos), i[0], i[1], i[2], pos + i[3], p[1].at<const float>(pos), p[2].at<const float>(pos)); break;
     case GraphOpKind::kAdd: add(rt, p[0].at<const float>(pos), p[1].at<const float>(pos), p[2].at<float>(pos), i[0]); break;
     case GraphOpKind::kToF16: toF16(rt, p[0].at<const float>(pos), p[1].at<uint16_t>(pos), i[0]); break;
+    case GraphOpKind::kToF16Keys: toF16Keys(rt, p[0].at<const float>(pos), p[1].at<uint16_t>(pos), i[0], pos + i[3], i[1], i[2]); break;
+    case GraphOpKind::kAttentionF16Blocks: {
+      AttentionShape s{i[0], pos + i[1], i[2], i[3], i[4]};
+      s.keyBlocks = true;
+      attentionF16(rt, p[0].at<const float>(pos), p[1].at<const uint16_t>(pos), p[2].at<const uint16_t>(pos), s, p[3].at<float>(pos));
+      break;
+    }
   }
 }
 

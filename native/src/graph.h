@@ -50,8 +50,10 @@ enum class GraphOpKind : int32_t {
   kRope = 6,          // p: x, cos, sin; i: T, nHeads, headDim, pos0 − recorded pos
   kAdd = 7,           // p: a, b, out; i: n
   kToF16 = 8,         // p: src, dst; i: n
+  kToF16Keys = 9,     // p: src, dst (the whole key cache); i: T, nKvHead, headDim, pos0 − recorded pos
+  kAttentionF16Blocks = 10,  // as kAttentionF16 with the keys in blocks of 32 positions (AttentionShape::keyBlocks)
 };
-constexpr int kGraphKinds = 9;
+constexpr int kGraphKinds = 11;
 
 constexpr int kGraphPtrs = 1 + 2 * kMaxParts;
 constexpr int kGraphInts = 5;

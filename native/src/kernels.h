@@ -51,7 +51,8 @@ struct GemvArgs {
  */
 struct AttnChunkArgs {
   const float* q;  // [nKvHead·group, d]: this position's query rows
-  const void* k;   // key j of kv head g at k + j·kvStride + g·d elements (offset to the chunk's first key): f32, or f16 bits for attnChunkF16
+  const void* k;   // key j of kv head g at k + j·kvStride + g·d elements (offset to the chunk's first key): f32, or f16 bits for attnChunkF16;
+                   // kBlocks: column c of key j at k + ((j/32)·nKvHead + g)·d·32 + c·32 + j%32 (k at the chunk's first block)
   const void* v;   // value j of kv head g at v + j·kvStride + g·d elements, as k
   int64_t kvStride;
   int64_t nKeys;
@@ -59,6 +60,8 @@ struct AttnChunkArgs {
   int nKvHead;
   int group;       // query heads per kv head
   float scale;
+  bool kBlocks;    // f16 keys in blocks of 32 positions (native/LAYOUTS.md "KV cache"), the chunk starting on a block
+  const float* qt; // kBlocks: q transposed per kv head, [nKvHead][d][group] (head g·group + h, column c at (g·d + c)·group + h)
   float* out;      // [nHead, d]
   float* m;        // [nHead]
   float* l;        // [nHead]

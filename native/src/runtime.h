@@ -61,6 +61,8 @@ void matmul(Runtime& rt, const float* x, const float* w, int64_t M, int64_t K, i
 
 struct AttentionShape {
   int64_t T, pos0, nHead, nKvHead, headDim;
+  /** f16 keys in blocks of 32 positions ([block][nKvHead][headDim][32], native/LAYOUTS.md "KV cache"); values row-major */
+  bool keyBlocks = false;
 };
 /** g[i] = silu(g[i]) · u[i] for i < n (elementwise.cc; the pool for long arrays). */
 void swiglu(Runtime& rt, float* g, const float* u, int64_t n);
@@ -72,6 +74,12 @@ void rope(Runtime& rt, float* x, int64_t T, int64_t nHeads, int64_t headDim, int
 void add(Runtime& rt, const float* a, const float* b, float* out, int64_t n);
 /** dst[i] = f16 bits of src[i] (round to nearest even) for i < n. */
 void toF16(Runtime& rt, const float* src, uint16_t* dst, int64_t n);
+/**
+ * Keys src [T, nKvHead·headDim] (positions pos0..) rounded to f16 (as toF16) into a cache of
+ * keys in blocks of 32 positions: column c of kv head g at position p goes to
+ * dst[((p/32)·nKvHead + g)·headDim·32 + c·32 + p%32] (native/LAYOUTS.md "KV cache").
+ */
+void toF16Keys(Runtime& rt, const float* src, uint16_t* dst, int64_t T, int64_t pos0, int64_t nKvHead, int64_t headDim);
 
 /** Causal GQA; layouts as in src/backend/backend.ts. */
 void attention(Runtime& rt, const float* q, const float* k, const float* v, const AttentionShape& s, float* out,

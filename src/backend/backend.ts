@@ -12,6 +12,9 @@ import type { WeightKernels } from "./weight-kernels.ts";
  */
 export type KvRows = Float32Array | Uint16Array;
 
+/** Positions per block of a blocked key cache (AttentionShape.keyBlocks). */
+export const KEY_BLOCK = 32;
+
 export interface AttentionShape {
   /** Number of new query positions in this call. */
   T: number;
@@ -20,6 +23,13 @@ export interface AttentionShape {
   nHead: number;
   nKvHead: number;
   headDim: number;
+  /**
+   * An f16 cache whose KEYS are stored transposed in blocks of KEY_BLOCK positions
+   * [⌈positions/32⌉][nKvHead][headDim][32]: element c of kv head g at position p is
+   * k[((p/32)·nKvHead + g)·headDim·32 + c·32 + p%32] (native/LAYOUTS.md "KV cache"); the values
+   * stay row-major. Backend.toF16Keys writes it; absent or false: row-major keys.
+   */
+  keyBlocks?: boolean | undefined;
 }
 
 /**
@@ -374,6 +384,18 @@ export interface Backend {
   add?: ((a: Float32Array, b: Float32Array, out: Float32Array, n: number) => void) | undefined;
   /** dst[i] = f16 bits of src[i], round to nearest even (tensor/dtype.ts f32ToF16; the f16 KV-row store). */
   toF16?: ((src: Float32Array, dst: Uint16Array, n: number) => void) | undefined;
+  /**
+   * The key store of a blocked f16 cache (AttentionShape.keyBlocks): keys src [T, nKvHead·headDim]
+   * of positions pos0.. rounded as toF16 into dst at their blocks' columns (nn/block.ts storeKeyBlocks
+   * is the specification).
+   */
+  toF16Keys?: ((src: Float32Array, dst: Uint16Array, T: number, pos0: number, nKvHead: number, headDim: number) => void) | undefined;
+  /**
+   * Whether the f16 KV caches made for this backend (Model.newCache) store their keys in blocks
+   * (AttentionShape.keyBlocks): the layout its decode attention reads without transposes. The
+   * backend's attention then reads them and its toF16Keys (if any) writes them. Absent: row-major.
+   */
+  keyBlocks?: boolean | undefined;
   /**
    * Several linears of one input: out_i[M, N_i] = x[M, K] · W_iᵀ (+ bias_i) for each part, as
    * separate matmul calls would give. When the weights are the views `fuse` returned, in

@@ -9,6 +9,7 @@
  */
 import { UsageError } from "../util/errors.ts";
 import { checkF32, checkInt, checkNoOverlap, describeArray } from "./native-call.ts";
+import { KEY_BLOCK } from "./backend.ts";
 import { OpKind, type StepRecorder } from "./native-graph.ts";
 
 /** The addon's elementwise exports (native/src/addon.cc). */
@@ -17,6 +18,8 @@ export interface ElementwiseAddon {
   rope(x: Float32Array, T: number, nHeads: number, headDim: number, pos0: number, cos: Float32Array, sin: Float32Array): void;
   add(a: Float32Array, b: Float32Array, out: Float32Array, n: number): void;
   toF16(src: Float32Array, dst: Uint16Array, n: number): void;
+  /** absent in an addon built before the blocked key cache */
+  toF16Keys?(src: Float32Array, dst: Uint16Array, T: number, pos0: number, nKvHead: number, headDim: number): void;
 }
 
 /** Whether `a` is exactly `out` in memory (same buffer, same first byte): the in-place call the kernels allow. */
@@ -88,5 +91,30 @@ export class ElementwiseKernels {
     }
     if (this.rec !== null) this.rec.op(OpKind.toF16, { ints: [n], ptrs: [src, dst] });
     else if (n > 0) this.#addon.toF16(src, dst, n);
+  }
+
+  /**
+   * Keys src [T, nKvHead·headDim] of positions pos0.. rounded as toF16 into the blocked key cache dst
+   * (AttentionShape.keyBlocks: [⌈positions/32⌉][nKvHead][headDim][32]); dst holds whole blocks up to pos0+T.
+   */
+  toF16Keys(src: Float32Array, dst: Uint16Array, T: number, pos0: number, nKvHead: number, headDim: number): void {
+    const op = "toF16Keys";
+    checkInt(op, "T", T, 0);
+    checkInt(op, "pos0", pos0, 0);
+    checkInt(op, "nKvHead", nKvHead, 1);
+    checkInt(op, "headDim", headDim, 1);
+    const row = nKvHead * headDim, n = T * row, blocks = Math.ceil((pos0 + T) / KEY_BLOCK);
+    checkF32(op, "src", src, n, `src [T=${T}, nKvHead·headDim=${row}]`);
+    if (!(dst instanceof Uint16Array) || dst.length < blocks * KEY_BLOCK * row) {
+      throw new UsageError(`${op}: dst must be a Uint16Array of whole blocks of ${KEY_BLOCK} positions up to pos0+T=${pos0 + T}`, {
+        field: "dst", expected: `Uint16Array [${blocks} blocks, nKvHead·headDim=${row}, ${KEY_BLOCK}] = ${blocks * KEY_BLOCK * row} elements`, found: describeArray(dst),
+        hint: "a blocked key cache's capacity rounds up to a multiple of 32 positions (KvCache)",
+      });
+    }
+    if (src.buffer === dst.buffer) {
+      throw new UsageError(`${op}: dst shares src's buffer`, { field: "dst", expected: "memory disjoint from src", found: "the same ArrayBuffer", hint: "pass a separate dst array" });
+    }
+    if (this.rec !== null) this.rec.op(OpKind.toF16Keys, { ints: [T, nKvHead, headDim, pos0 - this.rec.pos], ptrs: [src, dst], fixed: [1] });
+    else if (T > 0) this.#addon.toF16Keys!(src, dst, T, pos0, nKvHead, headDim);
   }
 }

@@ -22,7 +22,7 @@ export interface GraphAddon {
 }
 
 /** graph.h GraphOpKind. */
-export const OpKind = { matmulPacked: 0, matmulParts: 1, attention: 2, attentionF16: 3, swiglu: 4, rmsNorm: 5, rope: 6, add: 7, toF16: 8 } as const;
+export const OpKind = { matmulPacked: 0, matmulParts: 1, attention: 2, attentionF16: 3, swiglu: 4, rmsNorm: 5, rope: 6, add: 7, toF16: 8, toF16Keys: 9, attentionF16Blocks: 10 } as const;
 /** graph.h kMaxParts, kGraphInts, kGraphPtrs, kGraphRecord. */
 const MAX_PARTS = 4, INTS = 5, PTRS = 1 + 2 * MAX_PARTS, OP_FIELDS = 4 + INTS + 2 * PTRS;
 

@@ -26,7 +26,7 @@ import { createRequire } from "node:module";
 import { fileURLToPath } from "node:url";
 import { DependencyError, UsageError } from "../util/errors.ts";
 import {
-  matmulPackedSum, PackedSum, type AttentionShape, type Backend, type KvRows, type GptqKernelArgs, type KernelCallOptions, type LinearWeight, type ManyPart, type MappedFile, type PackInt8Args,
+  KEY_BLOCK, matmulPackedSum, PackedSum, type AttentionShape, type Backend, type KvRows, type GptqKernelArgs, type KernelCallOptions, type LinearWeight, type ManyPart, type MappedFile, type PackInt8Args,
   type SourceBlocks, type View16Args,
 } from "./backend.ts";
 import {
@@ -40,7 +40,7 @@ import { Int8Kernels, Int8PackedWeight, type Int8Addon } from "./native-int8.ts"
 import { NativeWeightKernels, type NativeConvertAddon } from "./native-convert.ts";
 import { GptqKernels, type GptqAddon } from "./native-gptq.ts";
 import { AwqKernels, type AwqAddon } from "./native-awq.ts";
-import { callNative, checkF32, checkInt, checkNoOverlap } from "./native-call.ts";
+import { callNative, checkF32, checkInt, checkNoOverlap, describeArray } from "./native-call.ts";
 import { ElementwiseKernels, type ElementwiseAddon } from "./native-elementwise.ts";
 import { OpKind, StepRecorder, type GraphAddon } from "./native-graph.ts";
 import type { StepPlan } from "./backend.ts";
@@ -61,6 +61,8 @@ interface NativeAddon extends NativePackedAddon, Int8Addon, NativeConvertAddon, 
     T: number, pos0: number, nHead: number, nKvHead: number, headDim: number, out: Float32Array,
     /** packed handles the next calls read, prefetched during the call (native/src/prefetch.h), or null */
     hint: unknown[] | null,
+    /** k: an f16 cache's keys in blocks of 32 positions (AttentionShape.keyBlocks); an addon before them ignores it */
+    keyBlocks?: boolean,
   ): void;
   /** The ranges a hint of these handles prefetches: [handle index, byte offset, bytes] each (tests; prefetch.h). */
   prefetchPlan?(handles: unknown[], threads: number, maxBytes: number): Float64Array;
@@ -101,7 +103,7 @@ const ADDON_EXPORTS: Readonly<Record<keyof NativeAddon, "required" | "optional">
   syrkAccumulate: "required", gptqHinv: "required", gptqQuantize: "required", syrkAccumulateAsync: "required",
   gptqHinvAsync: "required", gptqQuantizeAsync: "required", awqFakeQuantizeAsync: "required", awqClipSearchAsync: "required",
   convertRows: "optional", ggmlQuantizeRows: "optional", rtnQuantize: "optional", gptqPackCodes: "optional",
-  rmsNorm: "optional", rope: "optional", add: "optional", toF16: "optional", graphBuild: "optional", graphRun: "optional", // an older build loads (eval/decode-ab.ts); nn/ then runs these in TS
+  rmsNorm: "optional", rope: "optional", add: "optional", toF16: "optional", toF16Keys: "optional", graphBuild: "optional", graphRun: "optional", // an older build loads (eval/decode-ab.ts); nn/ then runs these in TS
   prefetchPlan: "optional", // tests only: an addon built before the hints still loads (eval/decode-ab.ts against older builds)
   spanSplitClaims: "optional", // tests only, likewise
 };
@@ -162,6 +164,13 @@ export class NativeBackend implements Backend {
   readonly rope: ElementwiseKernels["rope"] | undefined;
   readonly add: ElementwiseKernels["add"] | undefined;
   readonly toF16: ElementwiseKernels["toF16"] | undefined;
+  /** The blocked key store (Backend.toF16Keys): absent in an addon built before the blocked key cache. */
+  readonly toF16Keys: ElementwiseKernels["toF16Keys"] | undefined;
+  /**
+   * Whether Model.newCache makes f16 caches with blocked keys (Backend.keyBlocks): when the addon
+   * has toF16Keys, unless QLLM_KEY_BLOCKS=0 (A/B of the two layouts in one build).
+   */
+  readonly keyBlocks: boolean;
 
   /** The step being recorded (recordStep), or null: every capturable call then adds a descriptor instead of running. */
   #rec: StepRecorder | null = null;
@@ -179,6 +188,8 @@ export class NativeBackend implements Backend {
     this.rope = ew ? ew.rope.bind(ew) : undefined;
     this.add = ew ? ew.add.bind(ew) : undefined;
     this.toF16 = ew ? ew.toF16.bind(ew) : undefined;
+    this.toF16Keys = ew && addon.toF16Keys ? ew.toF16Keys.bind(ew) : undefined;
+    this.keyBlocks = this.toF16Keys !== undefined && process.env.QLLM_KEY_BLOCKS !== "0";
   }
 
   /** Threads of the (process-wide) pool, the calling thread included. */
@@ -324,12 +335,18 @@ export class NativeBackend implements Backend {
       });
     }
     const qLen = T * nHead * d, kvLen = (pos0 + T) * nKvHead * d;
+    const blocks = shape.keyBlocks === true;
+    const kLen = blocks ? Math.ceil((pos0 + T) / KEY_BLOCK) * KEY_BLOCK * nKvHead * d : kvLen;  // whole blocks
     checkF32(op, "q", q, qLen, `q [T=${T}, nHead·headDim=${nHead * d}]`);
+    if (blocks && this.toF16Keys === undefined) throw new DependencyError(`${op}: the addon predates the blocked key cache`, { hint: BUILD_HINT });
+    if (blocks && !(k instanceof Uint16Array)) {
+      throw new UsageError(`${op}: keyBlocks needs an f16 cache`, { field: "k", expected: "Uint16Array (f16 bits) in blocks of 32 positions", found: describeArray(k) });
+    }
     if (k instanceof Uint16Array || v instanceof Uint16Array) {  // an f16 cache: both halves
-      for (const [name, a] of [["k", k], ["v", v]] as const) {
-        if (!(a instanceof Uint16Array) || a.length < kvLen) {
-          throw new UsageError(`${op}: ${name} must be a Uint16Array (f16 bits) of at least ${kvLen} elements, as the other half of the cache`, {
-            field: name, expected: `Uint16Array [pos0+T=${pos0 + T}, nKvHead·headDim=${nKvHead * d}]`,
+      for (const [name, a, len] of [["k", k, kLen], ["v", v, kvLen]] as const) {
+        if (!(a instanceof Uint16Array) || a.length < len) {
+          throw new UsageError(`${op}: ${name} must be a Uint16Array (f16 bits) of at least ${len} elements, as the other half of the cache`, {
+            field: name, expected: len === kvLen ? `Uint16Array [pos0+T=${pos0 + T}, nKvHead·headDim=${nKvHead * d}]` : `Uint16Array [${len / (KEY_BLOCK * nKvHead * d)} blocks, nKvHead·headDim=${nKvHead * d}, ${KEY_BLOCK}]`,
             found: `${(a as object).constructor?.name ?? typeof a} of ${a.length} elements`, hint: "k and v of one cache share its element type",
           });
         }
@@ -339,15 +356,15 @@ export class NativeBackend implements Backend {
       checkF32(op, "v", v, kvLen, `v [pos0+T=${pos0 + T}, nKvHead·headDim=${nKvHead * d}]`);
     }
     checkF32(op, "out", out, qLen, `out [T=${T}, nHead·headDim=${nHead * d}]`);
-    checkNoOverlap(op, out, qLen, { q: [q, qLen], k: [k, kvLen], v: [v, kvLen] });
+    checkNoOverlap(op, out, qLen, { q: [q, qLen], k: [k, kLen], v: [v, kvLen] });
     if (this.#rec !== null) {
       // hints are not recorded: the plan runs attention without prefetches (prefetchHints is off by default)
-      const kind = k instanceof Uint16Array ? OpKind.attentionF16 : OpKind.attention;
+      const kind = blocks ? OpKind.attentionF16Blocks : k instanceof Uint16Array ? OpKind.attentionF16 : OpKind.attention;
       this.#rec.op(kind, { ints: [T, pos0 - this.#rec.pos, nHead, nKvHead, d], ptrs: [q, k, v, out], fixed: [1, 2] });
       return;
     }
     const hint = next !== undefined && this.prefetchHints ? this.hintHandles(next) : null;
-    if (T > 0) this.#addon.attention(q, k, v, T, pos0, nHead, nKvHead, d, out, hint);
+    if (T > 0) this.#addon.attention(q, k, v, T, pos0, nHead, nKvHead, d, out, hint, blocks);
   }
 
   /** Backend.recordStep (native-graph.ts): absent when the addon predates plans or the elementwise ops. */

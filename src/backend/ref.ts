@@ -3,7 +3,7 @@
  * tested against. Simple loops, f32 storage, f64 accumulation where it is free.
  */
 import { f16ToF32 } from "../tensor/dtype.ts";
-import { isPackedWeight, matmulPackedSum, PackedSum, type AttentionShape, type Backend, type KvRows, type LinearWeight, type PackedWeight } from "./backend.ts";
+import { isPackedWeight, KEY_BLOCK, matmulPackedSum, PackedSum, type AttentionShape, type Backend, type KvRows, type LinearWeight, type PackedWeight } from "./backend.ts";
 import { refMatmulPacked, refPack16, refPackQ4, refPackQ8 } from "./ref-packed.ts";
 
 export function refMatmul(
@@ -22,6 +22,16 @@ export function refMatmul(
   return y;
 }
 
+/** The first `positions` keys of a blocked f16 cache (AttentionShape.keyBlocks) as row-major f32 [positions, row]. */
+function keyBlocksF32(a: Uint16Array, positions: number, row: number): Float32Array {
+  const f = new Float32Array(positions * row);
+  for (let p = 0; p < positions; p++) {
+    const b = Math.floor(p / KEY_BLOCK) * row * KEY_BLOCK + (p % KEY_BLOCK);
+    for (let e = 0; e < row; e++) f[p * row + e] = f16ToF32(a[b + e * KEY_BLOCK]!);
+  }
+  return f;
+}
+
 /** The first n values of a cache as f32 (f16 bits decoded exactly). */
 function kvF32(a: KvRows, n: number): Float32Array {
   if (a instanceof Float32Array) return a;
@@ -34,7 +44,9 @@ export function refAttention(
   q: Float32Array, kRows: KvRows, vRows: KvRows, s: AttentionShape, out: Float32Array,
 ): void {
   const { T, pos0, nHead, nKvHead, headDim: d } = s;
-  const k = kvF32(kRows, (pos0 + T) * nKvHead * d), v = kvF32(vRows, (pos0 + T) * nKvHead * d);
+  if (s.keyBlocks === true && !(kRows instanceof Uint16Array)) throw new Error("refAttention: keyBlocks needs an f16 cache");
+  const k = s.keyBlocks === true ? keyBlocksF32(kRows as Uint16Array, pos0 + T, nKvHead * d) : kvF32(kRows, (pos0 + T) * nKvHead * d);
+  const v = kvF32(vRows, (pos0 + T) * nKvHead * d);
   const group = nHead / nKvHead;
   const qStride = nHead * d;
   const kvStride = nKvHead * d;

@@ -7,7 +7,7 @@
  */
 import type { ModelConfig } from "../arch/config.ts";
 import type { LinearInput, LinearName } from "../arch/registry.ts";
-import type { Backend, KvRows, LinearWeight } from "../backend/backend.ts";
+import { KEY_BLOCK, type Backend, type KvRows, type LinearWeight } from "../backend/backend.ts";
 import { f32ToF16 } from "../tensor/dtype.ts";
 import type { BlockWeights, Linear } from "./weights.ts";
 import type { RopeTable } from "./rope.ts";
@@ -22,10 +22,12 @@ export type Tap = (ev: { block: number; input: LinearInput; /** [T, K] */ x: Flo
 
 /** One layer's KV cache: f32, or f16 bits (k and v alike; new rows rounded to nearest even). */
 export interface LayerCache {
-  /** [capacity, nKvHead·headDim] */
+  /** [capacity, nKvHead·headDim], or with keyBlocks [⌈capacity/32⌉, nKvHead·headDim, 32] */
   k: KvRows;
   /** [capacity, nKvHead·headDim] */
   v: KvRows;
+  /** f16 keys stored transposed in blocks of 32 positions (AttentionShape.keyBlocks, native/LAYOUTS.md "KV cache") */
+  keyBlocks?: boolean | undefined;
 }
 
 export interface BlockContext {
@@ -58,7 +60,7 @@ export function rmsNorm(x: Float32Array, w: Float32Array, T: number, H: number, 
 }
 
 /** Whether the context runs elementwise op `op` on the backend's kernel (else the TS formula here). */
-function onBackend<K extends "rmsNorm" | "rope" | "add" | "toF16">(ctx: BlockContext, op: K): ctx is BlockContext & { backend: { [P in K]: NonNullable<Backend[P]> } } {
+function onBackend<K extends "rmsNorm" | "rope" | "add" | "toF16" | "toF16Keys">(ctx: BlockContext, op: K): ctx is BlockContext & { backend: { [P in K]: NonNullable<Backend[P]> } } {
   return ctx.backend[op] !== undefined && ctx.exactElementwise !== true;
 }
 
@@ -82,6 +84,25 @@ function ropeRows(ctx: BlockContext, x: Float32Array, T: number, nHeads: number,
 function addRows(ctx: BlockContext, a: Float32Array, b: Float32Array, out: Float32Array, n: number): void {
   if (onBackend(ctx, "add")) { ctx.backend.add(a, b, out, n); return; }
   for (let i = 0; i < n; i++) out[i] = a[i]! + b[i]!;
+}
+
+/** x [T, n] (positions pos0..) rounded to f16 into the row-major rows pos0.. of dst (n = nKv·d). */
+function storeRows(ctx: BlockContext, x: Float32Array, dst: Uint16Array, T: number, pos0: number, n: number): void {
+  if (onBackend(ctx, "toF16")) { ctx.backend.toF16(x, dst.subarray(pos0 * n, (pos0 + T) * n), T * n); return; }
+  for (let i = 0; i < T * n; i++) dst[pos0 * n + i] = f32ToF16(x[i]!);
+}
+
+/**
+ * Keys x [T, nKv·d] of positions pos0.. rounded to f16 into a blocked key cache (LayerCache.keyBlocks):
+ * element e = g·d + c of position p at dst[⌊p/32⌋·nKv·d·32 + e·32 + p mod 32]. The specification of Backend.toF16Keys.
+ */
+export function storeKeyBlocks(ctx: BlockContext, x: Float32Array, dst: Uint16Array, T: number, pos0: number, nKv: number, d: number): void {
+  if (onBackend(ctx, "toF16Keys")) { ctx.backend.toF16Keys(x, dst, T, pos0, nKv, d); return; }
+  const n = nKv * d;
+  for (let t = 0; t < T; t++) {
+    const p = pos0 + t, b = Math.floor(p / KEY_BLOCK) * n * KEY_BLOCK + (p % KEY_BLOCK);
+    for (let e = 0; e < n; e++) dst[b + e * KEY_BLOCK] = f32ToF16(x[t * n + e]!);
+  }
 }
 
 /**
@@ -175,13 +196,14 @@ export function attentionHalf(
   linears(ctx, [lin.q, lin.k, lin.v], xa, T, [q, k, v]);
   ropeRows(ctx, q, T, nH, pos0);
   ropeRows(ctx, k, T, nKv, pos0);
-  for (const [c, x] of [[cache.k, k], [cache.v, v]] as const) {
-    if (!(c instanceof Uint16Array)) continue;
-    if (onBackend(ctx, "toF16")) ctx.backend.toF16(x, c.subarray(pos0 * kvDim, (pos0 + T) * kvDim), T * kvDim);
-    else for (let i = 0; i < T * kvDim; i++) c[pos0 * kvDim + i] = f32ToF16(x[i]!);
+  const keyBlocks = cache.keyBlocks === true;
+  if (cache.k instanceof Uint16Array) {
+    if (keyBlocks) storeKeyBlocks(ctx, k, cache.k, T, pos0, nKv, d);
+    else storeRows(ctx, k, cache.k, T, pos0, kvDim);
   }
+  if (cache.v instanceof Uint16Array) storeRows(ctx, v, cache.v, T, pos0, kvDim);
   const att = buf(ws, "att", T, nH * d); // [T, nH·d]
-  backend.attention(q, cache.k, cache.v, { T, pos0, nHead: nH, nKvHead: nKv, headDim: d }, att, [lin.o.weight, ...after]);
+  backend.attention(q, cache.k, cache.v, { T, pos0, nHead: nH, nKvHead: nKv, headDim: d, ...(keyBlocks ? { keyBlocks } : {}) }, att, [lin.o.weight, ...after]);
   tap?.({ block: index, input: "attn_out", x: att, T, K: nH * d });
   return linear(ctx, lin.o, att, T, out ?? buf(ws, "ao", T, H)); // [T, H]
 }

@@ -3,7 +3,7 @@
  * One forward pass shared by calibration, evaluation and chat.
  */
 import type { ModelConfig } from "../arch/config.ts";
-import type { Backend, StepPlan } from "../backend/backend.ts";
+import { KEY_BLOCK, type Backend, type StepPlan } from "../backend/backend.ts";
 import { UsageError } from "../util/errors.ts";
 import { blockForward, BlockWorkspace, normRows, type BlockContext, type LayerCache, type Tap } from "./block.ts";
 import { RopeTable } from "./rope.ts";
@@ -20,12 +20,22 @@ export class KvCache {
   readonly layers: LayerCache[];
   /** Number of positions already filled. */
   pos = 0;
-  constructor(cfg: ModelConfig, readonly capacity: number, readonly dtype: KvDType = "f32") {
+  /**
+   * keyBlocks (f16 only): the keys stored transposed in blocks of 32 positions, the layout the
+   * native decode attention reads without transposes (AttentionShape.keyBlocks, native/LAYOUTS.md
+   * "KV cache"); their array holds whole blocks (capacity rounded up to a multiple of 32).
+   */
+  constructor(cfg: ModelConfig, readonly capacity: number, readonly dtype: KvDType = "f32", readonly keyBlocks = false) {
+    if (keyBlocks && dtype !== "f16") {
+      throw new UsageError("KvCache: keys in blocks need an f16 cache", { field: "dtype", expected: '"f16" with keyBlocks', found: dtype, hint: "leave keyBlocks off for an f32 cache" });
+    }
     const kvDim = cfg.numKvHeads * cfg.headDim;
-    const rows = (): Float32Array | Uint16Array => (dtype === "f16" ? new Uint16Array(capacity * kvDim) : new Float32Array(capacity * kvDim));
+    const kRows = keyBlocks ? Math.ceil(capacity / KEY_BLOCK) * KEY_BLOCK : capacity;
+    const rows = (n: number): Float32Array | Uint16Array => (dtype === "f16" ? new Uint16Array(n * kvDim) : new Float32Array(n * kvDim));
     this.layers = Array.from({ length: cfg.numLayers }, () => ({
-      k: rows(), // [capacity, nKv·d]
-      v: rows(), // [capacity, nKv·d]
+      k: rows(kRows), // [capacity, nKv·d], or keyBlocks [⌈capacity/32⌉, nKv·d, 32]
+      v: rows(capacity), // [capacity, nKv·d]
+      ...(keyBlocks ? { keyBlocks } : {}),
     }));
   }
   reset(): void { this.pos = 0; }
@@ -70,8 +80,9 @@ export class Model {
     this.rope = new RopeTable(cfg);
   }
 
-  newCache(capacity = this.cfg.maxPositionEmbeddings, dtype: KvDType = "f32"): KvCache {
-    return new KvCache(this.cfg, capacity, dtype);
+  /** keyBlocks defaults to the backend's layout for f16 caches (Backend.keyBlocks: the native backend's, blocked keys). */
+  newCache(capacity = this.cfg.maxPositionEmbeddings, dtype: KvDType = "f32", keyBlocks = dtype === "f16" && this.backend.keyBlocks === true): KvCache {
+    return new KvCache(this.cfg, capacity, dtype, keyBlocks);
   }
 
   /** x[T, H] = embedding rows of tokens. */
@@ -168,7 +179,7 @@ export class Model {
     const b = backend;
     let step: StepState | string;
     if (b.recordStep === undefined) step = "the backend records no plans";
-    else if (!b.swiglu || !b.rmsNorm || !b.rope || !b.add || (cache.dtype === "f16" && !b.toF16)) step = "the backend lacks a native elementwise op";
+    else if (!b.swiglu || !b.rmsNorm || !b.rope || !b.add || (cache.dtype === "f16" && !b.toF16) || (cache.keyBlocks && !b.toF16Keys)) step = "the backend lacks a native elementwise op";
     else {
       this.rope.ensure(cache.capacity);
       const H = cfg.hiddenSize, pos = cache.pos;

@@ -9,7 +9,8 @@
  */
 import { afterAll, describe, expect, it } from "vitest";
 import { createNativeBackend, type KernelLevel } from "../../src/backend/native.ts";
-import { rmsNorm } from "../../src/nn/block.ts";
+import { refBackend } from "../../src/backend/ref.ts";
+import { rmsNorm, storeKeyBlocks } from "../../src/nn/block.ts";
 import { RopeTable } from "../../src/nn/rope.ts";
 import { f32ToF16 } from "../../src/tensor/dtype.ts";
 import { UsageError } from "../../src/util/errors.ts";
@@ -18,7 +19,7 @@ import { rng } from "./packed-ref.ts";
 const nb = createNativeBackend({ threads: 2 });
 const levels: KernelLevel[] = nb.kernelLevels();
 afterAll(() => { nb.setKernelLevel(levels[0]!); });
-const ew = { rmsNorm: nb.rmsNorm!, rope: nb.rope!, add: nb.add!, toF16: nb.toF16! };
+const ew = { rmsNorm: nb.rmsNorm!, rope: nb.rope!, add: nb.add!, toF16: nb.toF16!, toF16Keys: nb.toF16Keys! };
 
 /** SIMD RMSNorm: Σx² in f32 lanes (H ≤ 5632 terms of one sign: ≤ ~H/W·2⁻²⁴ relative), r in f32, two f32 products. */
 const RMS_REL_TOL = 4 * 2 ** -23;
@@ -101,6 +102,27 @@ describe.each(levels)("elementwise ops on %s", (level) => {
     ew.toF16(new Float32Array([NaN]), nan, 1);
     expect((nan[0]! & 0x7c00) === 0x7c00 && (nan[0]! & 0x3ff) !== 0).toBe(true);
   });
+
+  // The blocked key store (AttentionShape.keyBlocks): element e of position p at
+  // ⌊p/32⌋·row·32 + e·32 + p mod 32, written by hand here; rows past 256 elements, positions
+  // crossing blocks, T = 17. Every other element keeps its bits.
+  it.each([[1, 0, 1, 24], [1, 31, 3, 40], [17, 20, 5, 64], [2, 63, 1, 256], [17, 130, 4, 72]])(
+    "toF16Keys T=%i pos0=%i nKv=%i d=%i equals the blocked layout of f32ToF16 and storeKeyBlocks bit for bit", (T, pos0, nKv, d) => {
+      const row = nKv * d, blocks = Math.ceil((pos0 + T) / 32) + 1;
+      const src = randoms(T * row, T * 7 + pos0 + d, 8);
+      const want = new Uint16Array(blocks * 32 * row).fill(0xabcd);
+      for (let t = 0; t < T; t++) {
+        const p = pos0 + t;
+        for (let e = 0; e < row; e++) want[Math.floor(p / 32) * row * 32 + e * 32 + (p % 32)] = f32ToF16(src[t * row + e]!);
+      }
+      nb.setKernelLevel(level);
+      const got = new Uint16Array(want.length).fill(0xabcd);
+      ew.toF16Keys(src, got, T, pos0, nKv, d);
+      expect(differing(got, want)).toBe(0);
+      const spec = new Uint16Array(want.length).fill(0xabcd);
+      storeKeyBlocks({ cfg: undefined!, backend: refBackend, rope: undefined! }, src, spec, T, pos0, nKv, d);
+      expect(differing(spec, want)).toBe(0);
+    });
 });
 
 it("the elementwise ops refuse bad arguments", () => {
@@ -113,4 +135,10 @@ it("the elementwise ops refuse bad arguments", () => {
   expect(() => ew.add(x, x, x.subarray(2), 4)).toThrow(/overlaps/);
   expect(() => ew.toF16(x, new Uint16Array(3), 4)).toThrow(UsageError);
   expect(() => ew.toF16(x, new Uint16Array(x.buffer), 4)).toThrow(/overlaps/);
+  // positions 0..32 need two whole blocks of 32 × 4 elements
+  expect(() => ew.toF16Keys(x.subarray(0, 4), new Uint16Array(255), 1, 32, 1, 4)).toThrow(/whole blocks/);
+  expect(() => ew.toF16Keys(x.subarray(0, 4), new Uint16Array(256), 1, 32, 1, 4)).not.toThrow();
+  const big = new Float32Array(80);
+  expect(() => ew.toF16Keys(big.subarray(0, 4), new Uint16Array(big.buffer, 16, 128), 1, 0, 1, 4)).toThrow(/shares src/);
+  expect(() => ew.toF16Keys(x.subarray(0, 3), new Uint16Array(256), 1, 0, 1, 4)).toThrow(UsageError);
 });

@@ -23,9 +23,10 @@ const PROMPT = [1, 15, 27, 3, 99, 4, 8];
 const STEPS = 6;
 
 /** Greedy steps after the prompt: each step's logits and the cache after the last; `threads(i)` sets the pool's size before step i. */
-function decode(model: Model, kv: KvDType, plans: boolean, threads?: (i: number) => void): { logits: Float32Array[]; cache: ReturnType<Model["newCache"]> } {
+/** "f16-rows": an f16 cache with row-major keys (the native backend's f16 default stores them in blocks, KvCache keyBlocks). */
+function decode(model: Model, kv: KvDType | "f16-rows", plans: boolean, threads?: (i: number) => void): { logits: Float32Array[]; cache: ReturnType<Model["newCache"]> } {
   model.stepPlans = plans;
-  const cache = model.newCache(PROMPT.length + STEPS + 4, kv);
+  const cache = kv === "f16-rows" ? model.newCache(PROMPT.length + STEPS + 4, "f16", false) : model.newCache(PROMPT.length + STEPS + 4, kv);
   let l = model.forward(PROMPT, cache, { logits: "last" });
   const logits: Float32Array[] = [];
   for (let i = 0; i < STEPS; i++) {
@@ -63,7 +64,7 @@ describe.skipIf(!HAS_WEIGHTS)("a replayed decode step equals the eager native fo
   afterAll(() => { if (tmp !== undefined) rmSync(tmp, { recursive: true, force: true }); });
 
   for (const name of ["16-bit", "gptq act-order", "gguf q4_0"]) {
-    it.each(["f16", "f32"] as const)(`${name}, %s cache`, async (kv) => {
+    it.each(["f16", "f16-rows", "f32"] as const)(`${name}, %s cache`, async (kv) => {
       const { model } = await loadModel(sources[name]!, nb, { weights: "packed" });
       const eager = decode(model, kv, false);
       const plan = decode(model, kv, true);
