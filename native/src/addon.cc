@@ -13,6 +13,7 @@
 //   rmsNorm(x, w, T, H, eps, out) / rope(x, T, nHeads, headDim, pos0, cos, sin) / add(a, b, out, n) /
 //   toF16(src, dst (Uint16Array), n) / toF16Keys(src, dst (Uint16Array), T, pos0, nKvHead, headDim): void
 //                                 the forward's other elementwise ops (elementwise.cc)
+//   argmax(x, n): number          the greedy pick over x[n] (the step plan's last op; elementwise.cc)
 //   graphBuild(record (f64), arrays[], handles[], pos): handle   a recorded decode step (graph.h; native-graph.ts)
 //   graphRun(graph, pos): void    the whole step at position pos, in one call
 //   setThreads(n): void / getThreads(): number
@@ -114,6 +115,7 @@ class Addon : public Napi::Addon<Addon> {
                              InstanceMethod("add", &Addon::Add, napi_enumerable),
                              InstanceMethod("toF16", &Addon::ToF16, napi_enumerable),
                              InstanceMethod("toF16Keys", &Addon::ToF16Keys, napi_enumerable),
+                             InstanceMethod("argmax", &Addon::Argmax, napi_enumerable),
                              InstanceMethod("setThreads", &Addon::SetThreads, napi_enumerable),
                              InstanceMethod("getThreads", &Addon::GetThreads, napi_enumerable),
                              InstanceMethod("kernelLevels", &Addon::KernelLevels, napi_enumerable),
@@ -322,6 +324,13 @@ class Addon : public Napi::Addon<Addon> {
     assert(lenF32(info[0]) >= static_cast<size_t>(T * nKvHead * d) && dst.ElementLength() >= static_cast<size_t>((pos0 + T + 31) / 32 * 32 * nKvHead * d));
     auto lock = calls_.lock();
     toF16Keys(rt_, inF32(info[0]), dst.Data(), T, pos0, nKvHead, d);
+  }
+
+  Napi::Value Argmax(const Napi::CallbackInfo& info) {
+    const int64_t n = i64(info[1]);
+    assert(lenF32(info[0]) >= static_cast<size_t>(n));
+    auto lock = calls_.lock();
+    return Napi::Number::New(info.Env(), static_cast<double>(argmax(rt_, inF32(info[0]), n)));
   }
 
   /**

@@ -79,5 +79,6 @@ void toF16Keys(Runtime& rt, const float* src, uint16_t* dst, int64_t T, int64_t 
     }
   }
 }
+int64_t argmax(Runtime& rt, const float* x, int64_t n) { return rt.kernels->argmax(x, n); }
 
 }  // namespace qllm

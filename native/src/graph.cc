@@ -63,6 +63,7 @@ void runOp(Runtime& rt, const GraphOp& op, int64_t pos) {
       attentionF16(rt, p[0].at<const float>(pos), p[1].at<const uint16_t>(pos), p[2].at<const uint16_t>(pos), s, p[3].at<float>(pos));
       break;
     }
+    case GraphOpKind::kArgmax: *p[1].at<int32_t>(pos) = static_cast<int32_t>(argmax(rt, p[0].at<const float>(pos), i[0])); break;
   }
 }
 

@@ -52,8 +52,9 @@ enum class GraphOpKind : int32_t {
   kToF16 = 8,         // p: src, dst; i: n
   kToF16Keys = 9,     // p: src, dst (the whole key cache); i: T, nKvHead, headDim, pos0 − recorded pos
   kAttentionF16Blocks = 10,  // as kAttentionF16 with the keys in blocks of 32 positions (AttentionShape::keyBlocks)
+  kArgmax = 11,       // p: x, id (int32 [1]); i: n: id = the greedy pick over x[n] (runtime.h argmax)
 };
-constexpr int kGraphKinds = 11;
+constexpr int kGraphKinds = 12;
 
 constexpr int kGraphPtrs = 1 + 2 * kMaxParts;
 constexpr int kGraphInts = 5;

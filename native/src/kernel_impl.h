@@ -12,6 +12,7 @@
 //   attnCombine     merges the chunks' partial results
 //   swiglu          silu(gate) · up, elementwise (the MLP between gate/up and down)
 //   rmsNormRow, ropeRows, addRows, toF16Rows   the decode step's other elementwise ops (nn/block.ts)
+//   argmaxRow       the greedy sampler's pick over the logits (the step plan's last op)
 //   fmaLoop         the FMA peak probe the kernel benchmark reports against
 // Nothing here allocates, spawns threads or checks arguments (the drivers and the
 // TypeScript loader do that).
@@ -388,11 +389,49 @@ void toF16Rows(const float* src, uint16_t* dst, int64_t n) {
   for (; i < n; ++i) dst[i] = floatToHalf(src[i]);
 }
 
+/**
+ * The lowest index of x's largest value, NaNs skipped, 0 when none exceeds −∞ (sampler.ts
+ * argmax: a strict > scan from −∞). Blocks of 16·W: a block's max (S::max(x, m) keeps m
+ * where x is NaN: vmaxps returns its second operand then; the scalar level's a > b ? a : b
+ * too) replaces the best only when strictly larger, so `at` is the first block holding the
+ * maximum, and the first equal element inside it is the answer.
+ */
+template <class S>
+int64_t argmaxRow(const float* x, int64_t n) {
+  constexpr int W = S::W;
+  constexpr int64_t kBlock = 16 * W;
+  using V = typename S::V;
+  float best = kNegInf;
+  int64_t at = -1;
+  for (int64_t b = 0; b < n; b += kBlock) {
+    const int64_t e = minOf(n, b + kBlock);
+    V m0 = S::set1(kNegInf), m1 = m0, m2 = m0, m3 = m0;
+    int64_t i = b;
+    for (; i + 4 * W <= e; i += 4 * W) {
+      m0 = S::max(S::load(x + i), m0);
+      m1 = S::max(S::load(x + i + W), m1);
+      m2 = S::max(S::load(x + i + 2 * W), m2);
+      m3 = S::max(S::load(x + i + 3 * W), m3);
+    }
+    for (; i + W <= e; i += W) m0 = S::max(S::load(x + i), m0);
+    if (i < e) m1 = S::max(S::fillFrom(S::load(x + i, S::mask(e - i)), e - i, kNegInf), m1);
+    const V m = S::max(S::max(m0, m1), S::max(m2, m3));
+    if (S::anyGreater(m, best)) {
+      best = S::hmax(m);
+      at = b;
+    }
+  }
+  if (at < 0) return 0;
+  int64_t i = at;
+  while (!(x[i] == best)) ++i;
+  return i;
+}
+
 // ---------------------------------------------------------------- the table
 
 template <class S, int MR, int NV>
 constexpr KernelTable makeTable(const char* name, int kc) {
   return KernelTable{name, MR, NV * S::W, kc, &packA<MR>, &packB<S, NV * S::W>, &tile<S, MR, NV>,
                      &gemv<S>, &softmaxCols<S, NV>, &attnChunk<S, float>, &attnChunk<S, uint16_t>, &attnCombine<S>, &swiglu<S>,
-                     &rmsNormRow<S>, &ropeRows<S>, &addRows<S>, &toF16Rows<S>, &fmaLoop<S>};
+                     &rmsNormRow<S>, &ropeRows<S>, &addRows<S>, &toF16Rows<S>, &argmaxRow<S>, &fmaLoop<S>};
 }

@@ -130,6 +130,12 @@ struct KernelTable {
   void (*add)(const float* a, const float* b, float* out, int64_t n);
   /** dst[i] = f16 bits of src[i], round to nearest even (the f16 KV-row store; NaN stays NaN). */
   void (*toF16)(const float* src, uint16_t* dst, int64_t n);
+  /**
+   * The greedy sampler's pick over x[n]: the lowest index of the largest value, a NaN never
+   * chosen, 0 when no value exceeds −∞ (src/generate/sampler.ts argmax). Every level is exact
+   * (comparisons only).
+   */
+  int64_t (*argmax)(const float* x, int64_t n);
   /** Benchmark probe: `iters` rounds of independent FMAs; returns the flops done. */
   double (*fmaLoop)(int64_t iters);
 };

@@ -80,6 +80,8 @@ void toF16(Runtime& rt, const float* src, uint16_t* dst, int64_t n);
  * dst[((p/32)·nKvHead + g)·headDim·32 + c·32 + p%32] (native/LAYOUTS.md "KV cache").
  */
 void toF16Keys(Runtime& rt, const float* src, uint16_t* dst, int64_t T, int64_t pos0, int64_t nKvHead, int64_t headDim);
+/** The greedy pick over x[n] (KernelTable::argmax), on the calling thread (32000 logits: ~2 µs). */
+int64_t argmax(Runtime& rt, const float* x, int64_t n);
 
 /** Causal GQA; layouts as in src/backend/backend.ts. */
 void attention(Runtime& rt, const float* q, const float* k, const float* v, const AttentionShape& s, float* out,

@@ -397,6 +397,12 @@ export interface Backend {
    */
   keyBlocks?: boolean | undefined;
   /**
+   * id[0] = the greedy pick over x[0, n): the lowest index of the largest value, a NaN never
+   * chosen, 0 when none exceeds −∞ (generate/sampler.ts argmax). Recorded into a step plan
+   * (nn/model.ts), it saves the sampler's scan of the logits.
+   */
+  argmax?: ((x: Float32Array, n: number, id: Int32Array) => void) | undefined;
+  /**
    * Several linears of one input: out_i[M, N_i] = x[M, K] · W_iᵀ (+ bias_i) for each part, as
    * separate matmul calls would give. When the weights are the views `fuse` returned, in
    * that order, it is ONE kernel call (one activation quantization, one pool wake-up) on

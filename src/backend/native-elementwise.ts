@@ -1,10 +1,10 @@
 /**
  * The forward pass's elementwise ops on the native backend (native/src/elementwise.cc,
- * kernel_impl.h rmsNormRow / ropeRows / addRows / toF16Rows): RMSNorm, RoPE, the residual
- * add and the f16 KV-row store. nn/block.ts and nn/model.ts call them through the optional
+ * kernel_impl.h rmsNormRow / ropeRows / addRows / toF16Rows / argmaxRow): RMSNorm, RoPE, the
+ * residual add, the f16 KV-row store and the greedy pick over the logits. nn/block.ts and nn/model.ts call them through the optional
  * Backend methods when the backend has them (and BlockContext.exactElementwise is off);
  * nn/block.ts rmsNorm, nn/rope.ts RopeTable.apply, `+` and tensor/dtype.ts f32ToF16 are the
- * specifications (test/kernels/elementwise.test.ts). native.ts constructs this with its addon
+ * specifications (test/kernels/elementwise.test.ts), generate/sampler.ts argmax argmax's. native.ts constructs this with its addon
  * when the addon has these exports; every argument is validated here.
  */
 import { UsageError } from "../util/errors.ts";
@@ -20,6 +20,8 @@ export interface ElementwiseAddon {
   toF16(src: Float32Array, dst: Uint16Array, n: number): void;
   /** absent in an addon built before the blocked key cache */
   toF16Keys?(src: Float32Array, dst: Uint16Array, T: number, pos0: number, nKvHead: number, headDim: number): void;
+  /** absent in a build before it (NativeBackend.argmax is then undefined) */
+  argmax?(x: Float32Array, n: number): number;
 }
 
 /** Whether `a` is exactly `out` in memory (same buffer, same first byte): the in-place call the kernels allow. */
@@ -116,5 +118,17 @@ export class ElementwiseKernels {
     }
     if (this.rec !== null) this.rec.op(OpKind.toF16Keys, { ints: [T, nKvHead, headDim, pos0 - this.rec.pos], ptrs: [src, dst], fixed: [1] });
     else if (T > 0) this.#addon.toF16Keys!(src, dst, T, pos0, nKvHead, headDim);
+  }
+
+  /** id[0] = the greedy pick over x[0, n) (Backend.argmax; n ≥ 1). */
+  argmax(x: Float32Array, n: number, id: Int32Array): void {
+    const op = "argmax";
+    checkInt(op, "n", n, 1);
+    checkF32(op, "x", x, n, `x [n=${n}]`);
+    if (!(id instanceof Int32Array) || id.length < 1) {
+      throw new UsageError(`${op}: id must be an Int32Array of at least 1 element`, { field: "id", expected: "Int32Array [1]", found: describeArray(id) });
+    }
+    if (this.rec !== null) this.rec.op(OpKind.argmax, { ints: [n], ptrs: [x, id] });
+    else id[0] = this.#addon.argmax!(x, n);
   }
 }

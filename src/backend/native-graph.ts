@@ -10,7 +10,9 @@
  * arrays in a KV cache buffer (the rows a step writes, RoPE'd in place) move by one row per
  * position, and RoPE's and attention's positions are stored relative to the recording's.
  * Every argument was validated when recorded (the eager wrappers' checks); run(pos) only checks
- * that the weights are still alive.
+ * that the weights are still alive, and walks them only after a weight was disposed somewhere
+ * (noteWeightDisposed): a walk of the ~155 weight objects, cold after the step's weight stream,
+ * took ~38 µs per step (eval/reports/step-gap.md).
  */
 import { UsageError } from "../util/errors.ts";
 import type { KvRows, StepPlan } from "./backend.ts";
@@ -22,12 +24,16 @@ export interface GraphAddon {
 }
 
 /** graph.h GraphOpKind. */
-export const OpKind = { matmulPacked: 0, matmulParts: 1, attention: 2, attentionF16: 3, swiglu: 4, rmsNorm: 5, rope: 6, add: 7, toF16: 8, toF16Keys: 9, attentionF16Blocks: 10 } as const;
+export const OpKind = { matmulPacked: 0, matmulParts: 1, attention: 2, attentionF16: 3, swiglu: 4, rmsNorm: 5, rope: 6, add: 7, toF16: 8, toF16Keys: 9, attentionF16Blocks: 10, argmax: 11 } as const;
 /** graph.h kMaxParts, kGraphInts, kGraphPtrs, kGraphRecord. */
 const MAX_PARTS = 4, INTS = 5, PTRS = 1 + 2 * MAX_PARTS, OP_FIELDS = 4 + INTS + 2 * PTRS;
 
 /** A weight the recorder captured: its native handle, and `disposed` so that a plan can refuse a freed one. */
 export interface CapturedWeight { readonly disposed: boolean }
+
+/** Weights disposed so far in this process (a captured weight's dispose() counts itself here). */
+let disposals = 0;
+export function noteWeightDisposed(): void { disposals++; }
 
 export interface OpArgs {
   /** the weight and its native handle (packed matmuls) */
@@ -106,6 +112,8 @@ export class NativeStepPlan implements StepPlan {
   readonly ops: number;
   /** the captured arrays and weights, referenced so that none is collected while the plan lives */
   readonly #keep: { arrays: ArrayBufferView[]; weights: CapturedWeight[] };
+  /** `disposals` when the weights were last found alive (−1: never looked) */
+  #aliveAt = -1;
 
   constructor(private readonly addon: GraphAddon, private readonly graph: unknown, rec: StepRecorder) {
     this.ops = rec.ops;
@@ -114,8 +122,11 @@ export class NativeStepPlan implements StepPlan {
 
   run(pos: number): void {
     if (!Number.isSafeInteger(pos) || pos < 0) throw new UsageError("StepPlan.run: pos must be an integer ≥ 0", { field: "pos", expected: "integer ≥ 0", found: String(pos) });
-    if (this.#keep.weights.some((w) => w.disposed)) {
-      throw new UsageError("StepPlan.run: a weight the plan captured was disposed", { hint: "record a new plan after reloading the model" });
+    if (this.#aliveAt !== disposals) {
+      if (this.#keep.weights.some((w) => w.disposed)) {
+        throw new UsageError("StepPlan.run: a weight the plan captured was disposed", { hint: "record a new plan after reloading the model" });
+      }
+      this.#aliveAt = disposals;
     }
     this.addon.graphRun(this.graph, pos);
   }

@@ -17,6 +17,7 @@
  */
 import { UsageError } from "../util/errors.ts";
 import { checkInt, checkPerm, describeArray } from "./native-call.ts";
+import { noteWeightDisposed } from "./native-graph.ts";
 import type { MappedFile, Pack16Args, PackedActivations, PackedWeight as BackendPackedWeight, PackQ4Args, PackQ8Args, SourceBlocks, View16Args } from "./backend.ts";
 
 /** Runtime layouts (native/LAYOUTS.md): 16 interleaved rows each. */
@@ -193,6 +194,7 @@ export class PackedWeight implements BackendPackedWeight {
   dispose(): void {
     if (this.#disposed) return;
     this.#disposed = true;
+    noteWeightDisposed();
     if (this.#inFlight === 0) this.#free(this.#handle);
   }
 

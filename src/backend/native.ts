@@ -103,7 +103,7 @@ const ADDON_EXPORTS: Readonly<Record<keyof NativeAddon, "required" | "optional">
   syrkAccumulate: "required", gptqHinv: "required", gptqQuantize: "required", syrkAccumulateAsync: "required",
   gptqHinvAsync: "required", gptqQuantizeAsync: "required", awqFakeQuantizeAsync: "required", awqClipSearchAsync: "required",
   convertRows: "optional", ggmlQuantizeRows: "optional", rtnQuantize: "optional", gptqPackCodes: "optional",
-  rmsNorm: "optional", rope: "optional", add: "optional", toF16: "optional", toF16Keys: "optional", graphBuild: "optional", graphRun: "optional", // an older build loads (eval/decode-ab.ts); nn/ then runs these in TS
+  rmsNorm: "optional", rope: "optional", add: "optional", toF16: "optional", toF16Keys: "optional", argmax: "optional", graphBuild: "optional", graphRun: "optional", // an older build loads (eval/decode-ab.ts); nn/ then runs these in TS
   prefetchPlan: "optional", // tests only: an addon built before the hints still loads (eval/decode-ab.ts against older builds)
   spanSplitClaims: "optional", // tests only, likewise
 };
@@ -171,6 +171,7 @@ export class NativeBackend implements Backend {
    * has toF16Keys, unless QLLM_KEY_BLOCKS=0 (A/B of the two layouts in one build).
    */
   readonly keyBlocks: boolean;
+  readonly argmax: ElementwiseKernels["argmax"] | undefined;
 
   /** The step being recorded (recordStep), or null: every capturable call then adds a descriptor instead of running. */
   #rec: StepRecorder | null = null;
@@ -190,6 +191,7 @@ export class NativeBackend implements Backend {
     this.toF16 = ew ? ew.toF16.bind(ew) : undefined;
     this.toF16Keys = ew && addon.toF16Keys ? ew.toF16Keys.bind(ew) : undefined;
     this.keyBlocks = this.toF16Keys !== undefined && process.env.QLLM_KEY_BLOCKS !== "0";
+    this.argmax = ew && addon.argmax ? ew.argmax.bind(ew) : undefined;
   }
 
   /** Threads of the (process-wide) pool, the calling thread included. */

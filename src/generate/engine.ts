@@ -25,9 +25,10 @@ export type EngineModel = Model | GpuModel;
 
 /**
  * Logits of the last position [1, V] ("last") or none, after feeding `tokens` at cache.pos. On the
- * CPU the array is the session's own buffer, rewritten by the next step.
+ * CPU the array is the session's own buffer, rewritten by the next step, and `id` (given) gets
+ * argmax(logits) (Model.forward opts.argmax: a replayed step's native pick); the GPU leaves it.
  */
-type Step = (tokens: number[], logits: "last" | "none") => Float32Array | Promise<Float32Array>;
+type Step = (tokens: number[], logits: "last" | "none", id?: Int32Array) => Float32Array | Promise<Float32Array>;
 
 /**
  * The CPU KV cache's element type when none is asked for: f16, as llama.cpp's default
@@ -60,7 +61,7 @@ export class Session {
       this.cache = cache;
       // One [1, V] buffer for every step's logits: generate() reads them before the next step.
       const out = new Float32Array(model.cfg.vocabSize);
-      this.step = (tokens, logits) => model.forward(tokens, cache, { logits, out });
+      this.step = (tokens, logits, id) => model.forward(tokens, cache, { logits, out, argmax: id });
     }
   }
   get capacity(): number { return this.cache.capacity; }
@@ -149,10 +150,13 @@ export async function generate(session: Session, tok: Detokenizer, req: Generate
   let endId: number | null = null;
   let finishReason: FinishReason = "length";
   let decodeSteps = 0;
+  // A greedy draw takes the step's own argmax (a replayed step's native op) instead of scanning
+  // the logits again; −1: the step gave none (the GPU), the sampler scans.
+  const pick = sampler.greedy ? Int32Array.of(-1) : undefined;
   const t1 = performance.now();
   for (;;) {
     if (req.signal?.aborted) { finishReason = "cancelled"; break; }
-    const id = sampler.next(logits, context);
+    const id = sampler.next(logits, context, pick !== undefined && pick[0]! >= 0 ? pick[0] : undefined);
     if (!req.ignoreEos && req.stopIds.includes(id)) { endId = id; finishReason = "stop"; break; }
     ids.push(id);
     context.push(id);
@@ -161,7 +165,8 @@ export async function generate(session: Session, tok: Detokenizer, req: Generate
     if (ids.length >= req.maxTokens || cache.pos >= cache.capacity) break; // "length"
     await nextTick();
     if (req.signal?.aborted) { finishReason = "cancelled"; break; }
-    const r = session.step([id], "last");
+    if (pick !== undefined) pick[0] = -1;
+    const r = session.step([id], "last", pick);
     logits = r instanceof Promise ? await r : r;
     cached.push(id);
     decodeSteps++;

@@ -110,8 +110,19 @@ export class Sampler {
     this.rand = mulberry32(opts.seed);
   }
 
-  /** logits [V] (modified in place by the penalties); recent = context token ids, oldest first. */
-  next(logits: Float32Array, recent: readonly number[]): number {
+  /** Whether the draw is argmax(logits) as given: greedy, and no penalty changes a logit. */
+  get greedy(): boolean {
+    const o = this.opts;
+    return o.temperature <= 0 && (o.penaltyLastN === 0 || (o.repetitionPenalty === 1 && o.frequencyPenalty === 0 && o.presencePenalty === 0));
+  }
+
+  /**
+   * logits [V] (modified in place by the penalties); recent = context token ids, oldest first.
+   * argmaxId: argmax(logits) when the caller has it (a step plan's native pick, Model.forward
+   * opts.argmax), returned as the draw when `greedy`, without a scan.
+   */
+  next(logits: Float32Array, recent: readonly number[], argmaxId?: number): number {
+    if (argmaxId !== undefined && this.greedy) return argmaxId;
     const o = this.opts;
     const n = Math.min(o.penaltyLastN, recent.length);
     if (n > 0) applyPenalties(logits, recent.slice(recent.length - n), o);

@@ -225,22 +225,38 @@ export function embeddingTable16(data: Uint16Array, dtype: "f16" | "bf16", V: nu
   };
 }
 
+/** An ES2024 resizable ArrayBuffer (Node ≥ 20; typed here, the lib is ES2022): resize(0) frees its pages. */
+interface Shrinkable extends ArrayBuffer { resize(bytes: number): void }
+const ShrinkableBuffer = ArrayBuffer as unknown as new (bytes: number, o: { maxByteLength: number }) => Shrinkable;
+
 /**
  * Reusable load buffers, one per named slot ("raw", "codes", "scales", ...): canonical
  * inputs are transient (a backend copies what it keeps), so converting tensor after
  * tensor into the same memory avoids first-touch page faults and garbage (load time,
  * RSS). A slot's view is valid until the next request for that slot.
+ *
+ * The buffers are resizable ArrayBuffers, shrunk to 0 bytes when outgrown and by release(): that
+ * returns their pages at once, where a plain ArrayBuffer's stay resident until a major GC (after
+ * loading q4_0.gguf, the 66 MiB slot that held the Q8_0 lm_head's bytes, eval/reports/step-gap.md).
  */
 export class Scratch {
-  readonly #slots = new Map<string, ArrayBuffer>();
+  readonly #slots = new Map<string, Shrinkable>();
 
   #buffer(slot: string, bytes: number): ArrayBuffer {
     let b = this.#slots.get(slot);
     if (b === undefined || b.byteLength < bytes) {
-      b = new ArrayBuffer(Math.max(bytes, Math.ceil((b?.byteLength ?? 0) * 1.25)));
+      const n = Math.max(bytes, Math.ceil((b?.byteLength ?? 0) * 1.25));
+      b?.resize(0);
+      b = new ShrinkableBuffer(n, { maxByteLength: n });
       this.#slots.set(slot, b);
     }
     return b;
+  }
+
+  /** Frees every slot's memory now; views handed out before are empty afterwards. */
+  release(): void {
+    for (const b of this.#slots.values()) b.resize(0);
+    this.#slots.clear();
   }
 
   u8(slot: string, n: number): Uint8Array { return new Uint8Array(this.#buffer(slot, n), 0, n); }

@@ -133,10 +133,12 @@ export function loadPackedModelWeights(
   cfg: ModelConfig, src: TensorSource, backend: Backend, warn: (msg: string) => void = defaultWarn, weights16: Weights16Mode = "map",
 ): ModelWeights<LinearWeight> {
   const maps = weights16 === "map" ? new Map<string, MappedFile | null>() : null;
+  const scratch = new Scratch();
   try {
-    return loadPacked(cfg, { src, backend, warn, scratch: new Scratch(), maps });
+    return loadPacked(cfg, { src, backend, warn, scratch, maps });
   } finally {
     for (const f of maps?.values() ?? []) f?.release(); // the views hold the mappings from here on
+    scratch.release(); // the backend copied what it keeps
   }
 }
 

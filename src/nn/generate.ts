@@ -2,7 +2,7 @@
  * Token generation: greedy (argmax) or temperature/top-k/top-p sampling with a
  * seeded PRNG, streaming each new token to a callback.
  */
-import type { KvCache, Model } from "./model.ts";
+import { argmax, type KvCache, type Model } from "./model.ts";
 import { mulberry32 } from "../util/random.ts";
 
 export interface SampleOptions {
@@ -21,12 +21,7 @@ export interface GenerateOptions extends SampleOptions {
   cache?: KvCache;
 }
 
-export function argmax(x: Float32Array, offset = 0, n = x.length - offset): number {
-  let best = 0;
-  let bv = -Infinity;
-  for (let i = 0; i < n; i++) { const v = x[offset + i]!; if (v > bv) { bv = v; best = i; } }
-  return best;
-}
+export { argmax } from "./model.ts";
 
 export function sample(logits: Float32Array, opts: SampleOptions, rand: () => number): number {
   const temp = opts.temperature ?? 0;

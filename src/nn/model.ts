@@ -16,6 +16,14 @@ import type { LinearWeight } from "../backend/backend.ts";
  */
 export type KvDType = "f32" | "f16";
 
+/** The greedy pick over x[offset, offset + n): the lowest index of the largest value, a NaN never chosen, 0 when none exceeds −∞. */
+export function argmax(x: Float32Array, offset = 0, n = x.length - offset): number {
+  let best = 0;
+  let bv = -Infinity;
+  for (let i = 0; i < n; i++) { const v = x[offset + i]!; if (v > bv) { bv = v; best = i; } }
+  return best;
+}
+
 export class KvCache {
   readonly layers: LayerCache[];
   /** Number of positions already filled. */
@@ -52,6 +60,14 @@ export interface ForwardOptions {
    * step (~0.1 ms at V = 32000, eval/reports/step-profile.md). Ignored with logits "none".
    */
   out?: Float32Array;
+  /**
+   * [≥ 1]: receives the greedy pick over the returned logits' last row (the lowest index of the
+   * largest logit, a NaN never chosen, 0 when none exceeds −∞: generate/sampler.ts argmax): on
+   * a replayed step from the plan's last op (Backend.argmax, native), else scanned here. A
+   * greedy sampler then skips its own scan (~50 µs at V = 32000, eval/reports/step-gap.md).
+   * Ignored with logits "none".
+   */
+  argmax?: Int32Array | undefined;
 }
 
 /**
@@ -62,6 +78,8 @@ interface StepState {
   plan: StepPlan;
   /** [1, H] */ x: Float32Array;
   /** [1, V] */ logits: Float32Array;
+  /** [1] the plan's argmax of logits, or null: the backend has no Backend.argmax */
+  id: Int32Array | null;
 }
 
 export class Model {
@@ -131,6 +149,7 @@ export class Model {
         embeddingRow(this.weights.embed, this.#checkToken(tokens[0]!), cfg.hiddenSize, step.x, 0);
         step.plan.run(pos0);
         cache.pos = pos0 + 1;
+        if (opts.argmax !== undefined) opts.argmax[0] = step.id !== null ? step.id[0]! : argmax(step.logits);
         // [1, V] a copy: the plan's buffer is rewritten by the next step
         if (out === undefined) return step.logits.slice();
         out.set(step.logits);
@@ -149,7 +168,9 @@ export class Model {
     const rows = mode === "last" ? x.subarray((T - 1) * H, T * H) : x;
     const R = mode === "last" ? 1 : T;
     const xn = normRows(ctx, rows, this.weights.finalNorm, R, new Float32Array(R * H)); // [R, H]
-    return backend.matmul(xn, this.weights.lmHead, R, H, cfg.vocabSize, undefined, out); // [R, V]
+    const logits = backend.matmul(xn, this.weights.lmHead, R, H, cfg.vocabSize, undefined, out); // [R, V]
+    if (opts.argmax !== undefined) opts.argmax[0] = argmax(logits, (R - 1) * cfg.vocabSize, cfg.vocabSize);
+    return logits;
   }
 
   /** The decode step recorded for `cache`, or why it has none, or undefined before its first T = 1 step (tests, benchmarks). */
@@ -184,14 +205,16 @@ export class Model {
       this.rope.ensure(cache.capacity);
       const H = cfg.hiddenSize, pos = cache.pos;
       const x = new Float32Array(H), logits = new Float32Array(cfg.vocabSize), xn = new Float32Array(H);
+      const id = b.argmax !== undefined ? new Int32Array(1) : null;
       const ctx: BlockContext = { cfg, backend, rope: this.rope, workspace: new BlockWorkspace(cfg, 1) };
       const kv = cache.layers.flatMap((l) => [l.k, l.v]);
       const plan = b.recordStep(backend, kv, pos, cfg.numKvHeads * cfg.headDim, () => {
         for (let i = 0; i < cfg.numLayers; i++) blockForward(ctx, i, this.weights.blocks[i]!, x, 1, pos, cache.layers[i]!, x);
         normRows(ctx, x, this.weights.finalNorm, 1, xn);
         backend.matmul(xn, this.weights.lmHead, 1, H, cfg.vocabSize, undefined, logits);
+        if (id !== null) b.argmax!(logits, cfg.vocabSize, id);
       });
-      step = typeof plan === "string" ? plan : { plan, x, logits };
+      step = typeof plan === "string" ? plan : { plan, x, logits, id };
     }
     this.#steps.set(cache, step);
     return step;

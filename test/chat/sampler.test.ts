@@ -48,6 +48,19 @@ describe("sampler", () => {
     expect(new Sampler(opts({ repetitionPenalty: 1.5, penaltyLastN: 1 })).next(Float32Array.from(l), [0, 2])).toBe(0);
   });
 
+  test("a greedy draw without penalties takes the caller's argmax (a step plan's pick) and scans only without one", () => {
+    const l = [0.5, 3, 3, -1];
+    expect(new Sampler(GREEDY).greedy).toBe(true);
+    expect(new Sampler(GREEDY).next(Float32Array.from(l), [])).toBe(1); // the scan: the first of the tied maxima
+    expect(new Sampler(GREEDY).next(Float32Array.from(l), [], 2)).toBe(2); // the given pick, taken as is
+    // penalties change the logits first: the given pick is ignored, the penalised logits scanned
+    const rep = new Sampler(opts({ repetitionPenalty: 2 }));
+    expect(rep.greedy).toBe(false);
+    expect(rep.next(Float32Array.from(l), [1], 1)).toBe(2);
+    expect(new Sampler(opts({ repetitionPenalty: 2, penaltyLastN: 0 })).greedy).toBe(true);
+    expect(new Sampler(opts({ temperature: 0.7 })).greedy).toBe(false);
+  });
+
   test("temperature: frequencies follow softmax(l / T)", () => {
     const l = [1.0, 0.5, 0.0, -1.0];
     for (const T of [0.5, 1, 2]) {

@@ -4,12 +4,14 @@
  * rmsNorm, nn/rope.ts RopeTable.apply, f32 `+` and tensor/dtype.ts f32ToF16. For every kernel
  * level this CPU runs: the scalar level must equal the TS code bit for bit (it computes the
  * same f64 formulas), the SIMD levels within the named tolerances; the residual add and the
- * f16 rounding are bit-exact at every level. Odd widths exercise the vector tails, T = 40 rows
+ * f16 rounding are bit-exact at every level, and the greedy pick (argmax) equals
+ * generate/sampler.ts argmax at every level (ties, NaNs, infinities, all −∞, block edges). Odd widths exercise the vector tails, T = 40 rows
  * of 2048 pass the pool threshold (two threads split the rows).
  */
 import { afterAll, describe, expect, it } from "vitest";
 import { createNativeBackend, type KernelLevel } from "../../src/backend/native.ts";
 import { refBackend } from "../../src/backend/ref.ts";
+import { argmax } from "../../src/generate/sampler.ts";
 import { rmsNorm, storeKeyBlocks } from "../../src/nn/block.ts";
 import { RopeTable } from "../../src/nn/rope.ts";
 import { f32ToF16 } from "../../src/tensor/dtype.ts";
@@ -19,7 +21,7 @@ import { rng } from "./packed-ref.ts";
 const nb = createNativeBackend({ threads: 2 });
 const levels: KernelLevel[] = nb.kernelLevels();
 afterAll(() => { nb.setKernelLevel(levels[0]!); });
-const ew = { rmsNorm: nb.rmsNorm!, rope: nb.rope!, add: nb.add!, toF16: nb.toF16!, toF16Keys: nb.toF16Keys! };
+const ew = { rmsNorm: nb.rmsNorm!, rope: nb.rope!, add: nb.add!, toF16: nb.toF16!, toF16Keys: nb.toF16Keys!, argmax: nb.argmax! };
 
 /** SIMD RMSNorm: Σx² in f32 lanes (H ≤ 5632 terms of one sign: ≤ ~H/W·2⁻²⁴ relative), r in f32, two f32 products. */
 const RMS_REL_TOL = 4 * 2 ** -23;
@@ -123,6 +125,41 @@ describe.each(levels)("elementwise ops on %s", (level) => {
       storeKeyBlocks({ cfg: undefined!, backend: refBackend, rope: undefined! }, src, spec, T, pos0, nKv, d);
       expect(differing(spec, want)).toBe(0);
     });
+
+  // Lengths across the kernel's blocks (16 lanes × 16) and tails; ties at the maximum (the
+  // lowest index wins), NaNs (never chosen), ±∞, ±0, and rows where nothing exceeds −∞ (0).
+  it.each([1, 3, 16, 17, 255, 256, 257, 1000, 32000, 32003])("argmax n=%i equals the sampler's argmax", (n) => {
+    nb.setKernelLevel(level);
+    const r = rng(n);
+    const pick = (x: Float32Array): number => { const id = Int32Array.of(-7); ew.argmax(x, x.length, id); return id[0]!; };
+    const cases: Float32Array[] = [];
+    const plain = randoms(n, n);
+    cases.push(plain);
+    // a tie of the maximum at two places, the later one first in a later block
+    const tie = randoms(n, n + 1, 1);
+    const a = Math.floor(r() * n), b = Math.floor(r() * n);
+    tie[a] = 5; tie[b] = 5;
+    cases.push(tie);
+    // few distinct values: many ties everywhere
+    cases.push(Float32Array.from({ length: n }, () => Math.floor(r() * 3)));
+    // NaNs all over, one larger than everything before a NaN-only tail
+    const nan = randoms(n, n + 2).map((v, i) => (i % 3 === 1 || i > n - 5 ? NaN : v));
+    cases.push(nan);
+    cases.push(new Float32Array(n).fill(NaN));
+    cases.push(new Float32Array(n).fill(-Infinity));
+    cases.push(Float32Array.from({ length: n }, (_, i) => (i % 2 === 0 ? NaN : -Infinity)));
+    const inf = randoms(n, n + 3);
+    inf[n - 1] = Infinity;
+    if (n > 2) inf[Math.floor(n / 2)] = Infinity;
+    cases.push(inf);
+    cases.push(Float32Array.from({ length: n }, (_, i) => (i % 2 === 0 ? -0 : 0)));
+    const last = new Float32Array(n).fill(-1);
+    last[n - 1] = 1;
+    cases.push(last);
+    for (const x of cases) expect(pick(x)).toBe(argmax(x));
+    // and the cases are not all the same answer: the comparison can fail
+    if (n > 16) expect(new Set(cases.map(argmax)).size).toBeGreaterThan(2);
+  });
 });
 
 it("the elementwise ops refuse bad arguments", () => {
@@ -135,6 +172,9 @@ it("the elementwise ops refuse bad arguments", () => {
   expect(() => ew.add(x, x, x.subarray(2), 4)).toThrow(/overlaps/);
   expect(() => ew.toF16(x, new Uint16Array(3), 4)).toThrow(UsageError);
   expect(() => ew.toF16(x, new Uint16Array(x.buffer), 4)).toThrow(/overlaps/);
+  expect(() => ew.argmax(x, 17, new Int32Array(1))).toThrow(UsageError);
+  expect(() => ew.argmax(x, 0, new Int32Array(1))).toThrow(UsageError);
+  expect(() => ew.argmax(x, 4, new Int32Array(0))).toThrow(/id/);
   // positions 0..32 need two whole blocks of 32 × 4 elements
   expect(() => ew.toF16Keys(x.subarray(0, 4), new Uint16Array(255), 1, 32, 1, 4)).toThrow(/whole blocks/);
   expect(() => ew.toF16Keys(x.subarray(0, 4), new Uint16Array(256), 1, 32, 1, 4)).not.toThrow();

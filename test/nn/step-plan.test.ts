@@ -24,17 +24,20 @@ const STEPS = 6;
 
 /** Greedy steps after the prompt: each step's logits and the cache after the last; `threads(i)` sets the pool's size before step i. */
 /** "f16-rows": an f16 cache with row-major keys (the native backend's f16 default stores them in blocks, KvCache keyBlocks). */
-function decode(model: Model, kv: KvDType | "f16-rows", plans: boolean, threads?: (i: number) => void): { logits: Float32Array[]; cache: ReturnType<Model["newCache"]> } {
+/** picks: each step's opts.argmax (a replayed step's from the plan's native argmax op). */
+function decode(model: Model, kv: KvDType | "f16-rows", plans: boolean, threads?: (i: number) => void): { logits: Float32Array[]; picks: number[]; cache: ReturnType<Model["newCache"]> } {
   model.stepPlans = plans;
   const cache = kv === "f16-rows" ? model.newCache(PROMPT.length + STEPS + 4, "f16", false) : model.newCache(PROMPT.length + STEPS + 4, kv);
   let l = model.forward(PROMPT, cache, { logits: "last" });
-  const logits: Float32Array[] = [];
+  const logits: Float32Array[] = [], picks: number[] = [], id = Int32Array.of(-1);
   for (let i = 0; i < STEPS; i++) {
     threads?.(i);
-    l = model.forward([argmax(l, 0, model.cfg.vocabSize)], cache, { logits: "last" });
+    id[0] = -1;
+    l = model.forward([argmax(l, 0, model.cfg.vocabSize)], cache, { logits: "last", argmax: id });
     logits.push(l);
+    picks.push(id[0]!);
   }
-  return { logits, cache };
+  return { logits, picks, cache };
 }
 
 function differing(a: ArrayLike<number>, b: ArrayLike<number>): number {
@@ -72,6 +75,10 @@ describe.skipIf(!HAS_WEIGHTS)("a replayed decode step equals the eager native fo
       expect(typeof p === "object" ? p.ops : p).toBeGreaterThan(0); // recorded, not a reason string
       expect(model.stepPlanOf(eager.cache)).toBeUndefined();
       plan.logits.forEach((l, i) => expect(differing(l, eager.logits[i]!)).toBe(0));
+      // the plan's argmax op (Backend.argmax, recorded last) picks what the TS scan of its logits does (Model.forward opts.argmax)
+      expect(nb.argmax).toBeDefined();
+      expect(plan.picks).toEqual(plan.logits.map((l) => argmax(l)));
+      expect(eager.picks).toEqual(plan.picks);
       plan.cache.layers.forEach((L, i) => {
         expect(differing(L.k, eager.cache.layers[i]!.k)).toBe(0);
         expect(differing(L.v, eager.cache.layers[i]!.v)).toBe(0);
