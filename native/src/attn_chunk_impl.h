@@ -93,7 +93,8 @@ template <class S, class E>
  * for the NV vectors (with one vector per broadcast the loop was load-bound: 10 loads per 8 FMAs).
  */
 template <class S, int HG, int NV, bool QT, class E>
-[[gnu::always_inline]] inline void scoresHeads(const float* q, int qs, const E* kt, int d, float scale, float* s, int64_t ss) {
+[[gnu::always_inline]] inline void scoresHeads(const float* q, int qs, const E* kt, int d, float scale, float* s, int64_t ss,
+                                               const char* pf = nullptr, int pfLines = 0) {
   using V = typename S::V;
   constexpr int W = S::W;
   V a[HG][NV];
@@ -103,6 +104,7 @@ template <class S, int HG, int NV, bool QT, class E>
   for (int c = 0; c < d; ++c) {
     V kv[NV];
     for (int n = 0; n < NV; ++n) kv[n] = loadRow<S>(kt + (c * NV + n) * W);  // f16: widened as loaded
+    if (c < pfLines) __builtin_prefetch(pf + 64 * c, 0, kAttnChunkPrefetchLocality);
     for (int h = 0; h < HG; ++h) {
       const V qb = S::set1(QT ? q[c * qs + h] : q[h * d + c]);
       for (int n = 0; n < NV; ++n) a[h][n] = S::fma(qb, kv[n], a[h][n]);
@@ -165,11 +167,13 @@ template <class S>
  * q: the group's rows [group][d], or with QT transposed [d][group] (AttnChunkArgs::qt).
  */
 template <class S, int NV, bool QT, class E>
-[[gnu::always_inline]] inline void scoresGroup(const float* q, const E* kt, int d, int group, float scale, float* s, int64_t ss) {
+[[gnu::always_inline]] inline void scoresGroup(const float* q, const E* kt, int d, int group, float scale, float* s, int64_t ss,
+                                               const char* pf = nullptr, int pfLines = 0) {
   constexpr int HG = S::REGS / 2 / NV > 8 ? 8 : S::REGS / 2 / NV < 1 ? 1 : S::REGS / 2 / NV;  // HG·NV accumulators ≤ half the registers
   const auto qh = [&](int h) { return QT ? q + h : q + h * d; };
   int h = 0;
-  for (; h + HG <= group; h += HG) scoresHeads<S, HG, NV, QT>(qh(h), group, kt, d, scale, s + h * ss, ss);
+  for (; h + HG <= group; h += HG) scoresHeads<S, HG, NV, QT>(qh(h), group, kt, d, scale, s + h * ss, ss, pf, h == 0 ? pfLines : 0);
+  for (int i = h == 0 ? 0 : pfLines; i < pfLines; ++i) __builtin_prefetch(pf + 64 * i, 0, kAttnChunkPrefetchLocality);  // no full pass: a burst
   if constexpr (HG > 4) {
     for (; h + 4 <= group; h += 4) scoresHeads<S, 4, NV, QT>(qh(h), group, kt, d, scale, s + h * ss, ss);
   }
@@ -184,7 +188,8 @@ template <class S, int NV, bool QT, class E>
  * (c < width; the last vector masked): the value rows are loaded once for the HG heads.
  */
 template <class S, int HG, int NVC, bool TAIL, class E>
-void pvHeads(const float* p, int64_t ps, const E* v, int64_t ks, int64_t nKeys, float* o, int d, bool first, int width) {
+void pvHeads(const float* p, int64_t ps, const E* v, int64_t ks, int64_t nKeys, float* o, int d, bool first, int width,
+             const E* pf, int64_t pfRows) {
   using V = typename S::V;
   constexpr int W = S::W;
   const typename S::M tm = S::mask(width - (NVC - 1) * W);
@@ -197,6 +202,10 @@ void pvHeads(const float* p, int64_t ps, const E* v, int64_t ks, int64_t nKeys, 
   }
   for (int64_t j = 0; j < nKeys; ++j) {
     const E* vj = v + j * ks;
+    if (j < pfRows) {  // row j of a later block (pf, stride ks): its columns of this pass
+      const char* r = reinterpret_cast<const char*>(pf + j * ks);
+      for (int64_t b = 0; b < width * static_cast<int64_t>(sizeof(E)); b += 64) __builtin_prefetch(r + b, 0, kAttnChunkPrefetchLocality);
+    }
     V vv[NVC];
     for (int c = 0; c < NVC; ++c) vv[c] = TAIL && c == NVC - 1 ? loadRow<S>(vj + c * W, width - c * W) : loadRow<S>(vj + c * W);
     for (int h = 0; h < HG; ++h) {
@@ -214,9 +223,10 @@ void pvHeads(const float* p, int64_t ps, const E* v, int64_t ks, int64_t nKeys, 
 }
 
 template <class S, int HG, int NVC, class E>
-void pvHeadsT(const float* p, int64_t ps, const E* v, int64_t ks, int64_t nKeys, float* o, int d, bool first, int width) {
-  if (width == NVC * S::W) pvHeads<S, HG, NVC, false, E>(p, ps, v, ks, nKeys, o, d, first, width);
-  else pvHeads<S, HG, NVC, true, E>(p, ps, v, ks, nKeys, o, d, first, width);
+void pvHeadsT(const float* p, int64_t ps, const E* v, int64_t ks, int64_t nKeys, float* o, int d, bool first, int width,
+              const E* pf = nullptr, int64_t pfRows = 0) {
+  if (width == NVC * S::W) pvHeads<S, HG, NVC, false, E>(p, ps, v, ks, nKeys, o, d, first, width, pf, pfRows);
+  else pvHeads<S, HG, NVC, true, E>(p, ps, v, ks, nKeys, o, d, first, width, pf, pfRows);
 }
 
 /**
@@ -311,12 +321,20 @@ void attnChunk(const AttnChunkArgs& a) {
     // 1. scores s[h][jj] = scale · q_h · k_(j0 + jj) (−inf past nb below), a kv head at a
     // time: its KB rows transposed to kt [d][KB] (keys past nb as 0), then its group's heads.
     for (int g = 0; g < a.nKvHead; ++g) {
-      prefetchKeys(g, minOf(pe, j0 + PF), minOf(pe, j0 + PF + KB));
-      hintNext();
-      if (a.kBlocks) {  // f16 keys stored transposed: no transposes (the lanes of keys past nb hold any bits: set to −inf in 2.)
-        scoresGroup<S, NV, true>(a.qt + g * d * group, keyBlock(j0, g), d, group, a.scale, sb + g * group * KB, KB);
+      if (a.kBlocks) {
+        // f16 keys stored transposed: no transposes (the lanes of keys past nb hold any bits: set to
+        // −inf in 2.). The next block of kv head g (d·KB f16 = d lines) is prefetched a line per
+        // column inside the score loop: a burst of d prefetches filled the line-fill buffers and
+        // stalled the loop until DRAM answered (cold = hot + bytes).
+        static_assert(PF == KB, "the next block is prefetched");
+        hintNext();
+        const bool pfNext = j0 + PF < pe;
+        scoresGroup<S, NV, true>(a.qt + g * d * group, keyBlock(j0, g), d, group, a.scale, sb + g * group * KB, KB,
+                                 pfNext ? reinterpret_cast<const char*>(keyBlock(j0 + PF, g)) : nullptr, pfNext ? d : 0);
         continue;
       }
+      prefetchKeys(g, minOf(pe, j0 + PF), minOf(pe, j0 + PF + KB));
+      hintNext();
       if constexpr (W == 16 && sizeof(E) == 2) {
         if (d % 32 == 0 && nb == KB) {  // f16 keys, whole block: as pairs (transposePairs)
           uint16_t* kt16 = reinterpret_cast<uint16_t*>(kt);
@@ -368,15 +386,22 @@ void attnChunk(const AttnChunkArgs& a) {
     // to kMaxVecs vectors. Each out element sums its keys in the same order either way.
     for (int g = 0; g < a.nKvHead; ++g) {
       const E* vb = vc + j0 * ks + g * d;
-      prefetchRows(vc + g * d, ks, minOf(pe, j0 + PF), minOf(pe, j0 + PF + KB), d);
+      // The rows PF keys ahead: with 8-head passes spread over the first pass's rows (a row's
+      // columns of each column pass, one prefetch per row and line), as the blocked keys are.
+      const int64_t pf0 = minOf(pe, j0 + PF), pf1 = minOf(pe, j0 + PF + KB);
+      const bool spread = a.kBlocks && group >= 8;
+      if (!spread) prefetchRows(vc + g * d, ks, pf0, pf1, d);
+      else if (pf1 - pf0 > nb) prefetchRows(vc + g * d, ks, pf0 + nb, pf1, d);  // rows the pass does not reach
       hintNext();
       int h8 = 0;
       for (; h8 + 8 <= group; h8 += 8) {
         const int hh = g * group + h8;
         for (int c0 = 0; c0 < d; c0 += 2 * W) {
           const int width = minOf(2 * W, d - c0);
-          if (width > W) pvHeadsT<S, 8, 2>(sb + hh * KB, KB, vb + c0, ks, nb, a.out + hh * d + c0, d, false, width);
-          else pvHeadsT<S, 8, 1>(sb + hh * KB, KB, vb + c0, ks, nb, a.out + hh * d + c0, d, false, width);
+          const E* pf = vc + pf0 * ks + g * d + c0;
+          const int64_t pfRows = spread && h8 == 0 ? pf1 - pf0 : 0;
+          if (width > W) pvHeadsT<S, 8, 2>(sb + hh * KB, KB, vb + c0, ks, nb, a.out + hh * d + c0, d, false, width, pf, pfRows);
+          else pvHeadsT<S, 8, 1>(sb + hh * KB, KB, vb + c0, ks, nb, a.out + hh * d + c0, d, false, width, pf, pfRows);
         }
       }
       for (int c0 = 0; c0 < d && h8 < group; c0 += kMaxVecs * W) {
