@@ -1,6 +1,9 @@
 // The decode-step executor (graph.h): the recorded kernel calls, one after another.
 #include "graph.h"
 
+#include <cstdlib>
+#include <cstring>
+
 #include "event_log.h"
 
 namespace qllm {
@@ -129,10 +132,18 @@ void buildHints(const Graph& g, int threads) {
   }
 }
 
-/** Holds the pool for one step and clears the hint when done (pool.h). */
+/** The hand-off (graph.h Executor), from QLLM_STEP_EXEC, read every step (so one process can A/B them). */
+enum class Exec { kOps, kAtomic, kJoint };
+Exec executor() {
+  const char* e = std::getenv("QLLM_STEP_EXEC");
+  if (e == nullptr) return Exec::kJoint;
+  return std::strcmp(e, "ops") == 0 ? Exec::kOps : std::strcmp(e, "atomic") == 0 ? Exec::kAtomic : Exec::kJoint;
+}
+
+/** Holds the pool for one step in the executor's mode (pool.h) and clears the hint when done. */
 struct PoolHold {
   ThreadPool& pool;
-  explicit PoolHold(ThreadPool& p) : pool(p) { pool.hold(true); }
+  PoolHold(ThreadPool& p, Exec e) : pool(p) { pool.hold(true, e != Exec::kOps, e == Exec::kJoint); }
   ~PoolHold() { pool.hold(false); }
 };
 
@@ -141,7 +152,7 @@ struct PoolHold {
 void runGraph(Runtime& rt, const Graph& g, int64_t pos) {
   const int threads = rt.pool.threads();
   if (threads > 1 && g.hintThreads != threads) buildHints(g, threads);
-  PoolHold hold(rt.pool);
+  PoolHold hold(rt.pool, executor());
   if (gProfileOn) {
     runProfiled(rt, g, pos);
     return;

@@ -18,6 +18,16 @@
 // last tasks of a job) prefetches the head of the next packed matmul's weights (Graph::hints),
 // so that DRAM streams then too. Prefetches change no result.
 //
+// Executor (the hand-off of each parallel op to the held pool), QLLM_STEP_EXEC read at every step:
+//   ops     the reference: a job is published under the pool's locks and joined by condition variable
+//           (the session-13 executor);
+//   atomic  jobs go by atomics alone (pool.h hold(true, true)): no lock, the caller polls for the end;
+//   joint   (default) atomic, and a decode span matmul is one job published at its entry whose tasks
+//           each quantize x into their own buffer and walk their span (packed_matmul.cc), so the
+//           worker does not wait for the caller's quantization.
+// All three run the same kernels on the same claims: the same bits (test/nn/step-plan.test.ts).
+// Measured: eval/reports/step-exec.md.
+//
 // Profile: QLLM_STEP_PROFILE=<file> (read once when the addon loads) times every op of every
 // replayed step on the calling thread (CLOCK_MONOTONIC ns: kind, matmul parts/N/K, start, end)
 // plus one record per step, into a preallocated buffer written to that file at exit

@@ -74,9 +74,15 @@ void ThreadPool::stop() {
   workers_.clear();
 }
 
-void ThreadPool::hold(bool on) {
+void ThreadPool::hold(bool on, bool fast, bool joint) {
   if (workers_.empty()) return;
   if (on) {
+    if (fast) {
+      runMu_.lock();  // the holder's jobs skip it (runFast); other threads' wait for the step's end
+      holder_ = std::this_thread::get_id();
+      fast_ = true;
+      joint_ = joint;
+    }
     {
       std::lock_guard<std::mutex> lk(mu_);
       held_.store(true, std::memory_order_seq_cst);
@@ -89,6 +95,11 @@ void ThreadPool::hold(bool on) {
   hintAfterJob_ = callerHint_ = nullptr;
   // A worker that loaded the hint before it was cleared counted itself in first (waitHeld).
   while (hintReaders_.load(std::memory_order_seq_cst) != 0) cpuRelax();
+  if (fast_) {
+    fast_ = joint_ = false;
+    holder_ = std::thread::id();
+    runMu_.unlock();
+  }
 }
 
 void ThreadPool::waitHeld(uint32_t seen) {
@@ -122,19 +133,50 @@ void ThreadPool::run(int nTasks, TaskFn fn, void* ctx) {
     for (int t = 0; t < nTasks; ++t) fn(ctx, t, 0);
     return;
   }
+  if (fast_ && std::this_thread::get_id() == holder_) {
+    runFast(nTasks, fn, ctx);
+    return;
+  }
   std::lock_guard<std::mutex> runLock(runMu_);
   Job j;
   {
     std::lock_guard<std::mutex> lk(mu_);
-    j = Job{fn, ctx, nTasks, job_.gen + 1};
-    if (j.gen == 0) j.gen = 1;  // 0 means "no job yet" to the workers
-    job_ = j;
-    done_.store(0, std::memory_order_relaxed);
-    claim_.store(static_cast<uint64_t>(j.gen) << 32, std::memory_order_relaxed);
-    gen_.store(j.gen, std::memory_order_release);
+    j = Job{fn, ctx, nTasks, nextGen(), false};
+    publish(j);
   }
   wakeCv_.notify_all();
   drain(j, 0);
+  callerWait(nTasks, false);
+}
+
+uint32_t ThreadPool::nextGen() const {
+  const uint32_t g = gen_.load(std::memory_order_relaxed) + 1;
+  return g == 0 ? 1 : g;  // 0 means "no job yet" to the workers
+}
+
+void ThreadPool::publish(const Job& j) {
+  jobFn_.store(j.fn, std::memory_order_relaxed);
+  jobCtx_.store(j.ctx, std::memory_order_relaxed);
+  jobN_.store(j.nTasks, std::memory_order_relaxed);
+  jobFast_.store(j.fast, std::memory_order_relaxed);
+  done_.store(0, std::memory_order_relaxed);
+  claim_.store(static_cast<uint64_t>(j.gen) << 32, std::memory_order_relaxed);
+  gen_.store(j.gen, std::memory_order_release);
+}
+
+ThreadPool::Job ThreadPool::jobOf(uint32_t g) const {
+  return Job{jobFn_.load(std::memory_order_relaxed), jobCtx_.load(std::memory_order_relaxed), jobN_.load(std::memory_order_relaxed), g,
+             jobFast_.load(std::memory_order_relaxed)};
+}
+
+void ThreadPool::runFast(int nTasks, TaskFn fn, void* ctx) {
+  const Job j{fn, ctx, nTasks, nextGen(), true};
+  publish(j);
+  drain(j, 0);
+  callerWait(nTasks, true);
+}
+
+void ThreadPool::callerWait(int nTasks, bool fast) {
   auto finished = [&] { return done_.load(std::memory_order_acquire) == nTasks; };
   // Held: the caller waits on the workers' last tasks prefetching the hint too (its own place in it).
   if (held_.load(std::memory_order_relaxed)) {
@@ -149,6 +191,10 @@ void ThreadPool::run(int nTasks, TaskFn fn, void* ctx) {
       callerLine_ = end;
     }
   }
+  if (fast) {  // the workers are held: nobody sleeps, nobody notifies
+    while (!finished()) cpuRelax();
+    return;
+  }
   if (spinUntil(finished, kCallerSpin, false)) return;
   std::unique_lock<std::mutex> lk(mu_);
   doneCv_.wait(lk, finished);
@@ -162,7 +208,7 @@ void ThreadPool::drain(const Job& j, int tid) {
       if (static_cast<uint32_t>(cur >> 32) != j.gen || static_cast<uint32_t>(cur) >= static_cast<uint32_t>(j.nTasks)) return;
     } while (!claim_.compare_exchange_weak(cur, cur + 1, std::memory_order_acq_rel, std::memory_order_relaxed));
     j.fn(j.ctx, static_cast<int>(static_cast<uint32_t>(cur)), tid);
-    if (done_.fetch_add(1, std::memory_order_acq_rel) + 1 == j.nTasks) {
+    if (done_.fetch_add(1, std::memory_order_acq_rel) + 1 == j.nTasks && !j.fast) {
       std::lock_guard<std::mutex> lk(mu_);
       doneCv_.notify_all();
     }
@@ -173,17 +219,19 @@ void ThreadPool::workerMain(int tid) {
   uint32_t seen = 0;
   for (;;) {
     waitHeld(seen);
-    spinUntil([&] { return gen_.load(std::memory_order_acquire) != seen || held_.load(std::memory_order_relaxed); }, kWorkerSpin, true);
-    Job j;
-    {
+    uint32_t g = gen_.load(std::memory_order_acquire);
+    // A job handed over by atomics alone (held fast) is taken at once; otherwise as before, under mu_.
+    // Either way its fields come from the atomics: a claim of generation g only succeeds while g runs.
+    if (g == seen || !jobFast_.load(std::memory_order_relaxed)) {
+      spinUntil([&] { return gen_.load(std::memory_order_acquire) != seen || held_.load(std::memory_order_relaxed); }, kWorkerSpin, true);
       std::unique_lock<std::mutex> lk(mu_);
-      wakeCv_.wait(lk, [&] { return stop_ || job_.gen != seen || held_.load(std::memory_order_relaxed); });
+      wakeCv_.wait(lk, [&] { return stop_ || gen_.load(std::memory_order_relaxed) != seen || held_.load(std::memory_order_relaxed); });
       if (stop_) return;
-      if (job_.gen == seen) continue;  // held, no job yet: poll (waitHeld)
-      j = job_;
+      g = gen_.load(std::memory_order_acquire);
+      if (g == seen) continue;  // held, no job yet: poll (waitHeld)
     }
-    seen = j.gen;
-    drain(j, tid);
+    seen = g;
+    drain(jobOf(g), tid);
   }
 }
 

@@ -9,14 +9,17 @@ import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { withPackedActivations } from "../../src/backend/backend.ts";
+import { withPackedActivations, type LinearWeight } from "../../src/backend/backend.ts";
 import { createNativeBackend } from "../../src/backend/native.ts";
 import { exportQuantizedGguf } from "../../src/export/gguf-quant.ts";
 import { loadModel } from "../../src/load/hf-folder.ts";
 import { BUNDLED_CALIB_TEXT, BUNDLED_MODEL_DIR } from "../../src/load/paths.ts";
 import { argmax } from "../../src/nn/generate.ts";
 import { Model, type KvDType } from "../../src/nn/model.ts";
+import type { ModelWeights } from "../../src/nn/weights.ts";
 import { quantizeModel } from "../../src/quantize/pipeline.ts";
+import { randomWeights, tinyConfig } from "../helpers/random-weights.ts";
+import { randPerm, randScales, rng } from "../kernels/packed-ref.ts";
 
 const HAS_WEIGHTS = existsSync(join(BUNDLED_MODEL_DIR, "model.safetensors"));
 const PROMPT = [1, 15, 27, 3, 99, 4, 8];
@@ -144,5 +147,71 @@ describe.skipIf(!HAS_WEIGHTS)("a replayed decode step equals the eager native fo
     model.forward([5], cache, { logits: "last", tap: () => { taps++; } });
     expect(taps).toBeGreaterThan(0);
     expect(model.stepPlanOf(cache)).toBeUndefined();
+  }, 60_000);
+});
+
+// The step executors (native/src/graph.h): QLLM_STEP_EXEC=ops hands each parallel op to the held pool
+// under its locks (the reference); atomic by atomics alone; joint (the default) also runs a decode matmul
+// as one job whose tasks each quantize x (packed_matmul.cc). The bundled
+// model's matmuls are too small for the pool; this one's run on it (qkv, o, gate|up, down: 2·K·N ≥ 2e6),
+// with an act-order permutation on q|k|v and down (the gather in the split) and 33 blocks of x on down
+// (an odd count over 2 and 3 threads).
+describe("the step executors on a model whose decode matmuls run on the pool", () => {
+  const nb = createNativeBackend({ threads: 2 });
+  const cfg = tinyConfig({ hidden_size: 1024, intermediate_size: 1056, num_attention_heads: 8, num_key_value_heads: 4, num_hidden_layers: 2, vocab_size: 256, max_position_embeddings: 64 });
+  let seed = 20;
+  const q4 = (N: number, K: number, perm: Int32Array | null): LinearWeight => {
+    const r = rng(seed++);
+    return nb.packQ4({ codes: Uint8Array.from({ length: N * K }, () => Math.floor(r() * 16)), scales: randScales(N * (K / 32), r, true), mins: null, N, K, groupSize: 32, perm });
+  };
+  const f32 = randomWeights(cfg, 9);
+  const blocks = f32.blocks.map((b) => {
+    const permH = randPerm(cfg.hiddenSize, rng(seed++)), permI = randPerm(cfg.intermediateSize, rng(seed++));
+    const l = Object.fromEntries(Object.entries(b.linears).map(([n, x]) =>
+      [n, { ...x, weight: q4(x.N, x.K, n === "q" || n === "k" || n === "v" ? permH : n === "down" ? permI : null) }])) as Record<keyof typeof b.linears, { weight: LinearWeight; N: number; K: number }>;
+    const qkv = nb.fuse([l.q.weight, l.k.weight, l.v.weight])!, gu = nb.fuse([l.gate.weight, l.up.weight])!;
+    [l.q.weight, l.k.weight, l.v.weight, l.gate.weight, l.up.weight] = [qkv[0]!, qkv[1]!, qkv[2]!, gu[0]!, gu[1]!];
+    return { ...b, linears: l };
+  });
+  const lmHead = q4(cfg.vocabSize, cfg.hiddenSize, null);
+  const model = new Model(cfg, { ...f32, blocks, lmHead } as ModelWeights<LinearWeight>, nb);
+  const withExec = <T>(exec: string | undefined, f: () => T): T => {
+    const was = process.env.QLLM_STEP_EXEC;
+    if (exec === undefined) delete process.env.QLLM_STEP_EXEC; else process.env.QLLM_STEP_EXEC = exec;
+    try { return f(); } finally { if (was === undefined) delete process.env.QLLM_STEP_EXEC; else process.env.QLLM_STEP_EXEC = was; }
+  };
+
+  it.each([[1], [2], [3]])("%i threads: plans (joint, atomic, ops) and eager steps are bit-identical", (threads) => {
+    nb.setThreads(threads);
+    try {
+      const eager = decode(model, "f16", false);
+      const fast = withExec(undefined, () => decode(model, "f16", true));
+      const atomic = withExec("atomic", () => decode(model, "f16", true));
+      const ops = withExec("ops", () => decode(model, "f16", true));
+      expect(model.stepPlanOf(fast.cache)).toMatchObject({ ops: expect.any(Number) });
+      for (const run of [fast, atomic, ops]) {
+        run.logits.forEach((l, i) => expect(differing(l, eager.logits[i]!)).toBe(0));
+        run.cache.layers.forEach((L, i) => expect(differing(L.k, eager.cache.layers[i]!.k) + differing(L.v, eager.cache.layers[i]!.v)).toBe(0));
+      }
+      expect(differing(fast.logits[0]!, fast.logits[1]!)).toBeGreaterThan(0);
+    } finally {
+      nb.setThreads(2);
+    }
+  }, 60_000);
+
+  it("switching executor (ops, atomic, joint) and pool size between steps (2, 3, 1, 2, 3, 2 threads) equals the eager steps", () => {
+    const sizes = [2, 3, 1, 2, 3, 2];
+    try {
+      const eager = decode(model, "f32", false, (i) => nb.setThreads(sizes[i]!));
+      const plan = decode(model, "f32", true, (i) => {
+        nb.setThreads(sizes[i]!);
+        if (i % 3 === 2) delete process.env.QLLM_STEP_EXEC; else process.env.QLLM_STEP_EXEC = i % 3 === 0 ? "ops" : "atomic";
+      });
+      plan.logits.forEach((l, i) => expect(differing(l, eager.logits[i]!)).toBe(0));
+      plan.cache.layers.forEach((L, i) => expect(differing(L.k, eager.cache.layers[i]!.k) + differing(L.v, eager.cache.layers[i]!.v)).toBe(0));
+    } finally {
+      delete process.env.QLLM_STEP_EXEC;
+      nb.setThreads(2);
+    }
   }, 60_000);
 });
