@@ -85,7 +85,7 @@ if (opts.run) {
   const roles = (list: Ev[]): string[] => {
     let afterAttn = false;
     return list.map((e) => {
-      if (e.kind === OpKind.attention || e.kind === OpKind.attentionF16) { afterAttn = true; return "attention"; }
+      if (e.kind === OpKind.attention || e.kind === OpKind.attentionF16 || e.kind === OpKind.attentionF16Blocks) { afterAttn = true; return "attention"; }
       if (e.kind !== OpKind.matmulPacked && e.kind !== OpKind.matmulParts) return kindName[e.kind]!;
       if (e.n === meta.V) return "lm_head";
       if (e.k === meta.I) return "down";
@@ -99,7 +99,7 @@ if (opts.run) {
   type Acc = { perStep: number[]; perCall: number[]; calls: number };
   const acc = new Map<string, Acc>();
   const stepNs: number[] = [], gapNs: number[] = [], between: number[] = [];
-  const order = ["qkv", "o", "gate+up", "down", "lm_head", "attention", "rmsNorm", "rope", "add", "toF16", "swiglu"];
+  const order = ["qkv", "o", "gate+up", "down", "lm_head", "attention", "rmsNorm", "rope", "add", "toF16", "toF16Keys", "swiglu", "argmax"];
   for (const [si, { step, ops: list }] of steps.entries()) {
     stepNs.push(ns(step.start, step.end));
     if (si > 0) between.push(ns(steps[si - 1]!.step.end, step.start));
