@@ -13,6 +13,7 @@
  * - frequency / presence (OpenAI API): logit −= count·frequency + (count > 0)·presence.
  */
 import { mulberry32 } from "../util/random.ts";
+import { argmax } from "../util/argmax.ts";
 import { UsageError } from "../util/errors.ts";
 
 export interface SamplerOptions {
@@ -66,12 +67,7 @@ export function samplerOptions(partial: Partial<SamplerOptions>, where: (k: keyo
   return o;
 }
 
-export function argmax(x: Float32Array): number {
-  let best = 0;
-  let bv = -Infinity;
-  for (let i = 0; i < x.length; i++) { const v = x[i]!; if (v > bv) { bv = v; best = i; } }
-  return best;
-}
+export { argmax };
 
 /** logits[V] in place: repetition, frequency and presence penalties over `recent` token ids. */
 export function applyPenalties(logits: Float32Array, recent: ArrayLike<number>, o: SamplerOptions): void {

@@ -9,6 +9,7 @@ import { blockForward, BlockWorkspace, normRows, type BlockContext, type LayerCa
 import { RopeTable } from "./rope.ts";
 import { embeddingRow, type ModelWeights } from "./weights.ts";
 import type { LinearWeight } from "../backend/backend.ts";
+import { argmax } from "../util/argmax.ts";
 
 /**
  * Element type of a KV cache: f32, or f16 (IEEE binary16, llama.cpp's default: half the
@@ -16,13 +17,7 @@ import type { LinearWeight } from "../backend/backend.ts";
  */
 export type KvDType = "f32" | "f16";
 
-/** The greedy pick over x[offset, offset + n): the lowest index of the largest value, a NaN never chosen, 0 when none exceeds −∞. */
-export function argmax(x: Float32Array, offset = 0, n = x.length - offset): number {
-  let best = 0;
-  let bv = -Infinity;
-  for (let i = 0; i < n; i++) { const v = x[offset + i]!; if (v > bv) { bv = v; best = i; } }
-  return best;
-}
+export { argmax };
 
 export class KvCache {
   readonly layers: LayerCache[];
@@ -62,7 +57,7 @@ export interface ForwardOptions {
   out?: Float32Array;
   /**
    * [≥ 1]: receives the greedy pick over the returned logits' last row (the lowest index of the
-   * largest logit, a NaN never chosen, 0 when none exceeds −∞: generate/sampler.ts argmax): on
+   * largest logit, a NaN never chosen, 0 when none exceeds −∞: util/argmax.ts): on
    * a replayed step from the plan's last op (Backend.argmax, native), else scanned here. A
    * greedy sampler then skips its own scan (~50 µs at V = 32000, eval/reports/step-gap.md).
    * Ignored with logits "none".
