@@ -5,7 +5,7 @@
  * run, interleaved A/B; prints and writes ratios of medians.
  *
  *   flock -x /tmp/qllm-cpu.lock npx tsx eval/bench-quantized.ts [--threads 2] [--reps 5]
- *         [--sections probe,gemv,gemm,smallm] [--out eval/reports/bench-quantized.md]
+ *         [--sections probe,gemv,gemm,smallm] [--out eval/reports/bench-quantized.md] [--gemv-shapes NxK,...]
  *
  * Sections are modules in eval/bench-quantized/ listed in SECTIONS (add one there);
  * the probe section runs first (the run's bandwidth, for the header); each GEMV and small-M case
@@ -32,6 +32,9 @@ const { values: opts } = parseArgs({
     threads: { type: "string", default: "2" }, reps: { type: "string", default: "5" },
     sections: { type: "string", default: Object.keys(SECTIONS).join(",") },
     out: { type: "string", default: "eval/reports/bench-quantized.md" },
+    // the GEMV section's shapes as NxK,… (N rows = outputs, K = inputs), e.g. TinyLlama's decode matmuls:
+    // 2560x2048 (q|k|v), 2048x2048 (o), 11264x2048 (gate|up), 2048x5632 (down)
+    "gemv-shapes": { type: "string" },
   },
 });
 const threads = Number(opts.threads), reps = Number(opts.reps);
@@ -50,6 +53,13 @@ const simd = ["avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx5
 
 const nb = createNativeBackend({ threads });
 const ctx = createContext(nb, threads, reps, (l) => console.log(l));
+if (opts["gemv-shapes"] !== undefined) {
+  ctx.gemvShapes = opts["gemv-shapes"].split(",").map((s) => {
+    const m = /^(\d+)x(\d+)$/.exec(s.trim());
+    if (m === null || Number(m[2]) % 32 !== 0) throw new Error(`--gemv-shapes: each shape is NxK with K a multiple of 32 (the Q4_0/Q8_0 block), not "${s}"`);
+    return [Number(m[1]), Number(m[2])] as [number, number];
+  });
+}
 const load0 = loadavg();
 const started = new Date().toISOString();
 const parts: string[] = [];
@@ -62,7 +72,7 @@ const header = [
   "# Quantized matmul: ours vs llama.cpp, same weights, same threads",
   "",
   "```",
-  `flock -x /tmp/qllm-cpu.lock npx tsx eval/bench-quantized.ts --threads ${threads} --reps ${reps} --sections ${names.join(",")}`,
+  `flock -x /tmp/qllm-cpu.lock npx tsx eval/bench-quantized.ts --threads ${threads} --reps ${reps} --sections ${names.join(",")}${opts["gemv-shapes"] !== undefined ? ` --gemv-shapes ${opts["gemv-shapes"]}` : ""}`,
   "```",
   "",
   `| | |`,

@@ -17,6 +17,8 @@ export interface BenchContext {
   /** libggml-cpu-<variant>.so the harness loaded, once started */
   llamaVariant: string;
   log(line: string): void;
+  /** The GEMV section's [N, K] shapes (--gemv-shapes); default matmul.ts GEMV_SHAPES */
+  gemvShapes?: [number, number][];
 }
 
 export function createContext(nb: NativeBackend, threads: number, reps: number, log: (l: string) => void): BenchContext & { close(): Promise<void> } {

@@ -83,7 +83,7 @@ export async function gemvSection(ctx: BenchContext): Promise<string> {
   const probes: number[] = [], judged: { label: string; b: Bracketed }[] = [];
   try {
     for (const bits of [4, 8] as const) {
-      for (const [N, K] of GEMV_SHAPES) {
+      for (const [N, K] of ctx.gemvShapes ?? GEMV_SHAPES) {
         const bytes1 = (N * K * (bits === 4 ? 18 : 34)) / 32;
         const copies = Math.max(2, Math.ceil(COLD_BYTES / bytes1));
         const { ws, llamaBytes, buft } = await loadBoth(ctx, bits, N, K, copies, dir);
