@@ -37,7 +37,7 @@ typedef struct ggml_threadpool* (*tp_new_t)(struct ggml_threadpool_params*);
 typedef void (*set_tp_t)(ggml_backend_t, struct ggml_threadpool*);
 typedef void (*tp_pause_t)(struct ggml_threadpool*);
 
-#define MAX_COPIES 64
+#define MAX_COPIES 256  // 2048x2048 Q4_0 (2.4 MB) needs 109 copies for the 256 MB cold set
 static ggml_backend_t be;
 static ggml_backend_dev_t dev;
 static struct ggml_context* wctx;
@@ -64,6 +64,7 @@ static ggml_backend_buffer_type_t repackBuft(void) {
 
 static int load(const char* type, int n, int k, int c, const char* file) {
   enum ggml_type t = strcmp(type, "q4_0") == 0 ? GGML_TYPE_Q4_0 : GGML_TYPE_Q8_0;
+  if (c < 1 || c > MAX_COPIES) { printf("error copies %d outside 1..%d\n", c, MAX_COPIES); return 1; }
   N = n; K = k; copies = c;
   const size_t bytes = ggml_row_size(t, K) * (size_t)N;
   unsigned char* data = malloc(bytes);
